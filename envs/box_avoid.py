@@ -1,0 +1,375 @@
+"""``MobileVLA/BoxAvoid-v0``: drive a three-wheel omni robot around box obstacles to a target object.
+
+Physics/control split (as in gym-pybullet-drones): :mod:`envs.robot` holds the robot's constants, kinematics and
+velocity ramp; :mod:`envs.scene` builds and moves the PyBullet bodies and renders cameras; this module turns
+actions into velocity commands, steps the physics at 240 Hz and scores the episode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+import scenarios
+from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
+from envs.robot import RobotConfig, ramp, wheel_speeds
+from envs.scene import Scene
+
+PHYSICS_HZ = 240
+MAX_IMAGE_SIZE = (1280, 720)
+OBS_KEYS = ("image", "instruction", "state")
+#: Characters allowed in the ``instruction`` observation (printable ASCII).
+INSTRUCTION_CHARSET = frozenset(string.printable) - set("\t\n\r\x0b\x0c")
+INSTRUCTION_MAX_LENGTH = 256
+
+#: Reward terms (see :meth:`BoxAvoidEnv.step`).
+REWARD_PROGRESS = 1.0  # per metre of distance-to-goal reduced
+REWARD_SUCCESS = 10.0
+REWARD_FAILURE = -10.0  # collision or out of bounds
+REWARD_STEP = -0.01
+
+
+def parse_image_size(size: str | Sequence[int]) -> tuple[int, int]:
+    """``"224x224"`` or ``(width, height)`` -> ``(width, height)`` in px.
+
+    Raises:
+        ValueError: malformed, non-positive, or larger than 1280x720.
+    """
+    if isinstance(size, str):
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"image size must look like 'WIDTHxHEIGHT', got {size!r}") from None
+    else:
+        w, h = (int(v) for v in size)
+    if w <= 0 or h <= 0 or w > MAX_IMAGE_SIZE[0] or h > MAX_IMAGE_SIZE[1]:
+        raise ValueError(f"image size {w}x{h} must be positive and at most {MAX_IMAGE_SIZE[0]}x{MAX_IMAGE_SIZE[1]}")
+    return w, h
+
+
+class BoxAvoidEnv(gym.Env):
+    """Box avoidance with an onboard camera, faithful to the Mobile VLA robot.
+
+    Args:
+        scenario: layout name (``scenarios.names()``), e.g. ``"1box_hori_left"``.
+        distance: ``"close"``, ``"medium"`` or ``"far"``.
+        actuation: ``"keypress"`` (default: one step = one 0.4 s key press at the fixed throttle, then a stop)
+            or ``"velocity"`` (continuous body velocities in m/s and rad/s held for ``1 / control_hz`` s).
+        control_hz: control rate of the velocity mode (Hz).
+        image_size: onboard camera ``(width, height)`` px or ``"WxH"``; default 224x224, at most 1280x720.
+        obs_keys: observation keys to return, any of ``("image", "instruction", "state")``.
+        max_steps: truncation (steps); default 30 presses (keypress) or the same simulated time (velocity).
+        success_radius: the robot must stop within this distance of the goal point (m).
+        stop_to_succeed: success needs a stop command (zero action) inside the radius, like Habitat's STOP
+            action and the operators' final SPACE; if False, being at rest inside the radius after any step
+            is enough.
+        jitter: sample the scenario's pose ranges on every reset (otherwise the nominal scene).
+        domain_randomization: sample appearance (box colour/scale, floor texture, light, camera pose,
+            instruction template, target kind).
+        scenario_dir: extra folder of layout TOML files.
+        robot: a :class:`RobotConfig`; ``camera_height`` (m), ``camera_pitch_deg``, ``camera_hfov_deg``
+            override its camera fields.
+        renderer: ``"tiny"`` (CPU ``ER_TINY_RENDERER``) or ``"egl"`` (hardware OpenGL through the EGL plugin,
+            falling back to tiny with a warning when it cannot load).
+        render_mode: ``None`` or ``"rgb_array"`` (top-down view of the arena).
+        render_size: ``(width, height)`` px of :meth:`render`.
+
+    Observation (``Dict``): ``"image"`` uint8 ``(H, W, 3)`` RGB; ``"instruction"`` ``Text``; ``"state"``
+    float32 ``(6,)`` = ``x, y, yaw, vx, vy, wz`` in the world frame (m, rad, m/s, rad/s).
+
+    Action: ``Box(-1.15, 1.15, (3,), float32)`` = ``[linear_x, linear_y, angular_z]`` (REP-103). A non-finite
+    or wrongly shaped action raises ``ValueError``.
+
+    Episode end: ``terminated`` on success, collision (any contact with a box or the target) or leaving the
+    arena; ``truncated`` after ``max_steps``. ``info["status"]`` is ``"success"``, ``"collision"``,
+    ``"out_of_bounds"``, ``"timeout"`` or ``None`` while running.
+
+    Reward: ``1.0`` per metre of progress towards the goal, ``-0.01`` per step, ``+10`` on success, ``-10`` on
+    collision or leaving the arena.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
+
+    def __init__(
+        self,
+        scenario: str = "1box_hori_left",
+        distance: str = "medium",
+        *,
+        actuation: str = "keypress",
+        control_hz: float = 10.0,
+        image_size: str | Sequence[int] = (224, 224),
+        obs_keys: Sequence[str] = OBS_KEYS,
+        max_steps: int | None = None,
+        success_radius: float = 0.3,
+        stop_to_succeed: bool = True,
+        jitter: bool = True,
+        domain_randomization: bool = False,
+        scenario_dir: str | None = None,
+        robot: RobotConfig | None = None,
+        camera_height: float | None = None,
+        camera_pitch_deg: float | None = None,
+        camera_hfov_deg: float | None = None,
+        renderer: str = "tiny",
+        render_mode: str | None = None,
+        render_size: Sequence[int] = (640, 360),
+    ) -> None:
+        if actuation not in ("keypress", "velocity"):
+            raise ValueError(f"actuation must be 'keypress' or 'velocity', got {actuation!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        unknown = set(obs_keys) - set(OBS_KEYS)
+        if unknown or not obs_keys:
+            raise ValueError(f"obs_keys must be a non-empty subset of {OBS_KEYS}, got {tuple(obs_keys)}")
+        if control_hz <= 0 or success_radius <= 0:
+            raise ValueError("control_hz and success_radius must be positive")
+
+        robot = robot or RobotConfig()
+        overrides = {
+            "camera_height": camera_height,
+            "camera_pitch": None if camera_pitch_deg is None else math.radians(camera_pitch_deg),
+            "camera_hfov": None if camera_hfov_deg is None else math.radians(camera_hfov_deg),
+        }
+        self.robot = dataclasses.replace(robot, **{k: v for k, v in overrides.items() if v is not None})
+        self.actuation = actuation
+        self.control_hz = float(control_hz)
+        self.image_size = parse_image_size(image_size)
+        self.obs_keys = tuple(k for k in OBS_KEYS if k in obs_keys)
+        self.success_radius = float(success_radius)
+        self.stop_to_succeed = bool(stop_to_succeed)
+        self.jitter = bool(jitter)
+        self.domain_randomization = bool(domain_randomization)
+        self.scenario_dir = scenario_dir
+        self.render_mode = render_mode
+        self.render_size = parse_image_size(render_size)
+
+        self.dt = 1.0 / PHYSICS_HZ
+        if actuation == "keypress":
+            self._press_substeps = round(self.robot.press_duration * PHYSICS_HZ)
+            self._brake_substeps = math.ceil(self.robot.brake_time * PHYSICS_HZ)
+            self.step_duration = (self._press_substeps + self._brake_substeps) * self.dt
+        else:
+            self._control_substeps = max(1, round(PHYSICS_HZ / self.control_hz))
+            self.step_duration = self._control_substeps * self.dt
+        press_time = self.robot.press_duration + self.robot.brake_time
+        self.max_steps = int(max_steps) if max_steps else (30 if actuation == "keypress" else round(30 * press_time / self.step_duration))
+
+        self.scenario = scenarios.load(scenario, distance, scenario_dir)
+        self.scene = Scene(self.robot, renderer=renderer)
+
+        w, h = self.image_size
+        all_spaces = {
+            "image": spaces.Box(0, 255, (h, w, 3), np.uint8),
+            "instruction": spaces.Text(INSTRUCTION_MAX_LENGTH, charset="".join(sorted(INSTRUCTION_CHARSET))),
+            "state": spaces.Box(-np.inf, np.inf, (6,), np.float32),
+        }
+        self.observation_space = spaces.Dict({k: all_spaces[k] for k in self.obs_keys})
+        self.action_space = spaces.Box(-ACTION_LABEL, ACTION_LABEL, (3,), np.float32)
+
+        self.spec_scene: scenarios.SceneSpec | None = None
+        self._v_body = np.zeros(2)
+        self._wz = 0.0
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Sample a scene and place the robot at its start.
+
+        ``options`` may hold ``"scenario"`` and/or ``"distance"`` to switch layout without a new env (the same
+        bodies are reused), and ``"scene"`` (a :class:`scenarios.SceneSpec`) to replay an exact scene.
+        ``info`` holds ``"instruction"`` and ``"scene"`` (the sampled :class:`scenarios.SceneSpec` as a dict,
+        which a privileged policy may read) besides the per-step keys.
+        """
+        super().reset(seed=seed)
+        options = options or {}
+        if "scenario" in options or "distance" in options:
+            self.scenario = scenarios.load(
+                options.get("scenario", self.scenario.name),
+                options.get("distance", self.scenario.distance),
+                self.scenario_dir,
+            )
+        if options.get("scene") is not None:
+            self.spec_scene = options["scene"]
+        else:
+            self.spec_scene = self.scenario.sample(
+                self.np_random, jitter=self.jitter, domain_randomization=self.domain_randomization
+            )
+        self.scene.place(self.spec_scene)
+        self._v_body = np.zeros(2)
+        self._wz = 0.0
+        self._command = (np.zeros(2), 0.0)
+        self._steps = 0
+        self._path_length = 0.0
+        self._sides: dict[int, str] = {}
+        self._collided_with: str | None = None
+        self._status: str | None = None
+        self._pose = self.scene.robot_pose()
+        self._distance = self._goal_distance()
+        obs = self._observation()
+        info = self._info(np.zeros(3, np.float32), "SPACE")
+        info["scene"] = self.spec_scene.to_dict()
+        return obs, info
+
+    def step(self, action):
+        """Execute one key press (keypress mode) or one control period (velocity mode); see the class doc."""
+        if self.spec_scene is None:
+            raise RuntimeError("call reset() before step()")
+        if self._status is not None:
+            raise RuntimeError(f"episode already ended ({self._status}); call reset()")
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (3,):
+            raise ValueError(f"action must have shape (3,) [linear_x, linear_y, angular_z], got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action.tolist()}")
+        action = np.clip(action, -ACTION_LABEL, ACTION_LABEL)
+
+        if self.actuation == "keypress":
+            key = action_to_key(action)
+            target_v, target_wz = self._keypress_command(action)
+            phases = [(self._press_substeps, target_v, target_wz), (self._brake_substeps, np.zeros(2), 0.0)]
+            is_stop = key == "SPACE"
+        else:
+            key = action_to_key(action)
+            target_v, target_wz = self._velocity_command(action)
+            phases = [(self._control_substeps, target_v, target_wz)]
+            is_stop = not np.any(apply_dead_zone(action, DEAD_ZONE))
+
+        self._command = (phases[0][1], phases[0][2])
+        previous = self._pose
+        for substeps, v_target, wz_target in phases:
+            if self._simulate(substeps, v_target, wz_target):
+                break
+        self._pose = self.scene.robot_pose()
+        self._steps += 1
+        self._path_length += math.hypot(self._pose[0] - previous[0], self._pose[1] - previous[1])
+        self._record_sides(previous, self._pose)
+
+        old_distance, self._distance = self._distance, self._goal_distance()
+        reward = REWARD_STEP + REWARD_PROGRESS * (old_distance - self._distance)
+        x, y = self._pose[0], self._pose[1]
+        x_min, x_max, y_min, y_max = self.spec_scene.arena
+        at_rest = float(np.linalg.norm(self._v_body)) < 0.02 and abs(self._wz) < 0.05
+        if self._collided_with is not None:
+            self._status, reward = "collision", reward + REWARD_FAILURE
+        elif not (x_min <= x <= x_max and y_min <= y <= y_max):
+            self._status, reward = "out_of_bounds", reward + REWARD_FAILURE
+        elif self._distance <= self.success_radius and at_rest and (is_stop or not self.stop_to_succeed):
+            self._status, reward = "success", reward + REWARD_SUCCESS
+        terminated = self._status is not None
+        truncated = not terminated and self._steps >= self.max_steps
+        if truncated:
+            self._status = "timeout"
+        return self._observation(), float(reward), terminated, truncated, self._info(action, key)
+
+    def render(self) -> np.ndarray | None:
+        """Top-down RGB view ``(H, W, 3)`` uint8 of the arena (``render_size``), or None without render_mode."""
+        if self.render_mode != "rgb_array":
+            return None
+        return self.scene.render_topdown(self.spec_scene, self.render_size)
+
+    def close(self) -> None:
+        self.scene.close()
+
+    # ------------------------------------------------------------------ internals
+    def _keypress_command(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """Robot semantics: only the direction of (linear_x, linear_y) matters; angular_z alone spins."""
+        a = apply_dead_zone(action, DEAD_ZONE)
+        if a[0] or a[1]:
+            heading = math.atan2(a[1], a[0])
+            return self.robot.speed * np.array([math.cos(heading), math.sin(heading)]), 0.0
+        if a[2]:
+            return np.zeros(2), math.copysign(self.robot.angular_speed, a[2])
+        return np.zeros(2), 0.0
+
+    def _velocity_command(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """Continuous mode: m/s and rad/s, translation clipped to ``speed``, spin to ``angular_speed``."""
+        v = action[:2].astype(np.float64)
+        norm = float(np.linalg.norm(v))
+        if norm > self.robot.speed:
+            v *= self.robot.speed / norm
+        return v, float(np.clip(action[2], -self.robot.angular_speed, self.robot.angular_speed))
+
+    def _simulate(self, substeps: int, v_target: np.ndarray, wz_target: float) -> bool:
+        """Ramp towards the command and step physics; returns True (and stops early) on a contact."""
+        r = self.robot
+        for _ in range(substeps):
+            self._v_body = ramp(self._v_body, v_target, r.acceleration, r.deceleration, self.dt)
+            limit = r.angular_acceleration * self.dt
+            self._wz += min(limit, max(-limit, wz_target - self._wz))
+            self.scene.drive(self._v_body, self._wz)
+            self.scene.step()
+            hit = self.scene.contact()
+            if hit is not None:
+                self._collided_with = hit
+                self._v_body = np.zeros(2)
+                self._wz = 0.0
+                return True
+        return False
+
+    def _goal_distance(self) -> float:
+        gx, gy = self.spec_scene.goal
+        return math.hypot(self._pose[0] - gx, self._pose[1] - gy)
+
+    def _record_sides(self, previous: tuple[float, float, float], current: tuple[float, float, float]) -> None:
+        """Note on which side the robot passed each box: its lateral position (relative to the box centre) the
+        first time its path overlaps the box's extent along x."""
+        (x0, y0, _), (x1, y1, _) = previous, current
+        lo, hi = min(x0, x1), max(x0, x1)
+        for i, box in enumerate(self.spec_scene.obstacles):
+            bx0, bx1 = box.center[0] - box.size[0] / 2, box.center[0] + box.size[0] / 2
+            if i in self._sides or hi < bx0 or lo > bx1:
+                continue
+            xm = (max(lo, bx0) + min(hi, bx1)) / 2  # middle of the overlap
+            ym = y0 if x0 == x1 else y0 + (y1 - y0) * (xm - x0) / (x1 - x0)
+            self._sides[i] = "left" if ym > box.center[1] else "right"
+
+    @property
+    def passed_side(self) -> str | None:
+        """``"left"``/``"right"`` if every box reached so far was passed on that side, else None."""
+        sides = set(self._sides.values())
+        return sides.pop() if len(sides) == 1 else None
+
+    def _state(self) -> np.ndarray:
+        x, y, yaw = self._pose
+        c, s = math.cos(yaw), math.sin(yaw)
+        vx, vy = self._v_body
+        return np.array([x, y, yaw, c * vx - s * vy, s * vx + c * vy, self._wz], dtype=np.float32)
+
+    def _observation(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {}
+        if "image" in self.obs_keys:
+            obs["image"] = self.scene.render_onboard(self.spec_scene, self.image_size)
+        if "instruction" in self.obs_keys:
+            obs["instruction"] = self.spec_scene.instruction
+        if "state" in self.obs_keys:
+            obs["state"] = self._state()
+        return obs
+
+    def _info(self, action: np.ndarray, key: str) -> dict[str, Any]:
+        passed = self.passed_side
+        cmd_v, cmd_wz = self._command
+        return {
+            "status": self._status,
+            "success": self._status == "success",
+            "collided": self._collided_with is not None,
+            "collided_with": self._collided_with,
+            "distance_to_goal": self._distance,
+            "path_length": self._path_length,
+            "passed_side": passed,
+            "side_ok": passed == self.spec_scene.side if self._sides else None,
+            "instruction": self.spec_scene.instruction,
+            "scenario": self.spec_scene.scenario,
+            "distance": self.spec_scene.distance,
+            "steps": self._steps,
+            "sim_time": self._steps * self.step_duration,
+            "key": key,
+            "action": np.asarray(action, dtype=np.float32),
+            "state": self._state(),
+            # Commanded (cruise) wheel speeds of this step, rad/s: the robot is at rest again after a press.
+            "wheel_speeds": wheel_speeds(self.robot, float(cmd_v[0]), float(cmd_v[1]), cmd_wz),
+        }

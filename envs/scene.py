@@ -1,0 +1,271 @@
+"""The PyBullet world of one environment: bodies, contacts and cameras.
+
+One ``p.DIRECT`` client per :class:`Scene`; every call passes ``physicsClientId``. Bodies are created once and
+moved on :meth:`Scene.place`: boxes are cached per distinct size (scenario sizes are quantised, so the cache is
+bounded) and parked below the floor when unused, so thousands of resets load nothing new.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+
+from envs.robot import RobotConfig
+from envs.textures import texture_files
+from scenarios import BoxSpec, SceneSpec
+
+ASSETS = Path(__file__).parent / "assets"
+ROBOT_URDF = ASSETS / "omni_robot.urdf"
+PARKED = (0.0, 0.0, -10.0)
+NEAR, FAR = 0.03, 15.0
+TOPDOWN_FOV = 30.0  # deg, vertical
+WALL_LENGTH, WALL_HEIGHT, WALL_MARGIN = 12.0, 1.2, 1.2  # m; walls stand this far outside the arena
+WALL_COLOUR = (0.86, 0.84, 0.80, 1.0)
+
+#: Light colour, ambient and diffuse coefficients per collection ``time_period`` (H5 attribute).
+LIGHTING = {
+    "dawn": ((1.0, 0.86, 0.76), 0.50, 0.45),
+    "morning": ((1.0, 1.0, 1.0), 0.60, 0.50),
+    "evening": ((1.0, 0.78, 0.58), 0.45, 0.50),
+    "night": ((0.75, 0.80, 0.95), 0.40, 0.35),
+}
+TARGET_COLOURS = {"cup": (0.85, 0.85, 0.88, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1)}
+
+
+class Scene:
+    """PyBullet bodies and renderers for the box-avoidance arena.
+
+    Args:
+        robot: robot constants (camera mount, footprint).
+        renderer: ``"tiny"`` or ``"egl"``; EGL is loaded before any body and falls back to tiny with a
+            ``RuntimeWarning`` when the plugin cannot be loaded.
+    """
+
+    def __init__(self, robot: RobotConfig, renderer: str = "tiny") -> None:
+        if renderer not in ("tiny", "egl"):
+            raise ValueError(f"renderer must be 'tiny' or 'egl', got {renderer!r}")
+        self.robot = robot
+        self.client = p.connect(p.DIRECT)
+        cid = self.client
+        self.renderer = p.ER_TINY_RENDERER
+        self._egl_plugin = None
+        if renderer == "egl":
+            self._load_egl()
+        p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
+        p.setTimeStep(1.0 / 240.0, physicsClientId=cid)
+        self.plane = p.loadURDF(str(Path(pybullet_data.getDataPath()) / "plane.urdf"), physicsClientId=cid)
+        self.robot_id = p.loadURDF(str(ROBOT_URDF), [0, 0, 0], physicsClientId=cid)
+        p.changeDynamics(self.robot_id, -1, linearDamping=0, angularDamping=0, physicsClientId=cid)
+        p.setCollisionFilterPair(self.plane, self.robot_id, -1, -1, 0, physicsClientId=cid)
+        self._names: dict[int, str] = {}
+        self.textures = {name: p.loadTexture(str(path), physicsClientId=cid) for name, path in texture_files().items()}
+        self.walls = [self._make_wall() for _ in range(4)]
+        self.targets = {kind: self._make_target(kind) for kind in TARGET_COLOURS}
+        self._boxes: dict[tuple[float, float, float], list[int]] = {}
+        self._active: list[int] = []
+        self._active_target: int | None = None
+        self._colours: dict[int, tuple[float, ...]] = {}
+        self._floor: str | None = None
+        self._spec: SceneSpec | None = None
+
+    # ------------------------------------------------------------------ building
+    def _load_egl(self) -> None:
+        spec = importlib.util.find_spec("eglRenderer")
+        try:
+            if spec is None or spec.origin is None:
+                raise RuntimeError("the eglRenderer module of pybullet is not installed")
+            plugin = p.loadPlugin(spec.origin, "_eglRendererPlugin", physicsClientId=self.client)
+            if plugin < 0:
+                raise RuntimeError("loadPlugin returned -1 (no EGL device?)")
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to the CPU renderer
+            warnings.warn(f"EGL renderer unavailable ({exc}); falling back to ER_TINY_RENDERER", RuntimeWarning, stacklevel=3)
+            return
+        self._egl_plugin = plugin
+        self.renderer = p.ER_BULLET_HARDWARE_OPENGL
+
+    def _make_target(self, kind: str) -> int:
+        cid, colour = self.client, TARGET_COLOURS[kind]
+        if kind == "basket":
+            half = (0.17, 0.13, 0.08)
+            vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=colour, physicsClientId=cid)
+            col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
+        else:
+            radius, height = (0.045, 0.10) if kind == "cup" else (0.035, 0.22)
+            vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=colour, physicsClientId=cid)
+            col = p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=cid)
+        body = p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
+        self._names[body] = "target"
+        return body
+
+    def _make_wall(self) -> int:
+        """A visual-only wall panel (no collision shape: the arena bounds end the episode, not walls)."""
+        vis = p.createVisualShape(
+            p.GEOM_BOX, halfExtents=(0.05, WALL_LENGTH / 2, WALL_HEIGHT / 2), rgbaColor=WALL_COLOUR,
+            physicsClientId=self.client,
+        )
+        return p.createMultiBody(0, -1, vis, basePosition=PARKED, physicsClientId=self.client)
+
+    def _place_walls(self, spec: SceneSpec) -> None:
+        x_min, x_max, y_min, y_max = spec.arena
+        m = WALL_MARGIN
+        cx, cy = (x_min + x_max) / 2, (y_min + y_max) / 2
+        poses = [
+            ((x_max + m, cy), 0.0), ((x_min - m, cy), 0.0),
+            ((cx, y_max + m), math.pi / 2), ((cx, y_min - m), math.pi / 2),
+        ]
+        for body, ((x, y), yaw) in zip(self.walls, poses):
+            orn = p.getQuaternionFromEuler((0, 0, yaw))
+            p.resetBasePositionAndOrientation(body, (x, y, WALL_HEIGHT / 2), orn, physicsClientId=self.client)
+
+    def _box_body(self, size: tuple[float, float, float], used: set[int]) -> int:
+        key = tuple(round(s, 4) for s in size)
+        for body in self._boxes.get(key, []):
+            if body not in used:
+                return body
+        half = [s / 2 for s in key]
+        cid = self.client
+        vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
+        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
+        body = p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
+        self._boxes.setdefault(key, []).append(body)
+        return body
+
+    # ------------------------------------------------------------------ episode
+    def place(self, spec: SceneSpec) -> None:
+        """Move bodies to ``spec`` (boxes, target, robot at rest at its start) and set the floor texture."""
+        cid = self.client
+        used: set[int] = set()
+        for i, box in enumerate(spec.obstacles):
+            body = self._box_body(box.size, used)
+            used.add(body)
+            self._names[body] = f"box{i}"
+            p.resetBasePositionAndOrientation(body, box.center, (0, 0, 0, 1), physicsClientId=cid)
+            self._set_colour(body, (*box.colour, 1.0))
+        for body in self._active:
+            if body not in used:
+                p.resetBasePositionAndOrientation(body, PARKED, (0, 0, 0, 1), physicsClientId=cid)
+        self._active = list(used)
+
+        target = self.targets[spec.target_kind]
+        if self._active_target not in (None, target):
+            p.resetBasePositionAndOrientation(self._active_target, PARKED, (0, 0, 0, 1), physicsClientId=cid)
+        z = 0.08 if spec.target_kind == "basket" else (0.05 if spec.target_kind == "cup" else 0.11)
+        p.resetBasePositionAndOrientation(target, (*spec.target_position, z), (0, 0, 0, 1), physicsClientId=cid)
+        self._active_target = target
+
+        self._place_walls(spec)
+        if spec.floor_texture != self._floor:
+            p.changeVisualShape(self.plane, -1, textureUniqueId=self.textures[spec.floor_texture], physicsClientId=cid)
+            self._floor = spec.floor_texture
+        x, y, yaw = spec.start
+        orn = p.getQuaternionFromEuler((0, 0, yaw))
+        p.resetBasePositionAndOrientation(self.robot_id, (x, y, 0.0), orn, physicsClientId=cid)
+        p.resetBaseVelocity(self.robot_id, (0, 0, 0), (0, 0, 0), physicsClientId=cid)
+        self._spec = spec
+
+    def _set_colour(self, body: int, rgba: tuple[float, ...]) -> None:
+        if self._colours.get(body) != rgba:
+            p.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=self.client)
+            self._colours[body] = rgba
+
+    # ------------------------------------------------------------------ physics
+    def drive(self, v_body: np.ndarray, wz: float) -> None:
+        """Set the base velocity from a body-frame command ``(vx, vy)`` m/s and yaw rate ``wz`` rad/s."""
+        _, orn = p.getBasePositionAndOrientation(self.robot_id, physicsClientId=self.client)
+        yaw = p.getEulerFromQuaternion(orn)[2]
+        c, s = math.cos(yaw), math.sin(yaw)
+        vx, vy = float(v_body[0]), float(v_body[1])
+        p.resetBaseVelocity(self.robot_id, (c * vx - s * vy, s * vx + c * vy, 0.0), (0.0, 0.0, wz), physicsClientId=self.client)
+
+    def step(self) -> None:
+        """One 1/240 s physics step."""
+        p.stepSimulation(physicsClientId=self.client)
+
+    def contact(self) -> str | None:
+        """Name of a body the robot touches (``"box0"``, ``"box1"``, ``"target"``), or None."""
+        for point in p.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client):
+            name = self._names.get(point[2])
+            if name is not None:
+                return name
+        return None
+
+    def robot_pose(self) -> tuple[float, float, float]:
+        """``(x, y, yaw)`` of the base in the world frame (m, m, rad)."""
+        pos, orn = p.getBasePositionAndOrientation(self.robot_id, physicsClientId=self.client)
+        return float(pos[0]), float(pos[1]), float(p.getEulerFromQuaternion(orn)[2])
+
+    # ------------------------------------------------------------------ cameras
+    def _image(self, view, size: tuple[int, int], fov_v: float, spec: SceneSpec) -> np.ndarray:
+        w, h = size
+        proj = p.computeProjectionMatrixFOV(fov_v, w / h, NEAR, FAR, physicsClientId=self.client)
+        colour, ambient, diffuse = LIGHTING[spec.time_period]
+        img = p.getCameraImage(
+            w, h, view, proj,
+            renderer=self.renderer,
+            flags=p.ER_NO_SEGMENTATION_MASK,
+            lightDirection=spec.light_direction,
+            lightColor=colour,
+            lightAmbientCoeff=ambient,
+            lightDiffuseCoeff=diffuse,
+            lightSpecularCoeff=0.05,
+            shadow=0,
+            physicsClientId=self.client,
+        )[2]
+        return np.asarray(img, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
+
+    def render_onboard(self, spec: SceneSpec, size: tuple[int, int]) -> np.ndarray:
+        """Onboard camera image, uint8 ``(H, W, 3)`` RGB, from the mount in :class:`RobotConfig` plus the
+        scene's camera jitter. The horizontal FOV is kept; the vertical one follows the aspect ratio."""
+        r = self.robot
+        x, y, yaw = self.robot_pose()
+        dh, dpitch, dyaw = spec.camera_offset
+        heading, pitch = yaw + dyaw, r.camera_pitch + dpitch
+        eye = (x + r.camera_forward * math.cos(yaw), y + r.camera_forward * math.sin(yaw), r.camera_height + dh)
+        fwd = (math.cos(pitch) * math.cos(heading), math.cos(pitch) * math.sin(heading), -math.sin(pitch))
+        up = (math.sin(pitch) * math.cos(heading), math.sin(pitch) * math.sin(heading), math.cos(pitch))
+        view = p.computeViewMatrix(eye, [e + f for e, f in zip(eye, fwd)], up, physicsClientId=self.client)
+        w, h = size
+        fov_v = math.degrees(2 * math.atan(math.tan(r.camera_hfov / 2) * h / w))
+        return self._image(view, size, fov_v, spec)
+
+    @staticmethod
+    def _topdown_camera(spec: SceneSpec, size: tuple[int, int]) -> tuple[float, float, float]:
+        """Centre ``(x, y)`` and height (m) of a camera looking straight down that frames the arena."""
+        x_min, x_max, y_min, y_max = spec.arena
+        w, h = size
+        half_h = math.tan(math.radians(TOPDOWN_FOV / 2))
+        height = max((y_max - y_min) / 2 / half_h, (x_max - x_min) / 2 / (half_h * w / h)) * 1.02
+        return (x_min + x_max) / 2, (y_min + y_max) / 2, height
+
+    def render_topdown(self, spec: SceneSpec, size: tuple[int, int]) -> np.ndarray:
+        """Top-down view of the whole arena (+x to the right, +y up), uint8 ``(H, W, 3)`` RGB."""
+        cx, cy, height = self._topdown_camera(spec, size)
+        view = p.computeViewMatrix((cx, cy, height), (cx, cy, 0.0), (0, 1, 0), physicsClientId=self.client)
+        return self._image(view, size, TOPDOWN_FOV, spec)
+
+    @classmethod
+    def topdown_projection(cls, spec: SceneSpec, size: tuple[int, int]):
+        """Function mapping world ``(x, y)`` (m, on the floor) to pixel ``(u, v)`` in :meth:`render_topdown`
+        images, for drawing paths over them."""
+        cx, cy, height = cls._topdown_camera(spec, size)
+        w, h = size
+        metres_per_px = 2 * height * math.tan(math.radians(TOPDOWN_FOV / 2)) / h
+
+        def project(x: float, y: float) -> tuple[float, float]:
+            return w / 2 + (x - cx) / metres_per_px, h / 2 - (y - cy) / metres_per_px
+
+        return project
+
+    def close(self) -> None:
+        """Disconnect the PyBullet client (idempotent)."""
+        if self.client is not None and p.isConnected(self.client):
+            if self._egl_plugin is not None:
+                p.unloadPlugin(self._egl_plugin, physicsClientId=self.client)
+            p.disconnect(self.client)
+        self.client = None

@@ -1,0 +1,91 @@
+"""The policy interface shared by every controller the simulator can run.
+
+A policy is reset once per episode with the episode's language instruction and then asked for one action
+per environment step. Observations are the environment's ``Dict`` observation:
+
+- ``"image"``: ``uint8`` array ``(H, W, 3)``, **RGB**, onboard camera (default 224 x 224);
+- ``"instruction"``: ``str``;
+- ``"state"``: ``float32`` ``(6,)`` = ``x, y, yaw, vx, vy, wz`` in the world frame (m, rad, m/s, rad/s).
+
+Actions are ``float32`` ``(3,)`` = ``[linear_x, linear_y, angular_z]`` (REP-103) in the robot's label
+units (+-1.15, see :mod:`envs.keys`).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+class PolicyOutputError(ValueError):
+    """A policy returned an action that is not a finite ``(3,)`` vector."""
+
+
+def validate_action(action: Any, policy_name: str = "policy") -> np.ndarray:
+    """Return ``action`` as a float32 ``(3,)`` array or raise :class:`PolicyOutputError`.
+
+    A ``(2,)`` action (linear_x, linear_y, as the VLA heads output) is padded with ``angular_z = 0``.
+    """
+    try:
+        arr = np.asarray(action, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise PolicyOutputError(f"{policy_name}: action is not numeric: {exc}") from exc
+    if arr.shape == (2,):
+        arr = np.append(arr, np.float32(0.0))
+    if arr.shape != (3,):
+        raise PolicyOutputError(
+            f"{policy_name}: expected an action of shape (3,) [linear_x, linear_y, angular_z], "
+            f"got shape {np.shape(action)}"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise PolicyOutputError(f"{policy_name}: action has non-finite values {arr.tolist()}")
+    return arr
+
+
+class Policy(abc.ABC):
+    """Base class: subclasses implement :meth:`_act` (and optionally :meth:`_reset`).
+
+    :meth:`act` times every call (``latencies_ms``, wall-clock milliseconds of this episode) and validates the
+    output with :func:`validate_action`, so a policy returning NaN or a wrong shape fails loudly with
+    :class:`PolicyOutputError`.
+    """
+
+    #: Registry name, set by :func:`policies.make_policy`.
+    name: str = "policy"
+
+    def __init__(self) -> None:
+        self.instruction: str = ""
+        self.latencies_ms: list[float] = []
+
+    def reset(self, instruction: str, info: Mapping[str, Any] | None = None) -> None:
+        """Start a new episode.
+
+        Args:
+            instruction: the episode's language instruction.
+            info: the environment's ``reset()`` info; privileged policies (the expert) read the scene from
+                ``info["scene"]``; learned policies must ignore it.
+        """
+        self.instruction = instruction
+        self.latencies_ms = []
+        self._reset(instruction, dict(info or {}))
+
+    def act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """Return the next action, float32 ``(3,)``; raises :class:`PolicyOutputError` on a bad output."""
+        start = time.perf_counter()
+        action = self._act(observation)
+        self.latencies_ms.append((time.perf_counter() - start) * 1e3)
+        return validate_action(action, self.name)
+
+    def close(self) -> None:
+        """Release resources (sessions, servers, files). Safe to call twice."""
+
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        """Per-episode reset hook for subclasses."""
+
+    @abc.abstractmethod
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """Compute the next action (array-like of shape (3,) or (2,))."""

@@ -1,0 +1,207 @@
+"""Privileged scripted expert: plans key presses around the boxes on the instructed side.
+
+The expert reads the true scene (``info["scene"]`` from ``env.reset()``) and the true state
+(``observation["state"]``). It searches (A*) over sequences of the robot's own key presses: every translation
+key moves the robot one press length (``RobotConfig.press_distance``) in one of eight directions, so the plan
+is made of exactly the actions a human operator could type (w, q, a, z, s, c, d, e, then SPACE), with a penalty
+on key changes so paths look like the operators' guides (long runs of ``w``). It re-plans whenever the robot is
+not where the plan expects it.
+
+The instructed side is enforced with a virtual wall from each box to the arena edge on the other side.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from envs.keys import MOVE_KEYS, key_to_action
+from envs.robot import RobotConfig
+from policies.base import Policy
+
+#: Body-frame direction of each translation key (rad, CCW from forward).
+KEY_ANGLES = {key: i * math.pi / 4 for i, key in enumerate(MOVE_KEYS)}
+
+
+@dataclass(frozen=True)
+class Rect:
+    """Axis-aligned rectangle ``[x0, x1] x [y0, y1]`` (m)."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def contains(self, x: float, y: float) -> bool:
+        return self.x0 <= x <= self.x1 and self.y0 <= y <= self.y1
+
+
+class ExpertPolicy(Policy):
+    """Privileged A* planner over key presses that passes on the instructed side and stops at the goal.
+
+    Args:
+        robot: robot constants (press length, footprint); must match the environment's.
+        clearance: extra distance kept from boxes beyond the footprint radius (m).
+        goal_tolerance: the plan ends (SPACE) within this distance of the goal point (m); keep it below the
+            environment's ``success_radius``.
+        turn_penalty: plan cost of changing key, in presses.
+        epsilon: probability of replacing the planned key by another safe key whose re-plan costs at most
+            ``slack`` presses more: perturbed ("variant") episodes that still succeed. 0 = the canonical plan.
+        slack: see ``epsilon`` (presses).
+        seed: seed of the perturbation generator.
+
+    Raises (from :meth:`act`):
+        KeyError: ``reset()`` was not given the environment's info with ``"scene"``, or the observation has
+            no ``"state"`` (build the env with ``"state"`` in ``obs_keys``).
+    """
+
+    def __init__(
+        self,
+        robot: RobotConfig | None = None,
+        clearance: float = 0.06,
+        goal_tolerance: float = 0.12,
+        turn_penalty: float = 0.35,
+        epsilon: float = 0.0,
+        slack: float = 2.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.robot = robot or RobotConfig()
+        self.clearance = clearance
+        self.goal_tolerance = goal_tolerance
+        self.turn_penalty = turn_penalty
+        self.epsilon = epsilon
+        self.slack = slack
+        self.rng = np.random.default_rng(seed)
+        self.step_length = self.robot.press_distance
+        self._plan: list[str] = []
+        self._expected: tuple[float, float] | None = None
+        self._blocked: list[Rect] = []
+
+    # ------------------------------------------------------------------ episode
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        if "scene" not in info:
+            raise KeyError("the expert needs the environment's reset() info (with 'scene'): policy.reset(instruction, info)")
+        scene = info["scene"]
+        self.goal = tuple(scene["goal"])
+        self.arena = scene["arena"]
+        inflate = self.robot.radius + self.clearance
+        x_min, x_max, y_min, y_max = self.arena
+        self._blocked = []
+        for box in scene["obstacles"]:
+            (cx, cy, _), (sx, sy, _) = box["center"], box["size"]
+            rect = Rect(cx - sx / 2 - inflate, cx + sx / 2 + inflate, cy - sy / 2 - inflate, cy + sy / 2 + inflate)
+            self._blocked.append(rect)
+            # Virtual wall towards the side the robot must not take.
+            if scene["side"] == "left":
+                self._blocked.append(Rect(rect.x0, rect.x1, y_min - 1.0, cy))
+            else:
+                self._blocked.append(Rect(rect.x0, rect.x1, cy, y_max + 1.0))
+        tx, ty = scene["target_position"]
+        t_inflate = self.robot.radius + 0.06
+        self._blocked.append(Rect(tx - t_inflate, tx + 0.5, ty - t_inflate, ty + t_inflate))
+        margin = self.robot.radius
+        self._bounds = Rect(x_min + margin, x_max - margin, y_min + margin, y_max - margin)
+        self._plan, self._expected, self._last_key = [], None, None
+
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        if "state" not in observation:
+            raise KeyError("the expert needs observation['state']: build the env with 'state' in obs_keys")
+        x, y, yaw = (float(v) for v in observation["state"][:3])
+        self.key = self.next_key(x, y, yaw)
+        return key_to_action(self.key)
+
+    # ------------------------------------------------------------------ planning
+    def next_key(self, x: float, y: float, yaw: float) -> str:
+        """Key to press from pose ``(x, y, yaw)`` (m, m, rad); ``"SPACE"`` at the goal."""
+        if self._expected is None or math.dist(self._expected, (x, y)) > 0.03 or not self._plan:
+            self._plan = self.plan((x, y), yaw, self._last_key) or []
+        if not self._plan:
+            key = "SPACE"  # at the goal, or no safe plan exists: stop rather than collide
+        else:
+            key = self._plan[0]
+            if self.epsilon > 0 and self.rng.random() < self.epsilon:
+                key = self._perturb((x, y), yaw, key)
+            if key != self._plan[0]:
+                self._plan = []  # re-plan from wherever the perturbed press leads
+            else:
+                self._plan = self._plan[1:]
+        self._expected = self._move((x, y), yaw, key) if key != "SPACE" else (x, y)
+        self._last_key = key
+        return key
+
+    def _move(self, pos: tuple[float, float], yaw: float, key: str) -> tuple[float, float]:
+        angle = yaw + KEY_ANGLES[key]
+        return pos[0] + self.step_length * math.cos(angle), pos[1] + self.step_length * math.sin(angle)
+
+    def _free(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
+        for t in (0.25, 0.5, 0.75, 1.0):
+            x, y = a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
+            if not self._bounds.contains(x, y) or any(r.contains(x, y) for r in self._blocked):
+                return False
+        return True
+
+    def plan(self, start: tuple[float, float], yaw: float, last_key: str | None = None) -> list[str] | None:
+        """A* over key presses from ``start`` to within ``goal_tolerance`` of the goal.
+
+        Returns the key list ([] if already there), or None if no collision-free plan on the instructed side
+        exists. Cost = presses + ``turn_penalty`` per key change.
+        """
+        goal, d = self.goal, self.step_length
+        if math.dist(start, goal) <= self.goal_tolerance:
+            return []
+        cell = d / 3
+
+        def h(p: tuple[float, float]) -> float:
+            return max(0.0, math.dist(p, goal) - self.goal_tolerance) / d
+
+        counter = 0
+        frontier = [(h(start), 0.0, counter, start, last_key, None)]
+        parents: dict[tuple[int, int, str | None], tuple] = {}
+        seen: dict[tuple[int, int, str | None], float] = {}
+        while frontier:
+            _, cost, _, pos, key, parent = heapq.heappop(frontier)
+            node = (round(pos[0] / cell), round(pos[1] / cell), key)
+            if node in parents:
+                continue
+            parents[node] = (parent, key)
+            if math.dist(pos, goal) <= self.goal_tolerance:
+                keys = []
+                while parents[node][0] is not None:
+                    keys.append(node[2])
+                    node = parents[node][0]
+                return keys[::-1]
+            if len(parents) > 20000:
+                return None
+            for nkey in MOVE_KEYS:
+                npos = self._move(pos, yaw, nkey)
+                if not self._free(pos, npos):
+                    continue
+                ncost = cost + 1.0 + (self.turn_penalty if key is not None and nkey != key else 0.0)
+                nnode = (round(npos[0] / cell), round(npos[1] / cell), nkey)
+                if nnode in parents or seen.get(nnode, math.inf) <= ncost:
+                    continue
+                seen[nnode] = ncost
+                counter += 1
+                heapq.heappush(frontier, (ncost + h(npos), ncost, counter, npos, nkey, node))
+        return None
+
+    def _perturb(self, pos: tuple[float, float], yaw: float, planned: str) -> str:
+        """A different safe key whose remaining plan is at most ``slack`` presses longer."""
+        base = len(self._plan)
+        options = []
+        for key in MOVE_KEYS:
+            if key == planned:
+                continue
+            npos = self._move(pos, yaw, key)
+            if not self._free(pos, npos):
+                continue
+            rest = self.plan(npos, yaw, key)
+            if rest is not None and len(rest) + 1 <= base + self.slack:
+                options.append(key)
+        return options[int(self.rng.integers(len(options)))] if options else planned

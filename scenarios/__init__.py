@@ -1,0 +1,336 @@
+"""Box-avoidance layouts as data.
+
+Every layout is a TOML file (``scenarios/layouts/*.toml``, or a user's folder passed as ``scenario_dir``) merged
+over ``scenarios/defaults.toml``. :func:`load` validates it and returns a :class:`Scenario`; its
+:meth:`Scenario.sample` draws a concrete :class:`SceneSpec` (poses, colours, light, instruction) from a numpy
+``Generator``, so the environment owns the randomness and the same seed gives the same scene.
+
+Coordinates: the robot starts near the origin facing +x (REP-103: x forward, y left, z up); metres, degrees
+in the files, radians in :class:`SceneSpec`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LAYOUT_DIR = Path(__file__).parent / "layouts"
+DEFAULTS_FILE = Path(__file__).parent / "defaults.toml"
+DISTANCES = ("close", "medium", "far")
+#: Display names used in instructions, from the spec's instructions ("cup", "beverage bottle", "gray basket").
+TARGET_NAMES = {"cup": "cup", "bottle": "beverage bottle", "basket": "gray basket"}
+
+Vec2 = tuple[float, float]
+Vec3 = tuple[float, float, float]
+
+
+class ScenarioError(ValueError):
+    """A scenario file is missing, malformed or inconsistent; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """Closed interval ``[low, high]`` given in TOML as a two-element list."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError(f"expected [low, high], got {value!r}")
+            return {"low": value[0], "high": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.high < self.low:
+            raise ValueError(f"high {self.high} < low {self.low}")
+        return self
+
+    def sample(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high)) if self.high > self.low else self.low
+
+    @property
+    def mid(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+
+class DistancePreset(_Strict):
+    obstacle: Range = Field(description="start -> near face of the first obstacle (m)")
+    target: Range = Field(description="start -> target object's centre (m)")
+
+
+class Arena(_Strict):
+    x_min: float = Field(lt=0)
+    x_beyond_target: float = Field(gt=0)
+    half_width: float = Field(gt=0)
+
+
+class TargetSpec(_Strict):
+    kinds: list[Literal["cup", "bottle", "basket"]] = Field(min_length=1)
+    standoff: float = Field(ge=0, le=1.0)
+
+
+class Obstacle(_Strict):
+    size: Vec3 = Field(description="[depth along x, width along y, height] (m)")
+    offset: Vec2 = (0.0, 0.0)
+    colour: Vec3 = (0.62, 0.45, 0.28)
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: Vec3) -> Vec3:
+        if min(v) <= 0:
+            raise ValueError(f"box size must be positive, got {v}")
+        return v
+
+    @field_validator("colour")
+    @classmethod
+    def _rgb(cls, v: Vec3) -> Vec3:
+        if not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError(f"colour components must be in [0, 1], got {v}")
+        return v
+
+
+class Randomization(_Strict):
+    obstacle_xy: Vec2
+    target_xy: Vec2
+    start_xy: Vec2
+    start_yaw: float = Field(ge=0)
+    box_scale: Range
+    box_colours: list[Vec3] = Field(min_length=1)
+    floor_textures: list[Literal["wood", "tile", "concrete", "carpet"]] = Field(min_length=1)
+    light_azimuth: Range
+    light_elevation: Range
+    time_periods: list[Literal["dawn", "morning", "evening", "night"]] = Field(min_length=1)
+    camera_height: float = Field(ge=0)
+    camera_pitch: float = Field(ge=0)
+    camera_yaw: float = Field(ge=0)
+
+
+class LayoutFile(_Strict):
+    """Schema of a layout file after merging over the defaults."""
+
+    side: Literal["left", "right"]
+    instructions: list[str] = Field(min_length=1)
+    obstacles: list[Obstacle] = Field(min_length=1)
+    target: TargetSpec
+    arena: Arena
+    distances: dict[str, DistancePreset]
+    randomization: Randomization
+
+    @field_validator("instructions")
+    @classmethod
+    def _templates(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                text.format(target="cup")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"bad template {text!r}: only {{target}} may be substituted ({exc})") from exc
+        return v
+
+
+@dataclass(frozen=True)
+class BoxSpec:
+    """A box obstacle in the world frame: centre ``(x, y, z)`` (m), ``size`` (depth x, width y, height z, m),
+    ``colour`` RGB in [0, 1]."""
+
+    center: Vec3
+    size: Vec3
+    colour: Vec3
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """A concrete episode scene sampled from a :class:`Scenario` (all SI units, radians).
+
+    Attributes:
+        scenario, distance, side: layout name, distance preset, side to pass (``"left"``/``"right"``).
+        instruction: the language instruction of the episode.
+        start: robot start pose ``(x, y, yaw)``.
+        obstacles: the boxes.
+        target_kind, target_position: target object and its centre ``(x, y)`` on the floor.
+        goal: the point in front of the target the robot must stop at ``(x, y)``.
+        arena: ``(x_min, x_max, y_min, y_max)`` bounds for the robot's centre.
+        floor_texture, light_direction, time_period: appearance.
+        camera_offset: ``(d_height m, d_pitch rad, d_yaw rad)`` jitter of the onboard camera mount.
+    """
+
+    scenario: str
+    distance: str
+    side: str
+    instruction: str
+    start: Vec3
+    obstacles: tuple[BoxSpec, ...]
+    target_kind: str
+    target_position: Vec2
+    goal: Vec2
+    arena: tuple[float, float, float, float]
+    floor_texture: str = "concrete"
+    light_direction: Vec3 = (0.4, 0.3, 0.85)
+    time_period: str = "morning"
+    camera_offset: Vec3 = (0.0, 0.0, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples become lists)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated layout at one distance preset; :meth:`sample` turns it into a :class:`SceneSpec`."""
+
+    name: str
+    distance: str
+    path: Path
+    layout: LayoutFile = field(repr=False)
+
+    @property
+    def side(self) -> str:
+        return self.layout.side
+
+    def sample(
+        self, rng: np.random.Generator, *, jitter: bool = True, domain_randomization: bool = False
+    ) -> SceneSpec:
+        """Draw one scene. With ``jitter`` off and ``domain_randomization`` off, return the nominal scene
+        (range mid-points, first instruction, first target kind, file colours).
+
+        The draw order is fixed, so a given generator state always yields the same scene.
+        """
+        lay, rnd = self.layout, self.layout.randomization
+        preset = lay.distances[self.distance]
+
+        def jit(half: float) -> float:
+            return float(rng.uniform(-half, half)) if jitter and half > 0 else 0.0
+
+        obstacle_d = preset.obstacle.sample(rng) if jitter else preset.obstacle.mid
+        target_d = preset.target.sample(rng) if jitter else preset.target.mid
+        start = (jit(rnd.start_xy[0]), jit(rnd.start_xy[1]), math.radians(jit(rnd.start_yaw)))
+        shift = (jit(rnd.obstacle_xy[0]), jit(rnd.obstacle_xy[1]))
+        target_xy = (target_d + jit(rnd.target_xy[0]), jit(rnd.target_xy[1]))
+
+        dr = domain_randomization
+        boxes = []
+        for ob in lay.obstacles:
+            scale = rnd.box_scale.sample(rng) if dr else 1.0
+            # Quantised to 5 % steps so the environment can cache one body per distinct size.
+            scale = round(scale * 20) / 20
+            size = (ob.size[0] * scale, ob.size[1] * scale, ob.size[2] * scale)
+            colour = tuple(rnd.box_colours[int(rng.integers(len(rnd.box_colours)))]) if dr else ob.colour
+            near_x = obstacle_d + ob.offset[0] + shift[0]
+            center = (near_x + size[0] / 2, ob.offset[1] + shift[1], size[2] / 2)
+            boxes.append(BoxSpec(center=center, size=size, colour=colour))
+
+        kind = lay.target.kinds[int(rng.integers(len(lay.target.kinds)))] if dr else lay.target.kinds[0]
+        template = lay.instructions[int(rng.integers(len(lay.instructions)))] if dr else lay.instructions[0]
+        goal = (target_xy[0] - lay.target.standoff, target_xy[1])
+        arena = (lay.arena.x_min, target_d + lay.arena.x_beyond_target, -lay.arena.half_width, lay.arena.half_width)
+        spec = dict(
+            scenario=self.name,
+            distance=self.distance,
+            side=lay.side,
+            instruction=template.format(target=TARGET_NAMES[kind]),
+            start=start,
+            obstacles=tuple(boxes),
+            target_kind=kind,
+            target_position=target_xy,
+            goal=goal,
+            arena=arena,
+        )
+        if dr:
+            az = math.radians(rnd.light_azimuth.sample(rng))
+            el = math.radians(rnd.light_elevation.sample(rng))
+            spec.update(
+                floor_texture=rnd.floor_textures[int(rng.integers(len(rnd.floor_textures)))],
+                light_direction=(math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)),
+                time_period=rnd.time_periods[int(rng.integers(len(rnd.time_periods)))],
+                camera_offset=(
+                    float(rng.uniform(-rnd.camera_height, rnd.camera_height)),
+                    math.radians(float(rng.uniform(-rnd.camera_pitch, rnd.camera_pitch))),
+                    math.radians(float(rng.uniform(-rnd.camera_yaw, rnd.camera_yaw))),
+                ),
+            )
+        return SceneSpec(**spec)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _layout_files(scenario_dir: str | Path | None) -> dict[str, Path]:
+    files = {p.stem: p for p in sorted(LAYOUT_DIR.glob("*.toml"))}
+    if scenario_dir is not None:
+        user_dir = Path(scenario_dir)
+        if not user_dir.is_dir():
+            raise ScenarioError(f"{user_dir}: scenario_dir is not a directory")
+        files.update({p.stem: p for p in sorted(user_dir.glob("*.toml"))})
+    return files
+
+
+def names(scenario_dir: str | Path | None = None) -> list[str]:
+    """Layout names available (built-in, plus ``*.toml`` in ``scenario_dir``, which override built-ins)."""
+    return sorted(_layout_files(scenario_dir))
+
+
+def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = None) -> Scenario:
+    """Load and validate layout ``name`` at distance preset ``distance``.
+
+    Raises:
+        ScenarioError: unknown name or distance, unreadable TOML, or a field that fails validation (the
+            message names the file and the field path, e.g. ``obstacles.0.size``).
+    """
+    files = _layout_files(scenario_dir)
+    if name not in files:
+        raise ScenarioError(f"unknown scenario {name!r}; available: {', '.join(sorted(files))}")
+    path = files[name]
+    raw = _merge(_read_toml(DEFAULTS_FILE), _read_toml(path))
+    try:
+        layout = LayoutFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg']}" for err in exc.errors()
+        )
+        raise ScenarioError(f"{path}: {problems}") from None
+    if distance not in layout.distances:
+        raise ScenarioError(f"{path}: unknown distance {distance!r}; available: {', '.join(layout.distances)}")
+    return Scenario(name=name, distance=distance, path=path, layout=layout)
+
+
+__all__ = [
+    "DISTANCES",
+    "BoxSpec",
+    "Scenario",
+    "ScenarioError",
+    "SceneSpec",
+    "load",
+    "names",
+]

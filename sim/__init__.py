@@ -1,0 +1,1 @@
+"""Command-line tools of mobile-vla-sim (``python -m sim.<tool>``)."""
