@@ -173,7 +173,7 @@ class BoxAvoidEnv(gym.Env):
         self.action_space = spaces.Box(-ACTION_LABEL, ACTION_LABEL, (3,), np.float32)
 
         self.spec_scene: scenarios.SceneSpec | None = None
-        self._v_body = np.zeros(2)
+        self._v_body: tuple[float, float] = (0.0, 0.0)
         self._wz = 0.0
 
     # ------------------------------------------------------------------ gym API
@@ -200,7 +200,7 @@ class BoxAvoidEnv(gym.Env):
                 self.np_random, jitter=self.jitter, domain_randomization=self.domain_randomization
             )
         self.scene.place(self.spec_scene)
-        self._v_body = np.zeros(2)
+        self._v_body: tuple[float, float] = (0.0, 0.0)
         self._wz = 0.0
         self._command = (np.zeros(2), 0.0)
         self._steps = 0
@@ -244,6 +244,7 @@ class BoxAvoidEnv(gym.Env):
         for substeps, v_target, wz_target in phases:
             if self._simulate(substeps, v_target, wz_target):
                 break
+            self._pose = self.scene.robot_pose()
         self._pose = self.scene.robot_pose()
         self._steps += 1
         self._path_length += math.hypot(self._pose[0] - previous[0], self._pose[1] - previous[1])
@@ -253,7 +254,7 @@ class BoxAvoidEnv(gym.Env):
         reward = REWARD_STEP + REWARD_PROGRESS * (old_distance - self._distance)
         x, y = self._pose[0], self._pose[1]
         x_min, x_max, y_min, y_max = self.spec_scene.arena
-        at_rest = float(np.linalg.norm(self._v_body)) < 0.02 and abs(self._wz) < 0.05
+        at_rest = math.hypot(*self._v_body) < 0.02 and abs(self._wz) < 0.05
         if self._collided_with is not None:
             self._status, reward = "collision", reward + REWARD_FAILURE
         elif not (x_min <= x <= x_max and y_min <= y <= y_max):
@@ -295,20 +296,32 @@ class BoxAvoidEnv(gym.Env):
         return v, float(np.clip(action[2], -self.robot.angular_speed, self.robot.angular_speed))
 
     def _simulate(self, substeps: int, v_target: np.ndarray, wz_target: float) -> bool:
-        """Ramp towards the command and step physics; returns True (and stops early) on a contact."""
-        r = self.robot
+        """Ramp towards the command and step physics; returns True (and stops early) on a contact.
+
+        The base velocity is only re-set while it changes (or while spinning, when the body-frame command must
+        follow the yaw): PyBullet keeps it otherwise, as the robot has no damping and nothing else is dynamic.
+        """
+        r, scene = self.robot, self.scene
+        accel, decel, w_step = r.acceleration * self.dt, r.deceleration * self.dt, r.angular_acceleration * self.dt
+        (vx, vy), wz = self._v_body, self._wz
+        tx, ty = float(v_target[0]), float(v_target[1])
+        yaw = self._pose[2]
         for _ in range(substeps):
-            self._v_body = ramp(self._v_body, v_target, r.acceleration, r.deceleration, self.dt)
-            limit = r.angular_acceleration * self.dt
-            self._wz += min(limit, max(-limit, wz_target - self._wz))
-            self.scene.drive(self._v_body, self._wz)
-            self.scene.step()
-            hit = self.scene.contact()
+            moving = (vx, vy) != (tx, ty) or wz != wz_target
+            if moving:
+                vx, vy = ramp(vx, vy, tx, ty, accel, decel)
+                wz += min(w_step, max(-w_step, wz_target - wz))
+            if wz:
+                yaw = scene.robot_pose()[2]
+            if moving or wz:
+                scene.drive(vx, vy, wz, yaw)
+            scene.step()
+            hit = scene.contact()
             if hit is not None:
                 self._collided_with = hit
-                self._v_body = np.zeros(2)
-                self._wz = 0.0
+                self._v_body, self._wz = (0.0, 0.0), 0.0
                 return True
+        self._v_body, self._wz = (vx, vy), wz
         return False
 
     def _goal_distance(self) -> float:

@@ -20,11 +20,11 @@ class RobotConfig:
     Sources: ``ROBOT_AND_DATA.md`` section 1. Figures the team never measured are marked *chosen*:
 
     Attributes:
-        speed: translation speed at the fixed throttle of 50 (m/s). *Chosen* 0.5 so that one 0.4 s press
-            covers 0.20 m, which makes the human 1-box key guides (11-13 forward-equivalent presses) reach a
-            target 2.5 m away (calibration in the README).
+        speed: translation speed at the fixed throttle of 50 (m/s). *Chosen* 0.45 so that one 0.4 s press
+            covers 0.18 m (the spec's "roughly 0.15-0.2 m"): the value that lets most human 1-box key guides
+            pass their box collision-free (calibration in the README, ``python -m sim.replay_patterns``).
         angular_speed: in-place spin rate for ``r``/``t`` (rad/s). *Chosen*: 1.5 (a press turns ~34 deg).
-        acceleration: translation acceleration limit (m/s^2). *Chosen*: 2.5 (0.2 s to full speed).
+        acceleration: translation acceleration limit (m/s^2). *Chosen*: 2.5 (0.18 s to full speed).
         deceleration: translation braking limit (m/s^2). *Chosen*: 2.5 (so a press covers exactly
             ``speed * press_duration``).
         angular_acceleration: spin acceleration/braking limit (rad/s^2). *Chosen*: 7.5.
@@ -43,7 +43,7 @@ class RobotConfig:
         camera_hfov: horizontal field of view (rad). Spec: unknown; 62 deg of the common IMX219 module.
     """
 
-    speed: float = 0.5
+    speed: float = 0.45
     angular_speed: float = 1.5
     acceleration: float = 2.5
     deceleration: float = 2.5
@@ -97,15 +97,16 @@ def body_velocity_from_wheels(config: RobotConfig, speeds: np.ndarray) -> np.nda
     return np.linalg.solve(jac, np.asarray(speeds, dtype=np.float64)).astype(np.float32)
 
 
-def ramp(current: np.ndarray, target: np.ndarray, accel: float, decel: float, dt: float) -> np.ndarray:
-    """Move a velocity vector towards ``target`` with acceleration limits (m/s^2 or rad/s^2) over ``dt`` s.
+def ramp(vx: float, vy: float, tx: float, ty: float, accel_step: float, decel_step: float) -> tuple[float, float]:
+    """One control tick of the translation ramp: move ``(vx, vy)`` towards the target ``(tx, ty)`` (m/s).
 
-    The change is limited in norm by ``decel`` when the target is slower than the current velocity, by
-    ``accel`` otherwise, so direction changes are smooth and a stop takes ``|v| / decel`` seconds.
+    The change is limited in norm by ``decel_step`` (m/s per tick) when the target is slower than the current
+    velocity, by ``accel_step`` otherwise, so direction changes are smooth and a stop from ``v`` takes
+    ``v / deceleration`` seconds. Plain floats: this runs at every 240 Hz physics substep.
     """
-    delta = target - current
-    norm = float(np.linalg.norm(delta))
-    if norm == 0.0:
-        return target.copy()
-    limit = (decel if np.linalg.norm(target) < np.linalg.norm(current) else accel) * dt
-    return target.copy() if norm <= limit else current + delta * (limit / norm)
+    dx, dy = tx - vx, ty - vy
+    norm = math.hypot(dx, dy)
+    limit = decel_step if math.hypot(tx, ty) < math.hypot(vx, vy) else accel_step
+    if norm <= limit:
+        return tx, ty
+    return vx + dx * limit / norm, vy + dy * limit / norm

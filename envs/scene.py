@@ -35,7 +35,7 @@ LIGHTING = {
     "evening": ((1.0, 0.78, 0.58), 0.45, 0.50),
     "night": ((0.75, 0.80, 0.95), 0.40, 0.35),
 }
-TARGET_COLOURS = {"cup": (0.85, 0.85, 0.88, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1)}
+TARGET_COLOURS = {"cup": (0.80, 0.15, 0.12, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1)}
 
 
 class Scene:
@@ -60,7 +60,7 @@ class Scene:
         p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
         p.setTimeStep(1.0 / 240.0, physicsClientId=cid)
         self.plane = p.loadURDF(str(Path(pybullet_data.getDataPath()) / "plane.urdf"), physicsClientId=cid)
-        self.robot_id = p.loadURDF(str(ROBOT_URDF), [0, 0, 0], physicsClientId=cid)
+        self.robot_id = p.loadURDF(str(ROBOT_URDF), [0, 0, 0], flags=p.URDF_USE_IMPLICIT_CYLINDER, physicsClientId=cid)
         p.changeDynamics(self.robot_id, -1, linearDamping=0, angularDamping=0, physicsClientId=cid)
         p.setCollisionFilterPair(self.plane, self.robot_id, -1, -1, 0, physicsClientId=cid)
         self._names: dict[int, str] = {}
@@ -175,12 +175,10 @@ class Scene:
             self._colours[body] = rgba
 
     # ------------------------------------------------------------------ physics
-    def drive(self, v_body: np.ndarray, wz: float) -> None:
-        """Set the base velocity from a body-frame command ``(vx, vy)`` m/s and yaw rate ``wz`` rad/s."""
-        _, orn = p.getBasePositionAndOrientation(self.robot_id, physicsClientId=self.client)
-        yaw = p.getEulerFromQuaternion(orn)[2]
+    def drive(self, vx: float, vy: float, wz: float, yaw: float) -> None:
+        """Set the base velocity from a body-frame command ``(vx, vy)`` m/s and yaw rate ``wz`` rad/s, the base
+        heading being ``yaw`` rad."""
         c, s = math.cos(yaw), math.sin(yaw)
-        vx, vy = float(v_body[0]), float(v_body[1])
         p.resetBaseVelocity(self.robot_id, (c * vx - s * vy, s * vx + c * vy, 0.0), (0.0, 0.0, wz), physicsClientId=self.client)
 
     def step(self) -> None:

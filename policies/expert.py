@@ -53,6 +53,7 @@ class ExpertPolicy(Policy):
         epsilon: probability of replacing the planned key by another safe key whose re-plan costs at most
             ``slack`` presses more: perturbed ("variant") episodes that still succeed. 0 = the canonical plan.
         slack: see ``epsilon`` (presses).
+        max_perturbations: at most this many perturbed presses per episode.
         seed: seed of the perturbation generator.
 
     Raises (from :meth:`act`):
@@ -67,7 +68,8 @@ class ExpertPolicy(Policy):
         goal_tolerance: float = 0.12,
         turn_penalty: float = 0.35,
         epsilon: float = 0.0,
-        slack: float = 2.0,
+        slack: float = 1.0,
+        max_perturbations: int = 3,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -77,6 +79,7 @@ class ExpertPolicy(Policy):
         self.turn_penalty = turn_penalty
         self.epsilon = epsilon
         self.slack = slack
+        self.max_perturbations = max_perturbations
         self.rng = np.random.default_rng(seed)
         self.step_length = self.robot.press_distance
         self._plan: list[str] = []
@@ -108,6 +111,7 @@ class ExpertPolicy(Policy):
         margin = self.robot.radius
         self._bounds = Rect(x_min + margin, x_max - margin, y_min + margin, y_max - margin)
         self._plan, self._expected, self._last_key = [], None, None
+        self._perturbations = 0
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
         if "state" not in observation:
@@ -125,8 +129,9 @@ class ExpertPolicy(Policy):
             key = "SPACE"  # at the goal, or no safe plan exists: stop rather than collide
         else:
             key = self._plan[0]
-            if self.epsilon > 0 and self.rng.random() < self.epsilon:
+            if self._perturbations < self.max_perturbations and self.epsilon > 0 and self.rng.random() < self.epsilon:
                 key = self._perturb((x, y), yaw, key)
+                self._perturbations += key != self._plan[0]
             if key != self._plan[0]:
                 self._plan = []  # re-plan from wherever the perturbed press leads
             else:

@@ -12,8 +12,10 @@ from policies.base import Policy
 
 
 class RandomPolicy(Policy):
-    """Random actions: a uniformly drawn key of ``w q a z s c d e SPACE`` (``mode="keys"``) or a uniform
-    vector in ``[-1.15, 1.15]^2`` with ``angular_z = 0`` (``mode="uniform"``). Seeded; reseeded by ``seed``.
+    """Seeded random baseline: random key presses or uniform actions.
+
+    ``mode="keys"``: a uniformly drawn key of ``w q a z s c d e SPACE``; ``mode="uniform"``: a uniform vector in
+    ``[-1.15, 1.15]^2`` with ``angular_z = 0``. Reseeded per episode from ``info["episode_seed"]`` when given.
 
     Raises:
         ValueError: unknown ``mode``.

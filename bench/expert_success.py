@@ -1,0 +1,60 @@
+"""Expert success rate and side compliance over every layout x distance x seed (the README's figure).
+
+``python bench/expert_success.py [--seeds 10] [--image-size 224x224]``
+
+Images are rendered (as in evaluation) unless ``--no-images``; the expert only reads the true state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+import gymnasium as gym
+
+import envs  # noqa: F401
+import scenarios
+from policies import make_policy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--image-size", default="224x224")
+    parser.add_argument("--no-images", action="store_true")
+    args = parser.parse_args()
+
+    keys = ("state",) if args.no_images else ("image", "instruction", "state")
+    env = gym.make("MobileVLA/BoxAvoid-v0", obs_keys=keys, image_size=args.image_size)
+    expert = make_policy("expert")
+    outcomes, side_ok, presses, failures = collections.Counter(), 0, [], []
+    start = time.perf_counter()
+    for layout in scenarios.names():
+        for distance in scenarios.DISTANCES:
+            env.unwrapped.reset(options={"scenario": layout, "distance": distance})
+            for seed in range(args.seeds):
+                obs, info = env.reset(seed=seed)
+                expert.reset(info["instruction"], info)
+                while True:
+                    obs, _, terminated, truncated, info = env.step(expert.act(obs))
+                    if terminated or truncated:
+                        break
+                outcomes[info["status"]] += 1
+                if info["status"] == "success":
+                    side_ok += bool(info["side_ok"])
+                    presses.append(info["steps"])
+                else:
+                    failures.append(f"{layout}/{distance}/seed {seed}: {info['status']}")
+    total = sum(outcomes.values())
+    elapsed = time.perf_counter() - start
+    print(f"{total} episodes ({len(scenarios.names())} layouts x {len(scenarios.DISTANCES)} distances x {args.seeds} seeds) in {elapsed:.0f} s")
+    print(f"success {outcomes['success']}/{total} = {outcomes['success'] / total:.1%}; outcomes {dict(outcomes)}")
+    print(f"instructed side in {side_ok}/{outcomes['success']} successes; presses per success: "
+          f"mean {sum(presses) / max(1, len(presses)):.1f}, min {min(presses, default=0)}, max {max(presses, default=0)}")
+    for line in failures:
+        print("  failed:", line)
+
+
+if __name__ == "__main__":
+    main()

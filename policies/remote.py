@@ -1,0 +1,220 @@
+"""``remote`` policy: a client of the robot's HTTP inference server (``sim.serve`` or the Jetson's server).
+
+The API (``../shared/reference/ROBOT_AND_DATA.md`` section 6):
+
+- ``POST /reset`` (optional JSON ``{"instruction": str, "episode_seed": int}``) clears the server's frame history;
+- ``POST /predict`` JSON ``{"image": <base64 JPEG>, "instruction": str}`` ->
+  ``{"action": [linear_x, linear_y], "latency_ms": float}``;
+- ``GET /health``.
+
+Authentication is the ``X-API-Key`` header; ``X-Session-Id`` selects one of the server's per-client histories.
+Like the robot's client, each frame is resized to ``image_size`` x ``image_size`` and JPEG-encoded before sending.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from policies.base import Policy
+
+
+class RemotePolicyError(RuntimeError):
+    """The inference server could not be reached or answered something unusable (the message names the URL)."""
+
+
+class RemotePolicy(Policy):
+    """Actions from a remote inference server over HTTP (the deployed robot's API).
+
+    Args:
+        url: base URL of the server, e.g. ``"http://127.0.0.1:8000"``.
+        api_key: sent as the ``X-API-Key`` header when given.
+        timeout: per-request timeout (s) for connect, read and write.
+        retries: extra attempts after a transport failure (connection refused/reset, timeout); HTTP error
+            statuses are never retried. Note that a retried ``/predict`` that had in fact reached the server
+            may add the same frame twice to its history.
+        jpeg_quality: JPEG quality (1-95) of the frames sent.
+        image_size: frames are resized to ``image_size`` x ``image_size`` px (bilinear) before encoding, as the
+            robot's client does (224).
+        session_id: sent as ``X-Session-Id`` when given, so several clients can share one server.
+        backoff: seconds slept before retry ``k`` are ``backoff * 2**(k-1)``.
+        transport: an ``httpx`` transport (tests use ``httpx.MockTransport``); default: real network.
+
+    Observations must hold ``"image"`` (uint8 ``(H, W, 3)`` RGB, or float in ``[0, 1]``) and ``"instruction"``
+    (``str``; the one given to :meth:`reset` is used when absent). Actions are float32 ``(3,)``: the server's
+    ``[linear_x, linear_y]`` in label units with ``angular_z = 0``.
+
+    Besides the base class's client-side ``latencies_ms`` (round trip, ms), ``server_latencies_ms`` holds the
+    ``latency_ms`` the server reported for each step of the episode (NaN when it sent none).
+
+    Raises:
+        ValueError: bad constructor arguments, or (from :meth:`act`) an observation without a usable image.
+        TypeError: (from :meth:`act`) a non-``str`` instruction.
+        RemotePolicyError: (from :meth:`reset`, :meth:`act`, :meth:`health`) connection refused, timeout after
+            all retries, HTTP 4xx/5xx, a body that is not JSON, or an action that is missing, not a list of 2
+            (or 3) numbers, or not finite.
+    """
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 2.0,
+        retries: int = 2,
+        jpeg_quality: int = 95,
+        image_size: int = 224,
+        session_id: str | None = None,
+        backoff: float = 0.05,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive (s), got {timeout}")
+        if int(retries) < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if not 1 <= int(jpeg_quality) <= 95:
+            raise ValueError(f"jpeg_quality must be in 1..95, got {jpeg_quality}")
+        if int(image_size) <= 0:
+            raise ValueError(f"image_size must be positive (px), got {image_size}")
+        self.url = url.rstrip("/")
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.jpeg_quality = int(jpeg_quality)
+        self.image_size = int(image_size)
+        self.backoff = float(backoff)
+        self.server_latencies_ms: list[float] = []
+        headers = {}
+        if api_key:
+            headers["X-API-Key"] = str(api_key)
+        if session_id:
+            headers["X-Session-Id"] = str(session_id)
+        self._client = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=self.timeout,
+            transport=transport,
+        )
+
+    # ------------------------------------------------------------------ public helpers
+    def health(self) -> dict[str, Any]:
+        """``GET /health`` -> the server's JSON object; raises :class:`RemotePolicyError` when unreachable."""
+        return self._request("GET", "/health")
+
+    def close(self) -> None:
+        """Close the HTTP connection pool. Safe to call twice."""
+        self._client.close()
+
+    def encode_image(self, image: Any) -> str:
+        """Resize an RGB frame to ``image_size`` squared and return it as base64 JPEG text (ASCII ``str``).
+
+        Args:
+            image: uint8 ``(H, W, 3)`` RGB (or float in ``[0, 1]``, or ``(H, W)`` grey).
+
+        Raises:
+            ValueError: not a 2-D grey or ``(H, W, 3)`` array.
+        """
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[:, :, None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{self.name}: observation['image'] must be (H, W, 3) RGB, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+                arr = arr * 255.0
+            arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+        frame = Image.fromarray(np.ascontiguousarray(arr))  # uint8 (H, W, 3) -> RGB
+        if frame.size != (self.image_size, self.image_size):
+            frame = frame.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        frame.save(buf, format="JPEG", quality=self.jpeg_quality)
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+
+    # ------------------------------------------------------------------ Policy hooks
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        self.server_latencies_ms = []
+        body: dict[str, Any] = {"instruction": instruction}
+        if info.get("episode_seed") is not None:  # lets a seeded server-side policy reproduce an episode
+            body["episode_seed"] = int(info["episode_seed"])
+        self._request("POST", "/reset", json=body)
+
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        if "image" not in observation:
+            raise ValueError(
+                f"{self.name}: the observation has no 'image' (keys: {sorted(observation)}); build the environment "
+                "with 'image' in obs_keys"
+            )
+        instruction = observation.get("instruction", self.instruction)
+        if not isinstance(instruction, str):
+            raise TypeError(f"{self.name}: observation['instruction'] must be str, got {type(instruction).__name__}")
+        payload = {
+            "image": self.encode_image(observation["image"]),
+            "instruction": instruction,
+        }
+        data = self._request("POST", "/predict", json=payload)
+        action = self._parse_action(data)
+        latency = data.get("latency_ms")
+        ok = isinstance(latency, (int, float)) and not isinstance(latency, bool)
+        self.server_latencies_ms.append(float(latency) if ok else math.nan)
+        return action
+
+    # ------------------------------------------------------------------ internals
+    def _parse_action(self, data: dict[str, Any]) -> np.ndarray:
+        where = f"{self.url}/predict"
+        if "action" not in data:
+            raise RemotePolicyError(f"{where}: response has no 'action' (keys: {sorted(data)})")
+        raw = data["action"]
+        if not isinstance(raw, list) or len(raw) not in (2, 3):
+            raise RemotePolicyError(f"{where}: 'action' must be a list of 2 numbers [linear_x, linear_y], got {raw!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+            raise RemotePolicyError(f"{where}: 'action' must hold numbers, got {raw!r}")
+        action = np.asarray(raw, dtype=np.float32)
+        if not np.all(np.isfinite(action)):
+            raise RemotePolicyError(f"{where}: 'action' is not finite: {raw!r}")
+        return action
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Send one request with retries on transport errors; return the JSON object of a 2xx answer."""
+        where = f"{self.url}{path}"
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._client.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as exc:
+                if attempt == attempts:
+                    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+                    raise RemotePolicyError(
+                        f"{method} {where} {kind} after {attempts} attempt(s) "
+                        f"(timeout {self.timeout:g} s): {type(exc).__name__}: {exc}"
+                    ) from exc
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+        if response.status_code >= 400:
+            raise RemotePolicyError(f"{method} {where} returned HTTP {response.status_code}: {_detail(response)}")
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise RemotePolicyError(f"{method} {where}: response is not valid JSON: {response.text[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise RemotePolicyError(f"{method} {where}: expected a JSON object, got {type(data).__name__}")
+        return data
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's error message (FastAPI's ``{"detail": ...}``) or the start of the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])[:500]
+    return str(data)[:200]

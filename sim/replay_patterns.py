@@ -1,0 +1,88 @@
+"""Replay the human operators' 1-box key guides in their scenarios and report what happens.
+
+``python -m sim.replay_patterns [--patterns FILE] [--seeds N] [--json]``
+
+Each pattern name (``1box_hori_left__core__medium``; a bare ``1box_vert_left`` means medium) is played open
+loop with ``replay`` in its layout and distance. Names without an orientation (``1box_left__core__medium``)
+are played in both the ``vert`` and the ``hori`` layout. Seed 0 is the nominal scene (no jitter); further
+seeds jitter poses. This is how the robot speed and scenario geometry were calibrated (README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Sequence
+
+import gymnasium as gym
+
+import envs  # noqa: F401  (registers the environment)
+from policies import make_policy
+from policies.replay import HUMAN_PATTERNS, load_patterns
+
+_NAME = re.compile(r"^1box_(?:(?P<orient>vert|hori)_)?(?P<side>left|right)(?:__(?P<kind>core|variant)__(?P<dist>close|medium|far))?$")
+
+
+def pattern_scenarios(name: str) -> list[tuple[str, str]]:
+    """``(layout, distance)`` pairs a pattern name refers to.
+
+    Raises:
+        ValueError: a name that does not follow ``1box_[vert|hori_]{left|right}[__core__{distance}]``.
+    """
+    m = _NAME.match(name)
+    if m is None:
+        raise ValueError(f"cannot parse pattern name {name!r}")
+    orients = [m["orient"]] if m["orient"] else ["vert", "hori"]
+    return [(f"1box_{o}_{m['side']}", m["dist"] or "medium") for o in orients]
+
+
+def replay(name: str, keys: list[str], layout: str, distance: str, seed: int) -> dict:
+    """Play ``keys`` in ``layout``/``distance`` (seed 0: nominal scene) and return the final info summary."""
+    env = gym.make("MobileVLA/BoxAvoid-v0", scenario=layout, distance=distance, obs_keys=("state",), jitter=seed > 0, max_steps=len(keys) + 1)
+    policy = make_policy("replay", keys=keys)
+    obs, info = env.reset(seed=seed)
+    policy.reset(info["instruction"], info)
+    for _ in keys:
+        obs, _, terminated, truncated, info = env.step(policy.act(obs))
+        if terminated or truncated:
+            break
+    env.close()
+    return {
+        "pattern": name, "layout": layout, "distance": distance, "seed": seed,
+        "status": info["status"] or "running", "collision_free": not info["collided"],
+        "passed_side": info["passed_side"], "side_ok": bool(info["side_ok"]),
+        "distance_to_goal": round(info["distance_to_goal"], 3), "presses": info["steps"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patterns", default=str(HUMAN_PATTERNS), help="JSON of name -> key list")
+    parser.add_argument("--seeds", type=int, default=1, help="seed 0 = nominal scene, more seeds jitter poses")
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    args = parser.parse_args(argv)
+
+    rows = [
+        replay(name, keys, layout, distance, seed)
+        for name, keys in load_patterns(args.patterns).items()
+        for layout, distance in pattern_scenarios(name)
+        for seed in range(args.seeds)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'pattern':34} {'layout':16} {'dist':7} {'seed':>4} {'status':13} {'no-hit':6} {'side':6} {'ok':3} {'d_goal':>6}")
+    for r in rows:
+        print(
+            f"{r['pattern']:34} {r['layout']:16} {r['distance']:7} {r['seed']:>4} {r['status']:13} "
+            f"{'yes' if r['collision_free'] else 'NO':6} {str(r['passed_side']):6} {'yes' if r['side_ok'] else 'no':3} {r['distance_to_goal']:6.2f}"
+        )
+    free = sum(r["collision_free"] for r in rows)
+    both = sum(r["collision_free"] and r["side_ok"] for r in rows)
+    print(f"\n{len(rows)} replays: {free} collision-free, {both} collision-free and on the instructed side")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Layouts as data: every built-in file loads, user folders work, malformed files fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import scenarios
+from scenarios import ScenarioError
+
+VALID = """
+side = "left"
+instructions = ["Go round on the left to the {target}"]
+[[obstacles]]
+size = [0.3, 0.3, 0.3]
+"""
+
+
+def test_builtin_layouts_and_distances():
+    names = scenarios.names()
+    assert names == sorted(f"{n}box_{o}_{s}" for n in (1, 2) for o in ("vert", "hori") for s in ("left", "right"))
+    for name in names:
+        for distance in scenarios.DISTANCES:
+            sc = scenarios.load(name, distance)
+            scene = sc.sample(np.random.default_rng(0))
+            assert scene.side == name.rsplit("_", 1)[1]
+            assert len(scene.obstacles) == int(name[0])
+            assert scene.side in scene.instruction
+            # the goal lies beyond every box and inside the arena
+            assert all(scene.goal[0] > b.center[0] - b.size[0] / 2 for b in scene.obstacles)
+            x_min, x_max, y_min, y_max = scene.arena
+            assert x_min < scene.goal[0] < x_max and y_min < scene.goal[1] < y_max
+
+
+def test_distance_presets_follow_the_spec():
+    for distance, near, target in (("close", (0.3, 0.5), 2.5), ("medium", (1.0, 1.5), 2.5), ("far", (2.5, 3.0), (4.0, 4.5))):
+        sc = scenarios.load("1box_vert_left", distance)
+        for seed in range(20):
+            scene = sc.sample(np.random.default_rng(seed))
+            box = scene.obstacles[0]
+            near_face = box.center[0] - box.size[0] / 2
+            assert near[0] - 0.051 <= near_face <= near[1] + 0.051
+            lo, hi = (target, target) if isinstance(target, float) else target
+            assert lo - 0.051 <= scene.target_position[0] <= hi + 0.051
+
+
+def test_sampling_is_seeded_and_nominal_without_jitter():
+    sc = scenarios.load("2box_hori_right", "medium")
+    a = sc.sample(np.random.default_rng(3), domain_randomization=True)
+    b = sc.sample(np.random.default_rng(3), domain_randomization=True)
+    assert a == b
+    nominal = sc.sample(np.random.default_rng(3), jitter=False)
+    assert nominal.start == (0.0, 0.0, 0.0) and nominal.obstacles[0].center[1] == 0.0
+
+
+def test_user_folder_adds_a_layout(tmp_path):
+    (tmp_path / "my_layout.toml").write_text(VALID)
+    assert "my_layout" in scenarios.names(tmp_path)
+    sc = scenarios.load("my_layout", "far", scenario_dir=tmp_path)
+    assert sc.sample(np.random.default_rng(0)).instruction.endswith("cup")
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        (VALID.replace("[0.3, 0.3, 0.3]", "[0.3, -0.3, 0.3]"), "obstacles.0.size"),
+        (VALID.replace('side = "left"', 'side = "up"'), "side"),
+        (VALID.replace('side = "left"\n', ""), "side"),
+        (VALID + "\nbogus = 1\n", "bogus"),
+        (VALID.replace("{target}", "{where}"), "instructions"),
+        (VALID + '\n[distances.close]\nobstacle = [0.5, 0.3]\n', "distances.close.obstacle"),
+        ("side = [", "not valid TOML"),
+    ],
+)
+def test_malformed_files_name_the_file_and_field(tmp_path, text, field):
+    path = tmp_path / "broken.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as err:
+        scenarios.load("broken", "medium", scenario_dir=tmp_path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_unknown_names_are_clear():
+    with pytest.raises(ScenarioError, match="unknown scenario"):
+        scenarios.load("3box_vert_left")
+    with pytest.raises(ScenarioError, match="unknown distance"):
+        scenarios.load("1box_vert_left", "very_far")

@@ -1,0 +1,303 @@
+"""The inference server (``sim.serve``): API, limits, auth, sessions and reset semantics (in-process, no network)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from policies import Policy, make_policy
+from sim.serve import (
+    MAX_BODY_BYTES,
+    create_app,
+    decode_image,
+    main,
+    parse_policy_kwargs,
+    serve_in_thread,
+)
+
+KEY = {"X-API-Key": "secret"}
+
+
+def b64_image(width: int = 224, height: int = 224, fmt: str = "JPEG", value: int = 128) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((height, width, 3), value, np.uint8)).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Recorder(Policy):
+    """Test policy: records resets and observations; action = [steps since reset, len(history)] / 100."""
+
+    instances: ClassVar[list[Recorder]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets: list[tuple[str, dict[str, Any]]] = []
+        self.seen: list[Mapping[str, Any]] = []
+        self.closed = False
+        Recorder.instances.append(self)
+
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        self.resets.append((instruction, info))
+        self.seen = []
+
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        self.seen.append(observation)
+        if observation["instruction"] == "explode":
+            raise RuntimeError("boom")
+        return np.array([len(self.seen) / 100, len(self.resets) / 100, 0.5], np.float32)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def recorder_client():
+    Recorder.instances = []
+    with TestClient(create_app(Recorder, api_key="secret", max_sessions=2)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def random_client():
+    with TestClient(create_app(lambda: make_policy("random", seed=0, mode="uniform"))) as client:
+        yield client
+
+
+def test_health_is_open_and_names_the_policy(random_client):
+    r = random_client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {
+        "status": "ok",
+        "policy": "random",
+        "sessions": 1,
+        "auth": False,
+    }
+
+
+def test_predict_returns_two_components_and_latency(recorder_client):
+    r = recorder_client.post("/predict", json={"image": b64_image(), "instruction": "go left"}, headers=KEY)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action"] == pytest.approx([0.01, 0.01])  # angular_z dropped; 1 step, 1 reset
+    assert body["latency_ms"] >= 0 and body["step"] == 1 and body["session"] == "default"
+    policy = Recorder.instances[0]
+    assert policy.resets == [("go left", {})]  # the first /predict resets with its instruction
+    image = policy.seen[0]["image"]
+    assert image.dtype == np.uint8 and image.shape == (224, 224, 3)
+    assert abs(int(image.mean()) - 128) <= 2 and policy.seen[0]["instruction"] == "go left"
+
+
+def test_png_and_data_url_are_accepted(recorder_client):
+    for image in (
+        b64_image(64, 48, "PNG"),
+        "data:image/jpeg;base64," + b64_image(32, 32),
+    ):
+        r = recorder_client.post("/predict", json={"image": image, "instruction": "x"}, headers=KEY)
+        assert r.status_code == 200, r.text
+    assert Recorder.instances[0].seen[0]["image"].shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+def test_missing_or_wrong_api_key_is_401(recorder_client, headers):
+    for path, body in (
+        ("/predict", {"image": b64_image(), "instruction": "x"}),
+        ("/reset", {}),
+    ):
+        r = recorder_client.post(path, json=body, headers=headers)
+        assert r.status_code == 401
+        assert "X-API-Key" in r.json()["detail"]
+    assert all(not p.seen and not p.resets for p in Recorder.instances)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"image": "not base64 !!", "instruction": "x"}, 400, "base64"),
+        (
+            {
+                "image": base64.b64encode(b"GIF89a not really").decode(),
+                "instruction": "x",
+            },
+            400,
+            "not a JPEG or PNG",
+        ),
+        (
+            {
+                "image": base64.b64encode(b"\xff\xd8\xff\xe0" + b"\0" * 40).decode(),
+                "instruction": "x",
+            },
+            400,
+            "image",
+        ),
+        ({"image": "", "instruction": "x"}, 400, "empty"),
+        ({"instruction": "x"}, 422, "image: Field required"),
+        ({"image": b64_image()}, 422, "instruction: Field required"),
+        (
+            {"image": 12, "instruction": "x"},
+            422,
+            "image: Input should be a valid string",
+        ),
+        ({"image": b64_image(), "instruction": ["x"]}, 422, "instruction"),
+        ({"image": b64_image(), "instruction": "x" * 5000}, 422, "instruction"),
+        (["image", "instruction"], 422, "JSON object"),
+        ({"image": b64_image(1281, 720, "PNG"), "instruction": "x"}, 413, "1281x720"),
+        (
+            {"image": b64_image(640, 721, "PNG"), "instruction": "x"},
+            413,
+            "at most 1280x720",
+        ),
+    ],
+)
+def test_bad_predict_requests_are_4xx_with_json_error(recorder_client, body, status, words):
+    r = recorder_client.post("/predict", json=body, headers=KEY)
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+    assert all(not p.seen for p in Recorder.instances)
+
+
+def test_malformed_json_and_oversized_body(recorder_client):
+    r = recorder_client.post(
+        "/predict",
+        content=b'{"image": ',
+        headers={**KEY, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    big = b'{"image": "' + b"A" * MAX_BODY_BYTES + b'", "instruction": "x"}'
+    r = recorder_client.post("/predict", content=big, headers={**KEY, "Content-Type": "application/json"})
+    assert r.status_code == 413 and "at most" in r.json()["detail"]
+
+
+def test_oversized_body_without_content_length_is_refused():
+    """A chunked upload (no Content-Length) is counted while streaming."""
+    with TestClient(create_app(Recorder, max_body_bytes=1000)) as client:
+        chunks = (b'{"image": "' + b"A" * 600, b"A" * 600 + b'", "instruction": "x"}')
+        r = client.post(
+            "/predict",
+            content=iter(chunks),
+            headers={"Content-Type": "application/json"},
+        )
+    assert r.status_code == 413
+
+
+def test_bad_session_id_is_400(recorder_client):
+    r = recorder_client.post("/reset", headers={**KEY, "X-Session-Id": "a b/c"})
+    assert r.status_code == 400 and "X-Session-Id" in r.json()["detail"]
+
+
+def test_policy_failure_is_500_with_json_error(recorder_client):
+    r = recorder_client.post("/predict", json={"image": b64_image(), "instruction": "explode"}, headers=KEY)
+    assert r.status_code == 500
+    assert "RuntimeError: boom" in r.json()["detail"]
+
+
+def predict(client: TestClient, instruction: str = "x", session: str | None = None) -> dict[str, Any]:
+    headers = {**KEY, **({"X-Session-Id": session} if session else {})}
+    r = client.post(
+        "/predict",
+        json={"image": b64_image(16, 16), "instruction": instruction},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_reset_with_instruction_resets_now(recorder_client):
+    predict(recorder_client)
+    predict(recorder_client)
+    r = recorder_client.post("/reset", json={"instruction": "go right", "episode_seed": 7}, headers=KEY)
+    assert r.json() == {"status": "ok", "session": "default", "reset": "done"}
+    policy = Recorder.instances[0]
+    assert policy.resets[-1] == ("go right", {"episode_seed": 7})
+    out = predict(recorder_client, "go right")
+    assert out["step"] == 1 and out["action"] == pytest.approx([0.01, 0.02])
+    assert len(policy.resets) == 2  # no extra reset at the next /predict
+
+
+def test_reset_without_body_defers_to_next_predict(recorder_client):
+    predict(recorder_client, "first")
+    for kwargs in ({}, {"json": {"episode_seed": 3}}):
+        r = recorder_client.post("/reset", headers=KEY, **kwargs)
+        assert r.status_code == 200 and r.json()["reset"] == "pending"
+    policy = Recorder.instances[0]
+    assert len(policy.resets) == 1
+    out = predict(recorder_client, "second")
+    assert policy.resets[-1] == ("second", {"episode_seed": 3}) and out["step"] == 1
+    predict(recorder_client, "changed")  # an instruction change alone does not reset
+    assert len(policy.resets) == 2 and policy.seen[-1]["instruction"] == "changed"
+
+
+def test_bad_reset_body_is_4xx(recorder_client):
+    r = recorder_client.post("/reset", json={"instruction": 5}, headers=KEY)
+    assert r.status_code == 422
+    r = recorder_client.post("/reset", content=b"{oops", headers={**KEY, "Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_sessions_have_their_own_history_and_are_bounded(recorder_client):
+    predict(recorder_client)
+    predict(recorder_client)
+    a = predict(recorder_client, session="robot-a")
+    assert a["session"] == "robot-a" and a["step"] == 1 and a["action"] == pytest.approx([0.01, 0.01])
+    assert predict(recorder_client)["step"] == 3  # default session unaffected
+    default, robot_a = Recorder.instances
+    predict(recorder_client, session="robot-b")  # max_sessions=2: robot-a was least recently used
+    assert robot_a.closed and not default.closed
+    assert recorder_client.get("/health").json()["sessions"] == 2
+    assert predict(recorder_client, session="robot-a")["step"] == 1  # rebuilt fresh
+    assert len(Recorder.instances) == 4
+
+
+def test_random_policy_sessions_reproduce(random_client):
+    a = [predict(random_client, session="s1")["action"] for _ in range(3)]
+    b = [predict(random_client, session="s2")["action"] for _ in range(3)]
+    assert a == b and len({tuple(x) for x in a}) == 3
+    ref = make_policy("random", seed=0, mode="uniform")
+    ref.reset("x")
+    assert a == [ref.act({}).tolist()[:2] for _ in range(3)]
+
+
+def test_decode_image_returns_rgb_uint8():
+    buf = io.BytesIO()
+    Image.fromarray(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)).save(buf, format="PNG")
+    arr = decode_image(base64.b64encode(buf.getvalue()).decode())
+    assert arr.dtype == np.uint8 and arr.shape == (1, 2, 3)
+    assert arr.tolist() == [[[255, 0, 0], [0, 0, 255]]]
+
+
+def test_parse_policy_kwargs():
+    assert parse_policy_kwargs(["seed=3", "mode=uniform", "scale=0.5", "flag=true", "x=None", "path=a/b.zip"]) == {
+        "seed": 3,
+        "mode": "uniform",
+        "scale": 0.5,
+        "flag": True,
+        "x": None,
+        "path": "a/b.zip",
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_policy_kwargs(["seed"])
+
+
+def test_main_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--policy", "random", "seed"])
+    assert exc.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+    assert main(["--policy", "no-such-policy"]) == 1
+    assert "unknown policy" in capsys.readouterr().err
+    assert main(["--policy", "random", "mode=bogus"]) == 1
+
+
+def test_serve_in_thread_binds_loopback_and_stops():
+    import httpx
+
+    with serve_in_thread(create_app(Recorder)) as url:
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=1)
