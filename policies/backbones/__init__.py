@@ -31,14 +31,14 @@ class UnknownBackboneError(ValueError):
 
 def _build(name: str, path: str | Path | None, device: torch.device) -> Backbone:
     if name == "lite":
-        from policies.backbones.lite import LiteBackbone  # noqa: PLC0415
+        from policies.backbones.lite import LiteBackbone
 
         return LiteBackbone(device=device, image_weights=path)
     if name == "kosmos2":
-        from policies.backbones.kosmos2 import load_kosmos2  # noqa: PLC0415
+        from policies.backbones.kosmos2 import load_kosmos2
 
         return load_kosmos2(path, device=device)
-    from policies.backbones.tiny_kosmos2 import load_tiny_kosmos2  # noqa: PLC0415
+    from policies.backbones.tiny_kosmos2 import load_tiny_kosmos2
 
     return load_tiny_kosmos2(device=device)
 

@@ -50,6 +50,8 @@ def to_float_nchw(images: np.ndarray, size: int, mean: Sequence[float], std: Seq
     the robot's frames are resized, not cropped, to 224 x 224), then applies ``(x - mean) / std`` with
     ``mean``/``std`` in 0..255 pixel units.
     """
+    if not images.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. np.asarray(PIL image))
+        images = images.copy()
     x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float()
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

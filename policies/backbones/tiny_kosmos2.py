@@ -38,8 +38,8 @@ _CORPUS = (
 
 
 def _build_tokenizer() -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
-    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3: Kosmos-2's bos=0, pad=1, eos=2
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -53,7 +53,7 @@ def _build_tokenizer() -> Any:
 
 
 def _build_image_processor() -> Any:
-    import transformers  # noqa: PLC0415
+    import transformers
 
     cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     return cls(size={"shortest_edge": TINY_IMAGE_SIZE},
@@ -66,7 +66,7 @@ def build_tiny_kosmos2() -> tuple[Any, Any]:
 
     The model is in eval mode with gradients off; the global torch RNG is left untouched.
     """
-    from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor  # noqa: PLC0415
+    from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor
 
     processor = Kosmos2Processor(_build_image_processor(), _build_tokenizer())
     config = Kosmos2Config(

@@ -1,15 +1,12 @@
 """Action heads, one module each, named as the team names them.
 
-=========  ===============================  ======  =====  ==========  ==========================================
-name       class                            window  chunk  output      what
-=========  ===============================  ======  =====  ==========  ==========================================
-``case1``  ``Simplified2DActionModelV2``    1       1      linear      adapters 256+256 -> MLP 512-512-256-128
-``case2``  ``CLIPNormalized2DActionModelV2`` 8      1      linear      + "CLIP normalisation" + resampler
-``case3``  ``SimpleCase3Model``             1       1      linear      case 1's structure, own config
-``case4``  ``RoboVLMsCompleteModel``        8       5      linear      hierarchical planner, hidden 512
-``lstm``   ``MobileVLALSTMDecoder``         8       10     tanh        LSTM 512 x 4 + MLPTanhHead
-``hybrid`` ``Kosmos2CLIPHybridModel``       8       10     tanh        two visual streams + LSTM
-=========  ===============================  ======  =====  ==========  ==========================================
+- ``case1`` ``Simplified2DActionModelV2``: adapters 256 + 256 -> MLP 512-512-256-128; window 1, chunk 1, linear.
+- ``case2`` ``CLIPNormalized2DActionModelV2``: + "CLIP normalisation" + vision resampler; window 8, chunk 1,
+  linear.
+- ``case3`` ``SimpleCase3Model``: case 1's structure under its own config; window 1, chunk 1, linear.
+- ``case4`` ``RoboVLMsCompleteModel``: hierarchical planner, hidden 512; window 8, chunk 5, linear.
+- ``lstm`` ``MobileVLALSTMDecoder``: LSTM 512 x 4 + RoboVLMs ``MLPTanhHead``; window 8, chunk 10, tanh.
+- ``hybrid`` ``Kosmos2CLIPHybridModel``: two visual streams + LSTM; window 8, chunk 10, tanh.
 
 :func:`make_head` builds one for given feature widths; :func:`head_from_config` rebuilds one from a saved
 config dict (the team's ``model_config`` spelling ``language_dim`` is accepted for ``text_dim``).

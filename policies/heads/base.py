@@ -114,8 +114,8 @@ class ActionHead(nn.Module):
             raise HeadInputError(f"{self.head_name}: vision features must be (B, T, {self.config.vision_dim}), "
                                  f"got {tuple(vision.shape)}")
         if text.dim() != 2 or text.shape[-1] != self.config.text_dim or text.shape[0] != vision.shape[0]:
-            raise HeadInputError(f"{self.head_name}: text features must be ({vision.shape[0]}, {self.config.text_dim}), "
-                                 f"got {tuple(text.shape)}")
+            raise HeadInputError(f"{self.head_name}: text features must be ({vision.shape[0]}, "
+                                 f"{self.config.text_dim}), got {tuple(text.shape)}")
         out = self._forward(vision[:, -self.window_size:], text)
         out = out.reshape(vision.shape[0], self.chunk_size, self.action_dim)
         if self.action_dim == 3:

@@ -56,7 +56,7 @@ class CLIPNormalization(nn.Module):
         self.down = nn.Linear(inner_dim, hidden_dim)
         self.norm = nn.LayerNorm(hidden_dim)
 
-    def forward(self, feature: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, feature: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         q = self.up(feature).unsqueeze(1)
         ref = self.ref_proj(reference)
         attended = self.attn(q, ref, ref, need_weights=False)[0].squeeze(1)

@@ -61,7 +61,7 @@ class TaskPlanner(nn.Module):
         self.refine = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
                                                  batch_first=True, norm_first=True)
 
-    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(context)
         task = logits.softmax(-1) @ self.task_embedding.weight
         plan = self.step_queries.unsqueeze(0) + (task + context).unsqueeze(1)
@@ -81,7 +81,7 @@ class ActionSequencer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout),
                                 nn.Linear(2 * hidden, hidden))
 
-    def forward(self, plan: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, plan: torch.Tensor) -> torch.Tensor:
         q = self.queries.unsqueeze(0).expand(plan.shape[0], -1, -1)
         kv = self.norm_plan(plan)
         x = q + self.attn(self.norm_q(q), kv, kv, need_weights=False)[0]
@@ -98,7 +98,7 @@ class StatePredictor(nn.Module):
         self.predict = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, horizon * state_dim))
         self.embed = nn.Linear(state_dim, hidden)
 
-    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.predict(context).view(-1, self.horizon, self.state_dim)
         return states, self.embed(states)
 

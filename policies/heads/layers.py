@@ -3,6 +3,7 @@ RoboVLMs' tanh MLP)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +19,7 @@ def ln_mlp(dims: Sequence[int], out_dim: int, dropout: float) -> nn.Sequential:
     """``dims[0] -> dims[1] -> ... -> out_dim``: each hidden layer ``Linear, LayerNorm, ReLU, Dropout``; the
     last layer is a bare ``Linear`` (linear output)."""
     layers: list[nn.Module] = []
-    for d_in, d_out in zip(dims[:-1], dims[1:]):
+    for d_in, d_out in itertools.pairwise(dims):
         layers += [nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.ReLU(), nn.Dropout(dropout)]
     layers.append(nn.Linear(dims[-1], out_dim))
     return nn.Sequential(*layers)
@@ -32,7 +33,7 @@ class MLPTanhHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(hidden_size, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(),
                                  nn.Linear(512, output_size), nn.Tanh())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)
 
 
@@ -62,7 +63,7 @@ class VisionResampler(nn.Module):
             }))
         self.norm_out = nn.LayerNorm(dim)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, t, _ = frames.shape
         if t > self.time_embed.shape[0]:
             raise ValueError(f"resampler got {t} frames, built for at most {self.time_embed.shape[0]}")
