@@ -7,6 +7,7 @@ actions into velocity commands, steps the physics at 240 Hz and scores the episo
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import string
@@ -80,6 +81,10 @@ class BoxAvoidEnv(gym.Env):
             falling back to tiny with a warning when it cannot load).
         render_mode: ``None`` or ``"rgb_array"`` (top-down view of the arena).
         render_size: ``(width, height)`` px of :meth:`render`.
+        action_latency: policy latency in simulated time (s): each action takes effect this long after the
+            observation it answers. The robot keeps executing its previous command meanwhile: in velocity mode
+            the previous velocity (commands queue up when the latency exceeds a control period); in keypress
+            mode the previous press has already ended, so the robot waits at rest before pressing.
 
     Observation (``Dict``): ``"image"`` uint8 ``(H, W, 3)`` RGB; ``"instruction"`` ``Text``; ``"state"``
     float32 ``(6,)`` = ``x, y, yaw, vx, vy, wz`` in the world frame (m, rad, m/s, rad/s).
@@ -119,6 +124,7 @@ class BoxAvoidEnv(gym.Env):
         renderer: str = "tiny",
         render_mode: str | None = None,
         render_size: Sequence[int] = (640, 360),
+        action_latency: float = 0.0,
     ) -> None:
         if actuation not in ("keypress", "velocity"):
             raise ValueError(f"actuation must be 'keypress' or 'velocity', got {actuation!r}")
@@ -129,6 +135,8 @@ class BoxAvoidEnv(gym.Env):
             raise ValueError(f"obs_keys must be a non-empty subset of {OBS_KEYS}, got {tuple(obs_keys)}")
         if control_hz <= 0 or success_radius <= 0:
             raise ValueError("control_hz and success_radius must be positive")
+        if not 0.0 <= action_latency <= 10.0:
+            raise ValueError(f"action_latency must be in [0, 10] s, got {action_latency}")
 
         robot = robot or RobotConfig()
         overrides = {
@@ -150,6 +158,8 @@ class BoxAvoidEnv(gym.Env):
         self.render_size = parse_image_size(render_size)
 
         self.dt = 1.0 / PHYSICS_HZ
+        self.action_latency = float(action_latency)
+        self._latency_substeps = round(self.action_latency * PHYSICS_HZ)
         if actuation == "keypress":
             self._press_substeps = round(self.robot.press_duration * PHYSICS_HZ)
             self._brake_substeps = math.ceil(self.robot.brake_time * PHYSICS_HZ)
@@ -203,6 +213,10 @@ class BoxAvoidEnv(gym.Env):
         self._v_body: tuple[float, float] = (0.0, 0.0)
         self._wz = 0.0
         self._command = (np.zeros(2), 0.0)
+        self._active = [np.zeros(2), 0.0]  # velocity mode: command in effect
+        self._queue: collections.deque = collections.deque()
+        self._substep = 0
+        self._sim_time = 0.0
         self._steps = 0
         self._path_length = 0.0
         self._sides: dict[int, str] = {}
@@ -228,19 +242,20 @@ class BoxAvoidEnv(gym.Env):
             raise ValueError(f"action must be finite, got {action.tolist()}")
         action = np.clip(action, -ACTION_LABEL, ACTION_LABEL)
 
+        key = action_to_key(action)
         if self.actuation == "keypress":
-            key = action_to_key(action)
             target_v, target_wz = self._keypress_command(action)
             phases = [(self._press_substeps, target_v, target_wz), (self._brake_substeps, np.zeros(2), 0.0)]
+            if self._latency_substeps:
+                phases.insert(0, (self._latency_substeps, np.zeros(2), 0.0))  # at rest while the policy thinks
             is_stop = key == "SPACE"
         else:
-            key = action_to_key(action)
             target_v, target_wz = self._velocity_command(action)
-            phases = [(self._control_substeps, target_v, target_wz)]
+            phases = self._velocity_phases(target_v, target_wz)
             is_stop = not np.any(apply_dead_zone(action, DEAD_ZONE))
-
-        self._command = (phases[0][1], phases[0][2])
+        self._command = (target_v, target_wz)
         previous = self._pose
+        self._sim_time += sum(phase[0] for phase in phases) * self.dt
         for substeps, v_target, wz_target in phases:
             if self._simulate(substeps, v_target, wz_target):
                 break
@@ -294,6 +309,34 @@ class BoxAvoidEnv(gym.Env):
         if norm > self.robot.speed:
             v *= self.robot.speed / norm
         return v, float(np.clip(action[2], -self.robot.angular_speed, self.robot.angular_speed))
+
+    def set_action_latency(self, seconds: float) -> None:
+        """Change ``action_latency`` (s) between steps, e.g. to a policy's measured per-step latency.
+
+        Raises:
+            ValueError: outside ``[0, 10]`` s.
+        """
+        if not 0.0 <= seconds <= 10.0:
+            raise ValueError(f"action_latency must be in [0, 10] s, got {seconds}")
+        self.action_latency = float(seconds)
+        self._latency_substeps = round(seconds * PHYSICS_HZ)
+
+    def _velocity_phases(self, target_v: np.ndarray, target_wz: float) -> list[tuple[int, np.ndarray, float]]:
+        """Split one control period into ``(substeps, v, wz)`` phases, applying commands ``action_latency`` late.
+
+        Commands wait in a queue keyed by the substep at which they take effect, so a latency longer than a
+        control period delays them by several steps, as on the robot.
+        """
+        self._queue.append((self._substep + self._latency_substeps, target_v, target_wz))
+        end = self._substep + self._control_substeps
+        phases = []
+        while self._substep < end:
+            while self._queue and self._queue[0][0] <= self._substep:
+                _, *self._active = self._queue.popleft()
+            until = min(end, self._queue[0][0]) if self._queue else end
+            phases.append((until - self._substep, *self._active))
+            self._substep = until
+        return phases
 
     def _simulate(self, substeps: int, v_target: np.ndarray, wz_target: float) -> bool:
         """Ramp towards the command and step physics; returns True (and stops early) on a contact.
@@ -379,7 +422,7 @@ class BoxAvoidEnv(gym.Env):
             "scenario": self.spec_scene.scenario,
             "distance": self.spec_scene.distance,
             "steps": self._steps,
-            "sim_time": self._steps * self.step_duration,
+            "sim_time": self._sim_time,
             "key": key,
             "action": np.asarray(action, dtype=np.float32),
             "state": self._state(),

@@ -1,0 +1,548 @@
+"""The VLA policy family behind the :class:`~policies.base.Policy` interface.
+
+One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an action head
+(:mod:`policies.heads`) + the deployed server's execution and post-processing:
+
+1. **History.** Each step's RGB frame joins a window of the last ``window_size`` frames (default 8); at the
+   start of an episode the window is padded by repeating the episode's first frame. Frames are encoded
+   once (features are kept, not pixels) and only when a prediction needs them.
+2. **Text.** The instruction is encoded once per distinct string and cached.
+3. **Action chunk execution** (``execution``):
+
+   - ``"first"``: receding horizon: predict every step, execute the chunk's first action (the deployed
+     inference server);
+   - ``"all"``: execute the whole predicted chunk, one action per step, before predicting again (the
+     on-robot node);
+   - ``"ensemble"``: predict every step and average, for the current step, every still-overlapping chunk's
+     prediction with weights ``exp(-ensemble_k * i)``, ``i = 0`` for the oldest prediction, normalised to sum
+     to 1 (ACT's temporal ensembling; RoboVLMs' evaluation wrapper does the same with its own decay).
+
+4. **Post-processing** as the deployed server, each step switchable: de-normalise (x ``ACTION_LABEL`` =
+   1.15), clip to +-``OUTPUT_CLIP`` (1.5), dead-zone (components with ``|v| < DEAD_ZONE`` = 0.15 become 0),
+   and the episode's first action forced to zero (the model still runs at step 0, so its latency and
+   history are real).
+
+Observations: ``{"image": uint8 (H, W, 3) RGB, "instruction": str, "state": float32 (6,)}``; ``state`` is not
+used by the VLA heads (the robot's models never saw odometry). Actions: float32 ``[linear_x, linear_y]``
+(padded with ``angular_z = 0`` by the base class) or ``[linear_x, linear_y, angular_z]`` with
+``action_dim=3``, in label units (+-1.15).
+
+Factories :func:`case1` ... :func:`hybrid`, :func:`ensemble` are what :mod:`policies.registry` points to.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP
+from policies.backbones import Backbone, make_backbone
+from policies.backbones.base import as_uint8_nhwc
+from policies.base import Policy
+from policies.checkpoints import (
+    Checkpoint,
+    CheckpointMismatchError,
+    default_checkpoint,
+    load_checkpoint,
+    load_into_head,
+)
+from policies.heads import ActionHead, config_from_dict, head_class
+
+#: Accepted values of ``execution``.
+EXECUTION_MODES = ("first", "all", "ensemble")
+#: ACT's temporal-ensembling constant (weights ``exp(-k * i)``, ``i = 0`` the oldest prediction).
+DEFAULT_ENSEMBLE_K = 0.01
+#: Seed of randomly initialised heads (used when no checkpoint is given).
+DEFAULT_SEED = 0
+
+
+# ------------------------------------------------------------------------------------ post-processing
+
+
+@dataclasses.dataclass(frozen=True)
+class PostProcessing:
+    """The deployed server's output pipeline, applied in this order; every step can be switched off.
+
+    Attributes:
+        denormalize: multiply by ``scale`` (model units [-1, 1] -> label units +-1.15).
+        clip: clip every component to ``[-clip_value, clip_value]``.
+        dead_zone: zero components with ``|v| < dead_zone_value``.
+        zero_first_step: return zeros at the first step of an episode.
+    """
+
+    denormalize: bool = True
+    clip: bool = True
+    dead_zone: bool = True
+    zero_first_step: bool = True
+    scale: float = ACTION_LABEL
+    clip_value: float = OUTPUT_CLIP
+    dead_zone_value: float = DEAD_ZONE
+
+    def __call__(self, action: np.ndarray, step: int) -> np.ndarray:
+        """Post-process one normalised action (float ``(action_dim,)``) at episode step ``step`` (0-based)."""
+        out = np.asarray(action, dtype=np.float32).copy()
+        if self.denormalize:
+            out *= np.float32(self.scale)
+        if self.clip:
+            out = np.clip(out, -self.clip_value, self.clip_value).astype(np.float32)
+        if self.dead_zone:
+            out[np.abs(out) < self.dead_zone_value] = 0.0
+        if self.zero_first_step and step == 0:
+            out[:] = 0.0
+        return out
+
+
+# ------------------------------------------------------------------------------------------ history
+
+
+class FrameHistory:
+    """The last ``window_size`` frames of an episode, as backbone features.
+
+    Frames are pushed as pixels (kept pending) or as ready features; :meth:`window` encodes whatever is
+    pending in one batch, so ``execution="all"`` only runs the backbone when it predicts.
+    """
+
+    def __init__(self, window_size: int) -> None:
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self.window_size = int(window_size)
+        self._features: collections.deque[torch.Tensor] = collections.deque(maxlen=self.window_size)
+        self._pending: collections.deque[np.ndarray] = collections.deque(maxlen=self.window_size)
+        self._first: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the episode."""
+        self._features.clear()
+        self._pending.clear()
+        self._first = None
+
+    def push_image(self, image: np.ndarray) -> None:
+        """Queue one uint8 ``(H, W, 3)`` frame (copied) for encoding."""
+        self._pending.append(as_uint8_nhwc(image)[0].copy())
+
+    def push_feature(self, feature: torch.Tensor) -> None:
+        """Append one already-encoded frame, float ``(vision_dim,)`` (only when nothing is pending)."""
+        if self._pending:
+            raise RuntimeError("push_feature with frames still pending: encode them first")
+        self._append(feature.reshape(-1))
+
+    def _append(self, feature: torch.Tensor) -> None:
+        if self._first is None:
+            self._first = feature
+        self._features.append(feature)
+
+    @property
+    def pending(self) -> int:
+        """Frames queued but not encoded yet."""
+        return len(self._pending)
+
+    def window(self, backbone: Backbone) -> tuple[torch.Tensor, float]:
+        """Encode pending frames and return ``(features (window_size, vision_dim), backbone_ms)``.
+
+        Missing history at the start of an episode is filled by repeating the episode's first frame.
+
+        Raises:
+            RuntimeError: no frame was pushed yet.
+        """
+        ms = 0.0
+        if self._pending:
+            start = time.perf_counter()
+            feats = backbone.encode_images(np.stack(self._pending))
+            ms = (time.perf_counter() - start) * 1e3
+            self._pending.clear()
+            for f in feats:
+                self._append(f)
+        if not self._features or self._first is None:
+            raise RuntimeError("no frame in the history: push a frame before predicting")
+        frames = list(self._features)
+        if len(frames) < self.window_size:
+            frames = [self._first] * (self.window_size - len(frames)) + frames
+        return torch.stack(frames), ms
+
+
+# ------------------------------------------------------------------------------------- ensembling
+
+
+class TemporalEnsembler:
+    """Temporal ensembling of overlapping action chunks.
+
+    Each step a new chunk ``(chunk_size, action_dim)`` arrives; the chunk predicted ``j`` steps ago
+    contributes its ``j``-th action. With ``n`` contributions ordered oldest first (``i = 0 .. n-1``) the
+    result is ``sum_i w_i a_i`` with ``w_i = exp(-k i) / sum_j exp(-k j)`` (ACT: ``k = 0.01``, so older
+    predictions weigh slightly more; ``k < 0`` favours newer ones, ``k = 0`` is a plain mean).
+    """
+
+    def __init__(self, chunk_size: int, k: float = DEFAULT_ENSEMBLE_K) -> None:
+        self.chunk_size = int(chunk_size)
+        self.k = float(k)
+        self._chunks: collections.deque[np.ndarray] = collections.deque(maxlen=self.chunk_size)
+
+    def reset(self) -> None:
+        """Forget past chunks."""
+        self._chunks.clear()
+
+    def weights(self, n: int) -> np.ndarray:
+        """Normalised weights for ``n`` contributions, oldest first, float64 ``(n,)``."""
+        w = np.exp(-self.k * np.arange(n, dtype=np.float64))
+        return w / w.sum()
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        """Add this step's chunk and return the ensembled action for this step, float32 ``(action_dim,)``."""
+        chunk = np.asarray(chunk, dtype=np.float64)
+        if chunk.ndim != 2 or chunk.shape[0] != self.chunk_size:
+            raise ValueError(f"expected a chunk of shape ({self.chunk_size}, action_dim), got {chunk.shape}")
+        self._chunks.append(chunk)
+        n = len(self._chunks)
+        preds = np.stack([c[n - 1 - i] for i, c in enumerate(self._chunks)])  # oldest chunk first
+        return (self.weights(n)[:, None] * preds).sum(0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ policy
+
+
+class VLAPolicy(Policy):
+    """A frozen backbone + an action head, executed like the robot's deployment.
+
+    Args:
+        head: the action head (its ``config.vision_dim``/``text_dim`` must match the backbone).
+        backbone: a frozen :class:`~policies.backbones.Backbone`.
+        execution: ``"first"``, ``"all"`` or ``"ensemble"`` (see the module docstring).
+        window_size: frames kept in the history (the head reads its own ``window_size`` newest of them).
+        postprocess: :class:`PostProcessing` (default: all four steps on).
+        ensemble_k: temporal-ensembling constant for ``execution="ensemble"``.
+        device: where the head runs (the backbone has its own device).
+
+    Attributes:
+        backbone_latencies_ms: per step, milliseconds spent encoding frames (0 when nothing was encoded).
+        head_latencies_ms: per step, milliseconds in the head's forward pass (0 on steps without a prediction).
+        num_predictions: head calls this episode.
+        last_chunk: the latest predicted chunk, float32 ``(chunk_size, action_dim)``, normalised units.
+
+    Raises:
+        ValueError: unknown ``execution``, ``window_size < 1``, or head/backbone feature widths that differ.
+    """
+
+    def __init__(self, head: ActionHead, backbone: Backbone, *, execution: str = "first", window_size: int = 8,
+                 postprocess: PostProcessing | None = None, ensemble_k: float = DEFAULT_ENSEMBLE_K,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        if execution not in EXECUTION_MODES:
+            raise ValueError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
+        cfg = head.config
+        if (cfg.vision_dim, cfg.text_dim) != (backbone.vision_dim, backbone.text_dim):
+            raise ValueError(
+                f"head {head.head_name} was built for features ({cfg.vision_dim}, {cfg.text_dim}) but backbone "
+                f"{backbone.name} gives ({backbone.vision_dim}, {backbone.text_dim})")
+        self.device = torch.device(device)
+        self.head = head.to(self.device).eval().requires_grad_(False)
+        self.backbone = backbone
+        self.execution = execution
+        self.window_size = int(window_size)
+        self.postprocess = postprocess or PostProcessing()
+        self.history = FrameHistory(self.window_size)
+        self.ensembler = TemporalEnsembler(self.head.chunk_size, ensemble_k)
+        self.checkpoint: Checkpoint | None = None
+        self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._text: dict[str, torch.Tensor] = {}
+        self._step = 0
+        self.backbone_latencies_ms: list[float] = []
+        self.head_latencies_ms: list[float] = []
+        self.num_predictions = 0
+        self.last_chunk: np.ndarray | None = None
+
+    @property
+    def action_dim(self) -> int:
+        """2 (``linear_x, linear_y``) or 3 (+ ``angular_z``)."""
+        return self.head.action_dim
+
+    @property
+    def chunk_size(self) -> int:
+        """Actions per head call."""
+        return self.head.chunk_size
+
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        del info  # learned policies never read the privileged scene
+        self.history.reset()
+        self.ensembler.reset()
+        self._queue.clear()
+        self._step = 0
+        self.backbone_latencies_ms = []
+        self.head_latencies_ms = []
+        self.num_predictions = 0
+        self.last_chunk = None
+        self._text_features(instruction)
+
+    def _text_features(self, instruction: str) -> torch.Tensor:
+        feat = self._text.get(instruction)
+        if feat is None:
+            feat = self.backbone.encode_text([instruction]).to(self.device)
+            self._text[instruction] = feat
+        return feat
+
+    def _predict_chunk(self, instruction: str) -> np.ndarray:
+        """Run the head on the current window: float32 ``(chunk_size, action_dim)`` normalised actions."""
+        frames, ms = self.history.window(self.backbone)
+        self.backbone_latencies_ms[-1] += ms
+        text = self._text_features(instruction)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            chunk = self.head(frames.unsqueeze(0).to(self.device), text)[0]
+        chunk_np = chunk.float().cpu().numpy().astype(np.float32)
+        self.head_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
+        self.num_predictions += 1
+        self.last_chunk = chunk_np
+        return chunk_np
+
+    def predict_normalized(self, observation: Mapping[str, Any], frame_feature: torch.Tensor | None = None
+                           ) -> np.ndarray:
+        """Advance one step and return the action to execute in normalised units (before post-processing).
+
+        Args:
+            observation: the environment observation (``image`` is read unless ``frame_feature`` is given).
+            frame_feature: this step's frame already encoded by the same backbone, ``(vision_dim,)``.
+
+        Returns:
+            float32 ``(action_dim,)``.
+        """
+        self.backbone_latencies_ms.append(0.0)
+        self.head_latencies_ms.append(0.0)
+        if frame_feature is not None and not self.history.pending:
+            self.history.push_feature(frame_feature)
+        else:
+            self.history.push_image(observation["image"])
+        instruction = str(observation.get("instruction", self.instruction) or self.instruction)
+        if self.execution == "first":
+            return self._predict_chunk(instruction)[0].copy()
+        if self.execution == "all":
+            if not self._queue:
+                self._queue.extend(self._predict_chunk(instruction))
+            return self._queue.popleft().copy()
+        return self.ensembler(self._predict_chunk(instruction))
+
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        action = self.postprocess(self.predict_normalized(observation), self._step)
+        self._step += 1
+        return action
+
+    def backbone_share(self) -> float:
+        """Fraction of this episode's ``act()`` time spent in the backbone (``nan`` before the first step)."""
+        total = sum(self.latencies_ms)
+        return sum(self.backbone_latencies_ms) / total if total > 0 else math.nan
+
+
+class EnsemblePolicy(Policy):
+    """Weighted average of two VLA policies (seed 000's ``HybridEnsembleModel``, weight 0.6 on the first).
+
+    Each step both policies advance (each with its own history and execution mode) and return normalised
+    actions ``a1``, ``a2``; the ensemble returns ``post(weight * a1 + (1 - weight) * a2)``. When both share
+    one backbone object, the frame is encoded once.
+
+    Raises:
+        ValueError: ``weight`` outside [0, 1] or policies with different ``action_dim``.
+    """
+
+    def __init__(self, first: VLAPolicy, second: VLAPolicy, weight: float = 0.6,
+                 postprocess: PostProcessing | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"ensemble weight must be in [0, 1], got {weight}")
+        if first.action_dim != second.action_dim:
+            raise ValueError(f"ensemble members disagree on action_dim: {first.action_dim} vs {second.action_dim}")
+        self.first, self.second, self.weight = first, second, float(weight)
+        self.postprocess = postprocess or PostProcessing()
+        self._step = 0
+
+    @property
+    def action_dim(self) -> int:
+        """Shared ``action_dim`` of the members."""
+        return self.first.action_dim
+
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        self.first.reset(instruction, info)
+        self.second.reset(instruction, info)
+        self._step = 0
+
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        feature = None
+        shared = self.first.backbone is self.second.backbone
+        if shared and self.first.execution != "all" and self.second.execution != "all":
+            start = time.perf_counter()
+            feature = self.first.backbone.encode_images(observation["image"])[0]
+            ms = (time.perf_counter() - start) * 1e3
+        a1 = self.first.predict_normalized(observation, feature)
+        a2 = self.second.predict_normalized(observation, feature)
+        if feature is not None:
+            self.first.backbone_latencies_ms[-1] += ms
+        mixed = self.weight * a1 + (1.0 - self.weight) * a2
+        action = self.postprocess(mixed, self._step)
+        self._step += 1
+        return action
+
+    def close(self) -> None:
+        self.first.close()
+        self.second.close()
+
+
+# ----------------------------------------------------------------------------------------- factories
+
+
+def _resolve_head_config(head_name: str, backbone: Backbone, ckpt: Checkpoint | None, action_dim: int | None,
+                         overrides: Mapping[str, Any]) -> Any:
+    values: dict[str, Any] = {}
+    if ckpt is not None and ckpt.head_config:
+        values.update(ckpt.head_config)
+        for key, want in (("vision_dim", backbone.vision_dim), ("text_dim", backbone.text_dim),
+                          ("language_dim", backbone.text_dim)):
+            if key in values and int(values[key]) != want:
+                raise CheckpointMismatchError(
+                    f"{ckpt.path}: head was trained on {key}={values[key]} features but backbone "
+                    f"{backbone.name!r} gives {want}; use the backbone it was trained with"
+                    + (f" ({ckpt.backbone!r})" if ckpt.backbone else ""))
+        saved_dim = values.get("action_dim")
+        if action_dim is not None and saved_dim is not None and int(saved_dim) != int(action_dim):
+            raise CheckpointMismatchError(
+                f"{ckpt.path}: checkpoint predicts action_dim={saved_dim}, but action_dim={action_dim} was requested")
+    values.update({"vision_dim": backbone.vision_dim, "text_dim": backbone.text_dim})
+    values.pop("language_dim", None)
+    if action_dim is not None:
+        values["action_dim"] = int(action_dim)
+    values.setdefault("action_dim", 2)
+    fields = {f.name for f in dataclasses.fields(head_class(head_name).config_class)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"head_overrides: {head_name} config has no field(s) {unknown}; fields: {sorted(fields)}")
+    values.update(overrides)
+    return config_from_dict(head_name, values)  # a team config's extra fields are ignored
+
+
+def build_vla_policy(head: str, *, backbone: str | Backbone = "lite", backbone_path: str | Path | None = None,
+                     checkpoint: str | Path | None = None, path: str | Path | None = None, device: str = "cpu",
+                     execution: str = "first", window_size: int = 8, action_dim: int | None = None,
+                     seed: int = DEFAULT_SEED, ensemble_k: float = DEFAULT_ENSEMBLE_K, denormalize: bool = True,
+                     clip: bool = True, dead_zone: bool = True, zero_first_step: bool = True,
+                     head_overrides: Mapping[str, Any] | None = None, num_threads: int | None = None) -> VLAPolicy:
+    """Build a :class:`VLAPolicy` for head ``head`` (``"case1"`` ... ``"hybrid"``).
+
+    Args:
+        head: head registry name.
+        backbone: ``"lite"`` (default), ``"kosmos2"``, ``"tiny-kosmos2"``, or a built :class:`Backbone`.
+        backbone_path: ``kosmos2``: local folder or hub id; ``lite``: EfficientNet-Lite0 ``.pth``.
+        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``). ``None`` =
+            :func:`policies.checkpoints.default_checkpoint`, and if that is ``None`` too, a randomly
+            initialised head seeded with ``seed`` (the global torch RNG is left untouched).
+        path: alias of ``checkpoint`` (the registry passes ``"case1:FILE"`` as ``path=FILE``).
+        device: torch device for backbone and head.
+        execution: ``"first"``, ``"all"`` or ``"ensemble"``.
+        window_size: history length in frames.
+        action_dim: 2 (``linear_x, linear_y``) or 3 (the z-axis-weight-0.05 variant); ``None`` = the
+            checkpoint's, else 2.
+        seed: torch seed of a randomly initialised head.
+        ensemble_k: temporal-ensembling constant.
+        denormalize, clip, dead_zone, zero_first_step: the post-processing switches.
+        head_overrides: extra head config fields (e.g. ``{"chunk_size": 4}``) for a fresh head.
+        num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide!). On a busy 2-core
+            machine (physics + other workers) ``1`` is often several times faster than torch's default.
+
+    Raises:
+        UnknownHeadError / UnknownBackboneError: bad names.
+        CheckpointError: unreadable or mismatching checkpoint (keys, shapes, head name, backbone, widths).
+        TypeError: both ``checkpoint`` and ``path`` given.
+    """
+    if checkpoint is not None and path is not None:
+        raise TypeError("give either checkpoint= or path=, not both")
+    checkpoint = checkpoint if checkpoint is not None else path
+    head_class(head)  # fail fast on an unknown head name
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    bb = backbone if isinstance(backbone, Backbone) else make_backbone(backbone, backbone_path, device)
+    if checkpoint is None:
+        checkpoint = default_checkpoint(head, bb.name)
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+    if ckpt is not None:
+        if ckpt.head_name is not None and ckpt.head_name != head:
+            raise CheckpointMismatchError(f"{ckpt.path}: holds a {ckpt.head_name!r} head, not {head!r}")
+        if ckpt.backbone is not None and ckpt.backbone != bb.name:
+            raise CheckpointMismatchError(
+                f"{ckpt.path}: head was trained on backbone {ckpt.backbone!r}, not {bb.name!r}")
+    config = _resolve_head_config(head, bb, ckpt, action_dim, head_overrides or {})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = head_class(head)(config)
+    if ckpt is not None:
+        load_into_head(model, ckpt)
+    post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step)
+    policy = VLAPolicy(model, bb, execution=execution, window_size=window_size, postprocess=post,
+                       ensemble_k=ensemble_k, device=device)
+    policy.checkpoint = ckpt
+    policy.name = head
+    return policy
+
+
+def case1(**kwargs: Any) -> VLAPolicy:
+    """Case 1 Simplified2DActionModelV2: adapters + 4-layer MLP on the newest frame (VLA, chunk 1)."""
+    return build_vla_policy("case1", **kwargs)
+
+
+def case2(**kwargs: Any) -> VLAPolicy:
+    """Case 2 CLIPNormalized2DActionModelV2: + CLIP-style normalisation and vision resampler (VLA, window 8)."""
+    return build_vla_policy("case2", **kwargs)
+
+
+def case3(**kwargs: Any) -> VLAPolicy:
+    """Case 3 SimpleCase3Model: case 1's structure with its own config (VLA, chunk 1)."""
+    return build_vla_policy("case3", **kwargs)
+
+
+def case4(**kwargs: Any) -> VLAPolicy:
+    """Case 4 RoboVLMsCompleteModel: hierarchical planner, hidden 512 (VLA, window 8, chunk 5)."""
+    return build_vla_policy("case4", **kwargs)
+
+
+def lstm(**kwargs: Any) -> VLAPolicy:
+    """LSTM MobileVLALSTMDecoder: window 8 -> LSTM 512 -> tanh MLP, chunk 10 (VLA)."""
+    return build_vla_policy("lstm", **kwargs)
+
+
+def hybrid(**kwargs: Any) -> VLAPolicy:
+    """Hybrid Kosmos2CLIPHybridModel: two visual streams + LSTM, chunk 10 (VLA)."""
+    return build_vla_policy("hybrid", **kwargs)
+
+
+def ensemble(first: str = "case2", second: str = "lstm", weight: float = 0.6, *,
+             first_checkpoint: str | Path | None = None, second_checkpoint: str | Path | None = None,
+             **kwargs: Any) -> EnsemblePolicy:
+    """Ensemble of two VLA heads, weight 0.6 on the first (default case2 + lstm).
+
+    ``kwargs`` are shared by both members (backbone, device, execution, window_size, action_dim, ...); the
+    post-processing switches apply once, to the mixed action. Member checkpoints come from
+    ``first_checkpoint`` / ``second_checkpoint``.
+
+    Raises:
+        TypeError: ``checkpoint``/``path`` given (ambiguous for two members).
+    """
+    if kwargs.get("checkpoint") is not None or kwargs.get("path") is not None:
+        raise TypeError("ensemble takes first_checkpoint= and second_checkpoint=, not checkpoint=/path=")
+    kwargs.pop("checkpoint", None)
+    kwargs.pop("path", None)
+    post = PostProcessing(denormalize=kwargs.pop("denormalize", True), clip=kwargs.pop("clip", True),
+                          dead_zone=kwargs.pop("dead_zone", True), zero_first_step=kwargs.pop("zero_first_step", True))
+    member_post = {"denormalize": False, "clip": False, "dead_zone": False, "zero_first_step": False}
+    one = build_vla_policy(first, checkpoint=first_checkpoint, **member_post, **kwargs)
+    two = build_vla_policy(second, checkpoint=second_checkpoint, **member_post, **kwargs)
+    policy = EnsemblePolicy(one, two, weight=weight, postprocess=post)
+    policy.name = "ensemble"
+    return policy
+
+
+__all__ = [
+    "EXECUTION_MODES", "EnsemblePolicy", "FrameHistory", "PostProcessing", "TemporalEnsembler", "VLAPolicy",
+    "build_vla_policy", "case1", "case2", "case3", "case4", "ensemble", "hybrid", "lstm",
+]
