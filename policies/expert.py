@@ -26,6 +26,8 @@ from policies.base import Policy
 
 #: Body-frame direction of each translation key (rad, CCW from forward).
 KEY_ANGLES = {key: i * math.pi / 4 for i, key in enumerate(MOVE_KEYS)}
+#: Search budget of one plan (lattice cells expanded); the arena holds about 2500 cells of d/3.
+MAX_PLAN_NODES = 6000
 
 
 @dataclass(frozen=True)
@@ -165,30 +167,32 @@ class ExpertPolicy(Policy):
         def h(p: tuple[float, float]) -> float:
             return max(0.0, math.dist(p, goal) - self.goal_tolerance) / d
 
+        # Nodes are lattice cells; the key that reached a cell is kept with it (first expansion wins), so the
+        # turn penalty is approximate but the search stays small (a few thousand cells at most).
         counter = 0
         frontier = [(h(start), 0.0, counter, start, last_key, None)]
-        parents: dict[tuple[int, int, str | None], tuple] = {}
-        seen: dict[tuple[int, int, str | None], float] = {}
+        parents: dict[tuple[int, int], tuple] = {}
+        seen: dict[tuple[int, int], float] = {}
         while frontier:
             _, cost, _, pos, key, parent = heapq.heappop(frontier)
-            node = (round(pos[0] / cell), round(pos[1] / cell), key)
+            node = (round(pos[0] / cell), round(pos[1] / cell))
             if node in parents:
                 continue
             parents[node] = (parent, key)
             if math.dist(pos, goal) <= self.goal_tolerance:
                 keys = []
                 while parents[node][0] is not None:
-                    keys.append(node[2])
+                    keys.append(parents[node][1])
                     node = parents[node][0]
                 return keys[::-1]
-            if len(parents) > 20000:
+            if len(parents) > MAX_PLAN_NODES:
                 return None
             for nkey in MOVE_KEYS:
                 npos = self._move(pos, yaw, nkey)
                 if not self._free(pos, npos):
                     continue
                 ncost = cost + 1.0 + (self.turn_penalty if key is not None and nkey != key else 0.0)
-                nnode = (round(npos[0] / cell), round(npos[1] / cell), nkey)
+                nnode = (round(npos[0] / cell), round(npos[1] / cell))
                 if nnode in parents or seen.get(nnode, math.inf) <= ncost:
                     continue
                 seen[nnode] = ncost

@@ -1,0 +1,232 @@
+"""Summaries of an evaluation run: ``summary.json``, ``summary.md``, trajectory plots and the console table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.metrics import mmrv, offline_metrics, pearson, wilson_interval
+
+STATUSES = ("success", "collision", "timeout", "out_of_bounds", "error")
+OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "timeout": "tab:orange",
+                   "out_of_bounds": "tab:purple", "error": "tab:gray"}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def group_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Success rate with a 95 % Wilson interval, outcome rates, SPL, side compliance and latency of a group.
+
+    Side compliance = share of episodes that passed every box they reached on the instructed side, among the
+    episodes that reached at least one box.
+    """
+    n = len(records)
+    k = sum(r["status"] == "success" for r in records)
+    lo, hi = wilson_interval(k, n)
+    sided = [r for r in records if r.get("side_ok") is not None]
+    out = {
+        "episodes": n,
+        "successes": k,
+        "success_rate": k / n if n else None,
+        "success_ci95": [lo, hi],
+        **{f"{s}_rate": (sum(r["status"] == s for r in records) / n if n else None) for s in STATUSES[1:]},
+        "spl": _mean([r.get("spl") for r in records]),
+        "side_compliance": (sum(bool(r["side_ok"]) for r in sided) / len(sided)) if sided else None,
+        "success_on_instructed_side": (sum(r["status"] == "success" and r.get("side_ok") is True for r in records) / n) if n else None,
+        "mean_steps": _mean([r["steps"] for r in records]),
+        "mean_path_length_m": _mean([r["path_length_m"] for r in records]),
+        "latency_p50_ms": _mean([r.get("latency_p50_ms") for r in records]),
+        "latency_p95_ms": _mean([r.get("latency_p95_ms") for r in records]),
+    }
+    return out
+
+
+def summarize(records: Sequence[dict[str, Any]], config: dict[str, Any], real_results: dict[str, float] | None = None) -> dict[str, Any]:
+    """Everything ``summary.json`` holds: per policy overall and per layout x distance statistics, offline
+    metrics against the expert's labels, and (with real results) sim-vs-real Pearson r and MMRV."""
+    by_policy: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_policy[r["policy"]].append(r)
+    policies: dict[str, Any] = {}
+    for name in config["policies"]:
+        recs = by_policy.get(name, [])
+        combos: dict[str, list[dict]] = defaultdict(list)
+        for r in recs:
+            combos[f"{r['layout']}/{r['distance']}"].append(r)
+        pred = [xy for r in recs for xy in r.get("pred_xy", [])]
+        tgt = [xy for r in recs for xy in r.get("expert_xy", [])]
+        policies[name] = {
+            "overall": group_stats(recs),
+            "per_combo": {key: group_stats(combos[key]) for key in sorted(combos)},
+            "offline_metrics": offline_metrics(np.asarray(pred, float).reshape(-1, 2), np.asarray(tgt, float).reshape(-1, 2)),
+            "errors": [f"{r['layout']}/{r['distance']}/seed {r['seed']}: {(r.get('error') or '').splitlines()[0]}" for r in recs if r["status"] == "error"][:20],
+            "provenance": config.get("provenance", {}).get(name, {}),
+        }
+    summary: dict[str, Any] = {"config": config, "policies": policies}
+    if real_results:
+        names = [n for n in config["policies"] if n in real_results and policies[n]["overall"]["success_rate"] is not None]
+        sim = [policies[n]["overall"]["success_rate"] for n in names]
+        real = [real_results[n] for n in names]
+        summary["sim_vs_real"] = {"policies": names, "sim": sim, "real": real,
+                                  "pearson_r": pearson(sim, real), "mmrv": mmrv(sim, real) if names else None}
+    return summary
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _ci(stats: dict[str, Any]) -> str:
+    lo, hi = stats["success_ci95"]
+    return f"{_pct(stats['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]"
+
+
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    """``summary.md``: comparison table, per-combo table, offline metrics, sim-vs-real."""
+    cfg, pols = summary["config"], summary["policies"]
+    names = list(pols)
+    lines = [f"# Closed-loop evaluation: {', '.join(names)}", ""]
+    lines += [f"- {len(cfg['layouts'])} layouts x {len(cfg['distances'])} distances x {cfg['episodes_per_combo']} episodes, "
+              f"seed {cfg['seed']}, actuation {cfg['actuation']}, image {cfg['image_size']}, latency {cfg['latency']}"]
+    for name in names:
+        prov = pols[name]["provenance"]
+        if prov:
+            lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v}" for k, v in prov.items()))
+    lines += ["", "## Overall", "",
+              "| policy | success [95% CI] | on instructed side | side compliance | SPL | collision | timeout | out of bounds | error | latency p50/p95 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        o = pols[name]["overall"]
+        lines.append(f"| {name} | {_ci(o)} | {_pct(o['success_on_instructed_side'])} | {_pct(o['side_compliance'])} | {_num(o['spl'])} | "
+                     f"{_pct(o['collision_rate'])} | {_pct(o['timeout_rate'])} | {_pct(o['out_of_bounds_rate'])} | {_pct(o['error_rate'])} | "
+                     f"{_num(o['latency_p50_ms'], '.1f')} / {_num(o['latency_p95_ms'], '.1f')} |")
+    lines += ["", "## Offline metrics on the same rollouts (against the expert's action at every visited state)", "",
+              "| policy | steps | MAE | RMSE | acc 0.3 | acc 0.2 | acc 0.15 | R2 x / y | corr x / y | direction x / y |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        m = pols[name]["offline_metrics"]
+        lines.append(f"| {name} | {m['n']} | {_num(m['mae'], '.3f')} | {_num(m['rmse'], '.3f')} | {_num(m['accuracy_0.3'], '.1f')}% | "
+                     f"{_num(m['accuracy_0.2'], '.1f')}% | {_num(m['accuracy_0.15'], '.1f')}% | {_num(m['linear_x_r2'])} / {_num(m['linear_y_r2'])} | "
+                     f"{_num(m['linear_x_correlation'])} / {_num(m['linear_y_correlation'])} | "
+                     f"{_num(m['linear_x_direction_accuracy'], '.0f')}% / {_num(m['linear_y_direction_accuracy'], '.0f')}% |")
+    lines += ["", "## Per layout x distance: success [95% CI] / SPL / side compliance", "",
+              "| layout | distance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    combos = sorted({c for n in names for c in pols[n]["per_combo"]})
+    for combo in combos:
+        layout, distance = combo.split("/")
+        cells = []
+        for name in names:
+            s = pols[name]["per_combo"].get(combo)
+            cells.append("-" if s is None else f"{_ci(s)} / {_num(s['spl'])} / {_pct(s['side_compliance'])}")
+        lines.append(f"| {layout} | {distance} | " + " | ".join(cells) + " |")
+    if "sim_vs_real" in summary:
+        svr = summary["sim_vs_real"]
+        lines += ["", "## Sim vs real", "", "| policy | sim | real |", "|---|---|---|"]
+        lines += [f"| {n} | {_pct(s)} | {_pct(r)} |" for n, s, r in zip(svr["policies"], svr["sim"], svr["real"])]
+        lines += ["", f"Pearson r = {_num(svr['pearson_r'], '.3f')}, MMRV = {_num(svr['mmrv'], '.3f')} (0 = same ranking)"]
+    errors = [e for n in names for e in pols[n]["errors"]]
+    if errors:
+        lines += ["", "## Errors (first lines)", ""] + [f"- {e}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def console_table(summary: dict[str, Any]) -> str:
+    """The one-screen summary printed at the end of a run."""
+    pols = summary["policies"]
+    names = list(pols)
+    width = max(16, *(len(n) for n in names))
+    combos = sorted({c for n in names for c in pols[n]["per_combo"]})
+    head = f"{'layout/distance':28}" + "".join(f"{n[:width]:>{width + 2}}" for n in names)
+    rows = [head, "-" * len(head)]
+    for combo in combos:
+        cells = []
+        for n in names:
+            s = pols[n]["per_combo"].get(combo)
+            cells.append("-" if s is None else f"{s['successes']}/{s['episodes']} {_pct(s['success_rate'])}")
+        rows.append(f"{combo:28}" + "".join(f"{c:>{width + 2}}" for c in cells))
+    rows.append("-" * len(head))
+    rows.append(f"{'success [95% CI]':28}" + "".join(f"{_ci(pols[n]['overall']):>{width + 2}}" for n in names))
+    rows.append(f"{'side compliance':28}" + "".join(f"{_pct(pols[n]['overall']['side_compliance']):>{width + 2}}" for n in names))
+    rows.append(f"{'SPL':28}" + "".join(f"{_num(pols[n]['overall']['spl']):>{width + 2}}" for n in names))
+    rows.append(f"{'collision / timeout':28}" + "".join(
+        f"{_pct(pols[n]['overall']['collision_rate']) + ' / ' + _pct(pols[n]['overall']['timeout_rate']):>{width + 2}}" for n in names))
+    rows.append(f"{'offline MAE vs expert':28}" + "".join(f"{_num(pols[n]['offline_metrics']['mae'], '.3f'):>{width + 2}}" for n in names))
+    rows.append(f"{'latency p50 ms':28}" + "".join(f"{_num(pols[n]['overall']['latency_p50_ms'], '.1f'):>{width + 2}}" for n in names))
+    if "sim_vs_real" in summary:
+        svr = summary["sim_vs_real"]
+        rows.append(f"sim vs real: Pearson r {_num(svr['pearson_r'], '.3f')}, MMRV {_num(svr['mmrv'], '.3f')}")
+    return "\n".join(rows)
+
+
+def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies: Sequence[str]) -> list[Path]:
+    """One ``trajectories_<layout>_<distance>.png`` per combo: a panel per policy, paths coloured by outcome."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
+
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["layout"], r["distance"])].append(r)
+    written = []
+    for (layout, distance), recs in sorted(groups.items()):
+        fig, axes = plt.subplots(1, len(policies), figsize=(5.2 * len(policies), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], policies):
+            for r in (r for r in recs if r["policy"] == name):
+                sc = r["scene"]
+                for ob in sc["obstacles"]:
+                    (cx, cy), (sx, sy) = ob["center"], ob["size"]
+                    ax.add_patch(Rectangle((cx - sx / 2, cy - sy / 2), sx, sy, color="saddlebrown", alpha=0.25, lw=0))
+                ax.add_patch(Circle(sc["goal"], 0.3, fill=False, ls="--", color="gray", lw=0.6))
+                ax.plot(*sc["target"], "o", color="crimson", ms=4)
+                xy = np.asarray(r["path"])
+                ax.plot(xy[:, 0], xy[:, 1], "-", color=OUTCOME_COLOURS.get(r["status"], "k"), lw=1.2, alpha=0.85)
+                ax.plot(xy[-1, 0], xy[-1, 1], "o", color=OUTCOME_COLOURS.get(r["status"], "k"), ms=3)
+            arena = recs[0]["scene"]["arena"]
+            ax.set_xlim(arena[0], arena[1])
+            ax.set_ylim(arena[2], arena[3])
+            ax.set_aspect("equal")
+            ax.set_title(f"{name}: {layout} {distance}", fontsize=9)
+            ax.set_xlabel("x (m)")
+            ax.set_ylabel("y (m, left)")
+        handles = [plt.Line2D([], [], color=c, label=s) for s, c in OUTCOME_COLOURS.items()]
+        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+        path = out_dir / f"trajectories_{layout}_{distance}.png"
+        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
+        os.close(fd)
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json`` and ``summary.md`` (atomic)."""
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_text(out_dir / "summary.md", to_markdown(summary))

@@ -1,0 +1,122 @@
+"""Episode videos: onboard camera beside the top-down view, with instruction, step, action arrow and outcome.
+
+Frames are drawn with Pillow and written as H.264 mp4 through imageio (imageio-ffmpeg), one frame per step.
+The top-down views are rendered after the episode by placing the robot at each recorded pose (the rest of the
+scene is static), so recording costs nothing while the policy runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pybullet as p
+from PIL import Image, ImageDraw, ImageFont
+
+from envs.keys import action_to_key
+from envs.scene import Scene
+
+TOP_SIZE = (576, 324)
+HEADER = 46
+STATUS_COLOURS = {"success": (40, 170, 60), "collision": (220, 50, 40), "timeout": (230, 140, 20),
+                  "out_of_bounds": (150, 60, 170), "error": (120, 120, 120)}
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _arrow(draw: ImageDraw.ImageDraw, centre: tuple[float, float], action: np.ndarray, length: float) -> None:
+    """Arrow for ``[linear_x, linear_y]``: forward is up in the camera image, left is left."""
+    x, y = float(action[0]), float(action[1])
+    norm = math.hypot(x, y)
+    cx, cy = centre
+    draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], outline=(255, 255, 0), width=2)
+    if norm < 1e-6:
+        return
+    ex, ey = cx - length * y / norm, cy - length * x / norm
+    draw.line([cx, cy, ex, ey], fill=(255, 255, 0), width=4)
+    ang = math.atan2(ey - cy, ex - cx)
+    for side in (-1, 1):
+        a = ang + math.pi + side * 0.45
+        draw.line([ex, ey, ex + 12 * math.cos(a), ey + 12 * math.sin(a)], fill=(255, 255, 0), width=4)
+
+
+def render_topdown_frames(env, poses: Sequence[tuple[float, float, float]]) -> list[np.ndarray]:
+    """Top-down views (uint8 ``(H, W, 3)``) with the robot placed at each pose ``(x, y, yaw)``."""
+    base = env.unwrapped
+    scene, spec = base.scene, base.spec_scene
+    frames = []
+    for x, y, yaw in poses:
+        orn = p.getQuaternionFromEuler((0, 0, yaw))
+        p.resetBasePositionAndOrientation(scene.robot_id, (x, y, 0.0), orn, physicsClientId=scene.client)
+        frames.append(scene.render_topdown(spec, TOP_SIZE))
+    return frames
+
+
+def compose_frames(
+    onboard: Sequence[np.ndarray],
+    topdown: Sequence[np.ndarray],
+    poses: Sequence[tuple[float, float, float]],
+    actions: Sequence[np.ndarray],
+    *,
+    spec,
+    title: str,
+    instruction: str,
+    status: str,
+) -> list[np.ndarray]:
+    """Side-by-side frames with overlays; frame k shows the observation before action k (the last frame shows
+    the final state and the outcome)."""
+    project = Scene.topdown_projection(spec, TOP_SIZE)
+    h = TOP_SIZE[1]
+    small, big = _font(14), _font(30)
+    out = []
+    pixels = [project(x, y) for x, y, _ in poses]
+    for k, (cam, top) in enumerate(zip(onboard, topdown)):
+        cam_img = Image.fromarray(cam).resize((h, h), Image.BILINEAR)
+        canvas = Image.new("RGB", (h + TOP_SIZE[0], h + HEADER), (20, 20, 24))
+        canvas.paste(cam_img, (0, HEADER))
+        canvas.paste(Image.fromarray(top), (h, HEADER))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((6, 4), title, fill=(230, 230, 230), font=small)
+        draw.text((6, 24), instruction, fill=(180, 200, 255), font=small)
+        trail = [(u + h, v + HEADER) for u, v in pixels[: k + 1]]
+        if len(trail) > 1:
+            draw.line(trail, fill=(30, 120, 255), width=3)
+        last = k == len(onboard) - 1
+        if k < len(actions):
+            action = actions[k]
+            _arrow(draw, (h / 2, HEADER + h - 40), action, 45)
+            label = f"step {k + 1}  key {action_to_key(action)}  [{action[0]:+.2f}, {action[1]:+.2f}, {action[2]:+.2f}]"
+            draw.text((6, HEADER + 6), label, fill=(255, 255, 0), font=small)
+        if last:
+            colour = STATUS_COLOURS.get(status, (255, 255, 255))
+            draw.rectangle([h + 8, HEADER + 8, h + 250, HEADER + 48], fill=colour)
+            draw.text((h + 16, HEADER + 10), status.upper(), fill=(255, 255, 255), font=big)
+        out.append(np.asarray(canvas))
+    return out
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 2.0) -> Path:
+    """Write ``frames`` (uint8 RGB, equal sizes) as mp4, atomically (temp file + rename). Holds the last frame
+    for a second so the outcome can be read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = list(frames) + [frames[-1]] * max(1, int(fps))
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
