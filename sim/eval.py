@@ -124,12 +124,8 @@ def _init_worker(config: dict[str, Any]) -> None:
 
     import envs  # noqa: F401  (registers the environment)
 
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+    if "torch" in sys.modules:  # one intra-op thread per worker: the workers already fill the cores
+        sys.modules["torch"].set_num_threads(1)
     latency = config["latency"]
     env = gym.make(
         "MobileVLA/BoxAvoid-v0",
