@@ -1,0 +1,517 @@
+"""The robot's H5 episode format in one place: the spec, an atomic writer and a validator.
+
+Source: ``ROBOT_AND_DATA.md`` section 3 (the robot team's collector), section 2 (action labels). One file per
+episode, ``N`` frames:
+
+=========================  ===================  =======================  ==========================================
+key                        shape                dtype                    content
+=========================  ===================  =======================  ==========================================
+``images``                 ``(N, H, W, 3)``     ``uint8``                camera frames, **BGR**, gzip (robot: 720x1280)
+``actions``                ``(N, 3)``           ``float32``              ``[linear_x, linear_y, angular_z]``, gzip
+``action_event_types``     ``(N,)``             variable-length UTF-8    ``episode_start`` / ``start_action`` /
+                                                                         ``stop_action``
+``language_instruction``   ``(1,)``             ``S256`` (UTF-8 bytes)   optional: added after collection
+=========================  ===================  =======================  ==========================================
+
+File attributes (all required): ``episode_name``, ``total_duration`` (s), ``num_frames``, ``action_chunk_size``
+(8), ``obstacle_layout_type`` (``hori``/``vert``), ``time_period`` (dawn/morning/evening/night),
+``collection_datetime``, ``collection_hour``, ``collection_minute``. Extra attributes are allowed (the
+simulator adds ``sim_*`` ones); missing required ones are not.
+
+Frame semantics (the collector's): frame 0 is the initial image with a zero action and ``episode_start``;
+frame ``i >= 1`` is the image captured when press ``i`` was made (before executing it) with that press's label
+and ``start_action`` (``stop_action`` with zeros for SPACE). So ``N = 1 + presses`` and frames 0 and 1 show the
+same view.
+
+File name: ``episode_YYYYMMDD_HHMMSS_{1box|2box}_{hori|vert}_{left|right}_{core|variant}_{close|medium|far}.h5``.
+
+Both :mod:`sim.generate` (writer) and :mod:`sim.dataset` / :mod:`sim.inspect` (readers) use this module, so
+the writer and the checks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from envs.keys import KEY_ACTIONS
+
+# --------------------------------------------------------------------------------------------- the spec
+#: Frame size the robot's CSI camera records, ``(height, width)`` px (spec section 1 and 3).
+ROBOT_IMAGE_HW = (720, 1280)
+#: Event types of ``action_event_types`` (spec section 3).
+EVENT_START = "episode_start"
+EVENT_PRESS = "start_action"
+EVENT_STOP = "stop_action"
+EVENT_TYPES = (EVENT_START, EVENT_PRESS, EVENT_STOP)
+#: ``action_chunk_size`` attribute value written by the collector.
+ACTION_CHUNK_SIZE = 8
+#: Byte length of the ``language_instruction`` strings (numpy ``S256``).
+INSTRUCTION_BYTES = 256
+#: gzip level: h5py's default for ``compression="gzip"``, which the collector used.
+GZIP_LEVEL = 4
+LAYOUT_TYPES = ("hori", "vert")
+TIME_PERIODS = ("dawn", "morning", "evening", "night")
+EPISODE_KINDS = ("core", "variant")
+DISTANCES = ("close", "medium", "far")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One required (or optional) dataset: ``shape`` with ``None`` for free dimensions (the first is ``N``)."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str  # "uint8", "float32", "vlen-utf8" or "S256"
+    compressed: bool
+    required: bool = True
+
+
+#: Datasets of an episode file, spec section 3. ``images`` allows any ``H x W`` (synthetic files may be
+#: smaller); :func:`check_episode` can insist on the robot's 720x1280.
+DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec("images", (None, None, None, 3), "uint8", compressed=True),
+    DatasetSpec("actions", (None, 3), "float32", compressed=True),
+    DatasetSpec("action_event_types", (None,), "vlen-utf8", compressed=False),
+    DatasetSpec("language_instruction", (1,), f"S{INSTRUCTION_BYTES}", compressed=False, required=False),
+)
+DATASET_SPECS = {d.name: d for d in DATASETS}
+
+#: Required file attributes and the Python type family of their value.
+REQUIRED_ATTRS: dict[str, type] = {
+    "episode_name": str,
+    "total_duration": float,
+    "num_frames": int,
+    "action_chunk_size": int,
+    "obstacle_layout_type": str,
+    "time_period": str,
+    "collection_datetime": str,
+    "collection_hour": int,
+    "collection_minute": int,
+}
+
+#: ``episode_YYYYMMDD_HHMMSS_{nbox}_{hori|vert}_{left|right}_{core|variant}_{distance}.h5``
+FILENAME_RE = re.compile(
+    r"^episode_(?P<date>\d{8})_(?P<time>\d{6})_(?P<nbox>[12]box)_(?P<layout_type>hori|vert)_"
+    r"(?P<side>left|right)_(?P<kind>core|variant)_(?P<distance>close|medium|far)\.h5$"
+)
+
+#: The exact action rows the collector writes (spec section 2), float32.
+LABEL_ROWS = np.unique(np.asarray(list(KEY_ACTIONS.values()), dtype=np.float32), axis=0)
+
+
+class InvalidEpisodeError(ValueError):
+    """An H5 episode file does not follow the format; ``str()`` names the file and every problem.
+
+    Attributes:
+        path: the offending file.
+        problems: list of human-readable problems (at least one).
+    """
+
+    def __init__(self, path: str | os.PathLike, problems: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems) or ["invalid episode"]
+        super().__init__(f"{self.path}: " + "; ".join(self.problems))
+
+
+# --------------------------------------------------------------------------------------------- names
+def episode_filename(
+    when: datetime, layout: str, kind: str, distance: str
+) -> str:
+    """``episode_YYYYMMDD_HHMMSS_{layout}_{kind}_{distance}.h5`` (``layout`` like ``"1box_hori_left"``).
+
+    Raises:
+        ValueError: if the result does not match :data:`FILENAME_RE` (unknown layout/kind/distance).
+    """
+    name = f"episode_{when:%Y%m%d_%H%M%S}_{layout}_{kind}_{distance}.h5"
+    if not FILENAME_RE.match(name):
+        raise ValueError(f"cannot build a collector file name from layout={layout!r} kind={kind!r} "
+                         f"distance={distance!r}: {name!r} does not match {FILENAME_RE.pattern}")
+    return name
+
+
+def parse_filename(path: str | os.PathLike) -> dict[str, str] | None:
+    """Fields of a collector file name (``date, time, nbox, layout_type, side, kind, distance`` and
+    ``layout`` = ``"{nbox}_{layout_type}_{side}"``), or None if the name does not follow the pattern."""
+    m = FILENAME_RE.match(Path(path).name)
+    if not m:
+        return None
+    out = m.groupdict()
+    out["layout"] = f"{out['nbox']}_{out['layout_type']}_{out['side']}"
+    return out
+
+
+#: Instruction the team used when a file has no ``language_instruction`` (format string over ``side``).
+FALLBACK_INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the {side}"
+#: Instruction when the file name names no side either.
+FALLBACK_INSTRUCTION_NO_SIDE = "Navigate around obstacles and reach the front of the beverage bottle"
+
+
+def instruction_from_filename(path: str | os.PathLike) -> str:
+    """The team's rule for files without ``language_instruction``: the side is ``left`` if the file name
+    contains ``_left_`` (or ends ``_left.h5``), ``right`` likewise; the instruction is
+    :data:`FALLBACK_INSTRUCTION` with that side, or :data:`FALLBACK_INSTRUCTION_NO_SIDE` when neither appears.
+    """
+    name = Path(path).name
+    for side in ("left", "right"):
+        if f"_{side}_" in name or name.endswith(f"_{side}.h5"):
+            return FALLBACK_INSTRUCTION.format(side=side)
+    return FALLBACK_INSTRUCTION_NO_SIDE
+
+
+# --------------------------------------------------------------------------------------------- writing
+def encode_instruction(text: str) -> np.ndarray:
+    """``(1,)`` ``S256`` array of the UTF-8 bytes of ``text``.
+
+    Raises:
+        ValueError: the UTF-8 encoding is longer than 256 bytes.
+    """
+    raw = text.encode("utf-8")
+    if len(raw) > INSTRUCTION_BYTES:
+        raise ValueError(f"instruction is {len(raw)} bytes in UTF-8, the format allows {INSTRUCTION_BYTES}")
+    return np.array([raw], dtype=f"S{INSTRUCTION_BYTES}")
+
+
+def decode_instruction(value: Any) -> str:
+    """Inverse of :func:`encode_instruction` (accepts the dataset's value, bytes or str)."""
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        value = value.rstrip(b"\0").decode("utf-8")
+    return str(value)
+
+
+def collector_attributes(
+    episode_name: str,
+    total_duration: float,
+    num_frames: int,
+    obstacle_layout_type: str,
+    time_period: str,
+    when: datetime,
+) -> dict[str, Any]:
+    """The required attributes with the collector's value types: ``collection_datetime`` is ISO-8601
+    (``YYYY-MM-DDTHH:MM:SS``), ``collection_hour`` / ``collection_minute`` ints, ``total_duration`` in s."""
+    return {
+        "episode_name": str(episode_name),
+        "total_duration": float(total_duration),
+        "num_frames": int(num_frames),
+        "action_chunk_size": ACTION_CHUNK_SIZE,
+        "obstacle_layout_type": str(obstacle_layout_type),
+        "time_period": str(time_period),
+        "collection_datetime": when.isoformat(timespec="seconds"),
+        "collection_hour": int(when.hour),
+        "collection_minute": int(when.minute),
+    }
+
+
+def write_episode(
+    path: str | os.PathLike,
+    images_bgr: np.ndarray,
+    actions: np.ndarray,
+    events: Sequence[str],
+    attrs: Mapping[str, Any],
+    instruction: str | None = None,
+    extra_attrs: Mapping[str, Any] | None = None,
+    gzip_level: int = GZIP_LEVEL,
+) -> Path:
+    """Write one episode file atomically (a temp file in the same folder, then ``os.replace``).
+
+    Args:
+        path: final file path (``.h5``).
+        images_bgr: uint8 ``(N, H, W, 3)`` frames in **BGR** order.
+        actions: ``(N, 3)`` labels (cast to float32).
+        events: ``N`` event types from :data:`EVENT_TYPES`.
+        attrs: the required attributes (see :func:`collector_attributes`).
+        instruction: written as ``language_instruction`` ``(1,)`` S256 when given.
+        extra_attrs: additional attributes; dicts/lists are stored as JSON strings.
+        gzip_level: gzip level of ``images`` and ``actions`` (1-9).
+
+    Datasets are written with ``track_times=False`` so identical content gives identical bytes.
+    A failure leaves no partial file behind (the temp file is removed) and never touches an existing ``path``
+    until the new file is complete.
+
+    Raises:
+        ValueError: inputs that do not follow the format (checked before anything is written).
+    """
+    path = Path(path)
+    images_bgr = np.asarray(images_bgr)
+    actions = np.asarray(actions, dtype=np.float32)
+    n = images_bgr.shape[0] if images_bgr.ndim else 0
+    problems = []
+    if images_bgr.dtype != np.uint8 or images_bgr.ndim != 4 or images_bgr.shape[-1] != 3:
+        problems.append(f"images must be uint8 (N, H, W, 3), got {images_bgr.dtype} {images_bgr.shape}")
+    if actions.shape != (n, 3):
+        problems.append(f"actions must be ({n}, 3), got {actions.shape}")
+    if len(events) != n or any(e not in EVENT_TYPES for e in events):
+        problems.append(f"events must be {n} values from {EVENT_TYPES}, got {list(events)[:5]}...")
+    missing = set(REQUIRED_ATTRS) - set(attrs)
+    if missing:
+        problems.append(f"missing attributes {sorted(missing)}")
+    elif int(attrs["num_frames"]) != n:
+        problems.append(f"attribute num_frames={attrs['num_frames']} but {n} frames")
+    if problems:
+        raise ValueError(f"{path}: " + "; ".join(problems))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            h, w = images_bgr.shape[1:3]
+            f.create_dataset("images", data=images_bgr, chunks=(1, h, w, 3), compression="gzip",
+                             compression_opts=gzip_level, track_times=False)
+            f.create_dataset("actions", data=actions, compression="gzip", compression_opts=gzip_level,
+                             track_times=False)
+            f.create_dataset("action_event_types", data=np.array(list(events), dtype=object),
+                             dtype=h5py.string_dtype("utf-8"), track_times=False)
+            if instruction is not None:
+                f.create_dataset("language_instruction", data=encode_instruction(instruction), track_times=False)
+            for key, value in {**attrs, **(extra_attrs or {})}.items():
+                if isinstance(value, (dict, list, tuple)):
+                    value = json.dumps(value, sort_keys=True)
+                f.attrs[key] = value
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; episode files are data meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """True for the writer's temp files (``.<stem>.<random>.tmp``), which a crash may leave behind."""
+    name = Path(path).name
+    return name.startswith(".episode_") and name.endswith(".tmp")
+
+
+# --------------------------------------------------------------------------------------------- checking
+def _attr_type_ok(value: Any, kind: type) -> bool:
+    if kind is str:
+        return isinstance(value, (str, bytes, np.bytes_, np.str_))
+    if kind is int:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _as_str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def check_episode(path: str | os.PathLike, strict: bool = False,
+                  image_hw: tuple[int, int] | None = None) -> list[str]:
+    """Every problem of one episode file (empty list = valid). Never raises for a bad file.
+
+    Structural checks (always): the file is HDF5 and readable to its last chunk (truncation); required datasets
+    with the spec's dtype, rank and trailing shape; ``images``/``actions`` gzip; equal ``N`` across datasets,
+    ``N >= 1``; ``language_instruction`` ``(1,)`` S256 valid UTF-8 when present; event types from
+    :data:`EVENT_TYPES`; required attributes present with the right value type and ``num_frames == N``.
+
+    ``strict`` (for synthetic files) adds: every action row is a key label (spec section 2); frame 0 is
+    ``episode_start`` with zeros; ``stop_action`` rows are zeros; ``action_chunk_size == 8``;
+    ``obstacle_layout_type`` / ``time_period`` from the spec's vocabularies; ``language_instruction``
+    present; the file name follows :data:`FILENAME_RE`.
+
+    ``image_hw``: also require this ``(H, W)`` frame size (the robot's is :data:`ROBOT_IMAGE_HW`).
+    """
+    path = Path(path)
+    problems: list[str] = []
+    if not path.is_file():
+        return ["not a file"]
+    if not h5py.is_hdf5(path):
+        return ["not an HDF5 file"]
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        return [f"cannot open as HDF5 (truncated or corrupt?): {exc}"]
+    with f:
+        lengths: dict[str, int] = {}
+        for spec in DATASETS:
+            if spec.name not in f:
+                if spec.required:
+                    problems.append(f"missing dataset '{spec.name}'")
+                elif strict:
+                    problems.append(f"missing dataset '{spec.name}' (required for synthetic files)")
+                continue
+            ds = f[spec.name]
+            if not isinstance(ds, h5py.Dataset):
+                problems.append(f"'{spec.name}' is not a dataset")
+                continue
+            if spec.dtype == "vlen-utf8":
+                info = h5py.check_string_dtype(ds.dtype)
+                dtype_ok = info is not None and info.length is None and info.encoding == "utf-8"
+                shown = f"{ds.dtype} ({'vlen ' + info.encoding if info and info.length is None else 'not vlen utf-8'})"
+            else:
+                dtype_ok = ds.dtype == np.dtype(spec.dtype)
+                shown = str(ds.dtype)
+            if not dtype_ok:
+                problems.append(f"dataset '{spec.name}' has dtype {shown}, expected {spec.dtype}")
+            if len(ds.shape) != len(spec.shape) or any(
+                want is not None and got != want for got, want in zip(ds.shape, spec.shape)
+            ):
+                want = "(" + ", ".join("N" if i == 0 and w is None else ("*" if w is None else str(w))
+                                       for i, w in enumerate(spec.shape)) + ("," if len(spec.shape) == 1 else "") + ")"
+                problems.append(f"dataset '{spec.name}' has shape {ds.shape}, expected {want}")
+                continue
+            if spec.compressed and ds.compression != "gzip":
+                problems.append(f"dataset '{spec.name}' is not gzip-compressed (compression={ds.compression})")
+            if spec.name != "language_instruction":
+                lengths[spec.name] = ds.shape[0]
+        if lengths and len(set(lengths.values())) > 1:
+            problems.append(f"datasets disagree on the number of frames: {lengths}")
+        n = lengths.get("images", lengths.get("actions"))
+        if n == 0:
+            problems.append("episode has no frames")
+        shape = f["images"].shape if "images" in f else ()
+        if image_hw is not None and len(shape) == 4 and tuple(shape[1:3]) != tuple(image_hw):
+            problems.append(f"images are {shape[1]}x{shape[2]} (HxW), expected {image_hw[0]}x{image_hw[1]}")
+
+        # Read what is cheap in full and the last image chunk: catches truncated / corrupt data.
+        actions = events = None
+        try:
+            if "actions" in lengths:
+                actions = np.asarray(f["actions"][()], dtype=np.float32)
+                if not np.all(np.isfinite(actions)):
+                    problems.append("actions contain NaN or inf")
+            if "action_event_types" in lengths:
+                events = [_as_str(e) for e in f["action_event_types"][()]]
+                bad = sorted(set(events) - set(EVENT_TYPES))
+                if bad:
+                    problems.append(f"unknown action_event_types {bad}; expected {list(EVENT_TYPES)}")
+            if "images" in lengths and n:
+                f["images"][n - 1]
+                f["images"][0]
+            if "language_instruction" in f and f["language_instruction"].shape == (1,):
+                try:
+                    decode_instruction(f["language_instruction"][()])
+                except UnicodeDecodeError:
+                    problems.append("language_instruction is not valid UTF-8")
+        except (OSError, ValueError, RuntimeError) as exc:
+            problems.append(f"data unreadable (truncated or corrupt?): {exc}")
+
+        attrs = dict(f.attrs)
+        for key, kind in REQUIRED_ATTRS.items():
+            if key not in attrs:
+                problems.append(f"missing attribute '{key}'")
+            elif not _attr_type_ok(attrs[key], kind):
+                problems.append(f"attribute '{key}' = {attrs[key]!r} is not {kind.__name__}")
+        declared = attrs.get("num_frames")
+        if n is not None and declared is not None and _attr_type_ok(declared, int) and int(declared) != n:
+            problems.append(f"attribute num_frames = {int(attrs['num_frames'])} but the datasets hold {n} frames")
+
+        if strict:
+            if actions is not None and actions.shape[1:] == (3,) and len(actions):
+                off = ~(actions[:, None, :] == LABEL_ROWS[None]).all(-1).any(-1)
+                if off.any():
+                    problems.append(f"actions rows {np.flatnonzero(off)[:5].tolist()} are not key labels")
+                if events is not None and len(events) == len(actions):
+                    if events[0] != EVENT_START or np.any(actions[0]):
+                        problems.append("frame 0 must be episode_start with a zero action")
+                    if any(e == EVENT_START for e in events[1:]):
+                        problems.append("episode_start after frame 0")
+                    stops = [i for i, e in enumerate(events) if e == EVENT_STOP]
+                    if stops and np.any(actions[stops]):
+                        problems.append("stop_action rows must be zero")
+            if attrs.get("action_chunk_size") is not None and attrs.get("action_chunk_size") != ACTION_CHUNK_SIZE:
+                problems.append(f"action_chunk_size = {attrs['action_chunk_size']}, expected {ACTION_CHUNK_SIZE}")
+            if "obstacle_layout_type" in attrs and _as_str(attrs["obstacle_layout_type"]) not in LAYOUT_TYPES:
+                problems.append(f"obstacle_layout_type = {attrs['obstacle_layout_type']!r} not in {LAYOUT_TYPES}")
+            if "time_period" in attrs and _as_str(attrs["time_period"]) not in TIME_PERIODS:
+                problems.append(f"time_period = {attrs['time_period']!r} not in {TIME_PERIODS}")
+            if not FILENAME_RE.match(path.name):
+                problems.append(f"file name does not match {FILENAME_RE.pattern}")
+    return problems
+
+
+def validate_episode(path: str | os.PathLike, strict: bool = False,
+                     image_hw: tuple[int, int] | None = None) -> None:
+    """Raise :class:`InvalidEpisodeError` (naming the file and every problem) unless :func:`check_episode`
+    finds nothing."""
+    problems = check_episode(path, strict=strict, image_hw=image_hw)
+    if problems:
+        raise InvalidEpisodeError(path, problems)
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    """Light metadata of a valid episode (no frames loaded).
+
+    Attributes:
+        path: the file. num_frames: ``N``. image_hw: ``(H, W)`` px. instruction: ``language_instruction`` or the
+        file-name rule. has_instruction: whether the file stores one. layout / distance / kind: from the file
+        name (None when it does not follow the pattern; ``layout`` falls back to ``obstacle_layout_type``).
+        attrs: the file attributes (str/int/float).
+    """
+
+    path: Path
+    num_frames: int
+    image_hw: tuple[int, int]
+    instruction: str
+    has_instruction: bool
+    layout: str | None
+    distance: str | None
+    kind: str | None
+    side: str | None
+    attrs: dict[str, Any]
+
+    @property
+    def episode_id(self) -> str:
+        return self.path.stem
+
+
+def read_info(path: str | os.PathLike) -> EpisodeInfo:
+    """Metadata of an episode file (call after validation; raises ``OSError``/``KeyError`` on a bad file)."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        n = int(f["actions"].shape[0])
+        hw = tuple(int(v) for v in f["images"].shape[1:3])
+        has = "language_instruction" in f
+        instruction = decode_instruction(f["language_instruction"][()]) if has else instruction_from_filename(path)
+        attrs = {}
+        for k, v in f.attrs.items():
+            if isinstance(v, (bytes, np.bytes_, str)):
+                v = _as_str(v)
+            attrs[k] = v.item() if isinstance(v, np.generic) else v
+    fields = parse_filename(path) or {}
+    side = fields.get("side")
+    if side is None:
+        side = "left" if "_left" in path.name else "right" if "_right" in path.name else None
+    return EpisodeInfo(
+        path=path, num_frames=n, image_hw=hw, instruction=instruction, has_instruction=has,
+        layout=fields.get("layout") or attrs.get("obstacle_layout_type"), distance=fields.get("distance"),
+        kind=fields.get("kind"), side=side, attrs=attrs,
+    )
+
+
+def read_actions(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """``actions`` float32 ``(N, 3)`` and the ``N`` event types of an episode file."""
+    with h5py.File(path, "r") as f:
+        return (np.asarray(f["actions"][()], dtype=np.float32),
+                [_as_str(e) for e in f["action_event_types"][()]])
+
+
+def read_episode_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Frames ``start:stop`` of an episode as uint8 **RGB** ``(n, H, W, 3)`` (converted from the stored BGR)."""
+    with h5py.File(path, "r") as f:
+        bgr = f["images"][start:stop]
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+__all__ = [
+    "ACTION_CHUNK_SIZE", "DATASETS", "DATASET_SPECS", "EVENT_PRESS", "EVENT_START", "EVENT_STOP", "EVENT_TYPES",
+    "EpisodeInfo", "FILENAME_RE", "FALLBACK_INSTRUCTION", "InvalidEpisodeError", "REQUIRED_ATTRS",
+    "ROBOT_IMAGE_HW", "check_episode", "collector_attributes", "decode_instruction", "encode_instruction",
+    "episode_filename", "instruction_from_filename", "is_temp_file", "parse_filename", "read_actions",
+    "read_episode_frames", "read_info", "validate_episode", "write_episode",
+]
