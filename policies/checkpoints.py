@@ -104,14 +104,16 @@ class Checkpoint:
     dropped_keys: list[str] = dataclasses.field(default_factory=list)
 
 
-def default_checkpoint(head_name: str, backbone: str) -> Path | None:
-    """Bundled weights for ``head_name`` on ``backbone``; the single hook for shipping trained heads.
+#: Folder of the bundled checkpoints.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-    Returns ``None`` for now (no trained weights ship with the package, so factories fall back to a seeded
-    random head). A later change can return e.g. ``policies/weights/{head_name}_{backbone}.safetensors``.
-    """
-    del head_name, backbone
-    return None
+
+def default_checkpoint(head_name: str, backbone: str) -> Path | None:
+    """Bundled weights for ``head_name`` on ``backbone`` (``policies/weights/{head}_{backbone}.safetensors``,
+    written by ``python -m sim.bundle``), or ``None`` when none ship, in which case factories fall back to a
+    seeded random head."""
+    path = WEIGHTS_DIR / f"{head_name}_{backbone}.safetensors"
+    return path if path.exists() and sidecar_path(path).exists() else None
 
 
 def sidecar_path(path: str | Path) -> Path:

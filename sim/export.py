@@ -676,9 +676,89 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measure p50/p95 per step (PyTorch and onnxruntime CPU) and give a verdict")
     parser.add_argument("--latency-steps", type=int, default=DEFAULT_LATENCY_STEPS)
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    parser.add_argument("--verify", action="store_true",
+                        help="also run the original and the exported policy in closed loop on the same seeds")
+    parser.add_argument("--verify-episodes", type=int, default=2, help="episodes per layout x distance for --verify")
+    parser.add_argument("--verify-layouts", nargs="+", default=["all"], help="layouts for --verify (default all)")
+    parser.add_argument("--verify-distances", nargs="+", default=["all"], help="distances for --verify (default all)")
     parser.add_argument("--check-only", default=None, metavar="MODEL",
                         help="only re-run the numerical check of an existing artifact")
     return parser
+
+
+def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[str], distances: Sequence[str],
+                              seed: int = 0) -> dict[str, float]:
+    """Per-step action difference on the same observations: ``reference`` drives one episode per layout x
+    distance, ``exported`` is queried on every observation it sees. Returns max / mean abs difference (label
+    units) and the share of steps whose key differs."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from envs.keys import action_to_key
+    from sim.eval import episode_seed
+
+    env = gym.make("MobileVLA/BoxAvoid-v0")
+    diffs, key_changes = [], 0
+    try:
+        for layout in layouts:
+            for distance in distances:
+                obs, info = env.reset(seed=episode_seed(seed, layout, distance, 0),
+                                      options={"scenario": layout, "distance": distance})
+                reference.reset(info["instruction"], info)
+                exported.reset(info["instruction"], info)
+                while True:
+                    a, b = reference.act(obs), exported.act(obs)
+                    diffs.append(float(np.max(np.abs(a - b))))
+                    key_changes += action_to_key(a) != action_to_key(b)
+                    obs, _, terminated, truncated, _ = env.step(a)
+                    if terminated or truncated:
+                        break
+    finally:
+        env.close()
+    return {"steps": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": float(np.mean(diffs)),
+            "key_mismatch_rate": key_changes / len(diffs)}
+
+
+def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
+    """``--verify``: the original and the exported policy on the same seeds (``sim.eval``), success side by side
+    per layout x distance, and the per-step action difference. Returns 1 if success differs by more than one
+    episode in any combo."""
+    from policies import make_policy
+    from sim import eval as sim_eval
+
+    run = Path(args.out) / "verify"
+    eval_args = ["--policy", args.policy, "--policy", f"onnx:{result.model_path}", "--backbone", args.backbone,
+                 "--episodes-per-combo", str(args.verify_episodes), "--record", "none", "--out", str(run),
+                 "--latency", "measured", "--seed", str(args.seed), "--layouts", *args.verify_layouts,
+                 "--distances", *args.verify_distances]
+    if args.checkpoint:
+        eval_args += ["--checkpoint", args.checkpoint]
+    if args.backbone_path:
+        eval_args += ["--backbone-path", args.backbone_path]
+    if (run / "episodes.jsonl").exists():
+        eval_args = ["--resume", str(run)]
+    code = sim_eval.main(eval_args)
+    summary = json.loads((run / "summary.json").read_text())
+    original, exported = (summary["policies"][name] for name in (args.policy, f"onnx:{result.model_path}"))
+    worst = 0
+    print(f"\n{'layout/distance':28} {'pytorch':>9} {'onnx':>9}")
+    for combo in sorted(original["per_combo"]):
+        a, b = original["per_combo"][combo]["successes"], exported["per_combo"][combo]["successes"]
+        worst = max(worst, abs(a - b))
+        print(f"{combo:28} {a:>9} {b:>9}")
+    print(f"{'overall success':28} {original['overall']['success_rate']:>9.0%} {exported['overall']['success_rate']:>9.0%}")
+    kwargs = {"backbone": args.backbone, "num_threads": args.threads or 1}
+    if args.checkpoint:
+        kwargs["checkpoint"] = args.checkpoint
+    diff = action_difference_in_loop(make_policy(args.policy, **kwargs), make_policy(f"onnx:{result.model_path}"),
+                                     summary["config"]["layouts"], summary["config"]["distances"], args.seed)
+    print(f"per-step action difference on the same observations ({diff['steps']} steps): max {diff['max_abs_diff']:.2e}, "
+          f"mean {diff['mean_abs_diff']:.2e}, different key in {diff['key_mismatch_rate']:.1%} of steps")
+    verdict = "PASS" if worst <= 1 else "FAIL"
+    print(f"closed-loop parity {verdict}: largest per-combo success difference {worst} episode(s) (allowed 1)")
+    _atomic_write_text(Path(args.out) / "verify.json", json.dumps({"max_combo_difference": worst, "verdict": verdict,
+                                                                   "action_difference": diff}, indent=1) + "\n")
+    return 1 if verdict == "FAIL" or code not in (0,) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -724,6 +804,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{stats.steps} steps: {stats.verdict} (budget {stats.budget_ms:g} ms)")
     if result.latency and result.latency["onnx"].verdict == "FAIL":
         status = 1
+    if args.verify:
+        status = max(status, verify_closed_loop(result, args))
     return status
 
 
