@@ -1,6 +1,6 @@
 """Evaluation throughput: episodes/min with 1 and 2 workers against the episode work measured alone.
 
-``python bench/eval_throughput.py [--policy expert] [--episodes-per-combo 1]``
+``python bench/eval_throughput.py [--policy expert] [--episodes-per-combo 2]``
 
 "Alone" runs the same episodes in this process with no orchestration (no pool, no JSONL, no progress bar, no
 summary), so ``wall(1 worker) / alone - 1`` is the orchestration overhead (target <= 10 %). Recording is off.
@@ -21,7 +21,7 @@ from sim import eval as sim_eval
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="expert")
-    parser.add_argument("--episodes-per-combo", type=int, default=1)
+    parser.add_argument("--episodes-per-combo", type=int, default=2)
     args = parser.parse_args()
     common = ["--policy", args.policy, "--episodes-per-combo", str(args.episodes_per_combo), "--record", "none"]
 
