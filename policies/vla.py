@@ -436,8 +436,9 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "lite", backbone_p
         backbone: ``"lite"`` (default), ``"kosmos2"``, ``"tiny-kosmos2"``, or a built :class:`Backbone`.
         backbone_path: ``kosmos2``: local folder or hub id; ``lite``: EfficientNet-Lite0 ``.pth``.
         checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``). ``None`` =
-            :func:`policies.checkpoints.default_checkpoint`, and if that is ``None`` too, a randomly
-            initialised head seeded with ``seed`` (the global torch RNG is left untouched).
+            the bundled weights (:func:`policies.checkpoints.default_checkpoint`) unless ``head_overrides`` asks
+            for another architecture; otherwise a randomly initialised head seeded with ``seed`` (the global
+            torch RNG is left untouched).
         path: alias of ``checkpoint`` (the registry passes ``"case1:FILE"`` as ``path=FILE``).
         device: torch device for backbone and head.
         execution: ``"first"``, ``"all"`` or ``"ensemble"``.
@@ -463,7 +464,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "lite", backbone_p
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     bb = backbone if isinstance(backbone, Backbone) else make_backbone(backbone, backbone_path, device)
-    if checkpoint is None:
+    if checkpoint is None and not head_overrides:  # overrides describe a fresh head, not the bundled one
         checkpoint = default_checkpoint(head, bb.name)
     ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
     if ckpt is not None:

@@ -95,14 +95,15 @@ class FeatureWindows(Dataset):
     the instruction's text feature, and the next ``chunk`` actions with a mask.
 
     Items: ``vision`` float32 ``(window, Dv)``, ``text`` ``(Dt,)``, ``actions`` ``(chunk, action_dim)`` in
-    [-1, 1], ``mask`` ``(chunk,)``.
+    [-1, 1], ``mask`` ``(chunk,)``, ``weight`` (scalar: ``stop_weight`` for a window whose next action is the
+    final stop, 1 otherwise: there is one stop per episode against ~20 presses).
     """
 
     def __init__(self, vision: list[np.ndarray], text: list[np.ndarray], actions: list[np.ndarray],
-                 window: int, chunk: int, action_dim: int) -> None:
+                 window: int, chunk: int, action_dim: int, stop_weight: float = 1.0) -> None:
         self.vision, self.text = vision, text
         self.actions = [np.clip(a[:, :action_dim], -1.0, 1.0).astype(np.float32) for a in actions]
-        self.window, self.chunk = window, chunk
+        self.window, self.chunk, self.stop_weight = window, chunk, stop_weight
         self.index = [(e, t) for e, feats in enumerate(vision) for t in range(len(feats))]
 
     def __len__(self) -> int:
@@ -116,13 +117,17 @@ class FeatureWindows(Dataset):
         mask = steps < len(acts)
         target = np.zeros((self.chunk, acts.shape[1]), np.float32)
         target[mask] = acts[steps[mask]]
+        is_stop = t > 0 and t == len(acts) - 1 and not acts[t].any()
         return {"vision": torch.from_numpy(feats[rows]), "text": torch.from_numpy(self.text[e]),
-                "actions": torch.from_numpy(target), "mask": torch.from_numpy(mask.astype(np.float32))}
+                "actions": torch.from_numpy(target), "mask": torch.from_numpy(mask.astype(np.float32)),
+                "weight": torch.tensor(self.stop_weight if is_stop else 1.0)}
 
 
-def masked_huber(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, delta: float = 0.1) -> torch.Tensor:
-    """HuberLoss(delta) averaged over unmasked chunk steps and action axes."""
+def masked_huber(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, delta: float = 0.1,
+                 weight: torch.Tensor | None = None) -> torch.Tensor:
+    """HuberLoss(delta) averaged over unmasked chunk steps and action axes, samples weighted by ``weight``."""
     loss = torch.nn.functional.huber_loss(pred, target, reduction="none", delta=delta).mean(-1)
+    mask = mask if weight is None else mask * weight[:, None]
     return (loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -179,6 +184,7 @@ def train(
     sampling: str = "random",
     seed: int = 0,
     cache_dir: str | Path = DEFAULT_CACHE,
+    stop_weight: float = 1.0,
     resume: bool = False,
     head_overrides: dict[str, Any] | None = None,
     skip_invalid: bool = False,
@@ -216,7 +222,7 @@ def train(
 
     def windows(idx: list[int]) -> FeatureWindows:
         return FeatureWindows([vision[i] for i in idx], [text[i] for i in idx], [actions[i] for i in idx],
-                              head.window_size, head.chunk_size, head.action_dim)
+                              head.window_size, head.chunk_size, head.action_dim, stop_weight)
 
     train_set, val_set = windows(train_idx), windows(val_idx)
     generator = torch.Generator().manual_seed(seed)
@@ -253,7 +259,8 @@ def train(
         "episodes": {"train": len(train_idx), "val": len(val_idx)},
         "recipe": {"optimizer": "AdamW", "lr": lr, "weight_decay": weight_decay, "loss": "HuberLoss(delta=0.1)",
                    "schedule": "cosine with warm-up", "grad_clip": 1.0, "batch_size": batch_size,
-                   "sampling": sampling, "seed": seed, "max_epochs": epochs, "patience": patience},
+                   "sampling": sampling, "seed": seed, "max_epochs": epochs, "patience": patience,
+                   "stop_weight": stop_weight},
     }
     t0 = time.perf_counter()
     bar = tqdm(range(start_epoch, epochs), desc=f"train {policy}", unit="epoch", disable=not progress)
@@ -262,7 +269,7 @@ def train(
         train_loss, seen = 0.0, 0
         for batch in train_loader:
             pred = head(batch["vision"], batch["text"])
-            loss = masked_huber(pred, batch["actions"], batch["mask"])
+            loss = masked_huber(pred, batch["actions"], batch["mask"], weight=batch["weight"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
@@ -313,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sampling", choices=["random", "stratified", "sequential"], default="random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    parser.add_argument("--stop-weight", type=float, default=1.0,
+                        help="loss weight of the final stop frame (one per episode; 1 = the team's recipe)")
     parser.add_argument("--head-arg", action="append", default=[], metavar="KEY=VALUE", help="head config override")
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad episode files with a warning")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -323,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = train(args.policy, args.data, args.out, backbone=args.backbone, backbone_path=args.backbone_path,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                         patience=args.patience, val_fraction=args.val_fraction, sampling=args.sampling,
-                        seed=args.seed, cache_dir=args.cache_dir, resume=args.resume,
+                        seed=args.seed, cache_dir=args.cache_dir, resume=args.resume, stop_weight=args.stop_weight,
                         head_overrides=parse_policy_kwargs(args.head_arg), skip_invalid=args.skip_invalid)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,6 +12,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from policies.checkpoints import default_checkpoint
+
 from policies.onnx_policy import (
     ARTIFACT_FORMAT,
     ArtifactMismatchError,
@@ -52,7 +54,9 @@ def test_full_export_writes_model_and_sidecar(case2_fp32):
     assert side["postprocess"]["clip_value"] == pytest.approx(1.5)
     assert side["image"]["normalisation"] == {"mean": [127.0] * 3, "std": [128.0] * 3,
                                               "units": "0..255 pixels, in the graph"}
-    assert side["source"] == {"checkpoint": None, "checkpoint_format": None, "seed": 0}
+    # no --checkpoint: the bundled case2 weights are exported, and the sidecar says so
+    assert side["source"] == {"checkpoint": str(default_checkpoint("case2", "lite")), "checkpoint_format": "safetensors",
+                              "seed": None}
     assert set(side["inputs"]) == {"frames", "history", "text"} and set(side["outputs"]) == {"actions", "features"}
     assert side["parity"]["passed"] is True
     # dynamic batch / new frames / past frames in the graph itself

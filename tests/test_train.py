@@ -62,12 +62,13 @@ def test_second_run_hits_the_feature_cache_and_resume_continues(episodes, tmp_pa
 def test_windows_pad_the_start_and_mask_past_the_end():
     vision = [np.arange(4, dtype=np.float32)[:, None].repeat(2, 1)]
     actions = [np.array([[0, 0, 0], [1.15, 0, 0], [1.15, 1.15, 0], [0, 0, 0]], np.float32)]
-    ds = FeatureWindows(vision, [np.zeros(3, np.float32)], actions, window=3, chunk=3, action_dim=2)
+    ds = FeatureWindows(vision, [np.zeros(3, np.float32)], actions, window=3, chunk=3, action_dim=2, stop_weight=4.0)
     first, last = ds[0], ds[3]
     assert first["vision"][:, 0].tolist() == [0, 0, 0]
     assert first["actions"].tolist() == [[0, 0], [1, 0], [1, 1]] and first["mask"].tolist() == [1, 1, 1]
     assert last["vision"][:, 0].tolist() == [1, 2, 3] and last["mask"].tolist() == [1, 0, 0]
     assert torch.all(last["actions"][1:] == 0)
+    assert first["weight"] == 1.0 and last["weight"] == 4.0, "only the final stop is up-weighted, not episode_start"
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

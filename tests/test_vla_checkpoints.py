@@ -290,5 +290,9 @@ def test_unsupported_layout(tmp_path):
         load_checkpoint(path)
 
 
-def test_no_bundled_weights_yet():
-    assert default_checkpoint("case1", "lite") is None
+def test_bundled_weights_exist_for_every_head_on_lite_only():
+    for head in ("case1", "case2", "case3", "case4", "lstm", "hybrid"):
+        path = default_checkpoint(head, "lite")
+        assert path is not None and path.name == f"{head}_lite.safetensors"
+        assert load_checkpoint(path).head_name == head
+    assert default_checkpoint("case1", "tiny-kosmos2") is None
