@@ -257,10 +257,10 @@ class BoxAvoidEnv(gym.Env):
         previous = self._pose
         self._sim_time += sum(phase[0] for phase in phases) * self.dt
         for substeps, v_target, wz_target in phases:
-            if self._simulate(substeps, v_target, wz_target):
+            collided = self._simulate(substeps, v_target, wz_target)
+            self._pose = self.scene.robot_pose()  # the next phase starts from this heading
+            if collided:
                 break
-            self._pose = self.scene.robot_pose()
-        self._pose = self.scene.robot_pose()
         self._steps += 1
         self._path_length += math.hypot(self._pose[0] - previous[0], self._pose[1] - previous[1])
         self._record_sides(previous, self._pose)

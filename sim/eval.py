@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 import scenarios
-from policies import make_policy, names as policy_names
+from policies import make_policy
+from policies import names as policy_names
 
 EVAL_STREAM = 0xE7A1  # seed-stream tag; sim.generate uses another one
 VLA_FAMILY = ("case1", "case2", "case3", "case4", "lstm", "hybrid", "ensemble")
@@ -76,7 +77,7 @@ def parse_policy_args(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     Raises:
         ValueError: an item that is not ``[POLICY@]KEY=VALUE``.
     """
-    from sim.serve import parse_policy_kwargs
+    from sim.cli_args import parse_policy_kwargs
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:

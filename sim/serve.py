@@ -33,12 +33,10 @@ a corrupt one -> 400; missing/wrong ``X-API-Key`` when a key is configured -> 40
 from __future__ import annotations
 
 import argparse
-import ast
 import base64
 import binascii
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -60,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.concurrency import run_in_threadpool
 
 from policies.base import Policy
+from sim.cli_args import parse_policy_kwargs
 
 log = logging.getLogger("sim.serve")
 
@@ -406,31 +405,6 @@ def serve_in_thread(
         server.should_exit = True
         thread.join(timeout)
         sock.close()
-
-
-def parse_policy_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["seed=3", "mode=uniform", "device=cpu"]`` -> ``{"seed": 3, "mode": "uniform", "device": "cpu"}``.
-
-    Values are Python literals (``3``, ``0.5``, ``True``, ``None``, ``[1, 2]``) or JSON (``true``, ``null``) when
-    they parse as such, otherwise strings.
-
-    Raises:
-        ValueError: an item without ``=`` or with an empty or non-identifier key.
-    """
-    kwargs: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"policy arguments must look like KEY=VALUE, got {pair!r}")
-        value: Any = text
-        for parse in (ast.literal_eval, json.loads):
-            try:
-                value = parse(text)
-                break
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                continue
-        kwargs[key] = value
-    return kwargs
 
 
 def _is_loopback(host: str) -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -78,11 +77,9 @@ class FeatureCache:
         parts = [self.backbone.encode_images(frames[i:i + batch_size]).float().cpu().numpy()
                  for i in range(0, len(frames), batch_size)]
         feats = np.concatenate(parts).astype(np.float32)
-        buf = io.BytesIO()
-        np.save(buf, feats)
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
+            np.save(fh, feats)
         os.replace(tmp, path)
         self.misses += 1
         return feats
@@ -287,13 +284,12 @@ def train(
             save_checkpoint(out / "best.safetensors", head, {**meta, "best": best}, backbone=bb.name)
         else:
             stale += 1
-        buf = io.BytesIO()
-        torch.save({"policy": policy, "backbone": bb.name, "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "epoch": epoch,
-                    "stale": stale, "best": best, "history": json.dumps(history)}, buf)
         fd, tmp = tempfile.mkstemp(dir=out, suffix=".pt.tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
+            torch.save({"policy": policy, "backbone": bb.name, "head": head.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "generator": generator.get_state(), "epoch": epoch,
+                        "stale": stale, "best": best, "history": json.dumps(history)}, fh)
         os.replace(tmp, state_path)
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}", mae=f"{val_mae:.3f}")
         if stale >= patience:
@@ -326,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad episode files with a warning")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     args = parser.parse_args(argv)
-    from sim.serve import parse_policy_kwargs
+    from sim.cli_args import parse_policy_kwargs
 
     try:
         summary = train(args.policy, args.data, args.out, backbone=args.backbone, backbone_path=args.backbone_path,
