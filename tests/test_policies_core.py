@@ -112,3 +112,13 @@ def test_random_policy_is_seeded_and_scores_worse(make_env):
     env = make_env(obs_keys=("state",))
     statuses = [run_episode(env, make_policy("random", seed=s), s)[0]["status"] for s in range(3)]
     assert statuses.count("success") == 0
+
+
+def test_policy_package_does_not_import_the_physics_engine():
+    """``policies`` needs ``envs.keys`` only: PyBullet must stay out of the remote client / server processes."""
+    import subprocess
+    import sys
+
+    code = "import sys, policies, policies.expert, envs.keys; print('pybullet' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
