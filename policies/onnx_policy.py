@@ -28,7 +28,7 @@ add ~90 MB of MiniLM weights for no latency gain. The artifact therefore needs t
 where it runs (on the robot: the same ``policies`` package).
 
 :class:`OnnxPolicy` executes like :class:`policies.vla.VLAPolicy` and reuses its pieces: the execution modes
-(:data:`~policies.vla.EXECUTION_MODES`), :class:`~policies.vla.TemporalEnsembler`,
+(:data:`~policies.vla.EXECUTION_MODES`) through :class:`~policies.vla.ChunkExecutor`,
 :class:`~policies.vla.PostProcessing`, and (head-only) :class:`~policies.vla.FrameHistory` with the PyTorch
 backbone. Defaults (execution, window, post-processing switches, ensembling constant) come from the sidecar.
 
@@ -388,9 +388,9 @@ class OnnxPolicy(Policy):
         super().__init__()
         from policies.vla import (
             EXECUTION_MODES,
+            ChunkExecutor,
             FrameHistory,
             PostProcessing,
-            TemporalEnsembler,
         )
 
         self.path = resolve_model_path(path)
@@ -427,14 +427,13 @@ class OnnxPolicy(Policy):
                 pp[key] = bool(value)
         fields = {f.name for f in dataclasses.fields(PostProcessing)}
         self.postprocess = PostProcessing(**{k: v for k, v in pp.items() if k in fields})
-        self.ensembler = TemporalEnsembler(spec.chunk_size, spec.ensemble_k if ensemble_k is None else ensemble_k)
+        self.chunks = ChunkExecutor(spec.chunk_size, spec.ensemble_k if ensemble_k is None else ensemble_k)
         self.window = spec.effective_window
         # head-only: VLAPolicy's own history with the PyTorch backbone; full: frames wait as pixels, features
         # come back from the graph (the graph pads with the episode's first frame like FrameHistory does)
         self.history = FrameHistory(spec.window_size) if spec.kind == KIND_HEAD_ONLY else None
         self._pending: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
         self._features: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
-        self._queue: collections.deque[np.ndarray] = collections.deque()
         self._text: np.ndarray | None = None
         self._text_for: str | None = None
         self._step = 0
@@ -456,8 +455,7 @@ class OnnxPolicy(Policy):
             self.history.reset()
         self._pending.clear()
         self._features.clear()
-        self._queue.clear()
-        self.ensembler.reset()
+        self.chunks.reset()
         self._step = 0
         self.runtime_latencies_ms = []
         self.num_predictions = 0
@@ -520,13 +518,7 @@ class OnnxPolicy(Policy):
         else:
             self._pending.append(frame.copy())
         instruction = str(observation.get("instruction", self.instruction) or self.instruction)
-        if self.execution == "first":
-            return self._predict_chunk(instruction)[0].copy()
-        if self.execution == "all":
-            if not self._queue:
-                self._queue.extend(self._predict_chunk(instruction))
-            return self._queue.popleft().copy()
-        return self.ensembler(self._predict_chunk(instruction))
+        return self.chunks.next_action(self.execution, lambda: self._predict_chunk(instruction))
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
         action = self.postprocess(self.predict_normalized(observation), self._step)

@@ -36,7 +36,7 @@ import collections
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,36 @@ class TemporalEnsembler:
         return (self.weights(n)[:, None] * preds).sum(0).astype(np.float32)
 
 
+class ChunkExecutor:
+    """Turns the predicted action chunks into one action per step, as the deployment does (shared by
+    :class:`VLAPolicy` and :class:`~policies.onnx_policy.OnnxPolicy`).
+
+    ``"first"`` predicts every step and executes the chunk's first action; ``"all"`` executes a whole chunk
+    open-loop before predicting again; ``"ensemble"`` predicts every step and ensembles the overlapping chunks
+    (:class:`TemporalEnsembler`).
+    """
+
+    def __init__(self, chunk_size: int, ensemble_k: float = DEFAULT_ENSEMBLE_K) -> None:
+        self.ensembler = TemporalEnsembler(chunk_size, ensemble_k)
+        self._queue: collections.deque[np.ndarray] = collections.deque()
+
+    def reset(self) -> None:
+        """Forget queued actions and past chunks (new episode)."""
+        self._queue.clear()
+        self.ensembler.reset()
+
+    def next_action(self, execution: str, predict_chunk: Callable[[], np.ndarray]) -> np.ndarray:
+        """This step's action, float32 ``(action_dim,)``; ``predict_chunk()`` is called only when one is needed
+        and returns ``(chunk_size, action_dim)``."""
+        if execution == "first":
+            return predict_chunk()[0].copy()
+        if execution == "all":
+            if not self._queue:
+                self._queue.extend(predict_chunk())
+            return self._queue.popleft().copy()
+        return self.ensembler(predict_chunk())
+
+
 # ------------------------------------------------------------------------------------------ policy
 
 
@@ -248,9 +278,8 @@ class VLAPolicy(Policy):
         self.window_size = int(window_size)
         self.postprocess = postprocess or PostProcessing()
         self.history = FrameHistory(self.window_size)
-        self.ensembler = TemporalEnsembler(self.head.chunk_size, ensemble_k)
+        self.chunks = ChunkExecutor(self.head.chunk_size, ensemble_k)
         self.checkpoint: Checkpoint | None = None
-        self._queue: collections.deque[np.ndarray] = collections.deque()
         self._text: dict[str, torch.Tensor] = {}
         self._step = 0
         self.backbone_latencies_ms: list[float] = []
@@ -271,8 +300,7 @@ class VLAPolicy(Policy):
     def _reset(self, instruction: str, info: dict[str, Any]) -> None:
         del info  # learned policies never read the privileged scene
         self.history.reset()
-        self.ensembler.reset()
-        self._queue.clear()
+        self.chunks.reset()
         self._step = 0
         self.backbone_latencies_ms = []
         self.head_latencies_ms = []
@@ -319,13 +347,7 @@ class VLAPolicy(Policy):
         else:
             self.history.push_image(observation["image"])
         instruction = str(observation.get("instruction", self.instruction) or self.instruction)
-        if self.execution == "first":
-            return self._predict_chunk(instruction)[0].copy()
-        if self.execution == "all":
-            if not self._queue:
-                self._queue.extend(self._predict_chunk(instruction))
-            return self._queue.popleft().copy()
-        return self.ensembler(self._predict_chunk(instruction))
+        return self.chunks.next_action(self.execution, lambda: self._predict_chunk(instruction))
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
         action = self.postprocess(self.predict_normalized(observation), self._step)
@@ -544,6 +566,6 @@ def ensemble(first: str = "case2", second: str = "lstm", weight: float = 0.6, *,
 
 
 __all__ = [
-    "EXECUTION_MODES", "EnsemblePolicy", "FrameHistory", "PostProcessing", "TemporalEnsembler", "VLAPolicy",
+    "EXECUTION_MODES", "ChunkExecutor", "EnsemblePolicy", "FrameHistory", "PostProcessing", "TemporalEnsembler", "VLAPolicy",
     "build_vla_policy", "case1", "case2", "case3", "case4", "ensemble", "hybrid", "lstm",
 ]

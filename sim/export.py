@@ -527,7 +527,7 @@ def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoi
         "backbone": bb.name, "vision_dim": dv, "text_dim": dt,
         "window_size": int(policy.window_size), "head_window": int(head.window_size), "effective_window": e,
         "chunk_size": head.chunk_size, "action_dim": head.action_dim,
-        "execution": policy.execution, "ensemble_k": float(policy.ensembler.k),
+        "execution": policy.execution, "ensemble_k": float(policy.chunks.ensembler.k),
         "postprocess": dataclasses.asdict(policy.postprocess), "action_scale": float(policy.postprocess.scale),
         "image": ({"size": [effnet.INPUT_SIZE, effnet.INPUT_SIZE], "dtype": "uint8", "channels": "RGB",
                    "normalisation": {"mean": list(effnet.INPUT_MEAN), "std": list(effnet.INPUT_STD),
