@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import pybullet as p
 
-import envs  # noqa: F401
+import envs
 from envs.keys import key_to_action
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--image-size", default="224x224")
     args = parser.parse_args()
 
-    env = gym.make("MobileVLA/BoxAvoid-v0", scenario=args.scenario, distance="far", image_size=args.image_size, max_steps=10**6)
+    env = gym.make(envs.ENV_ID, scenario=args.scenario, distance="far", image_size=args.image_size, max_steps=10**6)
     base = env.unwrapped
     # A closed loop of presses (forward, left, back, right, spin, stop) keeps the robot near its start.
     keys = [key_to_action(k) for k in ("w", "a", "s", "d", "r", "t", "SPACE")]

@@ -13,7 +13,7 @@ import time
 
 import gymnasium as gym
 
-import envs  # noqa: F401
+import envs
 import scenarios
 from policies import make_policy
 
@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     keys = ("state",) if args.no_images else ("image", "instruction", "state")
-    env = gym.make("MobileVLA/BoxAvoid-v0", obs_keys=keys, image_size=args.image_size)
+    env = gym.make(envs.ENV_ID, obs_keys=keys, image_size=args.image_size)
     expert = make_policy("expert")
     outcomes, side_ok, presses, failures = collections.Counter(), 0, [], []
     start = time.perf_counter()

@@ -22,11 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from policies.heads import HEADS as HEAD_CLASSES
 from policies.onnx_policy import OnnxPolicy
-from policies.vla import build_vla_policy
+from policies.vla import EXECUTION_MODES, build_vla_policy
 from sim.export import ParityError, export_policy, measure_latency, record_observations
 
-HEADS = ("case1", "case2", "case3", "case4", "lstm", "hybrid")
+HEADS = tuple(HEAD_CLASSES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-steps", type=int, default=12, help="steps of the numerical check (default 12)")
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads (default 1)")
     parser.add_argument("--budget-ms", type=float, default=100.0, help="per-step budget (default 100 = 10 Hz)")
-    parser.add_argument("--execution", default="first", choices=["first", "all", "ensemble"])
+    parser.add_argument("--execution", default="first", choices=EXECUTION_MODES)
     parser.add_argument("--keep", default=None, help="write artifacts under this folder (default: a temp dir)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

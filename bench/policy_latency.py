@@ -23,9 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.backbones import make_backbone
+from policies.heads import HEADS as HEAD_CLASSES
 from policies.vla import EXECUTION_MODES, build_vla_policy
 
-HEADS = ("case1", "case2", "case3", "case4", "lstm", "hybrid")
+HEADS = tuple(HEAD_CLASSES)
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"
 
 

@@ -21,9 +21,8 @@ from gymnasium import spaces
 import scenarios
 from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
 from envs.robot import RobotConfig, ramp, wheel_speeds
-from envs.scene import Scene
+from envs.scene import PHYSICS_HZ, Scene
 
-PHYSICS_HZ = 240
 MAX_IMAGE_SIZE = (1280, 720)
 OBS_KEYS = ("image", "instruction", "state")
 #: Characters allowed in the ``instruction`` observation (printable ASCII).
@@ -135,8 +134,6 @@ class BoxAvoidEnv(gym.Env):
             raise ValueError(f"obs_keys must be a non-empty subset of {OBS_KEYS}, got {tuple(obs_keys)}")
         if control_hz <= 0 or success_radius <= 0:
             raise ValueError("control_hz and success_radius must be positive")
-        if not 0.0 <= action_latency <= 10.0:
-            raise ValueError(f"action_latency must be in [0, 10] s, got {action_latency}")
 
         robot = robot or RobotConfig()
         overrides = {
@@ -158,8 +155,7 @@ class BoxAvoidEnv(gym.Env):
         self.render_size = parse_image_size(render_size)
 
         self.dt = 1.0 / PHYSICS_HZ
-        self.action_latency = float(action_latency)
-        self._latency_substeps = round(self.action_latency * PHYSICS_HZ)
+        self.set_action_latency(action_latency)
         if actuation == "keypress":
             self._press_substeps = round(self.robot.press_duration * PHYSICS_HZ)
             self._brake_substeps = math.ceil(self.robot.brake_time * PHYSICS_HZ)
@@ -243,16 +239,15 @@ class BoxAvoidEnv(gym.Env):
         action = np.clip(action, -ACTION_LABEL, ACTION_LABEL)
 
         key = action_to_key(action)
+        is_stop = key == "SPACE"  # every component inside the dead-zone
         if self.actuation == "keypress":
             target_v, target_wz = self._keypress_command(action)
             phases = [(self._press_substeps, target_v, target_wz), (self._brake_substeps, np.zeros(2), 0.0)]
             if self._latency_substeps:
                 phases.insert(0, (self._latency_substeps, np.zeros(2), 0.0))  # at rest while the policy thinks
-            is_stop = key == "SPACE"
         else:
             target_v, target_wz = self._velocity_command(action)
             phases = self._velocity_phases(target_v, target_wz)
-            is_stop = not np.any(apply_dead_zone(action, DEAD_ZONE))
         self._command = (target_v, target_wz)
         previous = self._pose
         self._sim_time += sum(phase[0] for phase in phases) * self.dt
@@ -341,8 +336,9 @@ class BoxAvoidEnv(gym.Env):
     def _simulate(self, substeps: int, v_target: np.ndarray, wz_target: float) -> bool:
         """Ramp towards the command and step physics; returns True (and stops early) on a contact.
 
-        The base velocity is only re-set while it changes (or while spinning, when the body-frame command must
-        follow the yaw): PyBullet keeps it otherwise, as the robot has no damping and nothing else is dynamic.
+        The base velocity is only re-set while it changes or while spinning: PyBullet keeps a translation (the robot
+        has no damping and nothing else is dynamic), but a free spin drifts and tilts, and a body-frame translation
+        must follow the yaw.
         """
         r, scene = self.robot, self.scene
         accel, decel, w_step = r.acceleration * self.dt, r.deceleration * self.dt, r.angular_acceleration * self.dt
@@ -354,7 +350,7 @@ class BoxAvoidEnv(gym.Env):
             if moving:
                 vx, vy = ramp(vx, vy, tx, ty, accel, decel)
                 wz += min(w_step, max(-w_step, wz_target - wz))
-            if wz:
+            if wz and (vx or vy):  # the heading only matters for a translation
                 yaw = scene.robot_pose()[2]
             if moving or wz:
                 scene.drive(vx, vy, wz, yaw)

@@ -18,11 +18,13 @@ import pybullet_data
 
 from envs.robot import RobotConfig
 from envs.textures import texture_files
-from scenarios import BoxSpec, SceneSpec
+from scenarios import SceneSpec
 
 ASSETS = Path(__file__).parent / "assets"
 ROBOT_URDF = ASSETS / "omni_robot.urdf"
 PARKED = (0.0, 0.0, -10.0)
+#: Physics rate (Hz): PyBullet steps 1/240 s, its default.
+PHYSICS_HZ = 240
 NEAR, FAR = 0.03, 15.0
 TOPDOWN_FOV = 30.0  # deg, vertical
 WALL_LENGTH, WALL_HEIGHT, WALL_MARGIN = 12.0, 1.2, 1.2  # m; walls stand this far outside the arena
@@ -58,7 +60,7 @@ class Scene:
         if renderer == "egl":
             self._load_egl()
         p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
-        p.setTimeStep(1.0 / 240.0, physicsClientId=cid)
+        p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=cid)
         self.plane = p.loadURDF(str(Path(pybullet_data.getDataPath()) / "plane.urdf"), physicsClientId=cid)
         self.robot_id = p.loadURDF(str(ROBOT_URDF), [0, 0, 0], flags=p.URDF_USE_IMPLICIT_CYLINDER, physicsClientId=cid)
         p.changeDynamics(self.robot_id, -1, linearDamping=0, angularDamping=0, physicsClientId=cid)
@@ -182,7 +184,7 @@ class Scene:
         p.resetBaseVelocity(self.robot_id, (c * vx - s * vy, s * vx + c * vy, 0.0), (0.0, 0.0, wz), physicsClientId=self.client)
 
     def step(self) -> None:
-        """One 1/240 s physics step."""
+        """One physics step of ``1 / PHYSICS_HZ`` s."""
         p.stepSimulation(physicsClientId=self.client)
 
     def contact(self) -> str | None:

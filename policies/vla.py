@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP
+from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
 from policies.backbones import Backbone, make_backbone
 from policies.backbones.base import as_uint8_nhwc
 from policies.base import Policy
@@ -94,7 +94,7 @@ class PostProcessing:
         if self.clip:
             out = np.clip(out, -self.clip_value, self.clip_value).astype(np.float32)
         if self.dead_zone:
-            out[np.abs(out) < self.dead_zone_value] = 0.0
+            out = apply_dead_zone(out, self.dead_zone_value)
         if self.zero_first_step and step == 0:
             out[:] = 0.0
         return out

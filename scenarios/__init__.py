@@ -201,10 +201,6 @@ class Scenario:
     path: Path
     layout: LayoutFile = field(repr=False)
 
-    @property
-    def side(self) -> str:
-        return self.layout.side
-
     def sample(
         self, rng: np.random.Generator, *, jitter: bool = True, domain_randomization: bool = False
     ) -> SceneSpec:

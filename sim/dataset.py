@@ -165,7 +165,6 @@ class MobileVLAH5Dataset(Dataset):
         self.image_size, self.action_dims, self.clamp = int(image_size), int(action_dims), clamp
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.skip_invalid = skip_invalid
         if episodes is None:
             episodes = load_episodes(list_episode_files(source), skip_invalid=skip_invalid)
             if not episodes:

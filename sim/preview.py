@@ -21,13 +21,15 @@ import envs  # noqa: E402,F401  (registers the environment)
 import scenarios  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
+from sim.report import OUTCOME_COLOURS  # noqa: E402
 
-OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "timeout": "tab:orange", "out_of_bounds": "tab:purple"}
 
 
-def expert_rollout(env: gym.Env, seed: int) -> tuple[dict, list[tuple[float, float]], dict]:
-    """Run the expert once; returns (first observation, path of (x, y) in m, final info)."""
-    obs, info = env.reset(seed=seed)
+def expert_rollout(env: gym.Env, seed: int, options: dict | None = None
+                   ) -> tuple[dict, list[tuple[float, float]], dict]:
+    """Run the expert once from ``env.reset(seed=seed, options=options)``; returns (first observation, path of
+    (x, y) in m, final info)."""
+    obs, info = env.reset(seed=seed, options=options)
     first = obs
     expert = make_policy("expert")
     expert.reset(info["instruction"], info)
@@ -57,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              gridspec_kw={"width_ratios": [1, 1.78] * len(distances)})
     for row, layout in enumerate(layouts):
         for col, distance in enumerate(distances):
-            env.unwrapped.reset(options={"scenario": layout, "distance": distance})
-            first, path, info = expert_rollout(env, args.seed)
+            first, path, info = expert_rollout(env, args.seed, {"scenario": layout, "distance": distance})
             top = env.render()
             project = Scene.topdown_projection(env.unwrapped.spec_scene, top_size)
             ax_cam, ax_top = axes[row, 2 * col], axes[row, 2 * col + 1]
