@@ -69,6 +69,7 @@ from policies.onnx_policy import (
     resolve_model_path,
     sidecar_path,
 )
+from sim.report import atomic_write_text, default_file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -476,26 +477,6 @@ class ExportResult:
     export_s: float
 
 
-def _default_mode(path: str | Path) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the permissions a plain ``open`` would have (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        _default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoint: str | None, seed: int,
                  sha256: str, observations_source: str) -> dict[str, Any]:
     """The artifact sidecar for a :class:`~policies.vla.VLAPolicy` (see :mod:`policies.onnx_policy`)."""
@@ -642,13 +623,13 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
             latency["onnx"] = measure_latency(onnx_policy, timed, budget_ms=latency_budget_ms,
                                               runtime=f"onnxruntime-cpu-{precision}")
             side["latency"] = {k: v.as_dict() for k, v in latency.items()}
-        _default_mode(tmp)
+        default_file_mode(tmp)
         os.replace(tmp, model_path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _atomic_write_text(side_path, json.dumps(side, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(side_path, json.dumps(side, indent=2, sort_keys=True) + "\n")
     return ExportResult(model_path, side_path, kind, precision, model_path.stat().st_size / 1e6, parity, latency,
                         side, export_s)
 
@@ -796,7 +777,7 @@ def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
               "success": {"pytorch": [original["overall"]["successes"], original["overall"]["episodes"]],
                           "onnx": [exported["overall"]["successes"], exported["overall"]["episodes"]]},
               "action_difference": diff}
-    _atomic_write_text(Path(args.out) / "verify.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(Path(args.out) / "verify.json", json.dumps(report, indent=1) + "\n")
     return 1 if verdict == "FAIL" or code not in (0,) else 0
 
 

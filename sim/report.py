@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,12 +21,26 @@ OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "timeout": "t
                    "out_of_bounds": "tab:purple", "error": "tab:gray"}
 
 
+def default_file_mode(path: str | Path) -> None:
+    """Give a ``mkstemp`` file (mode 0600) the permissions a plain ``open`` would have (0666 minus umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` through a hidden temp file and a rename; the temp file is removed if the
+    write fails, and the result has the usual permissions (:func:`default_file_mode`)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        default_file_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -128,3 +128,18 @@ def test_list_and_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         sim_eval.parse_args(["--episodes-per-combo", "1"])
     assert main(["--policy", "no_such_policy", *SMALL, "--out", "/tmp/never-written"]) == 2
+
+
+def test_atomic_write_text_gives_the_usual_permissions_and_leaves_nothing_on_failure(tmp_path):
+    import os
+
+    from sim.report import atomic_write_text
+
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "{}\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "{}\n" and (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+    with pytest.raises(TypeError):
+        atomic_write_text(tmp_path / "bad.json", None)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
