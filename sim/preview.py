@@ -21,7 +21,7 @@ import envs  # noqa: E402,F401  (registers the environment)
 import scenarios  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
-from sim.report import OUTCOME_COLOURS  # noqa: E402
+from sim.report import OUTCOME_COLOURS, default_file_mode  # noqa: E402
 
 
 
@@ -82,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
     os.close(fd)
     fig.savefig(tmp, dpi=110)
+    default_file_mode(tmp)
     os.replace(tmp, out)
     print(f"wrote {out}")
     return 0

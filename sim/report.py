@@ -236,6 +236,7 @@ def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies
         fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
         os.close(fd)
         fig.savefig(tmp, dpi=100, pil_kwargs={"compress_level": 1})
+        default_file_mode(tmp)
         os.replace(tmp, path)
         plt.close(fig)
         written.append(path)

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from envs.keys import action_to_key
 from envs.scene import Scene
+from sim.report import default_file_mode
 
 TOP_SIZE = (576, 324)
 HEADER = 46
@@ -115,6 +116,7 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 2.0
     os.close(fd)
     try:
         iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=2)
+        default_file_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
