@@ -5,7 +5,7 @@ FP32 and FP16), and p50/p95 milliseconds per ``act()`` step on CPU for PyTorch v
 (onnxruntime), all on the same recorded expert observations, with a verdict against the latency budget::
 
     python bench/export_latency.py --threads 1 --steps 30 --budget-ms 100
-    python bench/export_latency.py --heads case2 lstm --keep out/exports   # keep the artifacts
+    python bench/export_latency.py --heads case2 lstm-recon --keep out/exports   # keep the artifacts
 
 Exit status 1 if a numerical check fails (FP32 bound 1e-4 on actions; FP16 bound 0.1, below the key dead-zone).
 """
@@ -27,7 +27,8 @@ from policies.onnx_policy import OnnxPolicy
 from policies.vla import EXECUTION_MODES, build_vla_policy
 from sim.export import ParityError, export_policy, measure_latency, record_observations
 
-HEADS = tuple(HEAD_CLASSES)
+HEADS = tuple(h for h in HEAD_CLASSES if h != "robovlms")  # robovlms exports head-only on Kosmos-2
+PIXEL_STREAMS = {"image", "clip_image"}  # what the full (in-graph) lite encoder computes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     obs = record_observations(max(args.steps, args.check_steps))
     print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
           f"execution={args.execution}, {args.steps} timed steps, budget {args.budget_ms:g} ms (verdict on p95)")
-    cols = (f"{'head':<7}{'fp32 MB':>8}{'fp16 MB':>8}{'diff fp32':>11}{'diff fp16':>11}"
+    cols = (f"{'head':<16}{'fp32 MB':>8}{'fp16 MB':>8}{'diff fp32':>11}{'diff fp16':>11}"
             f"{'torch p50/p95':>16}{'onnx32 p50/p95':>17}{'onnx16 p50/p95':>17}  verdict torch/onnx32/onnx16")
     print(cols)
     status = 0
@@ -52,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(args.keep or tmp)
         for head in args.heads:
             source = build_vla_policy(head, execution=args.execution)
+            head_only = not set(source.frame_streams) <= PIXEL_STREAMS  # e.g. multimodal reads the instruction
             row, sizes, diffs, verdicts = {}, {}, {}, []
             row["torch"] = measure_latency(source, obs[:args.steps], budget_ms=args.budget_ms)
             for fp16 in (False, True):
                 tag = "fp16" if fp16 else "fp32"
                 try:
                     res = export_policy(head, out=root / f"{head}_{tag}", fp16=fp16, source_policy=source,
+                                        head_only=head_only,
                                         observations=obs, check_steps=args.check_steps, num_threads=args.threads)
                 except ParityError as exc:
                     print(f"{head} {tag}: {exc}")
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 s = row.get(key)
                 cells.append(f"{s.p50_ms:.1f}/{s.p95_ms:.1f}" if s else "-")
                 verdicts.append(s.verdict if s else "-")
-            print(f"{head:<7}{sizes.get('fp32', 0):>8.1f}{sizes.get('fp16', 0):>8.1f}"
+            print(f"{head:<16}{sizes.get('fp32', 0):>8.1f}{sizes.get('fp16', 0):>8.1f}"
                   f"{diffs.get('fp32', float('nan')):>11.2e}{diffs.get('fp16', float('nan')):>11.2e}"
                   f"{cells[0]:>16}{cells[1]:>17}{cells[2]:>17}  {'/'.join(verdicts)}", flush=True)
     return status

@@ -26,7 +26,7 @@ from policies.backbones import make_backbone
 from policies.heads import HEADS as HEAD_CLASSES
 from policies.vla import EXECUTION_MODES, build_vla_policy
 
-HEADS = tuple(HEAD_CLASSES)
+HEADS = tuple(h for h in HEAD_CLASSES if h != "robovlms")  # robovlms: bench/robovlms_latency.py
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"
 
 
@@ -56,7 +56,8 @@ def backbone_alone(backbone, images: list[np.ndarray], warmup: int) -> list[floa
 
 def run_head(head: str, backbone, images: list[np.ndarray], warmup: int, execution: str, device: str) -> dict:
     """Step one policy through ``images`` after ``warmup`` steps; per-step timings of the measured part."""
-    policy = build_vla_policy(head, backbone=backbone, execution=execution, device=device)
+    policy = build_vla_policy(head, backbone=backbone, execution=execution, device=device,
+                              use_bundled=backbone.name == "lite")
     policy.reset(INSTRUCTION)
     for img in images[:warmup]:
         policy.act({"image": img, "instruction": INSTRUCTION, "state": np.zeros(6, np.float32)})
@@ -74,12 +75,12 @@ def report(backbone, heads: list[str], args: argparse.Namespace) -> None:
     print(f"\nbackbone {backbone.name} (vision {backbone.vision_dim}-d, text {backbone.text_dim}-d) "
           f"on {backbone.device}: "
           f"forward alone, 1 frame {args.image_size}x{args.image_size}: p50 {alone[0]:.1f} ms  p95 {alone[1]:.1f} ms")
-    print(f"{'head':<8}{'params':>10}{'calls':>7}{'step p50':>10}{'step p95':>10}"
+    print(f"{'head':<16}{'params':>10}{'calls':>7}{'step p50':>10}{'step p95':>10}"
           f"{'backbone p50':>14}{'head p50':>10}{'head p95':>10}")
     for head in heads:
         r = run_head(head, backbone, images, args.warmup, args.execution, args.device)
         step, bb, hd = pct(r["step"]), pct(r["backbone"]), pct([h for h in r["head"] if h > 0] or [0.0])
-        print(f"{head:<8}{r['params'] / 1e6:>9.2f}M{r['calls']:>7}{step[0]:>10.1f}{step[1]:>10.1f}"
+        print(f"{head:<16}{r['params'] / 1e6:>9.2f}M{r['calls']:>7}{step[0]:>10.1f}{step[1]:>10.1f}"
               f"{bb[0]:>14.1f}{hd[0]:>10.2f}{hd[1]:>10.2f}")
 
 

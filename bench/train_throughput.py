@@ -1,6 +1,6 @@
 """Training throughput: windows/s with the on-disk feature cache against encoding frames on the fly.
 
-``python bench/train_throughput.py --data data/pretrain [--policy case2] [--episodes 20] [--batches 20]``
+``python bench/train_throughput.py --data data/pretrain [--policy lstm-recon] [--episodes 20] [--batches 20]``
 
 Both paths train the same head with the same optimizer on the same windows; "without the cache" runs the frozen
 ``lite`` backbone on every frame of every window in every batch, as a trainer without a cache would.
@@ -23,7 +23,7 @@ from sim.train import FeatureCache, FeatureWindows, masked_huber
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--policy", default="case2")
+    parser.add_argument("--policy", default="lstm-recon", help="a head whose frame streams come from pixels alone")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -31,18 +31,19 @@ def main() -> None:
 
     from policies.vla import build_vla_policy
 
-    vla = build_vla_policy(args.policy, head_overrides={"window_size": 8})
+    vla = build_vla_policy(args.policy, use_bundled=False)
     head, bb = vla.head.train().requires_grad_(True), vla.backbone
+    streams = head.frame_streams
     episodes = load_episodes(list_episode_files(args.data))[: args.episodes]
     frames = [h5format.read_episode_frames(ep.path) for ep in episodes]
     actions = [h5format.read_actions(ep.path)[0] for ep in episodes]
-    text = [bb.encode_text([ep.instruction])[0].numpy() for ep in episodes]
+    text = [bb.encode_instruction([ep.instruction], head.instruction_streams)[0].numpy() for ep in episodes]
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-4)
 
     with tempfile.TemporaryDirectory() as tmp:
-        cache = FeatureCache(tmp, bb)
+        cache = FeatureCache(tmp, bb, streams)
         start = time.perf_counter()
-        vision = [cache.vision(ep.path) for ep in episodes]
+        vision = [cache.vision(ep.path, ep.instruction) for ep in episodes]
         fill = time.perf_counter() - start
 
     def run(windows: FeatureWindows, encode) -> float:
@@ -70,7 +71,7 @@ def main() -> None:
     def encode(batch: dict) -> torch.Tensor:
         pixels = batch["vision"]  # (B, window, H*W*3) uint8
         with torch.inference_mode():
-            feats = bb.encode_images(pixels.reshape(-1, h, w, 3).numpy())
+            feats = bb.encode_frames(pixels.reshape(-1, h, w, 3).numpy(), streams)
         return feats.reshape(pixels.shape[0], pixels.shape[1], -1).clone()
 
     without_cache = run(raw, encode)

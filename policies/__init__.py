@@ -1,7 +1,7 @@
 """Policies behind one interface: :class:`Policy` and the :func:`make_policy` registry."""
 
 from policies.base import Policy, PolicyOutputError, validate_action
-from policies.registry import UnknownPolicyError, describe, make_policy, names, register
+from policies.registry import UnknownPolicyError, describe, make_policy, names, register, vla_names
 
 __all__ = [
     "Policy",
@@ -12,4 +12,5 @@ __all__ = [
     "names",
     "register",
     "validate_action",
+    "vla_names",
 ]

@@ -6,26 +6,36 @@ nothing is ever unpickled):
 ``safetensors`` (the project's format, written by :func:`save_checkpoint`)
     ``NAME.safetensors`` (the head's ``state_dict``) + sidecar ``NAME.json``::
 
-        {"format": "mobile-vla-sim.head", "format_version": 1, "head": "lstm",
-         "head_class": "MobileVLALSTMDecoder", "head_config": {...}, "backbone": "lite",
+        {"format": "mobile-vla-sim.head", "format_version": 1, "head": "lstm-recon",
+         "head_class": "LSTMReconstruction", "head_config": {...}, "backbone": "lite",
          "action_dim": 2, "window_size": 8, "chunk_size": 10, "output_activation": "tanh",
+         "team_class": null, "stored_dtype": "float16" | null,
          "meta": {... free metadata: training data, epochs, metrics ...}}
 
-``pth`` (the team's training scripts)
-    ``torch.save`` dict with ``model_state_dict`` and ``model_config`` (or ``config``), plus ``epoch``,
-    ``optimizer_state_dict``, ``scheduler_state_dict``, ``loss``, ``mae`` ...; a bare state dict also loads.
+``pth`` (the team's training scripts, ``../shared/reference/TEAM_MODELS.md``)
+    ``torch.save`` dict with ``model_state_dict`` and ``model_config`` (or ``config``; case 3, the original
+    hybrid / pure-Kosmos-2 trainers store none), plus ``epoch``, ``optimizer_state_dict``, ``loss``, ``mae``,
+    ``val_mae`` ...; the "Simple LSTM" scripts add ``args`` as an ``argparse.Namespace``. A bare state dict also
+    loads.
 
 ``ckpt`` (RoboVLMs / PyTorch Lightning)
-    dict with ``state_dict`` whose keys carry the LightningModule's ``model.`` prefix (stripped here).
+    dict with ``state_dict`` (or ``model_state_dict``) whose keys carry the LightningModule's ``model.`` prefix
+    (stripped here): ``backbone.*`` (the frozen Kosmos-2), ``action_token``, ``act_head.*``.
 
-Keys of the frozen backbone that the team's models stored inside their head checkpoints (``kosmos.``,
-``clip_model.``, ...: see :data:`BACKBONE_KEY_PREFIXES`) are dropped: backbones are loaded separately.
-Before anything is copied, the checkpoint's state dict is compared with the head's; any difference raises
-:class:`CheckpointMismatchError` naming the missing keys, unexpected keys and shape mismatches.
+Loading: ``torch.load(weights_only=True, mmap=True)`` with a narrow allow-list (:func:`_safe_globals`: numpy
+scalars, ``argparse.Namespace``); nothing else is ever unpickled, and a 7 GB file with an embedded backbone is
+mapped, not read, so its head keys are checked without 7 GB of RAM. The tensors of the frozen models the team's
+files carry (``kosmos.``, ``clip_model.``, ``backbone.``, ...: :data:`policies.backbones.FROZEN_PREFIXES`) are
+kept apart in :attr:`Checkpoint.frozen` for the backbone builders; ``action_token`` goes to
+:attr:`Checkpoint.extra`; the rest is the head's. ``key_map`` (:func:`load_key_map`) renames keys first, for
+layouts this project does not know. Before anything is copied, the head's state dict is compared with the
+checkpoint's; any difference raises :class:`CheckpointMismatchError` naming the missing keys, unexpected keys
+and shape mismatches.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -39,13 +49,15 @@ from typing import Any
 
 import torch
 
+from policies.backbones import FROZEN_PREFIXES
+
 #: ``format`` value of the project's JSON sidecar.
 FORMAT_NAME = "mobile-vla-sim.head"
 FORMAT_VERSION = 1
-#: State-dict key prefixes of frozen backbones embedded in the team's checkpoints; dropped on load.
-BACKBONE_KEY_PREFIXES = ("kosmos.", "kosmos_model.", "clip_model.", "clip.", "backbone.")
 #: Prefix the RoboVLMs LightningModule puts on its model's keys.
 LIGHTNING_PREFIX = "model."
+#: Non-head tensors the team's models keep beside the head (RoboVLMs' learned action token).
+EXTRA_KEYS = ("action_token",)
 #: How many key names an error message lists per category before summarising.
 MAX_KEYS_IN_MESSAGE = 12
 
@@ -86,12 +98,18 @@ class Checkpoint:
     Attributes:
         path: the file read.
         format: ``"safetensors"``, ``"pth"``, ``"ckpt"`` or ``"state_dict"`` (a bare state dict).
-        state_dict: tensor name -> tensor (CPU), backbone keys removed, Lightning prefix stripped.
-        head_name: registry name of the head if the file says so (``None`` for most team files).
+        state_dict: the head's tensors (CPU, possibly memory-mapped): frozen-model and extra keys removed,
+            Lightning prefix stripped, key map applied.
+        head_name: registry name of the head if the file says so (the project's sidecar, or a ``model_config``
+            naming the class).
         head_config: the saved head config dict (``model_config`` for team files), or ``None``.
         backbone: backbone name the head was trained on, if recorded.
-        meta: free metadata (sidecar ``meta``; scalar fields such as ``epoch``, ``loss``, ``mae`` of team files).
-        dropped_keys: keys removed as belonging to a frozen backbone.
+        meta: free metadata (sidecar ``meta``; scalar fields such as ``epoch``, ``loss``, ``mae`` and ``args`` of
+            team files).
+        frozen: prefix (``"kosmos."``, ``"clip_model."``, ...) -> that frozen model's tensors, prefix stripped.
+        extra: non-head tensors kept beside the head (``action_token``).
+        keys: the file's top-level dict keys (``None`` for a bare state dict or safetensors).
+        config_source: where the config came from (``"sidecar"``, ``"model_config"``, ``"none"``).
     """
 
     path: Path
@@ -101,7 +119,32 @@ class Checkpoint:
     head_config: dict[str, Any] | None = None
     backbone: str | None = None
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-    dropped_keys: list[str] = dataclasses.field(default_factory=list)
+    frozen: dict[str, dict[str, torch.Tensor]] = dataclasses.field(default_factory=dict)
+    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    keys: list[str] | None = None
+    config_source: str = "none"
+
+    def frozen_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Role (:data:`policies.backbones.FROZEN_PREFIXES` values: ``kosmos2``, ``clip_image``, ...) -> tensors."""
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for prefix, state in self.frozen.items():
+            out.setdefault(FROZEN_PREFIXES[prefix], state)
+        return out
+
+    @property
+    def weights_id(self) -> str:
+        """Identifies this file's frozen weights for backbone caching (path, size, modification time)."""
+        stat = self.path.stat()
+        return f"{self.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    def detected_head(self) -> str | None:
+        """The team architecture the head tensors belong to (:func:`policies.heads.detect_head`)."""
+        from policies.heads import detect_head
+
+        if self.head_name:
+            return self.head_name
+        return detect_head(self.state_dict, has_model_config=self.config_source == "model_config",
+                           frozen_prefixes=tuple(self.frozen))
 
 
 #: Folder of the bundled checkpoints.
@@ -131,6 +174,9 @@ def _atomic_target(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the permissions a plain open() gives
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -139,7 +185,7 @@ def _atomic_target(path: Path) -> Iterator[Path]:
 
 
 def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, Any] | None = None, *,
-                    backbone: str | None = None) -> Path:
+                    backbone: str | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``head`` in the project's format: ``path`` (safetensors) + :func:`sidecar_path` (JSON), atomically.
 
     Each file is written to a temporary file in the same folder and moved into place with ``os.replace``
@@ -150,6 +196,8 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
         head: an :class:`policies.heads.ActionHead` (needs ``head_name`` and a dataclass ``config``).
         meta: free JSON-serialisable metadata (training data, epochs, metrics, ...).
         backbone: the backbone name the head's features come from (``"lite"``, ``"kosmos2"``, ...).
+        dtype: store floating-point tensors in this dtype (e.g. ``torch.float16`` halves the file; they are
+            cast back to the head's dtype on load); ``None`` = as they are.
 
     Returns:
         The weights path.
@@ -178,13 +226,16 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
         "window_size": cfg.get("window_size"),
         "chunk_size": cfg.get("chunk_size"),
         "output_activation": getattr(head, "output_activation", None),
+        "team_class": getattr(head, "team_class", None),
+        "stored_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
         "meta": dict(meta or {}),
     }
     try:
         sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True)
     except TypeError as exc:
         raise ValueError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+               .contiguous() for k, v in head.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic_target(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "head": name, "sidecar": sidecar_path(path).name})
@@ -197,9 +248,10 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
 
 
 def _safe_globals() -> list[Any]:
-    """Numpy scalar/dtype reconstructors, allow-listed for ``weights_only`` loads (team files store ``mae``
-    and ``loss`` as numpy scalars); still no arbitrary unpickling."""
-    out: list[Any] = []
+    """The allow-list of ``weights_only`` loads beyond tensors and plain containers: numpy scalar/dtype
+    reconstructors (team files store ``mae`` and ``loss`` as numpy scalars) and ``argparse.Namespace`` (the
+    "Simple LSTM" scripts store their ``args``). Nothing else is ever unpickled."""
+    out: list[Any] = [argparse.Namespace]
     with contextlib.suppress(Exception):
         import numpy as np
 
@@ -220,10 +272,17 @@ def _unpickler_detail(exc: BaseException) -> str:
     return text[:200]
 
 
-def _torch_load(path: Path) -> Any:
+def torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with :func:`_safe_globals`, memory-mapped when the file is a zip
+    archive (``torch.save``'s format since 1.6; older files are read whole).
+
+    Raises:
+        CheckpointFormatError: a refused object (naming it), or a corrupt or truncated file.
+    """
+    mmap = zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         detail = _unpickler_detail(exc)
         if "Unsupported global" in detail:
@@ -231,7 +290,7 @@ def _torch_load(path: Path) -> Any:
                 f"{path}: refused by torch.load(weights_only=True): it stores Python objects beyond tensors and "
                 f"plain containers, which are never unpickled here ({detail})") from exc
         raise CheckpointFormatError(f"{path}: corrupt or not a torch checkpoint ({detail})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
         raise CheckpointFormatError(f"{path}: corrupt or unreadable torch checkpoint "
                                     f"({type(exc).__name__}: {_unpickler_detail(exc)})") from exc
 
@@ -241,27 +300,80 @@ def _is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _scalar_meta(obj: Mapping[str, Any], skip: set[str]) -> dict[str, Any]:
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy of a metadata value (numbers, strings, lists, dicts; tensors and numpy scalars as
+    numbers), or ``None`` when it is something else."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else None
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, argparse.Namespace):
+        value = vars(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return None
+
+
+def _meta(obj: Mapping[str, Any], skip: set[str]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in obj.items():
-        if key in skip or not isinstance(key, str):
+        if key in skip or not isinstance(key, str) or key.endswith(("_state_dict", "_states")):
             continue
-        is_scalar_tensor = isinstance(value, torch.Tensor) and value.numel() == 1
-        if is_scalar_tensor or (hasattr(value, "item") and getattr(value, "shape", None) == ()):
-            value = value.item()
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            meta[key] = value
+        if isinstance(value, Mapping) and key not in ("args", "hyper_parameters"):
+            continue
+        plain = _plain(value)
+        if plain is not None:
+            meta[key] = plain
     return meta
 
 
-def _strip_backbone(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    kept, dropped = {}, []
+def load_key_map(path: str | Path) -> dict[str, str]:
+    """A ``--key-map`` file: a JSON object ``{"old prefix or name": "new prefix or name", ...}``.
+
+    Raises:
+        CheckpointFormatError: missing, unreadable, or not an object of strings.
+    """
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointFormatError(f"{path}: unreadable key map ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise CheckpointFormatError(f"{path}: a key map is a JSON object of strings {{\"old.prefix.\": \"new.prefix.\"}}")
+    return data
+
+
+def apply_key_map(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """Rename keys: each key starting with a map entry's old prefix (the longest that matches) gets the new one."""
+    if not key_map:
+        return dict(state)
+    olds = sorted(key_map, key=len, reverse=True)
+    out = {}
     for key, value in state.items():
-        if key.startswith(BACKBONE_KEY_PREFIXES):
-            dropped.append(key)
+        old = next((o for o in olds if key.startswith(o)), None)
+        out[key_map[old] + key[len(old):] if old is not None else key] = value
+    return out
+
+
+def _split(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]],
+                                                        dict[str, torch.Tensor]]:
+    """``(head, frozen prefix -> tensors, extra)``."""
+    head: dict[str, torch.Tensor] = {}
+    frozen: dict[str, dict[str, torch.Tensor]] = {}
+    extra: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        prefix = next((p for p in FROZEN_PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            frozen.setdefault(prefix, {})[key[len(prefix):]] = value
+        elif key in EXTRA_KEYS:
+            extra[key] = value
         else:
-            kept[key] = value
-    return kept, dropped
+            head[key] = value
+    return head, frozen, extra
 
 
 def _head_name_from_config(config: Mapping[str, Any] | None) -> str | None:
@@ -275,12 +387,12 @@ def _head_name_from_config(config: Mapping[str, Any] | None) -> str | None:
             if value in HEADS:
                 return value
             for name, cls in HEADS.items():
-                if value == cls.__name__:
+                if cls.team_class and value == cls.__name__:
                     return name
     return None
 
 
-def _load_safetensors(path: Path) -> Checkpoint:
+def _load_safetensors(path: Path, key_map: Mapping[str, str]) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -302,56 +414,64 @@ def _load_safetensors(path: Path) -> Checkpoint:
     if int(info.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointFormatError(f"{side}: format_version {info['format_version']} is newer than this code "
                                     f"({FORMAT_VERSION})")
-    state, dropped = _strip_backbone(state)
-    return Checkpoint(path=path, format="safetensors", state_dict=state, head_name=info.get("head"),
-                      head_config=info.get("head_config"), backbone=info.get("backbone"),
-                      meta=dict(info.get("meta") or {}), dropped_keys=dropped)
+    config = info.get("head_config")
+    if config is not None and not isinstance(config, dict):
+        raise CheckpointFormatError(f"{side}: head_config must be a JSON object, got {type(config).__name__}")
+    head, frozen, extra = _split(apply_key_map(state, key_map))
+    return Checkpoint(path=path, format="safetensors", state_dict=head, head_name=info.get("head"),
+                      head_config=config, backbone=info.get("backbone"), meta=dict(info.get("meta") or {}),
+                      frozen=frozen, extra=extra, config_source="sidecar")
 
 
-def _load_torch(path: Path) -> Checkpoint:
-    obj = _torch_load(path)
+def _load_torch(path: Path, key_map: Mapping[str, str]) -> Checkpoint:
+    obj = torch_load(path)
     config: dict[str, Any] | None = None
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        fmt, state = "pth", obj["model_state_dict"]
+    keys = sorted(map(str, obj)) if isinstance(obj, Mapping) else None
+    if isinstance(obj, Mapping) and ("model_state_dict" in obj or "state_dict" in obj):
+        state = obj.get("model_state_dict", obj.get("state_dict"))
+        fmt = "pth" if "model_state_dict" in obj else "ckpt"
+        if isinstance(state, Mapping) and state and all(isinstance(k, str) and k.startswith(LIGHTNING_PREFIX)
+                                                          for k in state):
+            state, fmt = {k[len(LIGHTNING_PREFIX):]: v for k, v in state.items()}, "ckpt"
         raw_config = obj.get("model_config", obj.get("config"))
         config = dict(raw_config) if isinstance(raw_config, Mapping) else None
-        meta = _scalar_meta(obj, {"model_state_dict", "model_config", "config"})
-    elif isinstance(obj, Mapping) and "state_dict" in obj:
-        fmt, state = "ckpt", obj["state_dict"]
-        if isinstance(state, Mapping) and any(isinstance(k, str) and k.startswith(LIGHTNING_PREFIX) for k in state):
-            state = {(k.removeprefix(LIGHTNING_PREFIX)): v for k, v in state.items()}
-        raw_config = obj.get("model_config")
-        config = dict(raw_config) if isinstance(raw_config, Mapping) else None
-        meta = _scalar_meta(obj, {"state_dict"})
+        meta = _meta(obj, {"model_state_dict", "state_dict", "model_config", "config"})
     elif _is_state_dict(obj):
-        fmt, state, meta = "state_dict", obj, {}
+        fmt, state, meta, keys = "state_dict", obj, {}, None
     else:
-        keys = sorted(map(str, obj.keys()))[:MAX_KEYS_IN_MESSAGE] if isinstance(obj, Mapping) else []
+        shown = keys[:MAX_KEYS_IN_MESSAGE] if keys else []
         raise CheckpointFormatError(
-            f"{path}: unsupported layout ({type(obj).__name__} with keys {keys}); expected a dict with "
+            f"{path}: unsupported layout ({type(obj).__name__} with keys {shown}); expected a dict with "
             "'model_state_dict' (.pth), 'state_dict' (Lightning .ckpt) or a bare state dict")
     if not _is_state_dict(state):
         raise CheckpointFormatError(f"{path}: the state dict is empty or holds non-tensor values")
-    state, dropped = _strip_backbone(state)
+    head, frozen, extra = _split(apply_key_map(state, key_map))
     backbone = config.get("backbone") if config and isinstance(config.get("backbone"), str) else None
-    return Checkpoint(path=path, format=fmt, state_dict=dict(state), head_name=_head_name_from_config(config),
-                      head_config=config, backbone=backbone, meta=meta, dropped_keys=dropped)
+    return Checkpoint(path=path, format=fmt, state_dict=head, head_name=_head_name_from_config(config),
+                      head_config=config, backbone=backbone, meta=meta, frozen=frozen, extra=extra, keys=keys,
+                      config_source="model_config" if config is not None else "none")
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, key_map: Mapping[str, str] | str | Path | None = None) -> Checkpoint:
     """Read a checkpoint in any supported format (chosen by suffix: ``.safetensors`` = project format,
     anything else = a ``torch.save`` file, ``.pth``/``.pt``/``.ckpt``/``.bin``).
 
+    Args:
+        key_map: renames applied to every key first (a dict or a :func:`load_key_map` file).
+
     Raises:
         CheckpointNotFoundError: the file or the sidecar of a ``.safetensors`` file is missing.
-        CheckpointFormatError: corrupt or unreadable file, or an unsupported layout (the message names the file).
+        CheckpointFormatError: corrupt or unreadable file, a refused pickled object, or an unsupported layout
+            (the message names the file).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    if isinstance(key_map, (str, Path)):
+        key_map = load_key_map(key_map)
     if path.suffix == ".safetensors":
-        return _load_safetensors(path)
-    return _load_torch(path)
+        return _load_safetensors(path, key_map or {})
+    return _load_torch(path, key_map or {})
 
 
 # ----------------------------------------------------------------------------------------- comparing
@@ -405,7 +525,7 @@ def load_into_head(head: torch.nn.Module, checkpoint: Checkpoint | str | Path) -
 
 
 __all__ = [
-    "BACKBONE_KEY_PREFIXES", "Checkpoint", "CheckpointError", "CheckpointFormatError", "CheckpointMismatchError",
-    "CheckpointNotFoundError", "compare_state_dicts", "default_checkpoint", "load_checkpoint", "load_into_head",
-    "save_checkpoint", "sidecar_path",
+    "Checkpoint", "CheckpointError", "CheckpointFormatError", "CheckpointMismatchError",
+    "CheckpointNotFoundError", "apply_key_map", "compare_state_dicts", "default_checkpoint", "load_checkpoint",
+    "load_into_head", "load_key_map", "save_checkpoint", "sidecar_path", "torch_load",
 ]

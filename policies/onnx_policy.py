@@ -3,7 +3,8 @@ loader with the team's fallback order TensorRT -> ONNX -> PyTorch.
 
 Artifact = ``DIR/model.onnx`` + JSON sidecar ``DIR/model.json`` (same stem). Two kinds:
 
-``"full"`` (lite backbone: EfficientNet-Lite0 image encoder + head in one graph, one run per prediction)
+``"full"`` (lite backbone, heads whose frame streams come from pixels alone (``image``, ``clip_image``):
+EfficientNet-Lite0 image encoder + head in one graph, one run per prediction)
     inputs  ``frames``  uint8  ``(B, K, H, W, 3)`` RGB, the ``K >= 1`` frames not encoded yet (``H = W = 224``);
             ``history`` float32 ``(B, P, vision_dim)``, features of earlier frames, oldest first, ``P >= 0``
             (``P = 0`` at an episode's first step);
@@ -14,12 +15,15 @@ Artifact = ``DIR/model.onnx`` + JSON sidecar ``DIR/model.json`` (same stem). Two
     ``E = min(window_size, head window)``: exactly :class:`policies.vla.FrameHistory`'s window (the episode's
     first frame repeated while the history is short), so image features are computed once per frame.
 
-``"head-only"`` (Kosmos-2 / tiny-kosmos2, whose HF processor cannot go into a graph: the backbone stays in
-PyTorch)
-    inputs ``vision`` float32 ``(B, E, vision_dim)`` (the padded window), ``text`` float32 ``(B, text_dim)``;
+``"head-only"`` (Kosmos-2 / tiny-kosmos2, whose HF processor cannot go into a graph, and lite heads reading the
+instruction-dependent ``multimodal`` stream: the backbone stays in PyTorch)
+    inputs ``vision`` float32 ``(B, E, vision_dim)`` (the padded window; for ``robovlms``, which sees only the
+    episode's own frames, ``(B, T, vision_dim)`` with ``1 <= T <= E``), ``text`` float32 ``(B, text_dim)``;
     output ``actions`` float32 ``(B, chunk_size, action_dim)``.
 
-Every batch dimension ``B`` is dynamic, and so are ``K`` and ``P``.
+``vision_dim`` / ``text_dim`` are the widths of the head's concatenated frame / instruction streams
+(``frame_streams`` / ``instruction_streams`` in the sidecar). Every batch dimension ``B`` is dynamic, and so are
+``K`` and ``P``.
 
 **Text features stay in PyTorch (decision).** The instruction is encoded by the artifact's backbone
 (MiniLM for ``lite``) once per distinct instruction and cached, at :meth:`OnnxPolicy.reset`: it costs nothing
@@ -127,6 +131,8 @@ class ArtifactSpec:
         effective_window: frames the head reads, ``min(window_size, head window)`` (``E``).
         chunk_size, action_dim, vision_dim, text_dim: head / backbone sizes.
         image_size: ``(H, W)`` of ``frames`` (full kind), else ``None``.
+        frame_streams, instruction_streams: the backbone streams behind ``vision_dim`` / ``text_dim``.
+        pad_history: the window is padded to ``E`` frames (False: the episode's frames only, ``robovlms``).
         execution, ensemble_k, postprocess: the source policy's execution defaults
             (``postprocess``: the :class:`~policies.vla.PostProcessing` fields).
         sha256: checksum of the model file written at export (``None``: not recorded).
@@ -144,6 +150,9 @@ class ArtifactSpec:
     vision_dim: int
     text_dim: int
     image_size: tuple[int, int] | None
+    frame_streams: tuple[str, ...]
+    instruction_streams: tuple[str, ...]
+    pad_history: bool
     execution: str
     ensemble_k: float
     postprocess: dict[str, Any]
@@ -152,7 +161,10 @@ class ArtifactSpec:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return FULL_INPUTS if self.kind == KIND_FULL else HEAD_INPUTS
+        """Graph inputs; ``text`` is absent for heads that read no instruction feature (the exporter drops an
+        unused zero-width input)."""
+        names = FULL_INPUTS if self.kind == KIND_FULL else HEAD_INPUTS
+        return tuple(n for n in names if n != "text" or self.text_dim > 0)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -184,6 +196,9 @@ class ArtifactSpec:
                 action_dim=int(info["action_dim"]), vision_dim=int(info["vision_dim"]),
                 text_dim=int(info["text_dim"]),
                 image_size=(int(size[0]), int(size[1])) if size else None,
+                frame_streams=tuple(info.get("frame_streams") or ("image",)),
+                instruction_streams=tuple(info.get("instruction_streams", ("text",))),
+                pad_history=bool(info.get("pad_history", True)),
                 execution=str(info.get("execution", "first")), ensemble_k=float(info.get("ensemble_k", 0.01)),
                 postprocess=dict(info.get("postprocess") or {}), sha256=info.get("sha256"), raw=dict(info))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -218,9 +233,12 @@ def expected_io(spec: ArtifactSpec) -> dict[str, tuple[str, tuple[int | None, ..
     actions = ("float32", (None, spec.chunk_size, spec.action_dim))
     if spec.kind == KIND_FULL:
         h, w = spec.image_size or (None, None)
-        return {"frames": ("uint8", (None, None, h, w, 3)), "history": ("float32", (None, None, dv)),
-                "text": ("float32", (None, dt)), "actions": actions, "features": ("float32", (None, None, dv))}
-    return {"vision": ("float32", (None, e, dv)), "text": ("float32", (None, dt)), "actions": actions}
+        io = {"frames": ("uint8", (None, None, h, w, 3)), "history": ("float32", (None, None, dv)),
+              "text": ("float32", (None, dt)), "actions": actions, "features": ("float32", (None, None, dv))}
+    else:
+        io = {"vision": ("float32", (None, e if spec.pad_history else None, dv)), "text": ("float32", (None, dt)),
+              "actions": actions}
+    return {k: v for k, v in io.items() if k in spec.input_names or k in spec.output_names}
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
@@ -365,8 +383,8 @@ class OnnxPolicy(Policy):
         providers: onnxruntime execution providers (default CPU).
         runner: an object with ``run(feeds) -> {name: array}`` to use instead of onnxruntime (TensorRT).
         check_sha256: verify the model file against the sidecar's checksum.
-        text_backbone: a built backbone for the text (and head-only image) features; default
-            ``make_backbone(spec.backbone, backbone_path)``.
+        text_backbone: a built backbone for the text (and head-only frame) features; default: the source
+            policy's (:func:`build_source_policy`, which rebuilds e.g. the RoboVLMs backbone from its checkpoint).
 
     Attributes:
         spec: the :class:`ArtifactSpec`.
@@ -411,13 +429,12 @@ class OnnxPolicy(Policy):
         check_runner_matches(self.runner, spec, str(self.path))
         self.runtime = getattr(self.runner, "runtime", "onnx")
         if text_backbone is None:
-            from policies.backbones import make_backbone
-
-            text_backbone = make_backbone(spec.backbone, backbone_path)
-        if (text_backbone.vision_dim, text_backbone.text_dim) != (spec.vision_dim, spec.text_dim):
+            text_backbone = build_source_policy(spec, backbone_path=backbone_path).backbone
+        got = (text_backbone.width(spec.frame_streams), text_backbone.width(spec.instruction_streams))
+        if got != (spec.vision_dim, spec.text_dim):
             raise ArtifactMismatchError(
                 f"{self.path}: exported for features ({spec.vision_dim}, {spec.text_dim}) but backbone "
-                f"{text_backbone.name} gives ({text_backbone.vision_dim}, {text_backbone.text_dim})")
+                f"{text_backbone.name} gives {got}")
         self.backbone = text_backbone
         self.execution = execution
         pp = dict(spec.postprocess)
@@ -431,7 +448,7 @@ class OnnxPolicy(Policy):
         self.window = spec.effective_window
         # head-only: VLAPolicy's own history with the PyTorch backbone; full: frames wait as pixels, features
         # come back from the graph (the graph pads with the episode's first frame like FrameHistory does)
-        self.history = FrameHistory(spec.window_size) if spec.kind == KIND_HEAD_ONLY else None
+        self.history = FrameHistory(spec.window_size, pad=spec.pad_history) if spec.kind == KIND_HEAD_ONLY else None
         self._pending: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
         self._features: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
         self._text: np.ndarray | None = None
@@ -464,7 +481,8 @@ class OnnxPolicy(Policy):
 
     def _text_features(self, instruction: str) -> np.ndarray:
         if self._text is None or self._text_for != instruction:
-            self._text = self.backbone.encode_text([instruction]).numpy().astype(np.float32)  # (1, text_dim)
+            self._text = self.backbone.encode_instruction([instruction], self.spec.instruction_streams).numpy().astype(
+                np.float32)  # (1, text_dim)
             self._text_for = instruction
         return self._text
 
@@ -491,9 +509,11 @@ class OnnxPolicy(Policy):
         else:
             import torch
 
-            window, _ = self.history.window(self.backbone)
+            window, _ = self.history.window(
+                lambda images: self.backbone.encode_frames(images, self.spec.frame_streams, instruction))
             vision = window[-self.window:].unsqueeze(0).to(torch.float32).numpy()
             feeds = {"vision": vision, "text": text}
+        feeds = {k: v for k, v in feeds.items() if k in self.spec.input_names}
         start = time.perf_counter()
         out = self.runner.run(feeds)
         self.runtime_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
@@ -566,11 +586,13 @@ def build_source_policy(spec: ArtifactSpec, **kwargs: Any) -> Policy:
     Raises:
         CheckpointError: the source checkpoint is gone or no longer fits.
     """
+    from policies.heads import config_from_dict, head_class
     from policies.vla import build_vla_policy
 
     src = spec.raw.get("source") or {}
     pp = spec.postprocess
     args: dict[str, Any] = {
+        "clip_path": src.get("clip_path"), "key_map": src.get("key_map"), "config": src.get("config"),
         "backbone": spec.backbone, "execution": spec.execution, "window_size": spec.window_size,
         "action_dim": spec.action_dim, "ensemble_k": spec.ensemble_k,
         "denormalize": pp.get("denormalize", True), "clip": pp.get("clip", True),
@@ -581,8 +603,12 @@ def build_source_policy(spec: ArtifactSpec, **kwargs: Any) -> Policy:
     else:
         args["seed"] = int(src.get("seed", 0))
         cfg = dict(spec.raw.get("head_config") or {})
-        args["head_overrides"] = {k: v for k, v in cfg.items() if k not in ("vision_dim", "text_dim", "action_dim")}
-    args.update(kwargs)
+        widths = {field for _, field in (*head_class(spec.head).frame_inputs(config_from_dict(spec.head, cfg)),
+                                         *head_class(spec.head).instruction_inputs(config_from_dict(spec.head, cfg)))}
+        args["head_overrides"] = {k: v for k, v in cfg.items() if k not in widths | {"action_dim"}}
+    if spec.head != "robovlms":
+        args.pop("config")
+    args.update({k: v for k, v in kwargs.items() if v is not None})
     return build_vla_policy(spec.head, **args)
 
 

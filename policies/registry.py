@@ -16,12 +16,17 @@ _REGISTRY: dict[str, str] = {
     "expert": "policies.expert:ExpertPolicy",
     "replay": "policies.replay:ReplayPolicy",
     "random": "policies.random_policy:RandomPolicy",
+    # the team's architectures (policies.heads), then our reconstructions, then the ensemble
     "case1": "policies.vla:case1",
+    "case1-v1": "policies.vla:case1_v1",
     "case2": "policies.vla:case2",
     "case3": "policies.vla:case3",
-    "case4": "policies.vla:case4",
-    "lstm": "policies.vla:lstm",
     "hybrid": "policies.vla:hybrid",
+    "pure-kosmos2": "policies.vla:pure_kosmos2",
+    "robovlms": "policies.vla:robovlms",
+    "case4-recon": "policies.vla:case4_recon",
+    "lstm-recon": "policies.vla:lstm_recon",
+    "clip-lstm-recon": "policies.vla:clip_lstm_recon",
     "ensemble": "policies.vla:ensemble",
     "remote": "policies.remote:RemotePolicy",
     "sb3": "policies.sb3_policy:SB3Policy",
@@ -49,6 +54,11 @@ def register(name: str, target: str, *, overwrite: bool = False) -> None:
 def names() -> list[str]:
     """Registered policy names, sorted."""
     return sorted(_REGISTRY)
+
+
+def vla_names() -> list[str]:
+    """Registered names built by :mod:`policies.vla` (the heads and the ensemble), in registry order."""
+    return [name for name, target in _REGISTRY.items() if target.startswith("policies.vla:")]
 
 
 def _resolve(target: str) -> Any:

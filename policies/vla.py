@@ -3,10 +3,12 @@
 One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an action head
 (:mod:`policies.heads`) + the deployed server's execution and post-processing:
 
-1. **History.** Each step's RGB frame joins a window of the last ``window_size`` frames (default 8); at the
-   start of an episode the window is padded by repeating the episode's first frame. Frames are encoded
-   once (features are kept, not pixels) and only when a prediction needs them.
-2. **Text.** The instruction is encoded once per distinct string and cached.
+1. **History.** Each step's RGB frame joins a window of the last ``window_size`` frames (default 8), encoded
+   into the feature streams the head reads (``head.frame_streams``); at the start of an episode the window is
+   padded by repeating the episode's first frame, except for heads that see only the episode's own frames
+   (``robovlms``, ``pad_history = False``). Frames are encoded once (features are kept, not pixels) and only
+   when a prediction needs them.
+2. **Text.** The instruction's streams (``head.instruction_streams``) are encoded once per distinct string.
 3. **Action chunk execution** (``execution``):
 
    - ``"first"``: receding horizon: predict every step, execute the chunk's first action (the deployed
@@ -27,7 +29,8 @@ used by the VLA heads (the robot's models never saw odometry). Actions: float32 
 (padded with ``angular_z = 0`` by the base class) or ``[linear_x, linear_y, angular_z]`` with
 ``action_dim=3``, in label units (+-1.15).
 
-Factories :func:`case1` ... :func:`hybrid`, :func:`ensemble` are what :mod:`policies.registry` points to.
+:func:`build_vla_policy` assembles one from a head name and a checkpoint in any supported format; the factories
+below (one per head, :func:`ensemble`) are what :mod:`policies.registry` points to.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 import torch
 
 from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
-from policies.backbones import Backbone, make_backbone
+from policies.backbones import Backbone, MissingStreamError, make_backbone, stream_widths
 from policies.backbones.base import as_uint8_nhwc
 from policies.base import Policy
 from policies.checkpoints import (
@@ -54,7 +57,7 @@ from policies.checkpoints import (
     load_checkpoint,
     load_into_head,
 )
-from policies.heads import ActionHead, config_from_dict, head_class
+from policies.heads import CONFIG_ALIASES, ActionHead, config_fields, config_from_dict, head_class
 
 #: Accepted values of ``execution``.
 EXECUTION_MODES = ("first", "all", "ensemble")
@@ -108,12 +111,18 @@ class FrameHistory:
 
     Frames are pushed as pixels (kept pending) or as ready features; :meth:`window` encodes whatever is
     pending in one batch, so ``execution="all"`` only runs the backbone when it predicts.
+
+    Args:
+        window_size: frames kept.
+        pad: fill a window shorter than ``window_size`` by repeating the episode's first frame (else the window
+            holds only the frames seen so far).
     """
 
-    def __init__(self, window_size: int) -> None:
+    def __init__(self, window_size: int, pad: bool = True) -> None:
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.window_size = int(window_size)
+        self.pad = bool(pad)
         self._features: collections.deque[torch.Tensor] = collections.deque(maxlen=self.window_size)
         self._pending: collections.deque[np.ndarray] = collections.deque(maxlen=self.window_size)
         self._first: torch.Tensor | None = None
@@ -129,7 +138,7 @@ class FrameHistory:
         self._pending.append(as_uint8_nhwc(image)[0].copy())
 
     def push_feature(self, feature: torch.Tensor) -> None:
-        """Append one already-encoded frame, float ``(vision_dim,)`` (only when nothing is pending)."""
+        """Append one already-encoded frame, float ``(frame_dim,)`` (only when nothing is pending)."""
         if self._pending:
             raise RuntimeError("push_feature with frames still pending: encode them first")
         self._append(feature.reshape(-1))
@@ -144,10 +153,9 @@ class FrameHistory:
         """Frames queued but not encoded yet."""
         return len(self._pending)
 
-    def window(self, backbone: Backbone) -> tuple[torch.Tensor, float]:
-        """Encode pending frames and return ``(features (window_size, vision_dim), backbone_ms)``.
-
-        Missing history at the start of an episode is filled by repeating the episode's first frame.
+    def window(self, encode: Callable[[np.ndarray], torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """Encode pending frames with ``encode`` (uint8 ``(N, H, W, 3)`` -> ``(N, frame_dim)``) and return
+        ``(features (T, frame_dim), encode_ms)``, ``T = window_size`` when padding, else the frames seen so far.
 
         Raises:
             RuntimeError: no frame was pushed yet.
@@ -155,7 +163,7 @@ class FrameHistory:
         ms = 0.0
         if self._pending:
             start = time.perf_counter()
-            feats = backbone.encode_images(np.stack(self._pending))
+            feats = encode(np.stack(self._pending))
             ms = (time.perf_counter() - start) * 1e3
             self._pending.clear()
             for f in feats:
@@ -163,7 +171,7 @@ class FrameHistory:
         if not self._features or self._first is None:
             raise RuntimeError("no frame in the history: push a frame before predicting")
         frames = list(self._features)
-        if len(frames) < self.window_size:
+        if self.pad and len(frames) < self.window_size:
             frames = [self._first] * (self.window_size - len(frames)) + frames
         return torch.stack(frames), ms
 
@@ -242,22 +250,24 @@ class VLAPolicy(Policy):
     """A frozen backbone + an action head, executed like the robot's deployment.
 
     Args:
-        head: the action head (its ``config.vision_dim``/``text_dim`` must match the backbone).
+        head: the action head (the backbone must offer its streams at its widths).
         backbone: a frozen :class:`~policies.backbones.Backbone`.
         execution: ``"first"``, ``"all"`` or ``"ensemble"`` (see the module docstring).
         window_size: frames kept in the history (the head reads its own ``window_size`` newest of them).
         postprocess: :class:`PostProcessing` (default: all four steps on).
         ensemble_k: temporal-ensembling constant for ``execution="ensemble"``.
-        device: where the head runs (the backbone has its own device).
+        device: where the head runs (the backbone has its own device); the head stays float32.
 
     Attributes:
         backbone_latencies_ms: per step, milliseconds spent encoding frames (0 when nothing was encoded).
         head_latencies_ms: per step, milliseconds in the head's forward pass (0 on steps without a prediction).
         num_predictions: head calls this episode.
         last_chunk: the latest predicted chunk, float32 ``(chunk_size, action_dim)``, normalised units.
+        checkpoint: the :class:`~policies.checkpoints.Checkpoint` the head was loaded from, or ``None``.
 
     Raises:
-        ValueError: unknown ``execution``, ``window_size < 1``, or head/backbone feature widths that differ.
+        ValueError: unknown ``execution``, ``window_size < 1``, or a backbone whose stream widths differ from the
+            head's. MissingStreamError: the backbone lacks a stream the head reads.
     """
 
     def __init__(self, head: ActionHead, backbone: Backbone, *, execution: str = "first", window_size: int = 8,
@@ -266,18 +276,19 @@ class VLAPolicy(Policy):
         super().__init__()
         if execution not in EXECUTION_MODES:
             raise ValueError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
-        cfg = head.config
-        if (cfg.vision_dim, cfg.text_dim) != (backbone.vision_dim, backbone.text_dim):
+        self.frame_streams, self.instruction_streams = head.frame_streams, head.instruction_streams
+        got = (backbone.width(self.frame_streams), backbone.width(self.instruction_streams))
+        if got != (head.frame_dim, head.instruction_dim):
             raise ValueError(
-                f"head {head.head_name} was built for features ({cfg.vision_dim}, {cfg.text_dim}) but backbone "
-                f"{backbone.name} gives ({backbone.vision_dim}, {backbone.text_dim})")
+                f"head {head.head_name} was built for features ({head.frame_dim}, {head.instruction_dim}) of streams "
+                f"{self.frame_streams} / {self.instruction_streams} but backbone {backbone.name} gives {got}")
         self.device = torch.device(device)
-        self.head = head.to(self.device).eval().requires_grad_(False)
+        self.head = head.to(self.device).float().eval().requires_grad_(False)
         self.backbone = backbone
         self.execution = execution
         self.window_size = int(window_size)
         self.postprocess = postprocess or PostProcessing()
-        self.history = FrameHistory(self.window_size)
+        self.history = FrameHistory(self.window_size, pad=getattr(head, "pad_history", True))
         self.chunks = ChunkExecutor(self.head.chunk_size, ensemble_k)
         self.checkpoint: Checkpoint | None = None
         self._text: dict[str, torch.Tensor] = {}
@@ -308,21 +319,25 @@ class VLAPolicy(Policy):
         self.last_chunk = None
         self._text_features(instruction)
 
+    def encode_frames(self, images: Any, instruction: str) -> torch.Tensor:
+        """This policy's per-frame features of uint8 ``(N, H, W, 3)`` frames: float32 ``(N, frame_dim)``."""
+        return self.backbone.encode_frames(images, self.frame_streams, instruction)
+
     def _text_features(self, instruction: str) -> torch.Tensor:
         feat = self._text.get(instruction)
         if feat is None:
-            feat = self.backbone.encode_text([instruction]).to(self.device)
+            feat = self.backbone.encode_instruction([instruction], self.instruction_streams).to(self.device)
             self._text[instruction] = feat
         return feat
 
     def _predict_chunk(self, instruction: str) -> np.ndarray:
         """Run the head on the current window: float32 ``(chunk_size, action_dim)`` normalised actions."""
-        frames, ms = self.history.window(self.backbone)
+        frames, ms = self.history.window(lambda images: self.encode_frames(images, instruction))
         self.backbone_latencies_ms[-1] += ms
         text = self._text_features(instruction)
         start = time.perf_counter()
         with torch.inference_mode():
-            chunk = self.head(frames.unsqueeze(0).to(self.device), text)[0]
+            chunk = self.head(frames.unsqueeze(0).to(self.device, torch.float32), text.float())[0]
         chunk_np = chunk.float().cpu().numpy().astype(np.float32)
         self.head_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
         self.num_predictions += 1
@@ -335,7 +350,7 @@ class VLAPolicy(Policy):
 
         Args:
             observation: the environment observation (``image`` is read unless ``frame_feature`` is given).
-            frame_feature: this step's frame already encoded by the same backbone, ``(vision_dim,)``.
+            frame_feature: this step's frame already encoded into this policy's streams, ``(frame_dim,)``.
 
         Returns:
             float32 ``(action_dim,)``.
@@ -365,7 +380,7 @@ class EnsemblePolicy(Policy):
 
     Each step both policies advance (each with its own history and execution mode) and return normalised
     actions ``a1``, ``a2``; the ensemble returns ``post(weight * a1 + (1 - weight) * a2)``. When both share
-    one backbone object, the frame is encoded once.
+    one backbone object and read the same streams, the frame is encoded once.
 
     Raises:
         ValueError: ``weight`` outside [0, 1] or policies with different ``action_dim``.
@@ -394,10 +409,12 @@ class EnsemblePolicy(Policy):
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
         feature = None
-        shared = self.first.backbone is self.second.backbone
-        if shared and self.first.execution != "all" and self.second.execution != "all":
+        shared = (self.first.backbone is self.second.backbone and self.first.frame_streams == self.second.frame_streams
+                  and self.first.execution != "all" and self.second.execution != "all")
+        if shared:
             start = time.perf_counter()
-            feature = self.first.backbone.encode_images(observation["image"])[0]
+            instruction = str(observation.get("instruction", self.instruction) or self.instruction)
+            feature = self.first.encode_frames(observation["image"], instruction)[0]
             ms = (time.perf_counter() - start) * 1e3
         a1 = self.first.predict_normalized(observation, feature)
         a2 = self.second.predict_normalized(observation, feature)
@@ -415,56 +432,105 @@ class EnsemblePolicy(Policy):
 
 # ----------------------------------------------------------------------------------------- factories
 
+#: Heads that read one frame and share a parameter tree, so one's checkpoint fits the other.
+SAME_TREE = ({"case1", "case3"},)
 
-def _resolve_head_config(head_name: str, backbone: Backbone, ckpt: Checkpoint | None, action_dim: int | None,
-                         overrides: Mapping[str, Any]) -> Any:
+
+def resolve_backbone(backbone: str, head: str, ckpt: Checkpoint | None) -> str:
+    """The backbone name for ``backbone="auto"``: the one a project checkpoint records; ``kosmos2`` for a team
+    checkpoint (its heads read Kosmos-2 features), for one carrying frozen Kosmos-2 weights and for ``robovlms``;
+    else ``lite`` (the bundled weights)."""
+    if backbone != "auto":
+        return backbone
+    if ckpt is not None and ckpt.backbone:
+        return ckpt.backbone
+    if head == "robovlms" or (ckpt is not None and (ckpt.format != "safetensors" or "kosmos2" in ckpt.frozen_weights())):
+        return "kosmos2"
+    return "lite"
+
+
+def _check_head_name(head: str, ckpt: Checkpoint) -> None:
+    found = ckpt.detected_head()
+    if found is None or found == head or any({found, head} <= tree for tree in SAME_TREE):
+        return
+    from policies.heads import provenance
+
+    raise CheckpointMismatchError(f"{ckpt.path}: holds a {found!r} head ({provenance(found)}), not {head!r}; "
+                                  f"use --policy {found}")
+
+
+def head_config_values(head: str, ckpt: Checkpoint | None, widths: Mapping[str, int],
+                       fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Config values of head ``head``: the backbone's stream widths, then the checkpoint's config (sidecar or
+    ``model_config``), then ``fixed`` (e.g. a RoboVLMs config's sizes), completed with what the checkpoint's
+    tensor shapes imply (:meth:`~policies.heads.base.ActionHead.config_from_state_dict`)."""
+    cls = head_class(head)
     values: dict[str, Any] = {}
+    provisional = config_from_dict(head, {CONFIG_ALIASES.get(k, k): v for k, v in
+                                          ((ckpt.head_config or {}) if ckpt else {}).items()
+                                          if CONFIG_ALIASES.get(k, k) in config_fields(head)})
+    for stream, field in (*cls.frame_inputs(provisional), *cls.instruction_inputs(provisional)):
+        if stream in widths:
+            values[field] = widths[stream]
     if ckpt is not None and ckpt.head_config:
-        values.update(ckpt.head_config)
-        for key, want in (("vision_dim", backbone.vision_dim), ("text_dim", backbone.text_dim),
-                          ("language_dim", backbone.text_dim)):
-            if key in values and int(values[key]) != want:
-                raise CheckpointMismatchError(
-                    f"{ckpt.path}: head was trained on {key}={values[key]} features but backbone "
-                    f"{backbone.name!r} gives {want}; use the backbone it was trained with"
-                    + (f" ({ckpt.backbone!r})" if ckpt.backbone else ""))
-        saved_dim = values.get("action_dim")
-        if action_dim is not None and saved_dim is not None and int(saved_dim) != int(action_dim):
+        values.update({CONFIG_ALIASES.get(k, k): v for k, v in ckpt.head_config.items()})
+    values.update(fixed)
+    if ckpt is not None:
+        values = cls.config_from_state_dict(ckpt.state_dict, values)
+    return values
+
+
+def _check_widths(model: ActionHead, widths: Mapping[str, int], backbone: str, ckpt: Checkpoint | None,
+                  missing_hint: Callable[[list[str]], str]) -> None:
+    cfg = model.config
+    inputs = (*model.frame_inputs(cfg), *model.instruction_inputs(cfg))
+    missing = [stream for stream, _ in inputs if stream not in widths]
+    if missing:
+        raise MissingStreamError(missing_hint(missing))
+    for stream, field in inputs:
+        if int(getattr(cfg, field)) != widths[stream]:
+            where = f"{ckpt.path}: " if ckpt is not None else ""
+            trained = f" ({ckpt.backbone!r})" if ckpt is not None and ckpt.backbone else ""
             raise CheckpointMismatchError(
-                f"{ckpt.path}: checkpoint predicts action_dim={saved_dim}, but action_dim={action_dim} was requested")
-    values.update({"vision_dim": backbone.vision_dim, "text_dim": backbone.text_dim})
-    values.pop("language_dim", None)
-    if action_dim is not None:
-        values["action_dim"] = int(action_dim)
-    values.setdefault("action_dim", 2)
-    fields = {f.name for f in dataclasses.fields(head_class(head_name).config_class)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"head_overrides: {head_name} config has no field(s) {unknown}; fields: {sorted(fields)}")
-    values.update(overrides)
-    return config_from_dict(head_name, values)  # a team config's extra fields are ignored
+                f"{where}head {model.head_name} reads {stream} features of width {getattr(cfg, field)} ({field}) but "
+                f"backbone {backbone!r} gives {widths[stream]}; use the backbone it was trained with{trained}")
 
 
-def build_vla_policy(head: str, *, backbone: str | Backbone = "lite", backbone_path: str | Path | None = None,
-                     checkpoint: str | Path | None = None, path: str | Path | None = None, device: str = "cpu",
-                     execution: str = "first", window_size: int = 8, action_dim: int | None = None,
+def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_path: str | Path | None = None,
+                     clip_path: str | Path | None = None, checkpoint: str | Path | None = None,
+                     path: str | Path | None = None, key_map: str | Path | Mapping[str, str] | None = None,
+                     config: str | Path | Mapping[str, Any] | None = None, device: str = "cpu",
+                     execution: str = "first", window_size: int | None = None, action_dim: int | None = None,
                      seed: int = DEFAULT_SEED, ensemble_k: float = DEFAULT_ENSEMBLE_K, denormalize: bool = True,
                      clip: bool = True, dead_zone: bool = True, zero_first_step: bool = True,
-                     head_overrides: Mapping[str, Any] | None = None, num_threads: int | None = None) -> VLAPolicy:
-    """Build a :class:`VLAPolicy` for head ``head`` (``"case1"`` ... ``"hybrid"``).
+                     head_overrides: Mapping[str, Any] | None = None, num_threads: int | None = None,
+                     use_bundled: bool = True) -> VLAPolicy:
+    """Build a :class:`VLAPolicy` for head ``head`` (a :data:`policies.heads.HEADS` name).
+
+    The order matters for big team files: the checkpoint is memory-mapped, the head is built and loaded strictly,
+    and its input widths are checked against the backbone's (from configs and shapes alone) **before** the
+    backbone is built.
 
     Args:
         head: head registry name.
-        backbone: ``"lite"`` (default), ``"kosmos2"``, ``"tiny-kosmos2"``, or a built :class:`Backbone`.
-        backbone_path: ``kosmos2``: local folder or hub id; ``lite``: EfficientNet-Lite0 ``.pth``.
-        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``). ``None`` =
-            the bundled weights (:func:`policies.checkpoints.default_checkpoint`) unless ``head_overrides`` asks
-            for another architecture; otherwise a randomly initialised head seeded with ``seed`` (the global
-            torch RNG is left untouched).
+        backbone: ``"auto"`` (default: :func:`resolve_backbone`), ``"lite"``, ``"kosmos2"``, ``"tiny-kosmos2"``, or a
+            built :class:`Backbone`.
+        backbone_path: ``kosmos2``: local folder or cached hub id (the processor's source when the checkpoint
+            carries the Kosmos-2 weights); ``lite``: EfficientNet-Lite0 ``.pth``.
+        clip_path: CLIP weights for the ``clip_*`` streams when the checkpoint carries none (open_clip file or
+            ``save_pretrained`` folder).
+        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``). ``None`` = the
+            bundled weights (:func:`policies.checkpoints.default_checkpoint`) on the ``lite`` backbone unless
+            ``head_overrides`` asks for another architecture; otherwise a randomly initialised head seeded with
+            ``seed`` (the global torch RNG is left untouched).
         path: alias of ``checkpoint`` (the registry passes ``"case1:FILE"`` as ``path=FILE``).
-        device: torch device for backbone and head.
+        key_map: key renames for a layout this project does not know (dict or JSON file,
+            :func:`policies.checkpoints.load_key_map`).
+        config: ``robovlms`` only: the team's RoboVLMs config JSON (path or dict) as their server gets it
+            (``VLA_CONFIG_PATH``); default: the values of ``mobile_vla_left_chunk10_20251218.json``.
+        device: torch device for backbone and head (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
         execution: ``"first"``, ``"all"`` or ``"ensemble"``.
-        window_size: history length in frames.
+        window_size: history length in frames (default 8, or the RoboVLMs config's).
         action_dim: 2 (``linear_x, linear_y``) or 3 (the z-axis-weight-0.05 variant); ``None`` = the
             checkpoint's, else 2.
         seed: torch seed of a randomly initialised head.
@@ -473,76 +539,175 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "lite", backbone_p
         head_overrides: extra head config fields (e.g. ``{"chunk_size": 4}``) for a fresh head.
         num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide!). On a busy 2-core
             machine (physics + other workers) ``1`` is often several times faster than torch's default.
+        use_bundled: without ``checkpoint``, load the bundled weights (False: a fresh head, e.g. for training).
 
     Raises:
         UnknownHeadError / UnknownBackboneError: bad names.
         CheckpointError: unreadable or mismatching checkpoint (keys, shapes, head name, backbone, widths).
-        TypeError: both ``checkpoint`` and ``path`` given.
+        MissingStreamError: the backbone cannot give a stream the head reads (the message says what to pass).
+        RoboVLMsConfigError: an unusable RoboVLMs config.
+        Kosmos2LoadError / ClipWeightsError / FileNotFoundError: the backbone's weights or processor are missing.
+        TypeError: both ``checkpoint`` and ``path`` given, or ``config`` for another head than ``robovlms``.
     """
+    from policies.backbones.robovlms import RoboVLMsSettings
+
     if checkpoint is not None and path is not None:
         raise TypeError("give either checkpoint= or path=, not both")
     checkpoint = checkpoint if checkpoint is not None else path
-    head_class(head)  # fail fast on an unknown head name
+    cls = head_class(head)  # fail fast on an unknown head name
+    if config is not None and head != "robovlms":
+        raise TypeError(f"config= is the RoboVLMs config JSON of the robovlms policy, not of {head}")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
-    bb = backbone if isinstance(backbone, Backbone) else make_backbone(backbone, backbone_path, device)
-    if checkpoint is None and not head_overrides:  # overrides describe a fresh head, not the bundled one
-        checkpoint = default_checkpoint(head, bb.name)
-    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+    overrides = dict(head_overrides or {})
+    unknown = sorted(set(overrides) - config_fields(head))
+    if unknown:
+        raise ValueError(f"head_overrides: {head} config has no field(s) {unknown}; fields: {sorted(config_fields(head))}")
+    built = backbone if isinstance(backbone, Backbone) else None
+    if checkpoint is None and use_bundled and not overrides and built is None and backbone in ("auto", "lite"):
+        checkpoint = default_checkpoint(head, "lite")  # bundled weights describe the lite backbone
+    ckpt = load_checkpoint(checkpoint, key_map) if checkpoint is not None else None
     if ckpt is not None:
-        if ckpt.head_name is not None and ckpt.head_name != head:
-            raise CheckpointMismatchError(f"{ckpt.path}: holds a {ckpt.head_name!r} head, not {head!r}")
-        if ckpt.backbone is not None and ckpt.backbone != bb.name:
+        _check_head_name(head, ckpt)
+    bb_name = built.name if built is not None else resolve_backbone(str(backbone), head, ckpt)
+    if ckpt is not None and ckpt.backbone is not None and ckpt.backbone != bb_name:
+        raise CheckpointMismatchError(f"{ckpt.path}: head was trained on backbone {ckpt.backbone!r}, not {bb_name!r}")
+    weights = ckpt.frozen_weights() if ckpt is not None else {}
+    widths = built.stream_dims() if built is not None else stream_widths(bb_name, backbone_path, weights=weights,
+                                                                        clip_path=clip_path)
+    settings = None
+    fixed: dict[str, Any] = {}
+    if head == "robovlms":
+        hparams = (ckpt.meta.get("hyper_parameters") or {}) if ckpt is not None else {}
+        team_config = config if config is not None else hparams.get("configs", hparams) or None
+        settings = RoboVLMsSettings.from_config(team_config) if team_config and (
+            not isinstance(team_config, Mapping) or "act_head" in team_config) else RoboVLMsSettings()
+        fixed = settings.head_config()
+    values = head_config_values(head, ckpt, widths, fixed)
+    if action_dim is not None:
+        saved = values.get("action_dim")
+        if ckpt is not None and saved is not None and int(saved) != int(action_dim):
             raise CheckpointMismatchError(
-                f"{ckpt.path}: head was trained on backbone {ckpt.backbone!r}, not {bb.name!r}")
-    config = _resolve_head_config(head, bb, ckpt, action_dim, head_overrides or {})
+                f"{ckpt.path}: checkpoint predicts action_dim={saved}, but action_dim={action_dim} was requested")
+        values["action_dim"] = int(action_dim)
+    values.update(overrides)
+    head_config = config_from_dict(head, values)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = head_class(head)(config)
+        model = cls(head_config)
     if ckpt is not None:
         load_into_head(model, ckpt)
-    post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step)
-    policy = VLAPolicy(model, bb, execution=execution, window_size=window_size, postprocess=post,
+    hint_bb = built if built is not None else None
+
+    def missing_hint(streams: list[str]) -> str:
+        if hint_bb is not None:
+            return hint_bb.missing_stream_message(streams)
+        needs = {"clip_image": "open_clip ViT-B-32 weights (a checkpoint with clip_model.* tensors, or clip_path=)",
+                 "clip_text": "CLIP text weights (a checkpoint with clip_text.* tensors, or clip_path=DIR)",
+                 "action_token": "a Kosmos-2 backbone (kosmos2 or tiny-kosmos2)"}
+        return (f"head {head} reads {', '.join(streams)} features, which backbone {bb_name!r} cannot give: "
+                + "; ".join(f"{s} needs {needs.get(s, 'another backbone')}" for s in streams))
+
+    _check_widths(model, widths, bb_name, ckpt, missing_hint)
+    if built is not None:
+        bb = built
+    elif head == "robovlms":
+        bb = _robovlms_backbone(bb_name, backbone_path, ckpt, settings, device)
+    else:
+        bb = make_backbone(bb_name, backbone_path, device, streams=(*model.frame_streams, *model.instruction_streams),
+                           weights=weights, weights_id=ckpt.weights_id if weights else "", clip_path=clip_path)
+    scale = settings.scale if settings is not None else PostProcessing.scale
+    post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step,
+                          scale=scale)
+    window = window_size if window_size is not None else (settings.window_size if settings is not None else 8)
+    policy = VLAPolicy(model, bb, execution=execution, window_size=window, postprocess=post,
                        ensemble_k=ensemble_k, device=device)
     policy.checkpoint = ckpt
+    policy.settings = settings
     policy.name = head
     return policy
 
 
+def _robovlms_backbone(name: str, path: str | Path | None, ckpt: Checkpoint | None, settings: Any,
+                       device: str) -> Backbone:
+    """The :class:`~policies.backbones.robovlms.RoboVLMsBackbone`: Kosmos-2 from the checkpoint's ``backbone.*``
+    tensors (or ``path`` / the hub cache / the toy model), and its learned ``action_token``."""
+    from policies.backbones import shared_backbone
+    from policies.backbones.kosmos2 import load_kosmos2_parts
+    from policies.backbones.robovlms import RoboVLMsBackbone
+
+    if name not in ("kosmos2", "tiny-kosmos2"):
+        raise MissingStreamError(f"robovlms runs on a Kosmos-2 backbone (kosmos2 or tiny-kosmos2), not {name!r}")
+    if ckpt is not None and "action_token" not in ckpt.extra:
+        raise CheckpointMismatchError(f"{ckpt.path}: has no action_token (model.action_token in the team's "
+                                      ".ckpt): it is not a RoboVLMs continuous-action checkpoint")
+
+    def build() -> Backbone:
+        weights = ckpt.frozen_weights().get("kosmos2") if ckpt is not None else None
+        model, processor = load_kosmos2_parts(name, path, weights)
+        token = (ckpt.extra["action_token"] if ckpt is not None
+                 else torch.zeros(int(model.config.text_config.embed_dim)))  # RoboVLMs' initial value
+        return RoboVLMsBackbone(model, processor.tokenizer, token, settings, name=name, device=device)
+
+    key = ("robovlms", name, "" if path is None else str(path), str(torch.device(device)),
+           ckpt.weights_id if ckpt is not None else "", settings)
+    return shared_backbone(key, build)
+
+
 def case1(**kwargs: Any) -> VLAPolicy:
-    """Case 1 Simplified2DActionModelV2: adapters + 4-layer MLP on the newest frame (VLA, chunk 1)."""
+    """The team's Simplified2DActionModelV2 (one frame, Kosmos-2 image + text, final LayerNorm(2))."""
     return build_vla_policy("case1", **kwargs)
 
 
+def case1_v1(**kwargs: Any) -> VLAPolicy:
+    """The team's Simplified2DActionModel (case 1's first version: shorter action head)."""
+    return build_vla_policy("case1-v1", **kwargs)
+
+
 def case2(**kwargs: Any) -> VLAPolicy:
-    """Case 2 CLIPNormalized2DActionModelV2: + CLIP-style normalisation and vision resampler (VLA, window 8)."""
+    """The team's CLIPNormalized2DActionModelV2 (one frame, CLIP normalisation, resampler, LayerNorm(2))."""
     return build_vla_policy("case2", **kwargs)
 
 
 def case3(**kwargs: Any) -> VLAPolicy:
-    """Case 3 SimpleCase3Model: case 1's structure with its own config (VLA, chunk 1)."""
+    """The team's SimpleCase3Model (case 1 V2's tree and forward pass)."""
     return build_vla_policy("case3", **kwargs)
 
 
-def case4(**kwargs: Any) -> VLAPolicy:
-    """Case 4 RoboVLMsCompleteModel: hierarchical planner, hidden 512 (VLA, window 8, chunk 5)."""
-    return build_vla_policy("case4", **kwargs)
-
-
-def lstm(**kwargs: Any) -> VLAPolicy:
-    """LSTM MobileVLALSTMDecoder: window 8 -> LSTM 512 -> tanh MLP, chunk 10 (VLA)."""
-    return build_vla_policy("lstm", **kwargs)
-
-
 def hybrid(**kwargs: Any) -> VLAPolicy:
-    """Hybrid Kosmos2CLIPHybridModel: two visual streams + LSTM, chunk 10 (VLA)."""
+    """The team's original Kosmos2CLIPHybridModel (Kosmos-2 image+text feature + CLIP text, one frame)."""
     return build_vla_policy("hybrid", **kwargs)
 
 
-def ensemble(first: str = "case2", second: str = "lstm", weight: float = 0.6, *,
+def pure_kosmos2(**kwargs: Any) -> VLAPolicy:
+    """The team's PureKosmos2Model (Kosmos-2 image+text feature, one frame)."""
+    return build_vla_policy("pure-kosmos2", **kwargs)
+
+
+def robovlms(**kwargs: Any) -> VLAPolicy:
+    """The model the robot serves, RoboVLMs Kosmos-2 action token + LSTM (window 8, chunk 10)."""
+    return build_vla_policy("robovlms", **kwargs)
+
+
+def case4_recon(**kwargs: Any) -> VLAPolicy:
+    """Our reconstruction of case 4 RoboVLMsCompleteModel (source not public; window 8, chunk 5)."""
+    return build_vla_policy("case4-recon", **kwargs)
+
+
+def lstm_recon(**kwargs: Any) -> VLAPolicy:
+    """Our reconstruction of the "Simple LSTM" (MAE 0.222; window 8 -> LSTM -> chunk 10)."""
+    return build_vla_policy("lstm-recon", **kwargs)
+
+
+def clip_lstm_recon(**kwargs: Any) -> VLAPolicy:
+    """Our reconstruction of the "Simple CLIP-LSTM hybrid" (MAE 0.212; Kosmos-2 + CLIP + LSTM)."""
+    return build_vla_policy("clip-lstm-recon", **kwargs)
+
+
+def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0.6, *,
              first_checkpoint: str | Path | None = None, second_checkpoint: str | Path | None = None,
              **kwargs: Any) -> EnsemblePolicy:
-    """Ensemble of two VLA heads, weight 0.6 on the first (default case2 + lstm).
+    """Ensemble of two VLA heads, weight 0.6 on the first (default case2 + lstm-recon).
 
     ``kwargs`` are shared by both members (backbone, device, execution, window_size, action_dim, ...); the
     post-processing switches apply once, to the mixed action. Member checkpoints come from
@@ -566,6 +731,7 @@ def ensemble(first: str = "case2", second: str = "lstm", weight: float = 0.6, *,
 
 
 __all__ = [
-    "EXECUTION_MODES", "ChunkExecutor", "EnsemblePolicy", "FrameHistory", "PostProcessing", "TemporalEnsembler", "VLAPolicy",
-    "build_vla_policy", "case1", "case2", "case3", "case4", "ensemble", "hybrid", "lstm",
+    "EXECUTION_MODES", "ChunkExecutor", "EnsemblePolicy", "FrameHistory", "PostProcessing",
+    "TemporalEnsembler", "VLAPolicy", "build_vla_policy", "case1", "case1_v1", "case2", "case3", "case4_recon",
+    "clip_lstm_recon", "ensemble", "hybrid", "lstm_recon", "pure_kosmos2", "resolve_backbone", "robovlms",
 ]

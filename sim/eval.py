@@ -31,11 +31,10 @@ import numpy as np
 from tqdm import tqdm
 
 import scenarios
-from policies import make_policy
+from policies import make_policy, vla_names
 from policies import names as policy_names
 
 EVAL_STREAM = 0xE7A1  # seed-stream tag; sim.generate uses another one
-VLA_FAMILY = ("case1", "case2", "case3", "case4", "lstm", "hybrid", "ensemble")
 RECORD_MODES = ("failures", "all", "none")
 
 
@@ -91,10 +90,13 @@ def policy_kwargs(name: str, config: dict[str, Any]) -> dict[str, Any]:
     (``KEY=VALUE`` for every policy, ``POLICY@KEY=VALUE`` for one)."""
     args = config.get("policy_args", {})
     kwargs = {**args.get("*", {}), **args.get(name, {})}
-    if name.partition(":")[0] in VLA_FAMILY:
-        for key in ("checkpoint", "backbone", "backbone_path"):
+    base = name.partition(":")[0]
+    if base in vla_names():
+        for key in ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map"):
             if config.get(key) is not None:
                 kwargs[key] = config[key]
+        if base == "robovlms" and config.get("config") is not None:
+            kwargs["config"] = config["config"]
         kwargs.setdefault("num_threads", 1)
     return kwargs
 
@@ -104,6 +106,11 @@ def describe_policy(policy) -> dict[str, Any]:
     info: dict[str, Any] = {}
     members = [("", policy)] if not hasattr(policy, "first") else [("first ", policy.first), ("second ", policy.second)]
     for prefix, member in members:
+        head = getattr(member, "head", None)
+        if head is not None:
+            from policies.heads import provenance
+
+            info[f"{prefix}architecture"] = provenance(head.head_name)
         backbone = getattr(member, "backbone", None)
         if backbone is not None:
             info[f"{prefix}backbone"] = getattr(backbone, "name", str(backbone))
@@ -251,6 +258,9 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.checkpoint,
         "backbone": args.backbone,
         "backbone_path": args.backbone_path,
+        "clip_path": args.clip_path,
+        "key_map": args.key_map,
+        "config": args.config,
         "policy_args": parse_policy_args(args.policy_arg or []),
         "out": str(out),
         "video_dir": str(Path("videos") / out.name),
@@ -262,9 +272,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sim.eval", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", help="policy name (repeat to compare); see --list")
     parser.add_argument("--list", action="store_true", help="list the registered policies and exit")
-    parser.add_argument("--checkpoint", help="head weights for the VLA policies")
-    parser.add_argument("--backbone", help="VLA backbone: lite, kosmos2, tiny-kosmos2")
-    parser.add_argument("--backbone-path", help="local folder or hub id of the backbone weights")
+    parser.add_argument("--checkpoint", help="head weights for the VLA policies (project, team .pth or .ckpt)")
+    parser.add_argument("--backbone", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"],
+                        help="VLA backbone (default auto: the checkpoint's; kosmos2 for a team file; lite bundled)")
+    parser.add_argument("--backbone-path", help="local folder or hub id of the Kosmos-2 weights / processor")
+    parser.add_argument("--clip-path", help="CLIP weights (open_clip file or folder) when the checkpoint has none")
+    parser.add_argument("--key-map", help="JSON {old prefix: new prefix} for a checkpoint layout not known here")
+    parser.add_argument("--config", help="robovlms: the team's RoboVLMs config JSON (as their server gets it)")
     parser.add_argument("--policy-arg", action="append", metavar="[POLICY@]KEY=VALUE",
                         help="extra keyword argument for every policy, or for one with POLICY@")
     parser.add_argument("--layouts", nargs="+", default=["all"])
@@ -330,7 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: cannot build policy {name!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
         provenance[name] = describe_policy(policy)
+        shared = getattr(policy, "shares_history", False)
         policy.close()
+        if shared and args.workers > 1:
+            print(f"error: {name}: the server keeps one global frame history for all clients; with --workers "
+                  f"{args.workers} the episodes would interleave in it: use --workers 1", file=sys.stderr)
+            return 2
 
     workers = max(1, min(args.workers, len(pending) or 1))
     interrupted = False

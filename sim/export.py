@@ -4,7 +4,8 @@ latency-budget verdict.
 Usage::
 
     python -m sim.export --policy case2 [--checkpoint FILE] [--backbone lite] --format onnx [--fp16] --out DIR
-    python -m sim.export --policy lstm --out out/lstm --latency-budget-ms 100 --threads 1
+    python -m sim.export --policy lstm-recon --out out/lstm --latency-budget-ms 100 --threads 1
+    python -m sim.export --policy robovlms --checkpoint RUN.ckpt --config CONFIG.json --backbone-path DIR --head-only --out out/rv
     python -m sim.export --policy case2 --backbone tiny-kosmos2 --head-only --out out/k2
     python -m sim.export --check-only out/lstm/model.onnx           # re-run the numerical check of an artifact
 
@@ -100,12 +101,13 @@ class ParityError(RuntimeError):
 
 
 class PerStepGraph(nn.Module):
-    """Lite image encoder + head as one per-step graph (the :data:`~policies.onnx_policy.KIND_FULL` layout).
+    """Lite frame encoder + head as one per-step graph (the :data:`~policies.onnx_policy.KIND_FULL` layout).
 
     ``forward(frames uint8 (B, K, H, W, 3), history float32 (B, P, Dv), text float32 (B, Dt))`` ->
-    ``(actions float32 (B, chunk, action_dim), features float32 (B, K, Dv))``. Preprocessing is the lite
-    backbone's (``(x - mean) / std`` in pixel units, no resize: ``H, W`` must be the encoder's size).
-    ``dtype=torch.float16`` computes in half precision (inputs/outputs stay float32/uint8).
+    ``(actions float32 (B, chunk, action_dim), features float32 (B, K, Dv))``, ``Dv`` the head's frame streams
+    (:class:`~policies.backbones.lite.LiteFrameEncoder`). Preprocessing is the lite backbone's (``(x - mean) /
+    std`` in pixel units, no resize: ``H, W`` must be the encoder's size). ``dtype=torch.float16`` computes in
+    half precision (inputs/outputs stay float32/uint8).
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module, effective_window: int, mean: Sequence[float],
@@ -120,7 +122,7 @@ class PerStepGraph(nn.Module):
         b, k = frames.shape[0], frames.shape[1]
         x = frames.reshape(-1, frames.shape[2], frames.shape[3], frames.shape[4]).permute(0, 3, 1, 2).float()
         x = (x - self.mean.float()) / self.std.float()
-        feats = self.encoder.features(x.to(self.compute_dtype)).reshape(b, k, -1)
+        feats = self.encoder(x.to(self.compute_dtype)).reshape(b, k, -1)
         seq = torch.cat([history.to(self.compute_dtype), feats], dim=1)
         window = torch.cat([seq[:, :1].expand(-1, self.window, -1), seq], dim=1)[:, -self.window:]
         actions = self.head(window, text.to(self.compute_dtype))
@@ -160,7 +162,10 @@ def build_graph(policy: Any, *, head_only: bool, fp16: bool) -> nn.Module:
         if policy.backbone.name not in FULL_EXPORT_BACKBONES:
             raise ExportError(f"backbone {policy.backbone.name!r} cannot go into the graph (its Hugging Face "
                               "processor is Python); export the head alone with --head-only")
-        encoder = copy.deepcopy(policy.backbone.image_model).float().eval()
+        try:
+            encoder = copy.deepcopy(policy.backbone.frame_encoder(policy.frame_streams)).float().eval()
+        except ValueError as exc:
+            raise ExportError(f"{policy.head.head_name}: {exc}; export the head alone with --head-only") from None
         graph = PerStepGraph(encoder, head, _effective_window(policy), effnet.INPUT_MEAN, effnet.INPUT_STD, dtype)
     graph = graph.to(dtype).eval().requires_grad_(False)
     return graph
@@ -169,10 +174,11 @@ def build_graph(policy: Any, *, head_only: bool, fp16: bool) -> nn.Module:
 def _example_inputs(policy: Any, head_only: bool, batch: int = 1, new: int = 1, past: int = 2,
                     seed: int = 0) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
-    dv, dt = policy.backbone.vision_dim, policy.backbone.text_dim
+    dv, dt = policy.head.frame_dim, policy.head.instruction_dim
     text = torch.randn(batch, dt, generator=gen)
     if head_only:
-        return torch.rand(batch, _effective_window(policy), dv, generator=gen) * 6, text
+        frames = _effective_window(policy) - (0 if policy.history.pad else 1)  # an unpadded window varies in length
+        return torch.rand(batch, frames, dv, generator=gen) * 6, text
     from policies.backbones import efficientnet_lite as effnet
 
     size = effnet.INPUT_SIZE
@@ -194,15 +200,17 @@ def _export_context() -> Iterator[None]:
 
 
 def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], head_only: bool, path: Path,
-                 opset: int = DEFAULT_OPSET) -> None:
-    """Write ``graph`` to ``path`` as ONNX (TorchScript exporter, constant folding, dynamic batch/K/P).
+                 opset: int = DEFAULT_OPSET, pad_history: bool = True) -> None:
+    """Write ``graph`` to ``path`` as ONNX (TorchScript exporter, constant folding, dynamic batch/K/P, and the
+    window length of an unpadded head-only graph).
 
     Raises:
         ExportError: the exporter failed.
     """
     if head_only:
         names_in, names_out = HEAD_INPUTS, HEAD_OUTPUTS
-        dynamic = {"vision": {0: "batch"}, "text": {0: "batch"}, "actions": {0: "batch"}}
+        vision_axes = {0: "batch"} if pad_history else {0: "batch", 1: "frames"}
+        dynamic = {"vision": vision_axes, "text": {0: "batch"}, "actions": {0: "batch"}}
     else:
         names_in, names_out = FULL_INPUTS, FULL_OUTPUTS
         dynamic = {"frames": {0: "batch", 1: "new_frames"}, "history": {0: "batch", 1: "past_frames"},
@@ -353,7 +361,7 @@ def check_parity(model_path: str | Path, reference: Any, observations: Sequence[
             ref_chunk, got_chunk = reference.last_chunk, exported.last_chunk
             diff_a = max(diff_a, _max_abs(ref_chunk, got_chunk))
             if spec.kind == KIND_FULL:
-                ref_feat = reference.backbone.encode_images(obs["image"]).numpy()[0]
+                ref_feat = reference.encode_frames(obs["image"], instruction).numpy()[0]
                 diff_f = max(diff_f, _max_abs(ref_feat, exported._features[-1]))
     finally:
         reference.execution, reference.postprocess = saved
@@ -478,13 +486,13 @@ class ExportResult:
 
 
 def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoint: str | None, seed: int,
-                 sha256: str, observations_source: str) -> dict[str, Any]:
+                 sha256: str, observations_source: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
     """The artifact sidecar for a :class:`~policies.vla.VLAPolicy` (see :mod:`policies.onnx_policy`)."""
     from policies.backbones import efficientnet_lite as effnet
 
     head, bb = policy.head, policy.backbone
     e = _effective_window(policy)
-    dv, dt = bb.vision_dim, bb.text_dim
+    dv, dt = head.frame_dim, head.instruction_dim
     full = kind == KIND_FULL
     inputs = ({"frames": {"dtype": "uint8", "shape": ["batch", "new_frames", effnet.INPUT_SIZE, effnet.INPUT_SIZE, 3],
                           "layout": "NKHWC RGB, frames not encoded yet, oldest first"},
@@ -505,7 +513,8 @@ def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoi
         "format": ARTIFACT_FORMAT, "format_version": ARTIFACT_FORMAT_VERSION, "kind": kind,
         "precision": precision, "opset": opset, "head": head.head_name, "head_class": type(head).__name__,
         "head_config": head.config.to_dict(), "output_activation": head.output_activation,
-        "backbone": bb.name, "vision_dim": dv, "text_dim": dt,
+        "backbone": bb.name, "vision_dim": dv, "text_dim": dt, "frame_streams": list(policy.frame_streams),
+        "instruction_streams": list(policy.instruction_streams), "pad_history": bool(policy.history.pad),
         "window_size": int(policy.window_size), "head_window": int(head.window_size), "effective_window": e,
         "chunk_size": head.chunk_size, "action_dim": head.action_dim,
         "execution": policy.execution, "ensemble_k": float(policy.chunks.ensembler.k),
@@ -516,20 +525,22 @@ def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoi
                    "resize": "none: frames must already be 224x224"} if full else None),
         "text_encoder": {"runtime": "pytorch", "backbone": bb.name,
                          "when": "once per distinct instruction, at reset (cached): nothing per step"},
-        "image_encoder": ({"runtime": "in graph", "model": "EfficientNet-Lite0"} if full else
-                          {"runtime": "pytorch", "backbone": bb.name}),
+        "image_encoder": ({"runtime": "in graph", "model": "EfficientNet-Lite0", "streams": list(policy.frame_streams)}
+                          if full else {"runtime": "pytorch", "backbone": bb.name,
+                                        "streams": list(policy.frame_streams)}),
         "inputs": inputs, "outputs": outputs,
         "source": {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None,
                    "checkpoint_format": ckpt.format if ckpt is not None else None,
-                   "seed": None if checkpoint else int(seed)},
+                   "seed": None if checkpoint else int(seed), **(source or {})},
         "sha256": sha256, "size_bytes": None, "observations": observations_source,
         "exported_with": {"torch": torch.__version__, "exporter": "torch.onnx (TorchScript)"},
     }
 
 
 def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | Path | None = None,
-                  backbone: str = "lite", backbone_path: str | Path | None = None, fp16: bool = False,
-                  head_only: bool = False, window_size: int = 8, execution: str = "first",
+                  backbone: str = "auto", backbone_path: str | Path | None = None, clip_path: str | Path | None = None,
+                  key_map: str | Path | None = None, config: str | Path | None = None, fp16: bool = False,
+                  head_only: bool = False, window_size: int | None = None, execution: str = "first",
                   action_dim: int | None = None, seed: int = 0, opset: int = DEFAULT_OPSET, check: bool = True,
                   observations: Sequence[dict[str, Any]] | str | Path | None = None,
                   check_steps: int = DEFAULT_CHECK_STEPS, bounds: tuple[float, float] | None = None,
@@ -544,7 +555,8 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
         checkpoint: head weights; ``None`` = the bundled weights of ``policy`` on ``backbone`` if they exist
             (:func:`policies.checkpoints.default_checkpoint`), else a random head seeded with ``seed`` (recorded
             in the sidecar).
-        backbone, backbone_path: as :func:`policies.vla.build_vla_policy`.
+        backbone, backbone_path, clip_path, key_map, config: as :func:`policies.vla.build_vla_policy` (recorded
+            in the sidecar, so the source policy can be rebuilt).
         fp16: half-precision weights and compute (inputs/outputs stay float32/uint8).
         head_only: export the head alone (required for ``kosmos2`` / ``tiny-kosmos2``).
         window_size, execution, action_dim, seed: the source policy's settings (window baked into the graph).
@@ -571,12 +583,16 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
     if num_threads:
         torch.set_num_threads(int(num_threads))
     if source_policy is None:
-        if not head_only and backbone not in FULL_EXPORT_BACKBONES:
+        if not head_only and backbone not in ("auto", *FULL_EXPORT_BACKBONES):
             raise ExportError(f"backbone {backbone!r} cannot go into the graph (its Hugging Face processor is "
                               "Python); export the head alone with --head-only")
         source_policy = build_vla_policy(policy, backbone=backbone, backbone_path=backbone_path, checkpoint=checkpoint,
+                                         clip_path=clip_path, key_map=key_map, config=config,
                                          window_size=window_size, execution=execution, action_dim=action_dim,
                                          seed=seed)
+    source = {"clip_path": str(Path(clip_path).expanduser().resolve()) if clip_path else None,
+              "key_map": str(Path(key_map).expanduser().resolve()) if isinstance(key_map, (str, Path)) else None,
+              "config": str(Path(config).expanduser().resolve()) if isinstance(config, (str, Path)) else None}
     ref = source_policy
     ckpt_path = str(ref.checkpoint.path) if ref.checkpoint is not None else None
     kind = KIND_HEAD_ONLY if head_only else KIND_FULL
@@ -602,10 +618,10 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
     tmp = Path(tmp_name)
     try:
         start = time.perf_counter()
-        export_graph(graph, example, head_only, tmp, opset)
+        export_graph(graph, example, head_only, tmp, opset, pad_history=ref.history.pad)
         export_s = time.perf_counter() - start
         side = make_sidecar(ref, kind=kind, precision=precision, opset=opset, checkpoint=ckpt_path, seed=seed,
-                            sha256=file_sha256(tmp), observations_source=obs_source)
+                            sha256=file_sha256(tmp), observations_source=obs_source, source=source)
         side["size_bytes"] = tmp.stat().st_size
         spec = ArtifactSpec.from_dict(side, str(side_path))
         parity = None
@@ -645,14 +661,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--policy", default="case2", choices=sorted(HEADS), help="head to export (default case2)")
     parser.add_argument("--checkpoint", default=None,
                         help="head weights (default: the bundled weights, else a random head seeded with --seed)")
-    parser.add_argument("--backbone", default="lite", choices=["lite", "kosmos2", "tiny-kosmos2"])
+    parser.add_argument("--backbone", default="auto", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"],
+                        help="default auto: the checkpoint's (kosmos2 for a team file), lite for the bundled weights")
     parser.add_argument("--backbone-path", default=None, help="kosmos2 folder/hub id or lite EfficientNet .pth")
+    parser.add_argument("--clip-path", default=None, help="CLIP weights when the checkpoint carries none")
+    parser.add_argument("--key-map", default=None, help="JSON {old prefix: new prefix} for an unknown key layout")
+    parser.add_argument("--config", default=None, help="the RoboVLMs config JSON (robovlms)")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="artifact format (onnx)")
     parser.add_argument("--fp16", action="store_true", help="half-precision weights and compute")
     parser.add_argument("--head-only", action="store_true",
                         help="export the head alone; the backbone stays in PyTorch (needed for Kosmos-2)")
     parser.add_argument("--out", default=None, help="output folder (model.onnx + model.json)")
-    parser.add_argument("--window-size", type=int, default=8, help="history window in frames (default 8)")
+    parser.add_argument("--window-size", type=int, default=None,
+                        help="history window in frames (default 8, or the RoboVLMs config's)")
     parser.add_argument("--execution", default="first", choices=["first", "all", "ensemble"],
                         help="default execution recorded in the sidecar")
     parser.add_argument("--action-dim", type=int, default=None, choices=[2, 3])
@@ -805,7 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--verify-episodes must be at least 2: parity allows one episode of difference per combo")
         result = export_policy(
             args.policy, out=args.out, checkpoint=args.checkpoint, backbone=args.backbone,
-            backbone_path=args.backbone_path, fp16=args.fp16, head_only=args.head_only,
+            backbone_path=args.backbone_path, clip_path=args.clip_path, key_map=args.key_map, config=args.config,
+            fp16=args.fp16, head_only=args.head_only,
             window_size=args.window_size, execution=args.execution, action_dim=args.action_dim, seed=args.seed,
             opset=args.opset, check=not args.no_check, observations=args.observations,
             check_steps=args.check_steps, latency_budget_ms=args.latency_budget_ms,

@@ -45,44 +45,69 @@ DEFAULT_CACHE = Path(os.environ.get("MOBILE_VLA_SIM_CACHE", Path.home() / ".cach
 
 # ------------------------------------------------------------------------------------------- feature cache
 class FeatureCache:
-    """Per-episode vision features of a frozen backbone, float32 ``(N, vision_dim)``, one ``.npy`` per file.
+    """Per-episode frame features of a frozen backbone, one float32 ``(N, width)`` ``.npy`` per file and stream.
 
-    The key hashes the backbone name and the episode file's resolved path, size and modification time, so an
-    edited or regenerated file is encoded again. Files are written atomically.
+    The key hashes the backbone name, the stream, the instruction (for streams that read it) and the episode
+    file's resolved path, size and modification time, so an edited or regenerated file is encoded again. Streams
+    missing for a file are computed in one backbone call (``prefetch`` adds streams other heads will need, so a
+    backbone that derives several streams from one pass, like ``lite``, runs once per file). Files are written
+    atomically.
     """
 
-    def __init__(self, root: str | Path, backbone) -> None:
-        self.backbone = backbone
+    def __init__(self, root: str | Path, backbone, streams: tuple[str, ...] = ("image",),
+                 prefetch: tuple[str, ...] = ()) -> None:
+        from policies.backbones import STREAMS
+
+        self.backbone, self.streams = backbone, tuple(streams)
+        available = backbone.stream_dims()
+        self.prefetch = tuple(s for s in dict.fromkeys(prefetch) if s in available and s not in self.streams)
+        self._conditioned = {s for s in STREAMS if STREAMS[s][0] == "frame+instruction"}
         self.root = Path(root) / backbone.name
         self.root.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
 
-    def _path(self, episode: Path) -> Path:
+    def _path(self, episode: Path, stream: str, instruction: str) -> Path:
         stat = episode.stat()
-        key = f"{self.backbone.name}|{episode.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        key = f"{self.backbone.name}|{episode.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stream}"
+        if stream in self._conditioned:
+            key += f"|{instruction}"
         return self.root / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npy"
 
-    def vision(self, episode: Path, batch_size: int = 32) -> np.ndarray:
-        """Features of every frame of ``episode``, computed on a miss and cached."""
-        path = self._path(episode)
+    def _read(self, path: Path) -> np.ndarray | None:
         if path.exists():
             try:
-                feats = np.load(path)
-                self.hits += 1
-                return feats
+                return np.load(path)
             except (OSError, ValueError):
                 path.unlink(missing_ok=True)  # a corrupt cache entry is recomputed
-        frames = h5format.read_episode_frames(episode)
-        parts = [self.backbone.encode_images(frames[i:i + batch_size]).float().cpu().numpy()
-                 for i in range(0, len(frames), batch_size)]
-        feats = np.concatenate(parts).astype(np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, feats)
-        os.replace(tmp, path)
-        self.misses += 1
-        return feats
+        return None
+
+    def vision(self, episode: Path, instruction: str = "", batch_size: int = 32) -> np.ndarray:
+        """The concatenated :attr:`streams` of every frame of ``episode`` (``instruction``: for streams that read
+        it), ``(N, width)``, computed on a miss and cached."""
+        found = {s: self._read(self._path(episode, s, instruction)) for s in self.streams}
+        missing = [s for s, v in found.items() if v is None]
+        if not missing:
+            self.hits += 1
+        else:
+            todo = [*missing, *(s for s in self.prefetch if not self._path(episode, s, instruction).exists())]
+            frames = h5format.read_episode_frames(episode)
+            parts = [self.backbone.encode_frames(frames[i:i + batch_size], todo, instruction).float().cpu().numpy()
+                     for i in range(0, len(frames), batch_size)]
+            feats = np.concatenate(parts).astype(np.float32)
+            dims = self.backbone.stream_dims()
+            offset = 0
+            for stream in todo:
+                part = feats[:, offset:offset + dims[stream]]
+                offset += dims[stream]
+                fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npy.tmp")
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, part)
+                os.replace(tmp, self._path(episode, stream, instruction))
+                if stream in found:
+                    found[stream] = part
+            self.misses += 1
+        return np.concatenate([found[s] for s in self.streams], axis=1)
 
 
 # ------------------------------------------------------------------------------------------- windows
@@ -186,8 +211,11 @@ def train(
     head_overrides: dict[str, Any] | None = None,
     skip_invalid: bool = False,
     progress: bool = True,
+    prefetch: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train ``policy``'s head by behaviour cloning; returns a summary (best epoch, losses, files, cache stats).
+
+    ``prefetch``: frame streams to cache alongside the head's own (for heads trained next on the same data).
 
     Raises:
         ValueError: unknown sampling mode, fewer than two episodes, or a ``--resume`` state that does not match.
@@ -207,11 +235,14 @@ def train(
         raise ValueError(f"need at least two episodes to split train/validation, found {len(episodes)}")
 
     vla = build_vla_policy(policy, backbone=backbone, backbone_path=backbone_path, seed=seed,
-                           head_overrides=head_overrides or {})
+                           head_overrides=head_overrides or {}, use_bundled=False)
     bb, head = vla.backbone, vla.head
-    cache = FeatureCache(cache_dir, bb)
-    vision = [cache.vision(ep.path) for ep in tqdm(episodes, desc=f"features ({bb.name})", unit="ep", disable=not progress)]
-    texts = {text: bb.encode_text([text])[0].float().cpu().numpy() for text in sorted({ep.instruction for ep in episodes})}
+    cache = FeatureCache(cache_dir, bb, head.frame_streams, prefetch)
+    vision = [cache.vision(ep.path, ep.instruction)
+              for ep in tqdm(episodes, desc=f"features ({bb.name}: {'+'.join(head.frame_streams)})", unit="ep",
+                             disable=not progress)]
+    texts = {text: bb.encode_instruction([text], head.instruction_streams)[0].float().cpu().numpy()
+             for text in sorted({ep.instruction for ep in episodes})}
     text = [texts[ep.instruction] for ep in episodes]
     actions = [h5format.read_actions(ep.path)[0] for ep in episodes]
 
@@ -302,7 +333,10 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", required=True, choices=["case1", "case2", "case3", "case4", "lstm", "hybrid"])
+    from policies.heads import HEADS
+
+    parser.add_argument("--policy", required=True, choices=[h for h in HEADS if h != "robovlms"],
+                        help="head to train (robovlms reads the language model's action token: not cacheable here)")
     parser.add_argument("--backbone", default="lite")
     parser.add_argument("--backbone-path")
     parser.add_argument("--data", action="append", required=True, help="folder of H5 episodes (repeatable)")

@@ -49,21 +49,22 @@ def test_full_export_writes_model_and_sidecar(case2_fp32):
     side = json.loads(r.sidecar_path.read_text())
     assert side["format"] == ARTIFACT_FORMAT and side["kind"] == "full" and side["precision"] == "fp32"
     assert side["head"] == "case2" and side["backbone"] == "lite"
-    assert (side["window_size"], side["effective_window"], side["chunk_size"], side["action_dim"]) == (8, 8, 1, 2)
+    assert (side["window_size"], side["effective_window"], side["chunk_size"], side["action_dim"]) == (8, 1, 1, 2)
+    assert side["frame_streams"] == ["image", "clip_image"] and side["instruction_streams"] == ["text"]
     assert side["action_scale"] == pytest.approx(1.15)
     assert side["postprocess"]["clip_value"] == pytest.approx(1.5)
     assert side["image"]["normalisation"] == {"mean": [127.0] * 3, "std": [128.0] * 3,
                                               "units": "0..255 pixels, in the graph"}
     # no --checkpoint: the bundled case2 weights are exported, and the sidecar says so
     assert side["source"] == {"checkpoint": str(default_checkpoint("case2", "lite")), "checkpoint_format": "safetensors",
-                              "seed": None}
+                              "seed": None, "clip_path": None, "key_map": None, "config": None}
     assert set(side["inputs"]) == {"frames", "history", "text"} and set(side["outputs"]) == {"actions", "features"}
     assert side["parity"]["passed"] is True
     # dynamic batch / new frames / past frames in the graph itself
     graph = onnx.load(str(r.model_path), load_external_data=False).graph
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert dims["frames"] == ["batch", "new_frames", 224, 224, 3]
-    assert dims["history"] == ["batch", "past_frames", 1280]
+    assert dims["history"] == ["batch", "past_frames", 1280 + 512]  # image + the clip_image stand-in
     assert dims["text"] == ["batch", 384]
     assert oct(r.model_path.stat().st_mode & 0o777) != oct(0o600)  # not left with mkstemp's private mode
 
@@ -90,11 +91,13 @@ def test_fp16_export_reports_its_own_bound(tmp_path, observations):
 
 
 def _corrupt(model_path, prefix="head."):
-    """Add 0.5 to the largest head initializer of an ONNX file, in place."""
+    """Add 0.5 to a head initializer of an ONNX file, in place: the final LayerNorm's bias when there is one
+    (upstream weights barely move a LayerNorm(2) output), else the largest."""
     model = onnx.load(str(model_path))
     inits = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     head = [t for t in inits if t.name.startswith(prefix)] or inits
-    target = max(head, key=lambda t: int(np.prod(t.dims)))
+    final = [t for t in head if t.name == f"{prefix}final_norm.bias"]
+    target = final[0] if final else max(head, key=lambda t: int(np.prod(t.dims)))
     arr = numpy_helper.to_array(target).copy() + np.float32(0.5)
     target.CopyFrom(numpy_helper.from_array(arr, target.name))
     onnx.save(model, str(model_path))
@@ -121,13 +124,13 @@ def test_failed_check_writes_nothing(tmp_path, observations):
 
 
 def test_head_only_export_with_tiny_kosmos2(tmp_path, observations):
-    r = ex.export_policy("case4", backbone="tiny-kosmos2", head_only=True, out=tmp_path,
+    r = ex.export_policy("case4-recon", backbone="tiny-kosmos2", head_only=True, out=tmp_path,
                          observations=observations, check_steps=4)
     assert r.kind == "head-only" and r.parity.passed and r.parity.max_abs_diff_actions <= 1e-4
     assert r.parity.max_abs_diff_features is None
     side = r.sidecar
     assert set(side["inputs"]) == {"vision", "text"} and side["inputs"]["vision"]["shape"] == ["batch", 8, 32]
-    assert side["image_encoder"] == {"runtime": "pytorch", "backbone": "tiny-kosmos2"}
+    assert side["image_encoder"] == {"runtime": "pytorch", "backbone": "tiny-kosmos2", "streams": ["image"]}
     assert (side["chunk_size"], side["image"]) == (5, None)
 
 

@@ -11,7 +11,7 @@ from sim.export import main
 
 def test_verify_runs_both_policies_on_the_same_seeds(tmp_path, capsys):
     out = tmp_path / "lstm"
-    code = main(["--policy", "lstm", "--backbone", "tiny-kosmos2", "--head-only", "--out", str(out), "--threads", "1",
+    code = main(["--policy", "lstm-recon", "--backbone", "tiny-kosmos2", "--head-only", "--out", str(out), "--threads", "1",
                  "--verify", "--verify-episodes", "2", "--verify-layouts", "1box_vert_left", "--verify-distances", "close"])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -29,7 +29,7 @@ def test_verify_runs_both_policies_on_the_same_seeds(tmp_path, capsys):
 def test_verify_refuses_a_single_episode_per_combo(tmp_path, capsys):
     """With one episode per combo 'within one episode' always holds, so such a check would prove nothing."""
     with pytest.raises(SystemExit) as exc:
-        main(["--policy", "lstm", "--out", str(tmp_path / "x"), "--verify", "--verify-episodes", "1"])
+        main(["--policy", "lstm-recon", "--out", str(tmp_path / "x"), "--verify", "--verify-episodes", "1"])
     assert exc.value.code == 2
     assert "at least 2" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -27,19 +27,23 @@ def observations():
     return ex.record_observations(9, seed=3)
 
 
+HEAD = "clip-lstm-recon"  # window 8 over two pixel streams (image + clip_image)
+SMALL = {"chunk_size": 3, "hidden_size": 64, "stream_dim": 32}
+
+
 @pytest.fixture(scope="module")
 def chunked(tmp_path_factory, observations):
-    """case2 on lite with a 3-action chunk (so "all" feeds the graph several new frames at once)."""
-    source = build_vla_policy("case2", head_overrides={"chunk_size": 3})
+    """A windowed head on lite with a 3-action chunk (so "all" feeds the graph several new frames at once)."""
+    source = build_vla_policy(HEAD, head_overrides=SMALL)
     out = tmp_path_factory.mktemp("chunked")
-    result = ex.export_policy("case2", out=out, source_policy=source, observations=observations, check_steps=4)
+    result = ex.export_policy(HEAD, out=out, source_policy=source, observations=observations, check_steps=4)
     return result, source
 
 
 @pytest.mark.parametrize("execution", ["first", "all", "ensemble"])
 def test_matches_vla_policy_in_every_execution_mode(chunked, observations, execution):
     result, _ = chunked
-    ref = build_vla_policy("case2", head_overrides={"chunk_size": 3}, execution=execution)
+    ref = build_vla_policy(HEAD, head_overrides=SMALL, execution=execution)
     pol = op.OnnxPolicy(result.model_path, execution=execution)
     instruction = observations[0]["instruction"]
     ref.reset(instruction)
@@ -87,9 +91,9 @@ def test_registry_name(chunked, observations):
 
 
 def test_head_only_policy_matches(tmp_path, observations):
-    result = ex.export_policy("lstm", backbone="tiny-kosmos2", head_only=True, out=tmp_path,
+    result = ex.export_policy("lstm-recon", backbone="tiny-kosmos2", head_only=True, out=tmp_path,
                               observations=observations, check_steps=3)
-    ref = build_vla_policy("lstm", backbone="tiny-kosmos2", execution="ensemble")
+    ref = build_vla_policy("lstm-recon", backbone="tiny-kosmos2", execution="ensemble")
     pol = op.OnnxPolicy(result.model_path, execution="ensemble")
     ref.reset(observations[0]["instruction"])
     pol.reset(observations[0]["instruction"])
@@ -162,7 +166,7 @@ def test_pytorch_when_the_onnx_model_is_unusable(artifact, chunked, observations
     loaded = op.load_deployed_policy(artifact)
     assert loaded.runtime == "pytorch" and loaded.policy.runtime == "pytorch"
     assert "onnx: skipped" in loaded.reasons[1]
-    assert loaded.reasons[2] == "pytorch: taken: source case2 on lite (seed 0)"
+    assert loaded.reasons[2] == f"pytorch: taken: source {HEAD} on lite (seed 0)"
     # the rebuilt source policy is the exported one (same seed and head config)
     _, source = chunked
     pol = loaded.policy

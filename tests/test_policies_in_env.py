@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from policies import make_policy
+from policies import make_policy, vla_names
 
-VLA = ("case1", "case2", "case3", "case4", "lstm", "hybrid", "ensemble")
+VLA = [name for name in vla_names() if name != "robovlms"]  # robovlms: tests/test_robovlms.py
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +38,7 @@ def drive(env, policy, steps=3):
 @pytest.mark.parametrize("name", VLA)
 def test_vla_policies_act_on_real_observations(make_env, name, backbone):
     env = make_env(scenario="1box_vert_right")
-    actions = drive(env, make_policy(name, backbone=backbone))
+    actions = drive(env, make_policy(name, backbone=backbone, use_bundled=False))
     assert np.all(actions[0] == 0.0), "the first step of an episode is forced to zero, as on the robot"
     assert np.all(np.abs(actions) <= 1.5)
 

@@ -30,13 +30,13 @@ def read_metrics(path):
 def test_training_writes_a_loadable_checkpoint_and_the_loss_goes_down(episodes, tmp_path, make_env):
     out = tmp_path / "ckpt"
     small = {"in_features": 32, "hidden_size": 32, "num_layers": 1}
-    summary = train("lstm", [episodes], out, backbone="tiny-kosmos2", epochs=6, batch_size=16, lr=3e-3,
+    summary = train("lstm-recon", [episodes], out, backbone="tiny-kosmos2", epochs=6, batch_size=16, lr=3e-3,
                     cache_dir=tmp_path / "cache", patience=10, head_overrides=small, progress=False)
     rows = read_metrics(out / "metrics.csv")
     assert len(rows) == 6 and summary["epochs_run"] == 6 and summary["cache_misses"] == 6
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert (out / "best.safetensors").exists() and (out / "best.json").exists()
-    policy = make_policy("lstm", backbone="tiny-kosmos2", checkpoint=str(out / "best.safetensors"))
+    policy = make_policy("lstm-recon", backbone="tiny-kosmos2", checkpoint=str(out / "best.safetensors"))
     assert policy.checkpoint is not None and policy.checkpoint.meta["training_data"] == [str(episodes)]
     env = make_env(image_size=(64, 64))
     obs, info = env.reset(seed=0)

@@ -28,7 +28,7 @@ def lite():
 
 @pytest.fixture(scope="module")
 def tiny():
-    return make_backbone("tiny-kosmos2")
+    return make_backbone("tiny-kosmos2", streams=("image", "text", "clip_image", "clip_text"))
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -137,9 +137,9 @@ def test_input_validation(lite):
 
 
 def test_tiny_kosmos2_is_the_real_code_path(tiny):
-    from transformers import Kosmos2Model, Kosmos2Processor
+    from transformers import Kosmos2ForConditionalGeneration, Kosmos2Processor
 
-    assert isinstance(tiny.model, Kosmos2Model) and isinstance(tiny.processor, Kosmos2Processor)
+    assert isinstance(tiny.model, Kosmos2ForConditionalGeneration) and isinstance(tiny.processor, Kosmos2Processor)
     assert (tiny.name, tiny.vision_dim, tiny.text_dim) == ("tiny-kosmos2", 32, 32)
     assert not tiny.model.training and not any(p.requires_grad for p in tiny.model.parameters())
     imgs = np.stack([observation(5)["image"], observation(6)["image"]])
@@ -153,21 +153,70 @@ def test_tiny_kosmos2_is_the_real_code_path(tiny):
 def test_tiny_kosmos2_is_seeded_and_offline_deterministic(tiny):
     from policies.backbones import tiny_kosmos2
 
-    tiny_kosmos2.build_tiny_kosmos2.cache_clear()
+    tiny_kosmos2._tiny_state.cache_clear()
+    tiny_kosmos2.tiny_kosmos2_processor.cache_clear()
     try:
         model, processor = tiny_kosmos2.build_tiny_kosmos2()
     finally:
-        tiny_kosmos2.build_tiny_kosmos2.cache_clear()
+        tiny_kosmos2._tiny_state.cache_clear()
     assert processor.tokenizer.get_vocab() == tiny.processor.tokenizer.get_vocab()
     ours, theirs = tiny.model.state_dict(), model.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert model is not tiny.model  # a fresh object per backbone: never shared across devices
+
+
+def test_kosmos2_streams_and_instruction_conditioned_features(tiny):
+    img = np.stack([observation(5)["image"], observation(6)["image"]])
+    assert tiny.stream_dims() == {"image": 32, "text": 32, "multimodal": 32, "clip_image": 24, "clip_text": 64}
+    both = tiny.encode_frames(img, ("image", "clip_image"))
+    assert both.shape == (2, 56)
+    assert torch.allclose(both[:, :32], tiny.encode_images(img), atol=1e-6)
+    left = tiny.encode_frames(img, ("multimodal",), "go left")
+    right = tiny.encode_frames(img, ("multimodal",), "go right")
+    assert left.shape == (2, 32) and not torch.allclose(left, right)
+    with pytest.raises(BackboneInputError, match="instruction"):
+        tiny.encode_frames(img, ("multimodal",))
+    with pytest.raises(BackboneInputError, match="unknown feature stream"):
+        tiny.encode_frames(img, ("depth",))
+    with pytest.raises(BackboneInputError, match="instruction stream"):
+        tiny.encode_frames(img, ("text",))
+    pair = tiny.encode_instruction(["go left", "go right"], ("text", "clip_text"))
+    assert pair.shape == (2, 96) and torch.allclose(pair[:, :32], tiny.encode_text(["go left", "go right"]))
+
+
+def test_a_stream_the_backbone_lacks_names_the_remedy(tiny):
+    from policies.backbones import MissingStreamError
+    from policies.backbones.kosmos2 import Kosmos2Backbone
+
+    bare = Kosmos2Backbone(tiny.model, tiny.processor, name="kosmos2")
+    assert "clip_image" not in bare.stream_dims()
+    with pytest.raises(MissingStreamError, match="clip_path"):
+        bare.encode_frames(observation(1)["image"], ("image", "clip_image"))
+
+
+def test_lite_streams_and_stand_ins(lite):
+    from policies.backbones import stream_widths
+
+    img = np.stack([observation(5)["image"], observation(6)["image"]])
+    assert lite.stream_dims() == stream_widths("lite") == {"image": 1280, "text": 384, "clip_image": 512,
+                                                          "clip_text": 384, "multimodal": 1664}
+    feats = lite.encode_frames(img, ("image", "clip_image", "multimodal"), "go left")
+    image = lite.encode_images(img)
+    assert torch.allclose(feats[:, :1280], image)
+    assert torch.allclose(feats[:, 1280:1792], image @ lite.clip_projection.T, atol=1e-5)
+    assert torch.allclose(feats[:, 1792:3072], image)
+    assert torch.allclose(feats[:, 3072:], lite.encode_text(["go left"]).expand(2, -1))
+    assert torch.equal(lite.encode_instruction(["go left"], ("clip_text",)), lite.encode_text(["go left"]))
 
 
 def test_kosmos2_loader_reads_a_local_folder(tmp_path, tiny):
+    from policies.backbones import stream_widths
+
     tiny.model.save_pretrained(tmp_path)
     tiny.processor.save_pretrained(tmp_path)
     loaded = make_backbone("kosmos2", path=tmp_path, cache=False)
     assert (loaded.name, loaded.vision_dim, loaded.text_dim) == ("kosmos2", 32, 32)
+    assert stream_widths("kosmos2", tmp_path)["image"] == 32  # from the folder's config, no model built
     img = observation(7)["image"][None]
     assert torch.allclose(loaded.encode_images(img), tiny.encode_images(img), atol=1e-6)
     words = ["Navigate to the gray basket while avoiding the brown pot"]

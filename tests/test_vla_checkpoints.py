@@ -23,7 +23,7 @@ from policies.checkpoints import (
     save_checkpoint,
     sidecar_path,
 )
-from policies.heads import make_head
+from policies.heads import HEADS, make_head
 
 try:
     from tests.conftest_vla import INSTRUCTION, observation, single_torch_thread
@@ -39,7 +39,7 @@ def rollout(policy, steps=4):
     return np.stack([policy.act(observation(seed)) for seed in range(steps)])
 
 
-def trained_policy(name="lstm", **kw):
+def trained_policy(name="lstm-recon", **kw):
     """A policy whose head differs from the factory default (seed 7 instead of 0), standing in for training."""
     return make_policy(name, backbone=BACKBONE, seed=7, **POST, **kw)
 
@@ -78,7 +78,7 @@ def lightning_ckpt(path, head):
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth", "ckpt"])
 def test_round_trip_gives_identical_actions(tmp_path, fmt):
-    source = trained_policy("lstm")
+    source = trained_policy("lstm-recon")
     expected = rollout(source)
     path = tmp_path / f"head.{fmt}"
     if fmt == "safetensors":
@@ -87,14 +87,14 @@ def test_round_trip_gives_identical_actions(tmp_path, fmt):
         team_pth(path, source.head)
     else:
         lightning_ckpt(path, source.head)
-    loaded = make_policy("lstm", backbone=BACKBONE, checkpoint=path, **POST)
+    loaded = make_policy("lstm-recon", backbone=BACKBONE, checkpoint=path, **POST)
     np.testing.assert_array_equal(rollout(loaded), expected)
     assert loaded.checkpoint.format == fmt
     # the default seeded head acts differently, so the weights really came from the file
-    assert not np.array_equal(rollout(make_policy("lstm", backbone=BACKBONE, **POST)), expected)
+    assert not np.array_equal(rollout(make_policy("lstm-recon", backbone=BACKBONE, **POST)), expected)
 
 
-@pytest.mark.parametrize("name", ["case1", "case2", "case3", "case4", "lstm", "hybrid"])
+@pytest.mark.parametrize("name", [n for n in HEADS if n != "robovlms"])
 def test_every_head_round_trips_through_the_project_format(tmp_path, name):
     source = trained_policy(name, action_dim=3)
     path = save_checkpoint(tmp_path / f"{name}.safetensors", source.head, backbone=BACKBONE)
@@ -111,27 +111,43 @@ def test_registry_name_with_a_path_argument(tmp_path):
 
 
 def test_sidecar_records_the_head_and_metadata(tmp_path):
-    head = make_head("lstm", 32, 32, action_dim=3)
+    head = make_head("lstm-recon", 32, 32, action_dim=3)
     path = save_checkpoint(tmp_path / "sub" / "lstm.safetensors", head, {"data": "sim-250ep", "epochs": 10},
                            backbone="tiny-kosmos2")
     info = json.loads(sidecar_path(path).read_text())
     assert info["format"] == "mobile-vla-sim.head"
-    assert info["head"] == "lstm" and info["head_class"] == "MobileVLALSTMDecoder"
+    assert info["head"] == "lstm-recon" and info["head_class"] == "LSTMReconstruction"
+    assert info["team_class"] is None and info["stored_dtype"] is None
     assert info["backbone"] == "tiny-kosmos2"
     assert (info["action_dim"], info["window_size"], info["chunk_size"]) == (3, 8, 10)
     assert info["head_config"]["hidden_size"] == 512
     assert info["meta"] == {"data": "sim-250ep", "epochs": 10}
     ckpt = load_checkpoint(path)
-    assert ckpt.head_name == "lstm" and ckpt.meta["epochs"] == 10
+    assert ckpt.head_name == "lstm-recon" and ckpt.meta["epochs"] == 10
 
 
-def test_team_pth_metadata_and_backbone_keys(tmp_path):
+def test_float16_storage_loads_back_into_a_float32_head(tmp_path):
+    head = make_head("case1", 32, 32)
+    path = save_checkpoint(tmp_path / "c.safetensors", head, dtype=torch.float16)
+    assert json.loads(sidecar_path(path).read_text())["stored_dtype"] == "float16"
+    ckpt = load_checkpoint(path)
+    assert all(t.dtype == torch.float16 for t in ckpt.state_dict.values())
+    fresh = make_head("case1", 32, 32)
+    load_into_head(fresh, ckpt)
+    for key, value in head.state_dict().items():
+        assert fresh.state_dict()[key].dtype == torch.float32
+        torch.testing.assert_close(fresh.state_dict()[key], value.half().float())
+
+
+def test_team_pth_metadata_and_frozen_keys(tmp_path):
     head = make_head("case1", 32, 32)
     path = tmp_path / "best_model.pth"
     team_pth(path, head, extra_state={"kosmos.vision_model.embeddings.patch_embedding.weight": torch.zeros(4, 3)})
     ckpt = load_checkpoint(path)
     assert ckpt.format == "pth"
-    assert ckpt.dropped_keys == ["kosmos.vision_model.embeddings.patch_embedding.weight"]
+    assert list(ckpt.frozen) == ["kosmos."]
+    assert list(ckpt.frozen["kosmos."]) == ["vision_model.embeddings.patch_embedding.weight"]
+    assert list(ckpt.frozen_weights()) == ["kosmos2"]
     assert ckpt.meta["epoch"] == 9 and ckpt.meta["mae"] == pytest.approx(0.2121)
     assert ckpt.head_config["language_dim"] == 32
     load_into_head(make_head("case1", 32, 32), ckpt)  # fits once the backbone keys are dropped
@@ -176,16 +192,25 @@ def test_save_rejects_a_wrong_suffix_and_non_json_meta(tmp_path):
 # -------------------------------------------------------------------------------------- mismatches
 
 
-def test_shape_mismatch_lists_the_keys(tmp_path):
+def test_sizes_come_from_the_tensors_when_the_file_has_no_config(tmp_path):
     small = make_head("case1", 32, 32, hidden_dim=64)
     path = tmp_path / "small.pth"
-    torch.save({"model_state_dict": small.state_dict()}, path)  # no config: built with the defaults
+    torch.save({"model_state_dict": small.state_dict()}, path)  # no config: sizes from the shapes
+    policy = make_policy("case1", backbone=BACKBONE, checkpoint=path)
+    assert policy.head.config.hidden_dim == 64
+
+
+def test_shape_mismatch_lists_the_keys(tmp_path):
+    state = make_head("case1", 32, 32, hidden_dim=64).state_dict()
+    state["action_head.3.weight"] = torch.zeros(100, 128)
+    path = tmp_path / "odd.pth"
+    torch.save({"model_state_dict": state}, path)
     with pytest.raises(CheckpointMismatchError) as err:
         make_policy("case1", backbone=BACKBONE, checkpoint=path)
     msg = str(err.value)
     assert str(path) in msg and "shape mismatches" in msg
-    assert "action_head.0.weight checkpoint [128, 128] vs model [512, 512]" in msg
-    assert ("vision_adapter.0.weight", (64, 32), (256, 32)) in err.value.mismatched
+    assert "action_head.3.weight checkpoint [100, 128] vs model [64, 128]" in msg
+    assert ("action_head.3.weight", (100, 128), (64, 128)) in err.value.mismatched
     assert not err.value.missing and not err.value.unexpected
 
 
@@ -211,12 +236,13 @@ def test_compare_state_dicts():
 
 def test_head_name_backbone_and_width_mismatches(tmp_path):
     path = save_checkpoint(tmp_path / "c1.safetensors", make_head("case1", 32, 32), backbone=BACKBONE)
-    with pytest.raises(CheckpointMismatchError, match="'case1' head, not 'lstm'"):
-        make_policy("lstm", backbone=BACKBONE, checkpoint=path)
+    with pytest.raises(CheckpointMismatchError, match="'case1' head .*, not 'lstm-recon'"):
+        make_policy("lstm-recon", backbone=BACKBONE, checkpoint=path)
     with pytest.raises(CheckpointMismatchError, match="backbone 'tiny-kosmos2', not 'lite'"):
         make_policy("case1", backbone="lite", checkpoint=path)
     unnamed = save_checkpoint(tmp_path / "c1_lite.safetensors", make_head("case1", 1280, 384))
-    with pytest.raises(CheckpointMismatchError, match="vision_dim=1280"):
+    with pytest.raises(CheckpointMismatchError, match=r"image features of width 1280 \(vision_dim\) but backbone "
+                                                      r"'tiny-kosmos2' gives 32"):
         make_policy("case1", backbone=BACKBONE, checkpoint=unnamed)
     with pytest.raises(CheckpointMismatchError, match="action_dim=2"):
         make_policy("case1", backbone=BACKBONE, checkpoint=path, action_dim=3)
@@ -291,8 +317,14 @@ def test_unsupported_layout(tmp_path):
 
 
 def test_bundled_weights_exist_for_every_head_on_lite_only():
-    for head in ("case1", "case2", "case3", "case4", "lstm", "hybrid"):
+    from sim.bundle import BUNDLED_HEAD_CONFIGS
+
+    total = 0
+    for head in BUNDLED_HEAD_CONFIGS:
         path = default_checkpoint(head, "lite")
         assert path is not None and path.name == f"{head}_lite.safetensors"
         assert load_checkpoint(path).head_name == head
+        total += path.stat().st_size + sidecar_path(path).stat().st_size
+    assert total < 25e6
     assert default_checkpoint("case1", "tiny-kosmos2") is None
+    assert default_checkpoint("robovlms", "lite") is None

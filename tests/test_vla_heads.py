@@ -1,6 +1,7 @@
 """Every head on the ``tiny-kosmos2`` and ``lite`` backbones: builds through the registry, acts on an
-environment observation with the right shape and finite values; head-level contracts (window, chunk,
-output range, z-axis weight, configs)."""
+environment observation with the right shape and finite values; head-level contracts (streams, window, chunk,
+output range, z-axis weight, configs) and the team's forward-pass details (LayerNorm(2), CLIP normalisation over
+the batch, the resampler over one token)."""
 
 from __future__ import annotations
 
@@ -12,45 +13,76 @@ import torch
 
 from policies import make_policy
 from policies.backbones import make_backbone
-from policies.heads import HEADS, HeadInputError, head_from_config, make_head
+from policies.heads import HEADS, HeadInputError, head_class, head_from_config, make_head
 
 try:
     from tests.conftest_vla import INSTRUCTION, observation, single_torch_thread
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from conftest_vla import INSTRUCTION, observation, single_torch_thread  # noqa: F401
 
-HEAD_NAMES = ["case1", "case2", "case3", "case4", "lstm", "hybrid"]
-EXPECTED = {  # name: (class name, window_size, chunk_size, output activation)
-    "case1": ("Simplified2DActionModelV2", 1, 1, "linear"),
-    "case2": ("CLIPNormalized2DActionModelV2", 8, 1, "linear"),
-    "case3": ("SimpleCase3Model", 1, 1, "linear"),
-    "case4": ("RoboVLMsCompleteModel", 8, 5, "linear"),
-    "lstm": ("MobileVLALSTMDecoder", 8, 10, "tanh"),
-    "hybrid": ("Kosmos2CLIPHybridModel", 8, 10, "tanh"),
+HEAD_NAMES = list(HEADS)
+EXPECTED = {  # name: (class name, team class, frame streams, instruction streams, window, chunk, activation)
+    "case1": ("Simplified2DActionModelV2", True, ("image",), ("text",), 1, 1, "layernorm"),
+    "case1-v1": ("Simplified2DActionModel", True, ("image",), ("text",), 1, 1, "layernorm"),
+    "case2": ("CLIPNormalized2DActionModelV2", True, ("image", "clip_image"), ("text",), 1, 1, "layernorm"),
+    "case3": ("SimpleCase3Model", True, ("image",), ("text",), 1, 1, "layernorm"),
+    "hybrid": ("Kosmos2CLIPHybridModel", True, ("multimodal",), ("clip_text",), 1, 1, "linear"),
+    "pure-kosmos2": ("PureKosmos2Model", True, ("multimodal",), (), 1, 1, "linear"),
+    "robovlms": ("RoboVLMsHead", True, ("action_token",), (), 8, 10, "tanh"),
+    "case4-recon": ("Case4Reconstruction", False, ("image",), ("text",), 8, 5, "linear"),
+    "lstm-recon": ("LSTMReconstruction", False, ("image",), ("text",), 8, 10, "tanh"),
+    "clip-lstm-recon": ("CLIPLSTMReconstruction", False, ("image", "clip_image"), ("text",), 8, 10, "tanh"),
 }
+POLICY_KW = {"robovlms": {"config": {"act_head": {"hidden_size": 16}, "image_size": 56,
+                                     "tokenizer": {"max_text_len": 24}}}}
+
+
+def small_head(name: str, **overrides) -> torch.nn.Module:
+    """Head ``name`` at small widths: every stream 16 wide (instruction streams 12), no instruction -> 0."""
+    cls = head_class(name)
+    widths = {field: (12 if kind == "instruction" else 16)
+              for kind, inputs in (("frame", cls.frame_inputs(cls.config_class())),
+                                   ("instruction", cls.instruction_inputs(cls.config_class())))
+              for _, field in inputs}
+    values = {"vision_dim": 16, "text_dim": 0, **widths, **overrides}
+    return make_head(name, **values)
+
+
+def inputs(head, batch: int = 1, frames: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, head.frame_dim, generator=gen), torch.randn(batch, head.instruction_dim,
+                                                                                   generator=gen)
 
 
 @pytest.fixture(scope="module", params=["tiny-kosmos2", "lite"])
 def backbone(request):
-    return make_backbone(request.param)  # cached per process: loaded once for the whole session
+    return make_backbone(request.param, streams=("clip_image", "clip_text"))  # cached: loaded once per session
 
 
 def test_registry_covers_every_head():
-    assert sorted(HEADS) == sorted(HEAD_NAMES)
-    for name, (cls_name, window, chunk, act) in EXPECTED.items():
+    assert sorted(HEADS) == sorted(EXPECTED)
+    for name, (cls_name, team, frames, instr, window, chunk, act) in EXPECTED.items():
         cls = HEADS[name]
-        assert cls.__name__ == cls_name
-        assert cls.head_name == name
+        assert cls.__name__ == cls_name and cls.head_name == name
+        assert bool(cls.team_class) == team and name.endswith("-recon") != team
         assert cls.output_activation == act
         cfg = cls.config_class()
         assert (cfg.window_size, cfg.chunk_size) == (window, chunk)
+        head = small_head(name)
+        assert (head.frame_streams, head.instruction_streams) == (frames, instr)
 
 
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_every_head_acts_on_every_backbone(name, backbone):
-    policy = make_policy(name, backbone=backbone.name, zero_first_step=False, dead_zone=False)
-    assert policy.head.config.vision_dim == backbone.vision_dim
-    assert policy.head.config.text_dim == backbone.text_dim
+    if name == "robovlms" and backbone.name == "lite":
+        with pytest.raises(ValueError, match="action_token"):
+            make_policy(name, backbone="lite", **POLICY_KW[name])
+        return
+    policy = make_policy(name, backbone=backbone.name, zero_first_step=False, dead_zone=False,
+                         **POLICY_KW.get(name, {}))
+    dims = policy.backbone.stream_dims()
+    assert policy.head.frame_dim == sum(dims[s] for s in policy.frame_streams)
+    assert policy.head.instruction_dim == sum(dims[s] for s in policy.instruction_streams)
     policy.reset(INSTRUCTION)
     actions = [policy.act(observation(seed)) for seed in range(3)]
     for action in actions:
@@ -60,33 +92,26 @@ def test_every_head_acts_on_every_backbone(name, backbone):
         assert np.all(np.abs(action) <= 1.5 + 1e-6)  # clipped
     assert len(policy.latencies_ms) == 3
     chunk = policy.last_chunk
-    assert chunk.shape == (EXPECTED[name][2], 2)
+    assert chunk.shape == (EXPECTED[name][5], 2)
     assert np.any(chunk != 0)
 
 
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_three_dim_variant_outputs_angular_z(name):
-    bb = make_backbone("tiny-kosmos2")
-    policy = make_policy(name, backbone="tiny-kosmos2", action_dim=3, zero_first_step=False, dead_zone=False,
-                         denormalize=False)
-    assert policy.head.z_axis_weight.tolist() == pytest.approx([1.0, 1.0, 0.05])
-    policy.reset(INSTRUCTION)
-    action = policy.act(observation(1))
-    assert action.shape == (3,) and np.all(np.isfinite(action))
-    # the z output is 0.05 x the raw one: compare with the same head and weight 1
-    head = policy.head
-    frames = bb.encode_images(observation(1)["image"]).unsqueeze(0)
-    text = bb.encode_text([INSTRUCTION])
+    head = small_head(name, action_dim=3).eval()
+    assert head.z_axis_weight.tolist() == pytest.approx([1.0, 1.0, 0.05])
+    vision, text = inputs(head, seed=1)
     with torch.inference_mode():
-        weighted = head(frames, text)
+        weighted = head(vision, text)
         head.z_axis_weight[2] = 1.0
-        unweighted = head(frames, text)
+        unweighted = head(vision, text)
+    assert weighted.shape == (1, head.chunk_size, 3)
     assert torch.allclose(weighted[..., 2], 0.05 * unweighted[..., 2], atol=1e-6)
     assert torch.equal(weighted[..., :2], unweighted[..., :2])
 
 
 def test_larger_camera_frames_are_resized_by_the_backbone(backbone):
-    policy = make_policy("case1", backbone=backbone.name, zero_first_step=False)
+    policy = make_policy("case1", backbone=backbone.name, zero_first_step=False, use_bundled=False)
     policy.reset(INSTRUCTION)
     action = policy.act(observation(2, size=(360, 640)))
     assert action.shape == (3,) and np.all(np.isfinite(action))
@@ -95,8 +120,8 @@ def test_larger_camera_frames_are_resized_by_the_backbone(backbone):
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_head_forward_shapes_and_ranges(name):
     torch.manual_seed(0)
-    head = make_head(name, vision_dim=16, text_dim=12).eval()
-    out = head(torch.randn(3, 8, 16), torch.randn(3, 12))
+    head = small_head(name).eval()
+    out = head(*inputs(head, batch=3))
     assert out.shape == (3, head.chunk_size, 2)
     assert torch.isfinite(out).all()
     if head.output_activation == "tanh":
@@ -107,41 +132,80 @@ def test_head_forward_shapes_and_ranges(name):
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in head.state_dict().items()}
 
 
-def test_case1_uses_the_newest_frame_only_and_lstm_the_window():
-    torch.manual_seed(0)
-    vision, text = torch.randn(1, 8, 16), torch.randn(1, 12)
-    changed = vision.clone()
-    changed[:, :-1] += 5.0  # change every frame but the newest
-    for name, sensitive in (("case1", False), ("case3", False), ("case2", True), ("case4", True),
-                            ("lstm", True), ("hybrid", True)):
-        head = make_head(name, 16, 12).eval()
+def test_single_frame_heads_read_the_newest_frame_only():
+    vision_changed = {}
+    for name in HEAD_NAMES:
+        head = small_head(name).eval()
+        vision, text = inputs(head)
+        changed = vision.clone()
+        changed[:, :-1] += 5.0  # change every frame but the newest
         with torch.inference_mode():
-            same = torch.allclose(head(vision, text), head(changed, text))
-        assert same != sensitive, name
+            vision_changed[name] = not torch.allclose(head(vision, text), head(changed, text))
+    single = {n for n in HEAD_NAMES if EXPECTED[n][4] == 1}
+    assert {n for n, sensitive in vision_changed.items() if not sensitive} == single
 
 
 def test_heads_depend_on_the_instruction():
-    torch.manual_seed(0)
-    vision = torch.randn(1, 8, 16)
     for name in HEAD_NAMES:
-        head = make_head(name, 16, 12).eval()
+        head = small_head(name).eval()
+        vision, _ = inputs(head)
+        if head.instruction_dim == 0:  # pure-kosmos2 / robovlms: the instruction is inside their frame features
+            assert not head.instruction_streams
+            continue
         with torch.inference_mode():
-            a, b = head(vision, torch.zeros(1, 12)), head(vision, torch.ones(1, 12))
+            a = head(vision, torch.zeros(1, head.instruction_dim))
+            b = head(vision, torch.ones(1, head.instruction_dim))
         assert not torch.allclose(a, b), name
 
 
+@pytest.mark.parametrize("name", ["case1", "case1-v1", "case2", "case3"])
+def test_final_layernorm_puts_every_action_on_one_line(name):
+    """The team's ``final_norm = LayerNorm(2)``: outputs are ``(s, -s) * gamma + beta`` with ``|s| <= 1``."""
+    head = small_head(name).eval()
+    with torch.no_grad():
+        head.final_norm.weight.copy_(torch.tensor([0.5, 1.0]))
+        head.final_norm.bias.copy_(torch.tensor([0.5, 0.0]))
+        out = head(*inputs(head, batch=64))[:, 0]
+    s = (out[:, 0] - 0.5) / 0.5
+    assert torch.allclose(out[:, 1], -s, atol=1e-5)  # one fixed line through beta
+    assert s.abs().max() <= 1.0 + 1e-5
+
+
+def test_case2_clip_normalisation_attends_over_the_batch():
+    """Batch 1: the aligned feature is the frame's own normalised CLIP feature, whatever clip_proj is; in a batch,
+    each sample's output depends on the other samples' CLIP features (the team's training)."""
+    torch.manual_seed(0)
+    norm = small_head("case2").eval().clip_norm_vision
+    feats, clip = torch.randn(2, 256), torch.randn(2, 16)
+    with torch.inference_mode():
+        expected = norm.norm(feats[:1] + norm.inverse_proj(torch.nn.functional.normalize(clip[:1], dim=-1)))
+        torch.testing.assert_close(norm(feats[:1], clip[:1]), expected)
+        other = clip.clone()
+        other[1] = torch.randn(16)  # change the second sample's CLIP feature only
+        assert not torch.allclose(norm(feats, clip)[0], norm(feats, other)[0])
+
+
+def test_case2_switches_follow_the_team_model_config():
+    plain = small_head("case2", use_clip_normalization=False, use_vision_resampler=False)
+    assert plain.frame_streams == ("image",) and plain.frame_dim == 16
+    assert not any(k.startswith("vision_resampler.") for k in plain.state_dict())
+    assert any(k.startswith("clip_norm_vision.") for k in plain.state_dict())  # built, as theirs, but unused
+    with pytest.raises(ValueError, match="clip_norm"):
+        small_head("case2", clip_norm_layers=False)
+
+
 def test_wrong_feature_widths_raise_a_clear_error():
-    head = make_head("case1", 16, 12)
+    head = small_head("case1")
     with pytest.raises(HeadInputError, match=r"\(B, T, 16\)"):
         head(torch.randn(1, 8, 15), torch.randn(1, 12))
     with pytest.raises(HeadInputError, match="text"):
         head(torch.randn(1, 8, 16), torch.randn(1, 11))
 
 
-def test_case4_exposes_its_hierarchical_outputs():
-    head = make_head("case4", 16, 12).eval()
+def test_case4_recon_exposes_its_hierarchical_outputs():
+    head = small_head("case4-recon").eval()
     with torch.inference_mode():
-        out = head.forward_hierarchical(torch.randn(2, 8, 16), torch.randn(2, 12))
+        out = head.forward_hierarchical(*inputs(head, batch=2))
     assert out["actions"].shape == (2, 5, 2)
     assert out["task_logits"].shape == (2, 10)
     assert out["plan"].shape == (2, 5, 512)
@@ -152,10 +216,10 @@ def test_random_heads_are_seeded_and_leave_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = make_policy("lstm", backbone="tiny-kosmos2")
+    a = make_policy("lstm-recon", backbone="tiny-kosmos2")
     after = torch.rand(1)
-    b = make_policy("lstm", backbone="tiny-kosmos2")
-    c = make_policy("lstm", backbone="tiny-kosmos2", seed=1)
+    b = make_policy("lstm-recon", backbone="tiny-kosmos2")
+    c = make_policy("lstm-recon", backbone="tiny-kosmos2", seed=1)
     assert torch.equal(before, after)
     sa, sb, sc = a.head.state_dict(), b.head.state_dict(), c.head.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -172,14 +236,16 @@ def test_unknown_names_are_rejected():
         make_policy("case1", backbone="resnet")
     with pytest.raises(ValueError, match="head_overrides"):
         make_policy("case1", backbone="tiny-kosmos2", head_overrides={"no_such_field": 1})
+    with pytest.raises(TypeError, match="robovlms"):
+        make_policy("case1", backbone="tiny-kosmos2", config={"act_head": {}})
 
 
-def test_ensemble_factory_mixes_case2_and_lstm_with_weight_0_6():
+def test_ensemble_factory_mixes_case2_and_lstm_recon_with_weight_0_6():
     plain = {"backbone": "tiny-kosmos2", "clip": False, "dead_zone": False, "zero_first_step": False}
     ens = make_policy("ensemble", **plain)
     first = make_policy("case2", denormalize=False, **plain)
-    second = make_policy("lstm", denormalize=False, **plain)
-    assert (ens.first.head.head_name, ens.second.head.head_name, ens.weight) == ("case2", "lstm", 0.6)
+    second = make_policy("lstm-recon", denormalize=False, **plain)
+    assert (ens.first.head.head_name, ens.second.head.head_name, ens.weight) == ("case2", "lstm-recon", 0.6)
     for p in (ens, first, second):
         p.reset(INSTRUCTION)
     for seed in range(3):
@@ -190,8 +256,11 @@ def test_ensemble_factory_mixes_case2_and_lstm_with_weight_0_6():
         make_policy("ensemble", backbone="tiny-kosmos2", checkpoint="x.safetensors")
 
 
-def test_registry_descriptions_name_the_models():
+def test_registry_descriptions_name_the_models_and_their_provenance():
     from policies import describe
+    from policies.heads import provenance
 
-    assert describe("case1").startswith("Case 1 Simplified2DActionModelV2")
-    assert "LSTM" in describe("lstm") and "ensemble" in describe("ensemble").lower()
+    assert describe("case1").startswith("The team's Simplified2DActionModelV2")
+    assert "reconstruction" in describe("lstm-recon") and "ensemble" in describe("ensemble").lower()
+    assert provenance("case2") == "team architecture (CLIPNormalized2DActionModelV2)"
+    assert provenance("case4-recon") == "our reconstruction"

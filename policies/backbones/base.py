@@ -1,8 +1,10 @@
-"""The frozen vision-language backbone interface shared by ``lite``, ``kosmos2`` and ``tiny-kosmos2``.
+"""The frozen feature-extractor interface shared by ``lite``, ``kosmos2``, ``tiny-kosmos2`` and the RoboVLMs
+backbone.
 
-A backbone turns camera frames and instructions into pooled feature vectors; the action heads
-(:mod:`policies.heads`) only ever see those vectors, so backbone features can be cached on disk for
-training. Backbones are frozen: eval mode, ``requires_grad`` off, every call under ``torch.inference_mode``.
+A backbone turns camera frames and instructions into feature vectors, organised in named **streams**
+(:data:`STREAMS`); an action head (:mod:`policies.heads`) names the streams it reads and only ever sees those
+vectors, so features can be cached on disk for training. Backbones are frozen: eval mode, ``requires_grad`` off,
+every call under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,24 @@ import torch
 from torch.nn import functional as F
 
 
+#: Feature streams: name -> (kind, what the team's models read). ``frame`` streams are per camera frame,
+#: ``frame+instruction`` ones per frame given the instruction, ``instruction`` ones per instruction string.
+STREAMS: dict[str, tuple[str, str]] = {
+    "image": ("frame", "Kosmos-2 vision_model(pixel_values).pooler_output (1024-d)"),
+    "clip_image": ("frame", "open_clip ViT-B-32 encode_image (512-d)"),
+    "multimodal": ("frame+instruction", "Kosmos-2 language model over image + instruction, mean over tokens (2048-d)"),
+    "action_token": ("frame+instruction", "Kosmos-2 language model hidden state at RoboVLMs' action token (2048-d)"),
+    "text": ("instruction", "Kosmos-2 text_model(input_ids).last_hidden_state.mean(1) (2048-d)"),
+    "clip_text": ("instruction", "CLIP text tower pooler_output (openai/clip-vit-base-patch32, 512-d)"),
+}
+
+
 class BackboneInputError(ValueError):
-    """Images or texts passed to a backbone have the wrong type, dtype or shape."""
+    """Images, texts or stream names passed to a backbone are unusable (wrong type, dtype, shape or name)."""
+
+
+class MissingStreamError(ValueError):
+    """A head needs a feature stream this backbone does not provide (the message says how to provide it)."""
 
 
 def as_uint8_nhwc(images: Any) -> np.ndarray:
@@ -69,16 +87,16 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
 
 
 class Backbone(abc.ABC):
-    """A frozen image + text encoder.
+    """A frozen image + text encoder offering named feature streams.
 
     Attributes:
         name: registry name (``"lite"``, ``"kosmos2"``, ``"tiny-kosmos2"``).
-        vision_dim: width of :meth:`encode_images` features.
-        text_dim: width of :meth:`encode_text` features.
         device: torch device the networks run on.
 
-    Text features are cached per instruction string (:meth:`encode_text` runs the text encoder once per
-    distinct string for the backbone's lifetime); image features are never cached here.
+    Subclasses either set ``vision_dim`` / ``text_dim`` and implement :meth:`_encode_images` /
+    :meth:`_encode_text` (the ``image`` and ``text`` streams), or override :meth:`stream_dims`,
+    :meth:`_encode_frames` and :meth:`_encode_instruction` for more streams. Instruction features are cached per
+    (stream, string) for the backbone's lifetime; frame features are never cached here.
     """
 
     name: str = "backbone"
@@ -87,33 +105,98 @@ class Backbone(abc.ABC):
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
         self._lock = threading.Lock()
 
-    def encode_images(self, images: Any) -> torch.Tensor:
-        """Encode frames.
+    # ------------------------------------------------------------------ streams
+    def stream_dims(self) -> dict[str, int]:
+        """Widths of the streams this backbone provides (stream name -> int)."""
+        return {"image": int(self.vision_dim), "text": int(self.text_dim)}
+
+    def width(self, streams: Sequence[str]) -> int:
+        """Width of the concatenation of ``streams``.
+
+        Raises:
+            MissingStreamError: a stream this backbone does not provide.
+        """
+        dims = self.stream_dims()
+        missing = [s for s in streams if s not in dims]
+        if missing:
+            raise MissingStreamError(self.missing_stream_message(missing))
+        return sum(dims[s] for s in streams)
+
+    def missing_stream_message(self, streams: Sequence[str]) -> str:
+        """Why ``streams`` are unavailable and how to provide them (subclasses add the remedy)."""
+        return (f"backbone {self.name!r} has no {', '.join(streams)} feature stream (it offers "
+                f"{', '.join(self.stream_dims())})")
+
+    def _check_streams(self, streams: Sequence[str], kind: str) -> tuple[str, ...]:
+        if isinstance(streams, str):
+            raise BackboneInputError("streams must be a sequence of stream names, not a single str")
+        streams = tuple(streams)
+        for s in streams:
+            if s not in STREAMS:
+                raise BackboneInputError(f"unknown feature stream {s!r}; streams: {', '.join(STREAMS)}")
+            if (STREAMS[s][0] == "instruction") != (kind == "instruction"):
+                raise BackboneInputError(f"{s!r} is a{'n' if kind == 'instruction' else ''} "
+                                         f"{STREAMS[s][0]} stream, not a{'n' if kind == 'instruction' else ''} "
+                                         f"{kind} stream")
+        self.width(streams)
+        return streams
+
+    # ------------------------------------------------------------------ frames
+    def encode_frames(self, images: Any, streams: Sequence[str] = ("image",), instruction: str | None = None
+                      ) -> torch.Tensor:
+        """Encode frames into the concatenation of ``streams``.
 
         Args:
             images: uint8 RGB ``(N, H, W, 3)`` (numpy or torch; ``(H, W, 3)`` is treated as ``N = 1``), any
                 ``H, W``: the backbone resizes to its own input size and normalises itself.
+            streams: per-frame stream names (:data:`STREAMS` kinds ``frame`` / ``frame+instruction``).
+            instruction: the episode's instruction; required by ``frame+instruction`` streams.
 
         Returns:
-            float32 ``(N, vision_dim)`` on CPU.
+            float32 ``(N, width(streams))`` on CPU.
 
         Raises:
-            BackboneInputError: wrong dtype or shape.
+            BackboneInputError: wrong dtype or shape, an unknown stream, or a missing instruction.
+            MissingStreamError: a stream this backbone does not provide.
         """
+        streams = self._check_streams(streams, "frame")
         arr = as_uint8_nhwc(images)
+        if instruction is None and any(STREAMS[s][0] == "frame+instruction" for s in streams):
+            raise BackboneInputError(f"streams {streams} depend on the instruction: pass instruction=")
+        if instruction is not None and not isinstance(instruction, str):
+            raise BackboneInputError(f"instruction must be str, got {type(instruction).__name__}")
+        if not streams:
+            return torch.zeros(len(arr), 0)
         with torch.inference_mode():
-            out = self._encode_images(arr)
+            parts = self._encode_frames(arr, streams, instruction)
+            out = torch.cat([parts[s].float().cpu() for s in streams], dim=-1)
         # clone outside inference mode: a plain tensor can feed a trainable head (inference tensors cannot)
-        return out.float().cpu().clone()
+        return out.clone()
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """Encode instructions, float32 ``(N, text_dim)`` on CPU; cached per distinct string.
+    def encode_images(self, images: Any) -> torch.Tensor:
+        """The ``image`` stream: float32 ``(N, vision_dim)`` on CPU (see :meth:`encode_frames`)."""
+        return self.encode_frames(images, ("image",))
+
+    def _encode_frames(self, images: np.ndarray, streams: tuple[str, ...], instruction: str | None
+                       ) -> dict[str, torch.Tensor]:
+        """uint8 ``(N, H, W, 3)`` -> ``{stream: (N, width)}`` (under ``inference_mode``). Default: ``image``."""
+        return {"image": self._encode_images(images)}
+
+    def _encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` -> ``(N, vision_dim)`` (called under ``inference_mode``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ instructions
+    def encode_instruction(self, texts: Sequence[str], streams: Sequence[str] = ("text",)) -> torch.Tensor:
+        """Encode instructions into the concatenation of ``streams``, float32 ``(N, width(streams))`` on CPU;
+        cached per (stream, distinct string).
 
         Raises:
-            BackboneInputError: ``texts`` is a bare string or holds a non-string.
+            BackboneInputError: ``texts`` is a bare string or holds a non-string; an unknown stream.
+            MissingStreamError: a stream this backbone does not provide.
         """
         if isinstance(texts, str):
             raise BackboneInputError("encode_text expects a list of strings, not a single str")
@@ -121,30 +204,36 @@ class Backbone(abc.ABC):
         for t in texts:
             if not isinstance(t, str):
                 raise BackboneInputError(f"instructions must be str, got {type(t).__name__}")
+        streams = self._check_streams(streams, "instruction")
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-            if missing:
-                with torch.inference_mode():
-                    feats = self._encode_text(missing).detach().float().cpu()
-                for t, f in zip(missing, feats):
-                    self._text_cache[t] = f.clone()  # outside inference mode: a plain tensor
-            if not texts:
-                return torch.zeros(0, self.text_dim)
-            return torch.stack([self._text_cache[t] for t in texts])  # a copy: callers may modify it
+            for stream in streams:
+                missing = [t for t in dict.fromkeys(texts) if (stream, t) not in self._text_cache]
+                if missing:
+                    with torch.inference_mode():
+                        feats = self._encode_instruction(stream, missing).detach().float().cpu()
+                    for t, f in zip(missing, feats):
+                        self._text_cache[(stream, t)] = f.clone()  # outside inference mode: a plain tensor
+            if not texts or not streams:
+                return torch.zeros(len(texts), self.width(streams))
+            # a copy: callers may modify it
+            return torch.stack([torch.cat([self._text_cache[(s, t)] for s in streams]) for t in texts])
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """The ``text`` stream: float32 ``(N, text_dim)`` on CPU, cached per distinct string."""
+        return self.encode_instruction(texts, ("text",))
 
     @property
     def text_cache_size(self) -> int:
-        """Number of distinct instruction strings encoded so far."""
+        """Number of distinct (stream, instruction) features encoded so far."""
         return len(self._text_cache)
 
-    @abc.abstractmethod
-    def _encode_images(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 ``(N, H, W, 3)`` -> ``(N, vision_dim)`` (called under ``inference_mode``)."""
+    def _encode_instruction(self, stream: str, texts: list[str]) -> torch.Tensor:
+        """Distinct strings -> ``(N, width)`` for one instruction stream. Default: ``text``."""
+        return self._encode_text(texts)
 
-    @abc.abstractmethod
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
         """Distinct strings -> ``(N, text_dim)`` (called under ``inference_mode``)."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name={self.name!r}, vision_dim={self.vision_dim}, "
-                f"text_dim={self.text_dim}, device={self.device})")
+        return f"{type(self).__name__}(name={self.name!r}, streams={self.stream_dims()}, device={self.device})"

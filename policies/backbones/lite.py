@@ -1,8 +1,20 @@
 """``lite``: an offline, CPU-fast backbone: EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2.
 
-Vision: pooled 1280-d EfficientNet-Lite0 feature of the frame resized to 224 x 224 (antialiased
-bilinear, no crop) and normalised as the TensorFlow Lite models expect. Text: 384-d unit-norm
-sentence embedding. Both weight sets ship inside PyPI packages, so nothing is downloaded.
+Streams (:data:`policies.backbones.base.STREAMS`), with what stands in for the Kosmos-2 / CLIP feature the team's
+models read (so the team's head architectures can be trained and run offline at lite widths):
+
+==============  =====  ========================================================================================
+stream          width  lite feature
+==============  =====  ========================================================================================
+``image``       1280   pooled EfficientNet-Lite0 feature of the frame resized to 224 x 224 (antialiased, no crop)
+``text``        384    unit-norm MiniLM sentence embedding of the instruction
+``clip_image``  512    stand-in: the ``image`` feature through a fixed random projection (seed
+                       :data:`CLIP_STANDIN_SEED`, entries N(0, 1/1280)); not CLIP
+``clip_text``   384    stand-in: the MiniLM embedding (as ``text``)
+``multimodal``  1664   stand-in: ``[image ; text]`` of the frame and the instruction
+==============  =====  ========================================================================================
+
+Both weight sets ship inside PyPI packages, so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -11,14 +23,41 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from policies.backbones import efficientnet_lite as effnet
 from policies.backbones.base import Backbone, freeze, to_float_nchw
-from policies.backbones.minilm import MiniLMEncoder
+from policies.backbones.minilm import TEXT_DIM, MiniLMEncoder
+
+#: Width of the ``clip_image`` stand-in (the width of open_clip ViT-B-32's image embedding).
+CLIP_STANDIN_DIM = 512
+#: Widths of the lite streams.
+STREAM_DIMS = {"image": effnet.FEATURE_DIM, "text": TEXT_DIM, "clip_image": CLIP_STANDIN_DIM, "clip_text": TEXT_DIM,
+               "multimodal": effnet.FEATURE_DIM + TEXT_DIM}
+#: Seed of the ``clip_image`` stand-in projection.
+CLIP_STANDIN_SEED = 20251218
+
+
+class LiteFrameEncoder(nn.Module):
+    """Normalised pixels ``(N, 3, 224, 224)`` -> the concatenated pixel-only lite streams (``image``,
+    ``clip_image``) in the order given: the module an ONNX export puts in its graph."""
+
+    def __init__(self, image_model: nn.Module, projection: torch.Tensor, streams: tuple[str, ...]) -> None:
+        super().__init__()
+        unknown = set(streams) - {"image", "clip_image"}
+        if unknown:
+            raise ValueError(f"streams {sorted(unknown)} are not computed from pixels alone")
+        self.image_model, self.streams = image_model, streams
+        self.register_buffer("projection", projection.clone(), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        image = self.image_model.features(pixels)
+        parts = {"image": image, "clip_image": image @ self.projection.to(image.dtype).T}
+        return torch.cat([parts[s] for s in self.streams], dim=-1)
 
 
 class LiteBackbone(Backbone):
-    """EfficientNet-Lite0 image features (``vision_dim = 1280``) + MiniLM text features (``text_dim = 384``).
+    """EfficientNet-Lite0 image features + MiniLM text features, and the stand-in streams of the module doc.
 
     Args:
         device: torch device (fp32 everywhere).
@@ -30,19 +69,36 @@ class LiteBackbone(Backbone):
     """
 
     name = "lite"
-    vision_dim = effnet.FEATURE_DIM
-    text_dim = 384
+    vision_dim = STREAM_DIMS["image"]
+    text_dim = STREAM_DIMS["text"]
 
     def __init__(self, device: str | torch.device = "cpu", image_weights: str | Path | None = None,
                  text_model_dir: str | Path | None = None) -> None:
         super().__init__(device)
         self.image_model = freeze(effnet.load_efficientnet_lite0(image_weights).to(self.device))
         self.text_model = MiniLMEncoder(text_model_dir, device=self.device)
-        self.text_dim = self.text_model.dim
+        gen = torch.Generator().manual_seed(CLIP_STANDIN_SEED)
+        projection = torch.randn(CLIP_STANDIN_DIM, self.vision_dim, generator=gen) / self.vision_dim ** 0.5
+        self.clip_projection = projection.to(self.device)
 
-    def _encode_images(self, images: np.ndarray) -> torch.Tensor:
+    def stream_dims(self) -> dict[str, int]:
+        return dict(STREAM_DIMS)
+
+    def frame_encoder(self, streams: tuple[str, ...]) -> LiteFrameEncoder:
+        """A module computing the pixel-only ``streams`` from normalised pixels (for a graph export)."""
+        return LiteFrameEncoder(self.image_model, self.clip_projection, tuple(streams))
+
+    def _encode_frames(self, images: np.ndarray, streams: tuple[str, ...], instruction: str | None
+                       ) -> dict[str, torch.Tensor]:
         x = to_float_nchw(images, effnet.INPUT_SIZE, effnet.INPUT_MEAN, effnet.INPUT_STD, self.device)
-        return self.image_model.features(x)
+        image = self.image_model.features(x)
+        out = {"image": image}
+        if "clip_image" in streams:
+            out["clip_image"] = image @ self.clip_projection.T
+        if "multimodal" in streams:
+            text = self.text_model.encode([instruction]).to(image.device).expand(len(image), -1)
+            out["multimodal"] = torch.cat([image, text], dim=-1)
+        return out
 
-    def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        return self.text_model.encode(texts)
+    def _encode_instruction(self, stream: str, texts: list[str]) -> torch.Tensor:
+        return self.text_model.encode(texts)  # ``text`` and its ``clip_text`` stand-in

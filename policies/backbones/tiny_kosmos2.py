@@ -1,11 +1,13 @@
-"""``tiny-kosmos2``: the real ``Kosmos2Model`` / ``Kosmos2Processor`` code path at toy size, fully offline.
+"""``tiny-kosmos2``: the real ``Kosmos2ForConditionalGeneration`` / ``Kosmos2Processor`` code path at toy size,
+fully offline.
 
-A seeded random ``Kosmos2Config`` (vision: hidden 32, 2 layers, patch 14, image 56; text: embed 32,
-2 layers) and a processor assembled from parts: a byte-level BPE tokenizer trained with the ``tokenizers``
-library on a small fixed corpus (instructions of the robot's data set plus navigation words), wrapped in
-``PreTrainedTokenizerFast``, and a CLIP image processor resizing to 56 x 56. ``Kosmos2Processor`` adds its
-own tag and patch-index tokens to that tokenizer, as it does for the real one. Built once per process
-(:func:`build_tiny_kosmos2` is cached); same seed -> identical weights and vocabulary.
+A seeded random ``Kosmos2Config`` (vision: hidden 32, 2 layers, patch 14, image 56; text: embed 32, 2 layers,
+4 latent queries) and a processor assembled from parts: a byte-level BPE tokenizer trained with the
+``tokenizers`` library on a small fixed corpus (instructions of the robot's data set plus navigation words),
+which adds ``<s> ... </s>`` around every text as the real XLM-R tokenizer does, wrapped in
+``PreTrainedTokenizerFast``, and a CLIP image processor resizing to 56 x 56. ``Kosmos2Processor`` adds its own tag
+(``<grounding>``, ...) and patch-index tokens to that tokenizer, as it does for the real one. Same seed ->
+identical weights and vocabulary; each call builds a fresh model object (so two devices never share one).
 Used by tests and smoke runs; its features carry no meaning.
 """
 
@@ -15,8 +17,6 @@ import functools
 from typing import Any
 
 import torch
-
-from policies.backbones.kosmos2 import Kosmos2Backbone
 
 #: Seed of the random weights.
 TINY_SEED = 20240822
@@ -33,23 +33,27 @@ _CORPUS = (
     "Navigate around the obstacle on the left side and reach the cup",
     "Navigate around the obstacle on the right side and reach the cup",
     "Navigate to the gray basket while avoiding the brown pot",
+    "An image of a robot",
     "go forward, turn left, turn right, move back, stop at the box, the chair, the table and the door",
 )
 
 
-def _build_tokenizer() -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def bpe_tokenizer(specials: list[str], *, bos: str, eos: str, pad: str, unk: str, vocab_size: int = 512) -> Any:
+    """A ``PreTrainedTokenizerFast`` with a byte-level BPE trained on a fixed corpus of the robot's instructions;
+    ``specials`` get the first ids and every encoded text is wrapped as ``bos ... eos``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3: Kosmos-2's bos=0, pad=1, eos=2
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok = Tokenizer(models.BPE(unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(list(_CORPUS) * 4, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>",
-                                   eos_token="</s>", unk_token="<unk>")
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B {eos}",
+        special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, pad_token=pad, eos_token=eos, unk_token=unk)
 
 
 def _build_image_processor() -> Any:
@@ -61,30 +65,56 @@ def _build_image_processor() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def build_tiny_kosmos2() -> tuple[Any, Any]:
-    """Return ``(Kosmos2Model, Kosmos2Processor)`` of the toy configuration (cached per process).
+def tiny_kosmos2_processor() -> Any:
+    """The toy ``Kosmos2Processor`` (cached per process; processors hold no device state)."""
+    from transformers import Kosmos2Processor
 
-    The model is in eval mode with gradients off; the global torch RNG is left untouched.
-    """
-    from transformers import Kosmos2Config, Kosmos2Model, Kosmos2Processor
+    # ids 0..3 as Kosmos-2's: bos=0, pad=1, eos=2, unk=3
+    tokenizer = bpe_tokenizer(["<s>", "<pad>", "</s>", "<unk>"], bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
+    return Kosmos2Processor(_build_image_processor(), tokenizer)
 
-    processor = Kosmos2Processor(_build_image_processor(), _build_tokenizer())
-    config = Kosmos2Config(
-        text_config={"vocab_size": len(processor.tokenizer), "embed_dim": TINY_TEXT_DIM, "layers": 2,
-                     "ffn_dim": 64, "attention_heads": 4, "max_position_embeddings": 256,
+
+def tiny_kosmos2_config() -> Any:
+    """The toy ``Kosmos2Config`` (vocabulary sized to :func:`tiny_kosmos2_processor`'s tokenizer)."""
+    from transformers import Kosmos2Config
+
+    return Kosmos2Config(
+        text_config={"vocab_size": len(tiny_kosmos2_processor().tokenizer), "embed_dim": TINY_TEXT_DIM,
+                     "layers": 2, "ffn_dim": 64, "attention_heads": 4, "max_position_embeddings": 512,
                      "dropout": 0.0, "attention_dropout": 0.0},
         vision_config={"hidden_size": TINY_VISION_DIM, "intermediate_size": 64, "num_hidden_layers": 2,
                        "num_attention_heads": 4, "image_size": TINY_IMAGE_SIZE, "patch_size": TINY_PATCH_SIZE},
         latent_query_num=4,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_state() -> dict[str, torch.Tensor]:
+    from transformers import Kosmos2ForConditionalGeneration
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        model = Kosmos2Model(config)
+        model = Kosmos2ForConditionalGeneration(tiny_kosmos2_config())
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def build_tiny_kosmos2() -> tuple[Any, Any]:
+    """A new ``(Kosmos2ForConditionalGeneration, Kosmos2Processor)`` of the toy configuration, on the CPU, in eval
+    mode with gradients off; the global torch RNG is left untouched."""
+    from transformers import Kosmos2ForConditionalGeneration
+
+    model = Kosmos2ForConditionalGeneration(tiny_kosmos2_config())
+    model.load_state_dict(_tiny_state())
     model.eval().requires_grad_(False)
-    return model, processor
+    return model, tiny_kosmos2_processor()
 
 
-def load_tiny_kosmos2(device: str | torch.device = "cpu") -> Kosmos2Backbone:
-    """A :class:`Kosmos2Backbone` named ``"tiny-kosmos2"`` over :func:`build_tiny_kosmos2` (32-d / 32-d)."""
+def load_tiny_kosmos2(device: str | torch.device = "cpu", **kwargs: Any) -> Any:
+    """A :class:`~policies.backbones.kosmos2.Kosmos2Backbone` named ``"tiny-kosmos2"`` (32-d ``image`` / ``text``
+    / ``multimodal``, and toy random CLIP parts for ``clip_image`` / ``clip_text`` unless ``kwargs`` give others)."""
+    from policies.backbones.kosmos2 import Kosmos2Backbone
+
     model, processor = build_tiny_kosmos2()
-    return Kosmos2Backbone(model, processor, name="tiny-kosmos2", device=device)
+    kwargs.setdefault("clip_image", "tiny")
+    kwargs.setdefault("clip_text", "tiny")
+    return Kosmos2Backbone(model, processor, name="tiny-kosmos2", device=device, **kwargs)

@@ -1,38 +1,58 @@
-"""Action heads, one module each, named as the team names them.
+"""Action heads, one module per model family.
 
-- ``case1`` ``Simplified2DActionModelV2``: adapters 256 + 256 -> MLP 512-512-256-128; window 1, chunk 1, linear.
-- ``case2`` ``CLIPNormalized2DActionModelV2``: + "CLIP normalisation" + vision resampler; window 8, chunk 1,
-  linear.
-- ``case3`` ``SimpleCase3Model``: case 1's structure under its own config; window 1, chunk 1, linear.
-- ``case4`` ``RoboVLMsCompleteModel``: hierarchical planner, hidden 512; window 8, chunk 5, linear.
-- ``lstm`` ``MobileVLALSTMDecoder``: LSTM 512 x 4 + RoboVLMs ``MLPTanhHead``; window 8, chunk 10, tanh.
-- ``hybrid`` ``Kosmos2CLIPHybridModel``: two visual streams + LSTM; window 8, chunk 10, tanh.
+The team's architectures (parameter names, shapes and forward pass as in ``minuum/vla``;
+``../shared/reference/TEAM_MODELS.md``):
 
-:func:`make_head` builds one for given feature widths; :func:`head_from_config` rebuilds one from a saved
-config dict (the team's ``model_config`` spelling ``language_dim`` is accepted for ``text_dim``).
+========================  ==================================  =========================================
+registry name             the team's class                    reads
+========================  ==================================  =========================================
+``case1``                 ``Simplified2DActionModelV2``       image + text, one frame, one action
+``case1-v1``              ``Simplified2DActionModel``         image + text, one frame, one action
+``case2``                 ``CLIPNormalized2DActionModelV2``   image + clip_image + text, one frame
+``case3``                 ``SimpleCase3Model``                image + text, one frame (case 1 V2's tree)
+``hybrid``                ``Kosmos2CLIPHybridModel``          multimodal + clip_text, one frame
+``pure-kosmos2``          ``PureKosmos2Model``                multimodal, one frame
+``robovlms``              ``MobileVLALSTMDecoder`` (act_head) action_token, window 8, chunk 10
+========================  ==================================  =========================================
+
+Our reconstructions of models whose source is not public (names end in ``-recon``): ``case4-recon``
+(``RoboVLMsCompleteModel``), ``lstm-recon`` ("Simple LSTM", MAE 0.222), ``clip-lstm-recon`` ("Simple CLIP-LSTM
+hybrid", MAE 0.212).
+
+:func:`make_head` builds one for given feature widths; :func:`head_from_config` rebuilds one from a saved config
+dict (the team's ``model_config`` spellings are accepted); :func:`detect_head` names the architecture of a team
+state dict from its keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from policies.heads.base import ActionHead, HeadConfig, HeadInputError
-from policies.heads.case1 import Case1Config, Simplified2DActionModelV2
+from policies.heads.case1 import Case1Config, Simplified2DActionModel, Simplified2DActionModelV2
 from policies.heads.case2 import Case2Config, CLIPNormalized2DActionModelV2
 from policies.heads.case3 import Case3Config, SimpleCase3Model
-from policies.heads.case4 import Case4Config, RoboVLMsCompleteModel
-from policies.heads.hybrid import HybridConfig, Kosmos2CLIPHybridModel
-from policies.heads.lstm import LSTMConfig, MobileVLALSTMDecoder
+from policies.heads.case4_recon import Case4Config, Case4Reconstruction
+from policies.heads.hybrid import HybridConfig, Kosmos2CLIPHybridModel, PureKosmos2Config, PureKosmos2Model
+from policies.heads.lstm_recon import CLIPLSTMReconConfig, CLIPLSTMReconstruction, LSTMReconConfig, LSTMReconstruction
+from policies.heads.robovlms import RoboVLMsConfig, RoboVLMsHead
 
-#: Head name -> class.
+#: Head name -> class (the team's architectures first, then our reconstructions).
 HEADS: dict[str, type[ActionHead]] = {
     "case1": Simplified2DActionModelV2,
+    "case1-v1": Simplified2DActionModel,
     "case2": CLIPNormalized2DActionModelV2,
     "case3": SimpleCase3Model,
-    "case4": RoboVLMsCompleteModel,
-    "lstm": MobileVLALSTMDecoder,
     "hybrid": Kosmos2CLIPHybridModel,
+    "pure-kosmos2": PureKosmos2Model,
+    "robovlms": RoboVLMsHead,
+    "case4-recon": Case4Reconstruction,
+    "lstm-recon": LSTMReconstruction,
+    "clip-lstm-recon": CLIPLSTMReconstruction,
 }
 
 #: Alternative spellings found in the team's saved configs.
@@ -51,23 +71,49 @@ def head_class(name: str) -> type[ActionHead]:
         raise UnknownHeadError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}") from None
 
 
-def config_from_dict(name: str, values: dict[str, Any], *, strict: bool = False) -> HeadConfig:
+def provenance(name: str) -> str:
+    """``"team architecture (CLASS)"`` or ``"our reconstruction"`` for head ``name``."""
+    cls = head_class(name)
+    return f"team architecture ({cls.team_class})" if cls.team_class else "our reconstruction"
+
+
+def config_fields(name: str) -> set[str]:
+    """Field names of head ``name``'s config dataclass."""
+    return {f.name for f in dataclasses.fields(head_class(name).config_class)}
+
+
+def config_from_dict(name: str, values: Mapping[str, Any], *, strict: bool = False) -> HeadConfig:
     """Build head ``name``'s config from a dict, mapping :data:`CONFIG_ALIASES`.
 
     Args:
         strict: raise ``ValueError`` on keys the config does not have; otherwise they are ignored (the team's
-            configs carry extra fields such as ``clip_model_name`` or ``use_vision_resampler``).
+            configs carry extra fields such as ``clip_model_name``).
+
+    Raises:
+        ValueError: an unknown key (``strict``) or a value of the wrong type for its field.
     """
     cls = head_class(name).config_class
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     unknown = []
     for key, value in values.items():
         key = CONFIG_ALIASES.get(key, key)
-        if key in fields:
-            kwargs[key] = value
-        else:
+        if key not in fields:
             unknown.append(key)
+            continue
+        default = fields[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{cls.__name__}.{key} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+                raise ValueError(f"{cls.__name__}.{key} must be an integer, got {value!r}")
+            value = int(value)
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{cls.__name__}.{key} must be a number, got {value!r}")
+            value = float(value)
+        kwargs[key] = value
     if strict and unknown:
         raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     return cls(**kwargs)
@@ -76,7 +122,7 @@ def config_from_dict(name: str, values: dict[str, Any], *, strict: bool = False)
 def make_head(name: str, vision_dim: int, text_dim: int, action_dim: int = 2, **overrides: Any) -> ActionHead:
     """Build head ``name`` for features of the given widths (randomly initialised by torch's global RNG).
 
-    ``overrides`` set any other config field (``window_size``, ``chunk_size``, ``hidden_dim``, ...).
+    ``overrides`` set any other config field (``window_size``, ``chunk_size``, ``hidden_dim``, ``clip_dim``...).
 
     Raises:
         UnknownHeadError: unknown name. ValueError: an unknown override or an invalid size.
@@ -85,16 +131,45 @@ def make_head(name: str, vision_dim: int, text_dim: int, action_dim: int = 2, **
     return head_class(name)(config_from_dict(name, values, strict=True))
 
 
-def head_from_config(name: str, config: dict[str, Any] | HeadConfig) -> ActionHead:
+def head_from_config(name: str, config: Mapping[str, Any] | HeadConfig) -> ActionHead:
     """Rebuild head ``name`` from a config (dataclass or dict; unknown dict keys are ignored)."""
     if isinstance(config, HeadConfig):
         return head_class(name)(config)
     return head_class(name)(config_from_dict(name, dict(config)))
 
 
+def detect_head(state: Mapping[str, torch.Tensor], *, has_model_config: bool = False,
+                frozen_prefixes: tuple[str, ...] = ()) -> str | None:
+    """The registry name of the team architecture a head state dict belongs to, from its key set, or ``None``.
+
+    Args:
+        state: the head's tensors (backbone keys removed, Lightning's ``model.`` prefix stripped).
+        has_model_config: the file stored a ``model_config`` (case 1 files do, case 3 files do not: same tree).
+        frozen_prefixes: prefixes of the frozen models the file carried (``clip_text.`` marks the hybrid).
+    """
+    keys = set(state)
+    if "act_head.rnn.weight_ih_l0" in keys:
+        return "robovlms"
+    if "fusion.0.weight" in keys and "action_head.3.weight" in keys and len(keys) == 6:
+        width = int(state["fusion.0.weight"].shape[1])
+        if any(p.startswith("clip_") for p in frozen_prefixes) or width > HybridConfig.vision_dim:
+            return "hybrid"
+        return "pure-kosmos2"
+    if "feature_adapter.weight" in keys and "final_norm.weight" in keys:
+        if any(k.startswith(("clip_norm_vision.", "vision_resampler.")) for k in keys):
+            return "case2"
+        if "action_head.9.weight" in keys:
+            return "case1" if has_model_config else "case3"
+        if "action_head.3.weight" in keys:
+            return "case1-v1"
+    return None
+
+
 __all__ = [
-    "HEADS", "ActionHead", "CLIPNormalized2DActionModelV2", "Case1Config", "Case2Config", "Case3Config",
-    "Case4Config", "HeadConfig", "HeadInputError", "HybridConfig", "Kosmos2CLIPHybridModel", "LSTMConfig",
-    "MobileVLALSTMDecoder", "RoboVLMsCompleteModel", "SimpleCase3Model", "Simplified2DActionModelV2",
-    "UnknownHeadError", "config_from_dict", "head_class", "head_from_config", "make_head",
+    "CONFIG_ALIASES", "HEADS", "ActionHead", "CLIPLSTMReconConfig", "CLIPLSTMReconstruction",
+    "CLIPNormalized2DActionModelV2", "Case1Config", "Case2Config", "Case3Config", "Case4Config", "Case4Reconstruction",
+    "HeadConfig", "HeadInputError", "HybridConfig", "Kosmos2CLIPHybridModel", "LSTMReconConfig", "LSTMReconstruction",
+    "PureKosmos2Config", "PureKosmos2Model", "RoboVLMsConfig", "RoboVLMsHead", "SimpleCase3Model",
+    "Simplified2DActionModel", "Simplified2DActionModelV2", "UnknownHeadError", "config_fields", "config_from_dict",
+    "detect_head", "head_class", "head_from_config", "make_head", "provenance",
 ]

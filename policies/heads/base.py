@@ -1,22 +1,30 @@
-"""The action-head interface: pooled backbone features in, a normalised action chunk out.
+"""The action-head interface: frozen-backbone features in, a normalised action chunk out.
 
 Heads never see pixels or tokens, only the features a :class:`policies.backbones.Backbone` produced, so a
-training command can cache those features on disk. Every head:
+training command can cache those features on disk. A head names the feature **streams** it reads
+(:mod:`policies.backbones`: ``image``, ``text``, ``clip_image``, ``clip_text``, ``multimodal``,
+``action_token``) and the config field that holds each stream's width:
 
-- is built from a JSON-serialisable dataclass ``config`` (a :class:`HeadConfig` subclass) holding the
-  feature widths it was built for (``vision_dim``, ``text_dim``), ``action_dim``, ``window_size`` (how many of
-  the most recent frames it reads) and ``chunk_size`` (actions predicted per call);
-- maps ``forward(vision (B, T, vision_dim), text (B, text_dim))`` to ``(B, chunk_size, action_dim)`` in
-  normalised units (the training labels were clamped to [-1, 1]; :class:`policies.vla.VLAPolicy` scales back
-  to +-1.15). ``output_activation`` says whether the last layer is ``"tanh"`` (bounded) or ``"linear"``;
-- outputs ``[linear_x, linear_y]`` (``action_dim = 2``, the team's models) or ``[linear_x, linear_y,
-  angular_z]`` (``action_dim = 3``, the "z-axis weight 0.05" variant of seed 000: the raw output is multiplied
-  by the fixed buffer ``z_axis_weight = [1, 1, 0.05]``).
+- :meth:`ActionHead.frame_inputs` ``(config)``: per-frame streams, concatenated in that order into ``vision``;
+- :meth:`ActionHead.instruction_inputs` ``(config)``: per-instruction streams, concatenated into ``text`` (may
+  be empty: ``text_dim = 0``).
+
+Every head is built from a JSON-serialisable dataclass ``config`` (a :class:`HeadConfig` subclass) and maps
+``forward(vision (B, T, frame_dim), text (B, text_dim))`` to ``(B, chunk_size, action_dim)`` in normalised
+units (training labels are clamped to [-1, 1]; :class:`policies.vla.VLAPolicy` scales back to +-1.15).
+Actions are ``[linear_x, linear_y]`` (``action_dim = 2``, the team's models) or ``[linear_x, linear_y,
+angular_z]`` (``action_dim = 3``, seed 000's "z-axis weight 0.05" variant: the raw output is multiplied by the
+fixed buffer ``z_axis_weight = [1, 1, 0.05]``).
+
+Provenance: ``team_class`` names the class of the team's repository (``minuum/vla``) whose parameter names,
+shapes and forward pass the head reproduces; ``None`` marks our own reconstruction of a model whose source is
+not public (registry names ending in ``-recon``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -32,8 +40,8 @@ class HeadConfig:
     """Fields shared by every head's config (defaults = the team's Kosmos-2 widths).
 
     Attributes:
-        vision_dim: width of one frame's vision feature.
-        text_dim: width of the instruction feature.
+        vision_dim: width of the head's main per-frame feature (Kosmos-2 ``image``: 1024).
+        text_dim: width of the instruction feature (Kosmos-2 ``text``: 2048; 0 for heads that read none).
         action_dim: 2 = ``[linear_x, linear_y]``; 3 adds ``angular_z`` (scaled by ``z_axis_weight``).
         window_size: most recent frames the head reads (it slices ``vision[:, -window_size:]``).
         chunk_size: actions predicted per call (the action chunk).
@@ -53,24 +61,53 @@ class HeadConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for non-positive sizes or an ``action_dim`` other than 2 or 3."""
-        for field in ("vision_dim", "text_dim", "window_size", "chunk_size"):
+        for field in ("vision_dim", "window_size", "chunk_size"):
             if int(getattr(self, field)) < 1:
                 raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+        if int(self.text_dim) < 0:
+            raise ValueError(f"text_dim must be >= 0, got {self.text_dim}")
         if self.action_dim not in (2, 3):
             raise ValueError(f"action_dim must be 2 (linear_x, linear_y) or 3 (+ angular_z), got {self.action_dim}")
 
 
+def linear_in_out(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, int] | None:
+    """``(in_features, out_features)`` of the ``nn.Linear`` whose weight is ``state[key]``, or ``None``."""
+    weight = state.get(key)
+    if weight is None or weight.dim() != 2:
+        return None
+    return int(weight.shape[1]), int(weight.shape[0])
+
+
 class ActionHead(nn.Module):
-    """Base class of the heads; subclasses set ``head_name``, ``config_class``, ``output_activation`` and
-    implement :meth:`_forward`.
+    """Base class of the heads; subclasses set ``head_name``, ``config_class``, ``output_activation``,
+    ``team_class`` and implement :meth:`_forward` (and :meth:`frame_inputs` / :meth:`instruction_inputs` /
+    :meth:`config_from_state_dict` where they differ from the defaults).
     """
 
-    #: Registry name (``"case1"`` ... ``"hybrid"``).
+    #: Registry name (``"case1"``, ``"case2"``, ..., ``"case4-recon"``).
     head_name: ClassVar[str] = "head"
     #: The dataclass of this head's config.
     config_class: ClassVar[type[HeadConfig]] = HeadConfig
-    #: ``"tanh"`` (outputs in (-1, 1)) or ``"linear"`` (unbounded, trained towards [-1, 1]).
+    #: ``"tanh"`` (outputs in (-1, 1)), ``"layernorm"`` (a final ``LayerNorm(action_dim)``) or ``"linear"``.
     output_activation: ClassVar[str] = "linear"
+    #: The team's class this head reproduces (``minuum/vla``), or ``None`` for our reconstruction.
+    team_class: ClassVar[str | None] = None
+
+    @classmethod
+    def frame_inputs(cls, config: HeadConfig) -> tuple[tuple[str, str], ...]:
+        """``(stream, config field)`` pairs of the per-frame features, in concatenation order."""
+        return (("image", "vision_dim"),)
+
+    @classmethod
+    def instruction_inputs(cls, config: HeadConfig) -> tuple[tuple[str, str], ...]:
+        """``(stream, config field)`` pairs of the instruction features, in concatenation order."""
+        return (("text", "text_dim"),)
+
+    @classmethod
+    def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+        """Complete config ``values`` (e.g. a team ``model_config``, possibly absent) with the sizes the
+        checkpoint's tensors imply (feature widths, hidden sizes, layer counts). The default changes nothing."""
+        return values
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -80,6 +117,26 @@ class ActionHead(nn.Module):
         self.config = config
         if config.action_dim == 3:
             self.register_buffer("z_axis_weight", torch.tensor([1.0, 1.0, float(config.z_axis_weight)]))
+
+    @property
+    def frame_streams(self) -> tuple[str, ...]:
+        """Per-frame feature streams read, in concatenation order."""
+        return tuple(stream for stream, _ in self.frame_inputs(self.config))
+
+    @property
+    def instruction_streams(self) -> tuple[str, ...]:
+        """Instruction feature streams read, in concatenation order (may be empty)."""
+        return tuple(stream for stream, _ in self.instruction_inputs(self.config))
+
+    @property
+    def frame_dim(self) -> int:
+        """Width of one frame's concatenated input features."""
+        return sum(int(getattr(self.config, field)) for _, field in self.frame_inputs(self.config))
+
+    @property
+    def instruction_dim(self) -> int:
+        """Width of the concatenated instruction features (0 when the head reads none)."""
+        return sum(int(getattr(self.config, field)) for _, field in self.instruction_inputs(self.config))
 
     @property
     def window_size(self) -> int:
@@ -100,9 +157,9 @@ class ActionHead(nn.Module):
         """Predict an action chunk.
 
         Args:
-            vision: float ``(B, T, vision_dim)``, frames oldest first; the head reads the last
+            vision: float ``(B, T, frame_dim)``, frames oldest first; the head reads the last
                 ``min(T, window_size)`` of them.
-            text: float ``(B, text_dim)`` instruction features.
+            text: float ``(B, instruction_dim)`` instruction features (``(B, 0)`` for heads that read none).
 
         Returns:
             float ``(B, chunk_size, action_dim)`` normalised actions.
@@ -110,12 +167,12 @@ class ActionHead(nn.Module):
         Raises:
             HeadInputError: wrong rank, batch size or feature width.
         """
-        if vision.dim() != 3 or vision.shape[-1] != self.config.vision_dim or vision.shape[1] < 1:
-            raise HeadInputError(f"{self.head_name}: vision features must be (B, T, {self.config.vision_dim}), "
+        if vision.dim() != 3 or vision.shape[-1] != self.frame_dim or vision.shape[1] < 1:
+            raise HeadInputError(f"{self.head_name}: vision features must be (B, T, {self.frame_dim}), "
                                  f"got {tuple(vision.shape)}")
-        if text.dim() != 2 or text.shape[-1] != self.config.text_dim or text.shape[0] != vision.shape[0]:
+        if text.dim() != 2 or text.shape[-1] != self.instruction_dim or text.shape[0] != vision.shape[0]:
             raise HeadInputError(f"{self.head_name}: text features must be ({vision.shape[0]}, "
-                                 f"{self.config.text_dim}), got {tuple(text.shape)}")
+                                 f"{self.instruction_dim}), got {tuple(text.shape)}")
         out = self._forward(vision[:, -self.window_size:], text)
         out = out.reshape(vision.shape[0], self.chunk_size, self.action_dim)
         if self.action_dim == 3:
@@ -123,7 +180,7 @@ class ActionHead(nn.Module):
         return out
 
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """``vision (B, T<=window, vision_dim)``, ``text (B, text_dim)`` -> ``(B, chunk_size * action_dim)``."""
+        """``vision (B, T<=window, frame_dim)``, ``text (B, text_dim)`` -> ``(B, chunk_size * action_dim)``."""
         raise NotImplementedError
 
     @property

@@ -1,23 +1,38 @@
-"""``case1``: ``Simplified2DActionModelV2``, the team's "immediate optimisation" model.
+"""``case1``: the team's ``Simplified2DActionModelV2``, and ``case1-v1``: its first version
+``Simplified2DActionModel`` (``minuum/vla`` ``Robo+/Mobile_VLA/models/immediate/simplified_2d_model_v2.py`` and
+``simplified_2d_model.py``; ``../shared/reference/team_models/case1_*.json``).
 
-Seed 002 / spec section 5: adapters ``vision_dim -> 256`` and ``text_dim -> 256`` (``Linear, LayerNorm,
-ReLU, Dropout 0.4``), concatenated to 512, then a 4-layer MLP ``512 -> 512 -> 256 -> 128 -> action_dim``
-with LayerNorm. One frame in (the newest of the window), one action out. Linear output.
+Forward pass, one frame in, one action out (no window, no chunk):
+
+- ``image`` feature (Kosmos-2 ``vision_model(pixel_values).pooler_output``, 1024-d) -> ``feature_adapter``
+  (Linear to ``hidden_dim``) -> ``layer_norm_vision`` -> ``dropout_vision``;
+- ``text`` feature (Kosmos-2 ``text_model(input_ids).last_hidden_state.mean(1)``, 2048-d) -> ``language_adapter``
+  -> ``layer_norm_language`` -> ``dropout_language``;
+- concatenated (``2 * hidden_dim``) -> ``action_head`` -> ``final_norm = LayerNorm(action_dim)``.
+
+``action_head`` is ``Linear(2h, 2h), ReLU, Dropout, Linear(2h, h), ReLU, Dropout, Linear(h, h/2), ReLU, Dropout,
+Linear(h/2, action_dim)`` in V2 (parameters ``action_head.0/3/6/9``) and ``Linear(2h, h), ReLU, Dropout,
+Linear(h, action_dim)`` in V1 (``action_head.0/3``). No LayerNorm inside. Note what ``final_norm`` does to two
+values: ``LayerNorm`` over ``(a, b)`` gives ``(s, -s) * gamma + beta`` with ``s = u / sqrt(u^2 + eps)``,
+``u = (a - b) / 2``, so every output lies on one fixed line segment (README: what this means in closed loop).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import torch
+from torch import nn
 
-from policies.heads.base import ActionHead, HeadConfig
-from policies.heads.layers import adapter, ln_mlp
+from policies.heads.base import ActionHead, HeadConfig, linear_in_out
 
 
 @dataclasses.dataclass
 class Case1Config(HeadConfig):
-    """``hidden_dim`` 256 and ``dropout`` 0.4 as in the team's registry (seed 002); window 1, chunk 1."""
+    """The team's ``model_config`` fields (``hidden_dim`` 256, ``action_dim`` 2, ``dropout`` 0.4); one frame, one
+    action."""
 
     hidden_dim: int = 256
     dropout: float = 0.4
@@ -25,23 +40,68 @@ class Case1Config(HeadConfig):
     chunk_size: int = 1
 
 
-class Simplified2DActionModelV2(ActionHead):
-    """Case 1: ``(B, T, vision_dim)`` (last frame used), ``(B, text_dim)`` -> ``(B, chunk, action_dim)``.
+def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
+    """``Linear, ReLU, Dropout`` between consecutive ``dims``, a bare ``Linear`` last."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(dims) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
 
-    Modules: ``vision_adapter``, ``text_adapter``, ``action_head`` (the 4-layer MLP).
+
+class Simplified2DActionModelV2(ActionHead):
+    """Case 1 V2: ``image (B, T, vision_dim)`` (newest frame used), ``text (B, text_dim)`` -> ``(B, 1, action_dim)``.
+
+    Parameters (the team's names): ``feature_adapter``, ``language_adapter``, ``layer_norm_vision``,
+    ``layer_norm_language``, ``action_head.{0,3,6,9}``, ``final_norm``.
     """
 
     head_name = "case1"
     config_class = Case1Config
-    output_activation = "linear"
+    output_activation = "layernorm"
+    team_class = "Simplified2DActionModelV2"
 
     def __init__(self, config: Case1Config) -> None:
         super().__init__(config)
-        h = config.hidden_dim
-        self.vision_adapter = adapter(config.vision_dim, h, config.dropout)
-        self.text_adapter = adapter(config.text_dim, h, config.dropout)
-        self.action_head = ln_mlp([2 * h, 2 * h, h, h // 2], self.out_features, config.dropout)
+        h = int(config.hidden_dim)
+        self.feature_adapter = nn.Linear(config.vision_dim, h)
+        self.language_adapter = nn.Linear(config.text_dim, h)
+        self.layer_norm_vision = nn.LayerNorm(h)
+        self.layer_norm_language = nn.LayerNorm(h)
+        self.dropout_vision = nn.Dropout(config.dropout)
+        self.dropout_language = nn.Dropout(config.dropout)
+        self.action_head = _mlp(self._head_dims(h), config.dropout)
+        self.final_norm = nn.LayerNorm(self.out_features)
+
+    def _head_dims(self, h: int) -> list[int]:
+        return [2 * h, 2 * h, h, h // 2, self.out_features]
+
+    @classmethod
+    def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+        out = dict(values)
+        vision = linear_in_out(state, "feature_adapter.weight")
+        text = linear_in_out(state, "language_adapter.weight")
+        if vision:
+            out["vision_dim"], out["hidden_dim"] = vision
+        if text:
+            out["text_dim"] = text[0]
+        norm = state.get("final_norm.weight")
+        if norm is not None and "action_dim" not in values:
+            out["action_dim"] = int(norm.shape[0])
+        return out
 
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        fused = torch.cat([self.vision_adapter(vision[:, -1]), self.text_adapter(text)], dim=-1)
-        return self.action_head(fused)
+        v = self.dropout_vision(self.layer_norm_vision(self.feature_adapter(vision[:, -1])))
+        t = self.dropout_language(self.layer_norm_language(self.language_adapter(text)))
+        return self.final_norm(self.action_head(torch.cat([v, t], dim=-1)))
+
+
+class Simplified2DActionModel(Simplified2DActionModelV2):
+    """Case 1 V1: as V2 with the shorter ``action_head`` ``2h -> h -> action_dim`` (``action_head.{0,3}``)."""
+
+    head_name = "case1-v1"
+    team_class = "Simplified2DActionModel"
+
+    def _head_dims(self, h: int) -> list[int]:
+        return [2 * h, h, self.out_features]

@@ -1,10 +1,9 @@
-"""``case3``: ``SimpleCase3Model``, the team's "medium-term" model.
+"""``case3``: the team's ``SimpleCase3Model`` (``minuum/vla`` ``models/medium_term/simple_case3_model.py``;
+``../shared/reference/team_models/case3_SimpleCase3Model.json``).
 
-The team's case 3 file re-used case 1's stable structure (seed 002: "Case 1의 안정적인 구조 사용"): same
-adapters and 4-layer MLP, with its own (identical-valued) hyper-parameters ``hidden_dim = 256``,
-``dropout = 0.4``, ``use_vision_resampler = False``; only its training differed (5 epochs, dummy data).
-So this head *is* case 1's network under its own name and config class, which keeps case-3 checkpoints
-distinguishable from case-1 ones.
+Its parameter tree and forward pass are identical to ``Simplified2DActionModelV2`` (case 1 V2); only its
+training differed, and its trainer writes no ``model_config`` into the checkpoint. A separate class keeps case-3
+checkpoints and reports distinguishable from case-1 ones.
 """
 
 from __future__ import annotations
@@ -16,11 +15,12 @@ from policies.heads.case1 import Case1Config, Simplified2DActionModelV2
 
 @dataclasses.dataclass
 class Case3Config(Case1Config):
-    """Seed 002's case-3 hyper-parameters: hidden 256, dropout 0.4, no resampler; window 1, chunk 1."""
+    """Hidden 256, dropout 0.4 (the team's defaults); one frame, one action."""
 
 
 class SimpleCase3Model(Simplified2DActionModelV2):
-    """Case 3: case 1's architecture (``vision_adapter``, ``text_adapter``, ``action_head``). Linear output."""
+    """Case 3: case 1 V2's parameters and forward pass under the team's case-3 name."""
 
     head_name = "case3"
     config_class = Case3Config
+    team_class = "SimpleCase3Model"

@@ -1,5 +1,5 @@
-"""Building blocks shared by the heads (adapters, LayerNorm MLPs, the Perceiver-style vision resampler,
-RoboVLMs' tanh MLP)."""
+"""Building blocks shared by the heads: RoboVLMs' tanh MLP, and the adapters, LayerNorm MLPs and
+Perceiver-style resampler of our reconstructions."""
 
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ def ln_mlp(dims: Sequence[int], out_dim: int, dropout: float) -> nn.Sequential:
 
 
 class MLPTanhHead(nn.Module):
-    """RoboVLMs' ``MLPTanhHead``: ``hidden -> 1024 -> 512 -> out`` with ReLU, then ``tanh``."""
+    """RoboVLMs' ``MLPTanhHead`` (``robovlms.model.policy_head.base_policy``): ``hidden -> 1024 -> 512 -> 256 ->
+    out`` with ReLU between, then ``tanh``; parameters ``mlp.0``, ``mlp.2``, ``mlp.4``, ``mlp.6``."""
 
     def __init__(self, hidden_size: int, output_size: int) -> None:
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(hidden_size, 1024), nn.ReLU(), nn.Linear(1024, 512), nn.ReLU(),
-                                 nn.Linear(512, output_size), nn.Tanh())
+                                 nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, output_size), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)

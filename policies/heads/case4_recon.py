@@ -1,9 +1,11 @@
-"""``case4``: ``RoboVLMsCompleteModel``, the team's "long-term" hierarchical model (only ever measured on
-dummy data).
+"""``case4-recon``: **our reconstruction** of the team's case 4 ``RoboVLMsCompleteModel`` ("long-term"
+hierarchical model, only ever measured on dummy data). Its source file is not public
+(``../shared/reference/team_models/case4_RoboVLMsCompleteModel.json``), so its parameter names are unknown and a
+team case-4 checkpoint needs ``--key-map`` (and may still not fit).
 
 Seed 002 hyper-parameters: hidden 512, state_dim 64, dropout 0.1, vision resampler on, hierarchical
 planning on, state prediction on, num_tasks 10, max_plan_length 5, max_sequence_length 5,
-prediction_horizon 5. The team's file is not available; this is a faithful-in-spirit reconstruction:
+prediction_horizon 5. This reconstruction follows the registry text:
 
 1. ``vision_adapter`` / ``text_adapter`` to 512; an "advanced" :class:`VisionResampler` (16 latents, 8 heads,
    2 layers) over the window's frames; ``context = fuse([resampled ; text])`` (512).
@@ -18,7 +20,7 @@ prediction_horizon 5. The team's file is not available; this is a faithful-in-sp
 5. ``action_head``: 4-layer MLP ``[token ; context] (1024) -> 512 -> 256 -> 128 -> action_dim`` per token.
    Linear output.
 
-:meth:`RoboVLMsCompleteModel.forward_hierarchical` also returns task logits, plan and predicted states (the
+:meth:`Case4Reconstruction.forward_hierarchical` also returns task logits, plan and predicted states (the
 auxiliary losses' targets in training).
 """
 
@@ -103,14 +105,14 @@ class StatePredictor(nn.Module):
         return states, self.embed(states)
 
 
-class RoboVLMsCompleteModel(ActionHead):
-    """Case 4: ``(B, T, vision_dim)``, ``(B, text_dim)`` -> ``(B, 5, action_dim)``.
+class Case4Reconstruction(ActionHead):
+    """Case 4 reconstruction: ``(B, T, vision_dim)``, ``(B, text_dim)`` -> ``(B, 5, action_dim)``.
 
     Modules: ``vision_adapter``, ``text_adapter``, ``vision_resampler``, ``fuse``, ``task_planner``,
     ``action_sequencer``, ``state_predictor``, ``action_head``.
     """
 
-    head_name = "case4"
+    head_name = "case4-recon"
     config_class = Case4Config
     output_activation = "linear"
 
