@@ -1,20 +1,27 @@
-"""``remote`` policy: a client of the robot's HTTP inference server (``sim.serve`` or the Jetson's server).
+"""``remote`` policy: a client of the robot's HTTP inference server (``sim.serve``, or the team's
+``Mobile_VLA/inference_server.py`` on their GPU server / the Jetson).
 
-The API (``../shared/reference/ROBOT_AND_DATA.md`` section 6):
+The API (``../shared/reference/ROBOT_AND_DATA.md`` section 6, ``TEAM_MODELS.md``):
 
 - ``POST /reset`` (optional JSON ``{"instruction": str, "episode_seed": int}``) clears the server's frame history;
 - ``POST /predict`` JSON ``{"image": <base64 JPEG>, "instruction": str}`` ->
-  ``{"action": [linear_x, linear_y], "latency_ms": float}``;
+  ``{"action": [linear_x, linear_y], "latency_ms": float, ...}``;
 - ``GET /health``.
 
-Authentication is the ``X-API-Key`` header; ``X-Session-Id`` selects one of the server's per-client histories.
+Authentication is the ``X-API-Key`` header; ``X-Session-Id`` selects one of ``sim.serve``'s per-client histories.
 Like the robot's client, each frame is resized to ``image_size`` x ``image_size`` and JPEG-encoded before sending.
+
+The team's server loads its model lazily inside the first ``/reset`` or ``/predict`` (many seconds for Kosmos-2),
+so the first request of a client waits up to ``warmup_timeout``; and it keeps **one global frame history** for
+all clients (no sessions: its ``/health`` has no ``sessions`` field), which :attr:`RemotePolicy.shares_history`
+reports so that ``sim.eval`` can refuse ``--workers > 1`` (episodes would interleave in that history).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import time
 from collections.abc import Mapping
@@ -37,7 +44,12 @@ class RemotePolicy(Policy):
     Args:
         url: base URL of the server, e.g. ``"http://127.0.0.1:8000"``.
         api_key: sent as the ``X-API-Key`` header when given.
-        timeout: per-request timeout (s) for connect, read and write.
+        timeout: read timeout (s) of a request: the longest wait for the server's answer (the robot's client uses
+            1.0 s); also the write and pool timeout.
+        connect_timeout: connect timeout (s).
+        warmup_timeout: read timeout (s) of the client's first request, which may carry the server's lazy model
+            load.
+        max_response_bytes: a larger answer is refused without being read whole.
         retries: extra attempts after a transport failure (connection refused/reset, timeout); HTTP error
             statuses are never retried. Note that a retried ``/predict`` that had in fact reached the server
             may add the same frame twice to its history.
@@ -68,6 +80,9 @@ class RemotePolicy(Policy):
         url: str = "http://127.0.0.1:8000",
         api_key: str | None = None,
         timeout: float = 2.0,
+        connect_timeout: float = 2.0,
+        warmup_timeout: float = 120.0,
+        max_response_bytes: int = 1 << 20,
         retries: int = 2,
         jpeg_quality: int = 95,
         image_size: int = 224,
@@ -78,8 +93,10 @@ class RemotePolicy(Policy):
         super().__init__()
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive (s), got {timeout}")
+        for label, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
+                             ("warmup_timeout", warmup_timeout), ("max_response_bytes", max_response_bytes)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{label} must be a positive number, got {value!r}")
         if int(retries) < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         if not 1 <= int(jpeg_quality) <= 95:
@@ -88,6 +105,11 @@ class RemotePolicy(Policy):
             raise ValueError(f"image_size must be positive (px), got {image_size}")
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.warmup_timeout = float(warmup_timeout)
+        self.max_response_bytes = int(max_response_bytes)
+        self._warm = False
+        self._shares_history: bool | None = None
         self.retries = int(retries)
         self.jpeg_quality = int(jpeg_quality)
         self.image_size = int(image_size)
@@ -101,7 +123,7 @@ class RemotePolicy(Policy):
         self._client = httpx.Client(
             base_url=self.url,
             headers=headers,
-            timeout=self.timeout,
+            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
             transport=transport,
         )
 
@@ -109,6 +131,18 @@ class RemotePolicy(Policy):
     def health(self) -> dict[str, Any]:
         """``GET /health`` -> the server's JSON object; raises :class:`RemotePolicyError` when unreachable."""
         return self._request("GET", "/health")
+
+    @property
+    def shares_history(self) -> bool:
+        """True when the server keeps one frame history for every client (the team's server: its ``/health``
+        reports no ``sessions``); False for ``sim.serve``, or when the server cannot be asked (its episodes will
+        report the error)."""
+        if self._shares_history is None:
+            try:
+                self._shares_history = "sessions" not in self.health()
+            except RemotePolicyError:
+                return False
+        return self._shares_history
 
     def close(self) -> None:
         """Close the HTTP connection pool. Safe to call twice."""
@@ -183,38 +217,57 @@ class RemotePolicy(Policy):
         return action
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """Send one request with retries on transport errors; return the JSON object of a 2xx answer."""
+        """Send one request with retries on transport errors; return the JSON object of a 2xx answer. The first
+        request that reaches the server waits up to ``warmup_timeout`` for its answer (a lazy model load)."""
         where = f"{self.url}{path}"
         attempts = self.retries + 1
+        read = self.timeout if self._warm or path == "/health" else max(self.timeout, self.warmup_timeout)
+        timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout, read=read)
         for attempt in range(1, attempts + 1):
             try:
-                response = self._client.request(method, path, **kwargs)
+                with self._client.stream(method, path, timeout=timeout, **kwargs) as response:
+                    body = self._read_capped(response, f"{method} {where}")
                 break
             except httpx.TransportError as exc:
                 if attempt == attempts:
                     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
                     raise RemotePolicyError(
                         f"{method} {where} {kind} after {attempts} attempt(s) "
-                        f"(timeout {self.timeout:g} s): {type(exc).__name__}: {exc}"
+                        f"(connect {self.connect_timeout:g} s, read {read:g} s): {type(exc).__name__}: {exc}"
                     ) from exc
                 time.sleep(self.backoff * 2 ** (attempt - 1))
+        if path != "/health":
+            self._warm = True
         if response.status_code >= 400:
-            raise RemotePolicyError(f"{method} {where} returned HTTP {response.status_code}: {_detail(response)}")
+            raise RemotePolicyError(f"{method} {where} returned HTTP {response.status_code}: {_detail(body)}")
         try:
-            data = response.json()
+            data = json.loads(body)
         except ValueError as exc:
-            raise RemotePolicyError(f"{method} {where}: response is not valid JSON: {response.text[:200]!r}") from exc
+            raise RemotePolicyError(f"{method} {where}: response is not valid JSON: {body[:200]!r}") from exc
         if not isinstance(data, dict):
             raise RemotePolicyError(f"{method} {where}: expected a JSON object, got {type(data).__name__}")
         return data
 
+    def _read_capped(self, response: httpx.Response, where: str) -> bytes:
+        """The body, refused once it passes ``max_response_bytes`` (without reading the rest)."""
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise RemotePolicyError(f"{where}: response of {int(declared)} bytes exceeds {self.max_response_bytes}")
+        chunks, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise RemotePolicyError(f"{where}: response exceeds {self.max_response_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
-def _detail(response: httpx.Response) -> str:
+
+def _detail(body: bytes) -> str:
     """The server's error message (FastAPI's ``{"detail": ...}``) or the start of the body."""
     try:
-        data = response.json()
+        data = json.loads(body)
     except ValueError:
-        return response.text[:200] or response.reason_phrase
+        return body[:200].decode("utf-8", "replace") or "(empty body)"
     if isinstance(data, dict) and "detail" in data:
         return str(data["detail"])[:500]
     return str(data)[:200]

@@ -1,33 +1,53 @@
-"""Serve any registered policy over the robot's HTTP inference API (the same code can run on the Jetson).
+"""Serve any registered policy over the robot's HTTP inference API, as a drop-in for the team's
+``Mobile_VLA/inference_server.py`` (the same code can run on the Jetson).
 
 Usage::
 
-    python -m sim.serve --policy NAME [--host 127.0.0.1] [--port 8000] [--api-key KEY] [KEY=VALUE ...]
+    python -m sim.serve --policy NAME [--checkpoint FILE] [--config ROBOVLMS.json] [--backbone auto]
+        [--backbone-path DIR] [--clip-path P] [--device cpu|cuda] [--host 127.0.0.1] [--port 8000]
+        [--api-key KEY] [--dead-zone] [--policy-arg KEY=VALUE ...]
 
-``KEY=VALUE`` pairs are passed to :func:`policies.make_policy` (values are parsed as Python/JSON literals when
-possible, else kept as strings), e.g. ``python -m sim.serve --policy random seed=3 mode=uniform`` or
-``--policy sb3:runs/ppo.zip``. The API key may also come from the ``MOBILE_VLA_API_KEY`` environment variable
-(which keeps it out of the process list).
+``--policy-arg KEY=VALUE`` pairs are passed to :func:`policies.make_policy` (values are parsed as Python/JSON
+literals when possible, else kept as strings), e.g. ``--policy random --policy-arg seed=3``. The API key comes
+from ``--api-key`` or, as for the team's server, the ``VLA_API_KEY`` environment variable (which keeps it out of
+the process list); without either, no key is asked for.
 
-API (``../shared/reference/ROBOT_AND_DATA.md`` section 6; errors are JSON ``{"detail": "..."}``):
+API (as the robot's ``api_client_node.py`` sees the team's server; ``../shared/reference/TEAM_MODELS.md``;
+errors are JSON ``{"detail": "..."}``):
 
-- ``POST /predict`` ``{"image": <base64 JPEG/PNG>, "instruction": str}`` ->
-  ``{"action": [linear_x, linear_y], "latency_ms": float, "step": int, "session": str}``. ``latency_ms`` is the
-  policy's inference time (decoding excluded); ``step`` counts the session's predictions since its reset.
-- ``POST /reset`` with an optional body ``{"instruction": str, "episode_seed": int}`` -> ``{"status": "ok",
-  "session": str, "reset": "done" | "pending"}``. With an instruction the session's policy is reset at once
-  (``policy.reset(instruction, {"episode_seed": ...})``); without one the reset is deferred to the next
-  ``/predict``, which resets with its own instruction.
-- ``GET /health`` -> ``{"status": "ok", "policy": str, "sessions": int, "auth": bool}`` (no key needed).
+- ``POST /predict`` ``{"image": <base64 JPEG/PNG>, "instruction": str[, "strategy": "receding_horizon" |
+  "chunk_reuse"]}`` -> ``{"action": [linear_x, linear_y], "latency_ms": float, "model_name": str, "strategy":
+  "receding_horizon", "source": "inferred", "buffer_status": {}, "step": int, "session": str}``. The first four
+  fields after ``action`` are the team's (``strategy`` is accepted and ignored, as theirs does); ``step`` and
+  ``session`` are ours. ``latency_ms`` is the policy's inference time (decoding excluded).
+- ``POST /reset`` with an optional body ``{"instruction": str, "episode_seed": int}`` -> ``{"status": "success",
+  "message": "History and buffer cleared", "session": str, "reset": "done" | "pending"}``. With an instruction
+  the session's policy is reset at once; without one the reset happens at the next ``/predict``.
+- ``GET /health`` (no key) -> ``{"status": "healthy", "model_loaded": true, "model_name": str, "device": str,
+  "gpu_memory": {...} | null, "policy": str, "sessions": int, "auth": bool}``.
+- ``GET /`` (no key) -> ``{"name": "Mobile VLA Inference API", "version": "1.0.0", "status": "running"}``;
+  ``GET /test`` (key) -> ``{"message": "Test endpoint", "instruction": str, "action": [0.0, 0.0]}``.
 
-Sessions: the optional ``X-Session-Id`` header (1-64 chars of ``A-Za-z0-9._:-``; default ``"default"``) selects a
-session, each with its own policy instance built by the factory (so its own frame history). A session's first
-``/predict`` resets its policy with that request's instruction; later instruction changes do not reset it (call
-``/reset``). At most ``max_sessions`` are kept; the least recently used one is closed when a new one is needed.
+Post-processing is the server's (:class:`policies.vla.PostProcessing`): x1.15, the first frame of an episode
+forced to zero, clip to +-1.5. The 0.15 dead-zone belongs to the robot node, so it is off here unless
+``--dead-zone`` (the simulator's own ``sim.eval`` applies it, as the robot would).
+
+Sessions: the optional ``X-Session-Id`` header (1-64 chars of ``A-Za-z0-9._:-``; default ``"default"``, the only
+one the robot's client uses) selects a session, each with its own policy instance (so its own frame history). A
+session's first ``/predict`` resets its policy with that request's instruction; later instruction changes do not
+reset it (call ``/reset``). At most ``max_sessions`` are kept; the least recently used one is closed when a new
+one is needed.
+
+Where this server differs from the team's, and why (README "Inference server"): binds loopback by default (theirs
+0.0.0.0: pass ``--host 0.0.0.0`` on the robot's network); loads the policy at start-up, so a broken one fails
+before serving (theirs loads lazily in the first ``/reset`` or ``/predict``: ``model_loaded`` is always true
+here); a missing key gets 403 (theirs raises inside its key check: 500); a policy error gets 500 with the reason
+(theirs logs it and answers a zero action with 200); sessions; request body and image size limits; no driving
+log files written.
 
 Limits: request bodies over ``max_body_bytes`` (4 MiB) -> 413; images wider or taller than 1280x720 (the robot
 camera) -> 413; body not JSON -> 400; missing fields or wrong types -> 422; bad base64, not a JPEG/PNG image or
-a corrupt one -> 400; missing/wrong ``X-API-Key`` when a key is configured -> 401; the policy raising -> 500.
+a corrupt one -> 400; missing/wrong ``X-API-Key`` when a key is configured -> 403; the policy raising -> 500.
 """
 
 from __future__ import annotations
@@ -48,7 +68,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -58,7 +78,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.concurrency import run_in_threadpool
 
 from policies.base import Policy
-from sim.cli_args import parse_policy_kwargs
 
 log = logging.getLogger("sim.serve")
 
@@ -71,7 +90,12 @@ MAX_INSTRUCTION_CHARS = 1024
 #: Sessions kept at once (least recently used ones are closed).
 MAX_SESSIONS = 16
 DEFAULT_SESSION = "default"
-API_KEY_ENV = "MOBILE_VLA_API_KEY"
+#: Environment variable holding the API key (the team server's name).
+API_KEY_ENV = "VLA_API_KEY"
+#: What the team's server answers at ``GET /``.
+ROOT_INFO = {"name": "Mobile VLA Inference API", "version": "1.0.0", "status": "running"}
+#: The instruction the team's ``/test`` endpoint reports.
+TEST_INSTRUCTION = "Navigate to the brown pot"
 _SESSION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _IMAGE_FORMATS = ("JPEG", "PNG")
 
@@ -82,6 +106,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     image: StrictStr = Field(description="base64 JPEG or PNG frame (RGB), at most 1280x720")
     instruction: StrictStr = Field(max_length=MAX_INSTRUCTION_CHARS, description="language instruction")
+    strategy: Literal["chunk_reuse", "receding_horizon"] = Field(
+        default="chunk_reuse", description="accepted for the team's clients; execution is the policy's own")
 
 
 class ResetRequest(BaseModel):
@@ -95,18 +121,27 @@ class ResetRequest(BaseModel):
 class PredictResponse(BaseModel):
     action: list[float] = Field(description="[linear_x, linear_y] in label units (+-1.15)")
     latency_ms: float = Field(description="policy inference time (ms)")
+    model_name: str
+    strategy: str = Field(description="'receding_horizon' (a new prediction every frame), as the team's server")
+    source: str = Field(description="'inferred', as the team's server")
+    buffer_status: dict[str, Any]
     step: int = Field(description="predictions of this session since its last reset (1 = first)")
     session: str
 
 
 class ResetResponse(BaseModel):
     status: str
+    message: str
     session: str
     reset: str = Field(description="'done' (reset with the given instruction) or 'pending' (at the next /predict)")
 
 
 class HealthResponse(BaseModel):
     status: str
+    model_loaded: bool
+    model_name: str
+    device: str
+    gpu_memory: dict[str, Any] | None
     policy: str
     sessions: int
     auth: bool
@@ -240,7 +275,8 @@ def create_app(
     Args:
         policy_factory: called with no argument for each new session; returns a fresh :class:`Policy` (share
             heavy weights inside the factory if many sessions are expected).
-        api_key: required in ``X-API-Key`` for ``/predict`` and ``/reset`` when given (``/health`` stays open).
+        api_key: required in ``X-API-Key`` for ``/predict``, ``/reset`` and ``/test`` when given (``/health`` and
+            ``/`` stay open).
         max_sessions: sessions kept at once (LRU).
         max_body_bytes: largest request body (bytes).
         max_image_size: largest image ``(width, height)`` px.
@@ -250,7 +286,11 @@ def create_app(
         Whatever ``policy_factory`` raises, when ``preload`` is True.
     """
     store = SessionStore(policy_factory, max_sessions)
-    policy_name = store.get(DEFAULT_SESSION).policy.name if preload else "policy"
+    first = store.get(DEFAULT_SESSION).policy if preload else None
+    policy_name = first.name if first is not None else "policy"
+    settings = getattr(first, "settings", None)
+    model_name = getattr(settings, "model_name", None) or policy_name
+    device = str(getattr(first, "device", "cpu"))
     key_header = APIKeyHeader(
         name="X-API-Key",
         auto_error=False,
@@ -259,7 +299,7 @@ def create_app(
 
     def check_key(key: str | None = Depends(key_header)) -> None:
         if api_key and not (key and secrets.compare_digest(key.encode(), api_key.encode())):
-            raise HTTPException(401, "missing or wrong X-API-Key")
+            raise HTTPException(403, "Invalid API Key")
 
     def session_id(request: Request) -> str:
         sid = request.headers.get("x-session-id", DEFAULT_SESSION)
@@ -320,6 +360,10 @@ def create_app(
         return PredictResponse(
             action=[float(v) for v in action[:2]],
             latency_ms=latency_ms,
+            model_name=model_name,
+            strategy="receding_horizon",
+            source="inferred",
+            buffer_status={},
             step=step,
             session=sid,
         )
@@ -360,14 +404,35 @@ def create_app(
                 500,
                 f"policy {session.policy.name} reset failed: {type(exc).__name__}: {exc}",
             ) from None
-        return ResetResponse(status="ok", session=sid, reset=state)
+        return ResetResponse(status="success", message="History and buffer cleared", session=sid, reset=state)
 
     @app.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
-        """Liveness: the served policy's name and the number of open sessions."""
-        return HealthResponse(status="ok", policy=policy_name, sessions=len(store), auth=bool(api_key))
+        """Liveness: the team's fields (``model_loaded``, ``model_name``, ``device``, ``gpu_memory``) and ours."""
+        return HealthResponse(status="healthy", model_loaded=len(store) > 0 or preload, model_name=model_name,
+                              device=device, gpu_memory=_gpu_memory(), policy=policy_name, sessions=len(store),
+                              auth=bool(api_key))
+
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        """The team's banner."""
+        return dict(ROOT_INFO)
+
+    @app.get("/test", dependencies=[Depends(check_key)])
+    async def test() -> dict[str, Any]:
+        """The team's key check endpoint (no inference)."""
+        return {"message": "Test endpoint", "instruction": TEST_INSTRUCTION, "action": [0.0, 0.0]}
 
     return app
+
+
+def _gpu_memory() -> dict[str, Any] | None:
+    """The team's ``gpu_memory`` field: allocated / reserved GiB and the device name, or ``None`` without CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return {"allocated_gb": torch.cuda.memory_allocated() / 1024**3,
+            "reserved_gb": torch.cuda.memory_reserved() / 1024**3, "device_name": torch.cuda.get_device_name(0)}
 
 
 @contextlib.contextmanager
@@ -412,70 +477,67 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 after a clean shutdown, 1 if the policy cannot be built)."""
+    """CLI entry point; returns the exit status (0 after a clean shutdown, 1 if the policy cannot be built,
+    2 for bad arguments)."""
     import uvicorn
 
-    from policies import make_policy, names
+    from policies import make_policy, names, vla_names
+    from sim.cli_args import parse_policy_kwargs
 
     parser = argparse.ArgumentParser(
         prog="python -m sim.serve",
         description="Serve a registered policy over the robot's inference API (POST /predict, POST /reset, "
-        "GET /health).",
+        "GET /health, GET /, GET /test), as the team's inference server.",
         epilog=f"registered policies: {', '.join(names())}",
     )
-    parser.add_argument(
-        "--policy",
-        required=True,
-        help="registered policy name, e.g. random, case4, sb3:PATH.zip",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument("--policy", required=True, help="registered policy name, e.g. robovlms, case2, sb3:PATH.zip")
+    parser.add_argument("--checkpoint", help="VLA head weights (project, team .pth or RoboVLMs .ckpt)")
+    parser.add_argument("--config", help="robovlms: the team's RoboVLMs config JSON (their VLA_CONFIG_PATH)")
+    parser.add_argument("--backbone", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"], help="VLA backbone")
+    parser.add_argument("--backbone-path", help="Kosmos-2 folder (weights and/or processor)")
+    parser.add_argument("--clip-path", help="CLIP weights when the checkpoint carries none")
+    parser.add_argument("--device", help="torch device of VLA policies: cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra keyword argument of the policy (repeatable)")
+    parser.add_argument("--dead-zone", action="store_true",
+                        help="apply the robot node's 0.15 dead-zone here too (off: the team's server leaves it to "
+                             "the robot)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only; the team's "
+                                                            "server binds 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get(API_KEY_ENV),
-        help=f"required X-API-Key (default: ${API_KEY_ENV}; none = no auth)",
-    )
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"required X-API-Key (default: ${API_KEY_ENV}, as the team's server; none = no auth)")
     parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS)
     parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20)
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["critical", "error", "warning", "info", "debug"],
-    )
-    parser.add_argument(
-        "policy_kwargs",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="keyword arguments of the policy",
-    )
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.max_sessions < 1 or args.max_body_mb <= 0:
         parser.error("--max-sessions and --max-body-mb must be positive")
     try:
-        kwargs = parse_policy_kwargs(args.policy_kwargs)
+        kwargs = parse_policy_kwargs(args.policy_arg)
     except ValueError as exc:
         parser.error(str(exc))
+    base = args.policy.partition(":")[0]
+    vla = base in vla_names()
+    for flag in ("checkpoint", "config", "backbone", "backbone_path", "clip_path", "device"):
+        value = getattr(args, flag)
+        if value is not None:
+            if not vla:
+                parser.error(f"--{flag.replace('_', '-')} applies to the VLA policies ({', '.join(vla_names())})")
+            kwargs[flag] = value
+    if vla or base == "onnx":
+        kwargs.setdefault("dead_zone", args.dead_zone)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not _is_loopback(args.host) and not args.api_key:
-        log.warning(
-            "serving on %s without an API key: anyone on the network can drive this policy",
-            args.host,
-        )
+        log.warning("serving on %s without an API key: anyone on the network can drive this policy", args.host)
     try:
-        app = create_app(
-            lambda: make_policy(args.policy, **kwargs),
-            api_key=args.api_key,
-            max_sessions=args.max_sessions,
-            max_body_bytes=int(args.max_body_mb * 2**20),
-        )
+        app = create_app(lambda: make_policy(args.policy, **kwargs), api_key=args.api_key,
+                         max_sessions=args.max_sessions, max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
-        print(
-            f"error: cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"error: cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -1,6 +1,6 @@
 """Checkpoint files in the team's exact formats, and a backbone stand-in at the real feature widths.
 
-``tests/data/team_checkpoints.json`` holds, per team model, the facts of ``../shared/reference/team_models``:
+``tests/team_checkpoints.json`` holds, per team model, the facts of ``../shared/reference/team_models``:
 their checkpoint's dict keys, ``model_config``, frozen-model prefixes and every head parameter's name and shape.
 :func:`write_team_checkpoint` writes random tensors of those names and shapes under those keys, as their
 training scripts save them (``torch.save`` dicts; Lightning ``.ckpt`` for RoboVLMs).
@@ -19,7 +19,7 @@ import torch
 
 from policies.backbones.base import Backbone
 
-TEAM: dict[str, dict[str, Any]] = json.loads((Path(__file__).parent / "data" / "team_checkpoints.json").read_text())
+TEAM: dict[str, dict[str, Any]] = json.loads((Path(__file__).parent / "team_checkpoints.json").read_text())
 #: The streams and widths of the team's real backbones (Kosmos-2, open_clip ViT-B-32, CLIP text).
 REAL_WIDTHS = {"image": 1024, "text": 2048, "multimodal": 2048, "action_token": 2048, "clip_image": 512,
                "clip_text": 512}

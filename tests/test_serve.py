@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from policies import Policy, make_policy
+from sim.cli_args import parse_policy_kwargs
 from sim.serve import (
     MAX_BODY_BYTES,
     create_app,
     decode_image,
     main,
-    parse_policy_kwargs,
     serve_in_thread,
 )
 
@@ -70,15 +70,27 @@ def random_client():
         yield client
 
 
-def test_health_is_open_and_names_the_policy(random_client):
+def test_health_is_open_and_has_the_team_servers_fields(random_client):
     r = random_client.get("/health")
     assert r.status_code == 200
     assert r.json() == {
-        "status": "ok",
+        "status": "healthy",
+        "model_loaded": True,  # the robot's system check reads this
+        "model_name": "random",
+        "device": "cpu",
+        "gpu_memory": None,
         "policy": "random",
         "sessions": 1,
         "auth": False,
     }
+
+
+def test_root_and_test_endpoints_as_the_team_server(recorder_client):
+    assert recorder_client.get("/").json() == {"name": "Mobile VLA Inference API", "version": "1.0.0",
+                                               "status": "running"}
+    assert recorder_client.get("/test").status_code == 403
+    r = recorder_client.get("/test", headers=KEY)
+    assert r.status_code == 200 and r.json()["action"] == [0.0, 0.0] and r.json()["message"] == "Test endpoint"
 
 
 def test_predict_returns_two_components_and_latency(recorder_client):
@@ -87,6 +99,8 @@ def test_predict_returns_two_components_and_latency(recorder_client):
     body = r.json()
     assert body["action"] == pytest.approx([0.01, 0.01])  # angular_z dropped; 1 step, 1 reset
     assert body["latency_ms"] >= 0 and body["step"] == 1 and body["session"] == "default"
+    assert {k: body[k] for k in ("model_name", "strategy", "source", "buffer_status")} == {
+        "model_name": "policy", "strategy": "receding_horizon", "source": "inferred", "buffer_status": {}}
     policy = Recorder.instances[0]
     assert policy.resets == [("go left", {})]  # the first /predict resets with its instruction
     image = policy.seen[0]["image"]
@@ -105,14 +119,14 @@ def test_png_and_data_url_are_accepted(recorder_client):
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
-def test_missing_or_wrong_api_key_is_401(recorder_client, headers):
+def test_missing_or_wrong_api_key_is_403_as_the_team_server(recorder_client, headers):
     for path, body in (
         ("/predict", {"image": b64_image(), "instruction": "x"}),
         ("/reset", {}),
     ):
         r = recorder_client.post(path, json=body, headers=headers)
-        assert r.status_code == 401
-        assert "X-API-Key" in r.json()["detail"]
+        assert r.status_code == 403
+        assert r.json()["detail"] == "Invalid API Key"
     assert all(not p.seen and not p.resets for p in Recorder.instances)
 
 
@@ -212,7 +226,8 @@ def test_reset_with_instruction_resets_now(recorder_client):
     predict(recorder_client)
     predict(recorder_client)
     r = recorder_client.post("/reset", json={"instruction": "go right", "episode_seed": 7}, headers=KEY)
-    assert r.json() == {"status": "ok", "session": "default", "reset": "done"}
+    assert r.json() == {"status": "success", "message": "History and buffer cleared", "session": "default",
+                        "reset": "done"}
     policy = Recorder.instances[0]
     assert policy.resets[-1] == ("go right", {"episode_seed": 7})
     out = predict(recorder_client, "go right")
@@ -286,11 +301,25 @@ def test_parse_policy_kwargs():
 
 def test_main_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["--policy", "random", "seed"])
+        main(["--policy", "random", "--policy-arg", "seed"])
     assert exc.value.code == 2 and "KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--policy", "random", "--checkpoint", "x.pth"])
+    assert exc.value.code == 2 and "VLA policies" in capsys.readouterr().err
     assert main(["--policy", "no-such-policy"]) == 1
     assert "unknown policy" in capsys.readouterr().err
-    assert main(["--policy", "random", "mode=bogus"]) == 1
+    assert main(["--policy", "random", "--policy-arg", "mode=bogus"]) == 1
+
+
+def test_the_api_key_comes_from_the_team_servers_variable(monkeypatch):
+    import sim.serve as serve
+
+    seen = {}
+    monkeypatch.setenv("VLA_API_KEY", "from-env")
+    monkeypatch.setattr(serve, "create_app", lambda factory, **kw: seen.update(kw) or "app")
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(run=kw))
+    assert serve.main(["--policy", "random"]) == 0
+    assert seen["api_key"] == "from-env" and seen["run"]["host"] == "127.0.0.1"
 
 
 def test_serve_in_thread_binds_loopback_and_stops():
@@ -298,6 +327,6 @@ def test_serve_in_thread_binds_loopback_and_stops():
 
     with serve_in_thread(create_app(Recorder)) as url:
         assert url.startswith("http://127.0.0.1:")
-        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "healthy"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=1)

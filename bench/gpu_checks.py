@@ -1,0 +1,240 @@
+"""GPU checks of the team's model paths, as one prepared run (the figures in the README's "GPU" section).
+
+``python bench/gpu_checks.py [--out report.json] [--steps 30]`` (``--device cpu --size tiny``: a dry run of the same
+code on the toy Kosmos-2)
+
+On CUDA, with full-size ``Kosmos2ForConditionalGeneration`` built from transformers' default config (= the sizes
+of ``microsoft/kosmos-2-patch14-224``) with **random weights**:
+
+1. ``robovlms`` (action token + LSTM) in bf16: p50 / p95 of a whole ``act()`` step at batch 1 against the robot's
+   100 ms loop; the backbone's forward at batch 1 / 8 / 32; the same forward in fp16 (what the team's server
+   runs, ``model.half()``) and the largest difference of its action-token state from fp32 (relative);
+2. ``case1`` (Kosmos-2 vision pooler + cached text feature) and ``hybrid`` (Kosmos-2 over image + instruction,
+   CLIP text) per-step latency in bf16;
+3. when ``open_clip`` imports (carried as a wheel), the open_clip -> transformers CLIP conversion
+   (:func:`policies.backbones.clip.openclip_visual_to_hf`) against ``open_clip``'s own ViT-B-32 (random init):
+   largest ``encode_image`` difference, and its preprocessing against ours.
+
+Exits 2 without CUDA. Prints one line per figure and writes them to ``--out`` as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"
+REPORT: dict = {}
+DEVICE = "cuda"
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def say(key: str, value, text: str) -> None:
+    REPORT[key] = value
+    print(text, flush=True)
+
+
+def timed(fn, warmup: int = 3, repeats: int = 10) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+def p(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def frames(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def full_kosmos2(size: str):
+    from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
+
+    from policies.backbones.tiny_kosmos2 import tiny_kosmos2_config
+
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = Kosmos2ForConditionalGeneration(Kosmos2Config() if size == "full" else tiny_kosmos2_config())
+    return model.eval().requires_grad_(False)
+
+
+def processor_224(size: int = 224):
+    import transformers
+    from transformers import Kosmos2Processor
+
+    from policies.backbones.tiny_kosmos2 import tiny_kosmos2_processor
+
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    image = cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return Kosmos2Processor(image, tiny_kosmos2_processor().tokenizer)
+
+
+def check_robovlms(model, steps: int) -> None:
+    from policies.backbones.robovlms import RoboVLMsBackbone, RoboVLMsSettings
+    from policies.backbones.tiny_kosmos2 import tiny_kosmos2_processor
+    from policies.heads import make_head
+    from policies.vla import PostProcessing, VLAPolicy
+
+    settings = RoboVLMsSettings()
+    tok = tiny_kosmos2_processor().tokenizer
+    hidden = int(model.config.text_config.embed_dim)
+    gen = torch.Generator().manual_seed(1)
+    token = torch.randn(hidden, generator=gen) * 0.02
+    bb = RoboVLMsBackbone(model, tok, token, settings, name="kosmos2-random", device=DEVICE)
+    head = make_head("robovlms", hidden, 0, **settings.head_config())
+    policy = VLAPolicy(head, bb, window_size=8, device=DEVICE, postprocess=PostProcessing(dead_zone=False))
+    imgs = frames(steps + 3)
+    policy.reset(INSTRUCTION)
+    for img in imgs[:3]:
+        policy.act({"image": img, "instruction": INSTRUCTION})
+    policy.reset(INSTRUCTION)
+    for img in imgs[3:]:
+        policy.act({"image": img, "instruction": INSTRUCTION})
+    lat = policy.latencies_ms
+    say("robovlms_bf16_act_ms", [p(lat, 50), p(lat, 95)],
+        f"robovlms {bb.dtype}, act() over {steps} steps: p50 {p(lat, 50):.1f} ms, p95 {p(lat, 95):.1f} ms "
+        f"({'PASS' if p(lat, 95) <= 100 else 'FAIL'} against 100 ms); backbone share "
+        f"{sum(policy.backbone_latencies_ms) / sum(lat):.0%}")
+    ids, mask = bb.tokenize(INSTRUCTION)
+    per_batch = {}
+    with torch.inference_mode():
+        for batch in (1, 8, 32):
+            pixels = bb.preprocess(np.stack(frames(batch)))
+            t = timed(lambda: bb.action_token_states(pixels, ids, mask))
+            per_batch[batch] = p(t, 50)
+            say(f"robovlms_bf16_backbone_b{batch}_ms", p(t, 50),
+                f"  backbone forward (image + {settings.max_text_len}-token prompt + action token), batch {batch}: "
+                f"{p(t, 50):.1f} ms per call, {p(t, 50) / batch:.2f} ms per frame")
+        pixels = bb.preprocess(np.stack(frames(4)))
+        bf16 = bb.action_token_states(pixels, ids, mask).float()
+        for dtype, name in ((torch.float16, "fp16"), (torch.float32, "fp32")):
+            bb.model.to(dtype)
+            bb.dtype, bb.action_token = dtype, bb.action_token.to(dtype)
+            states = bb.action_token_states(pixels, ids, mask).float()
+            if name == "fp16":
+                t = timed(lambda: bb.action_token_states(pixels[:1], ids, mask))
+                say("robovlms_fp16_backbone_b1_ms", p(t, 50),
+                    f"  the same forward in fp16 (the team server's model.half()), batch 1: {p(t, 50):.1f} ms")
+                fp16 = states
+        ref = states
+        for label, got in (("bf16", bf16), ("fp16", fp16)):
+            rel = float(((got - ref).norm(dim=-1) / ref.norm(dim=-1)).max())
+            cos = float(torch.nn.functional.cosine_similarity(got, ref, dim=-1).min())
+            say(f"robovlms_{label}_vs_fp32", {"max_rel_l2": rel, "min_cosine": cos},
+                f"  action-token state {label} vs fp32 (random weights, 4 frames): relative L2 error <= {rel:.3g}, "
+                f"cosine >= {cos:.5f}")
+        bb.model.to(torch.bfloat16)
+        bb.dtype, bb.action_token = torch.bfloat16, bb.action_token.to(torch.bfloat16)
+
+
+def check_case_heads(model, steps: int) -> None:
+    from policies.backbones.kosmos2 import Kosmos2Backbone
+    from policies.heads import make_head
+    from policies.vla import VLAPolicy
+
+    bb = Kosmos2Backbone(model, processor_224(int(model.config.vision_config.image_size)), name="kosmos2-random",
+                         device=DEVICE, clip_text="tiny")
+    for name, head in (("case1", make_head("case1", bb.vision_dim, bb.text_dim)),
+                       ("hybrid", make_head("hybrid", bb.text_dim, bb.clip_text.dim))):
+        policy = VLAPolicy(head, bb, device=DEVICE)
+        imgs = frames(steps + 3)
+        policy.reset(INSTRUCTION)
+        for img in imgs[:3]:
+            policy.act({"image": img, "instruction": INSTRUCTION})
+        policy.reset(INSTRUCTION)
+        for img in imgs[3:]:
+            policy.act({"image": img, "instruction": INSTRUCTION})
+        lat = policy.latencies_ms
+        say(f"{name}_bf16_act_ms", [p(lat, 50), p(lat, 95)],
+            f"{name} on Kosmos-2 {bb.dtype} ({'+'.join(policy.frame_streams)}): act() p50 {p(lat, 50):.1f} ms, "
+            f"p95 {p(lat, 95):.1f} ms")
+
+
+def check_open_clip() -> None:
+    try:
+        import open_clip
+    except ImportError as exc:
+        say("open_clip", None, f"open_clip not importable ({exc}): conversion check skipped")
+        return
+    from PIL import Image
+
+    from policies.backbones.clip import load_clip_image
+
+    torch.manual_seed(0)
+    # QuickGELU, as open_clip builds ViT-B-32 for pretrained="openai" (the team's case 2)
+    model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).eval()
+    ours = load_clip_image({k: v.detach().clone() for k, v in model.state_dict().items()}, "cpu")
+    pixels = torch.randn(4, 3, 224, 224)
+    with torch.inference_mode():
+        want = model.encode_image(pixels)
+        got = ours.model(pixel_values=pixels).image_embeds
+    diff = float((got - want).abs().max())
+    say("open_clip_encode_image_max_abs_diff", diff,
+        f"open_clip ViT-B-32 (random init) encode_image vs our conversion: max abs diff {diff:.2e} "
+        f"(|features| ~ {float(want.abs().mean()):.2f}), open_clip {open_clip.__version__}")
+    preprocess = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN,
+                                           std=open_clip.OPENAI_DATASET_STD)
+    frame = np.random.default_rng(3).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    a = preprocess(Image.fromarray(frame))
+    b = ours.processor(images=[frame], return_tensors="pt")["pixel_values"][0]
+    say("open_clip_preprocess_mean_abs_diff", float((a - b).abs().mean()),
+        f"open_clip preprocessing vs ours on a 640x360 frame: mean abs diff {float((a - b).abs().mean()):.4f}, "
+        f"max {float((a - b).abs().max()):.3f} (normalised units)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", choices=["full", "tiny"], default="full")
+    parser.add_argument("--only-open-clip", action="store_true", help="run the open_clip conversion check alone")
+    args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        print("no CUDA device: nothing to check", file=sys.stderr)
+        return 2
+    import transformers
+
+    name = torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else "cpu"
+    say("device", name, f"{name}, torch {torch.__version__}, transformers {transformers.__version__}")
+    start = time.perf_counter()
+    model = full_kosmos2(args.size)
+    say("kosmos2_parameters", sum(x.numel() for x in model.parameters()),
+        f"random {args.size} Kosmos-2: {sum(x.numel() for x in model.parameters()) / 1e9:.3f} B parameters, built in "
+        f"{time.perf_counter() - start:.1f} s")
+    checks = [lambda: check_robovlms(model, args.steps), lambda: check_case_heads(model, args.steps), check_open_clip]
+    for check in checks[2:] if args.only_open_clip else checks:
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - report every check, keep going
+            say(f"error_{len(REPORT)}", f"{type(exc).__name__}: {exc}", f"CHECK FAILED: {type(exc).__name__}: {exc}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(REPORT, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
