@@ -117,12 +117,10 @@ def check_robovlms(model, steps: int) -> None:
         f"({'PASS' if p(lat, 95) <= 100 else 'FAIL'} against 100 ms); backbone share "
         f"{sum(policy.backbone_latencies_ms) / sum(lat):.0%}")
     ids, mask = bb.tokenize(INSTRUCTION)
-    per_batch = {}
     with torch.inference_mode():
         for batch in (1, 8, 32):
             pixels = bb.preprocess(np.stack(frames(batch)))
-            t = timed(lambda: bb.action_token_states(pixels, ids, mask))
-            per_batch[batch] = p(t, 50)
+            t = timed(lambda pixels=pixels: bb.action_token_states(pixels, ids, mask))
             say(f"robovlms_bf16_backbone_b{batch}_ms", p(t, 50),
                 f"  backbone forward (image + {settings.max_text_len}-token prompt + action token), batch {batch}: "
                 f"{p(t, 50):.1f} ms per call, {p(t, 50) / batch:.2f} ms per frame")

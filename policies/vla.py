@@ -264,6 +264,7 @@ class VLAPolicy(Policy):
         num_predictions: head calls this episode.
         last_chunk: the latest predicted chunk, float32 ``(chunk_size, action_dim)``, normalised units.
         checkpoint: the :class:`~policies.checkpoints.Checkpoint` the head was loaded from, or ``None``.
+        settings: ``robovlms``: the :class:`~policies.backbones.robovlms.RoboVLMsSettings` it runs with.
 
     Raises:
         ValueError: unknown ``execution``, ``window_size < 1``, or a backbone whose stream widths differ from the
@@ -291,6 +292,7 @@ class VLAPolicy(Policy):
         self.history = FrameHistory(self.window_size, pad=getattr(head, "pad_history", True))
         self.chunks = ChunkExecutor(self.head.chunk_size, ensemble_k)
         self.checkpoint: Checkpoint | None = None
+        self.settings: Any = None  # robovlms: the RoboVLMsSettings of its config JSON
         self._text: dict[str, torch.Tensor] = {}
         self._step = 0
         self.backbone_latencies_ms: list[float] = []

@@ -284,6 +284,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from policies.backbones.robovlms import RoboVLMsSettings
+    from policies.checkpoints import CheckpointError, load_key_map
+
+    try:  # the arguments' own files: a bad one is a bad argument (exit 2), not a verdict on the checkpoint
+        if args.key_map:
+            load_key_map(args.key_map)
+        if args.config:
+            RoboVLMsSettings.from_config(args.config)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         report = inspect_checkpoint(args.file, policy=args.policy, key_map=args.key_map, backbone=args.backbone,
                                     backbone_path=args.backbone_path, clip_path=args.clip_path, config=args.config,

@@ -1,8 +1,9 @@
 """Closed-loop evaluation: success rate with confidence intervals, offline metrics, latency, videos, plots.
 
-``python -m sim.eval --policy NAME [--policy NAME2 ...] [--checkpoint PATH] [--backbone lite] [--backbone-path P]
-[--layouts all] [--distances all] [--episodes-per-combo 10] [--seed 0] [--workers N] [--record failures|all|none]
-[--latency-ms X | --latency measured] [--out runs/NAME-TIMESTAMP] [--resume RUN_DIR] [--real-results CSV]``
+``python -m sim.eval --policy NAME [--policy NAME2 ...] [--checkpoint PATH] [--backbone auto] [--backbone-path P]
+[--clip-path P] [--key-map MAP.json] [--config ROBOVLMS.json] [--layouts all] [--distances all]
+[--episodes-per-combo 10] [--seed 0] [--workers N] [--record failures|all|none] [--latency-ms X | --latency measured]
+[--out runs/NAME-TIMESTAMP] [--resume RUN_DIR] [--real-results CSV]``
 
 Every policy faces the same episodes: episode seeds derive from ``--seed``, the layout and distance names and the
 episode index only (a stream separate from ``sim.generate``'s, so evaluation seeds are never training seeds).

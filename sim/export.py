@@ -130,13 +130,16 @@ class PerStepGraph(nn.Module):
 
 
 class HeadGraph(nn.Module):
-    """The head alone (``KIND_HEAD_ONLY``): ``(vision (B, E, Dv), text (B, Dt))`` -> ``actions (B, chunk, A)``."""
+    """The head alone (``KIND_HEAD_ONLY``): ``(vision (B, E, Dv), text (B, Dt))`` -> ``actions (B, chunk, A)``;
+    a head that reads no instruction feature (``Dt = 0``) takes ``vision`` alone."""
 
     def __init__(self, head: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.head, self.compute_dtype = head, dtype
 
-    def forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def forward(self, vision: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        if text is None:
+            text = vision.new_zeros(vision.shape[0], 0)
         return self.head(vision.to(self.compute_dtype), text.to(self.compute_dtype)).float()
 
 
@@ -178,7 +181,8 @@ def _example_inputs(policy: Any, head_only: bool, batch: int = 1, new: int = 1, 
     text = torch.randn(batch, dt, generator=gen)
     if head_only:
         frames = _effective_window(policy) - (0 if policy.history.pad else 1)  # an unpadded window varies in length
-        return torch.rand(batch, frames, dv, generator=gen) * 6, text
+        vision = torch.rand(batch, frames, dv, generator=gen) * 6
+        return (vision, text) if dt else (vision,)
     from policies.backbones import efficientnet_lite as effnet
 
     size = effnet.INPUT_SIZE
@@ -208,13 +212,14 @@ def export_graph(graph: nn.Module, example: tuple[torch.Tensor, ...], head_only:
         ExportError: the exporter failed.
     """
     if head_only:
-        names_in, names_out = HEAD_INPUTS, HEAD_OUTPUTS
+        names_in, names_out = HEAD_INPUTS[:len(example)], HEAD_OUTPUTS
         vision_axes = {0: "batch"} if pad_history else {0: "batch", 1: "frames"}
         dynamic = {"vision": vision_axes, "text": {0: "batch"}, "actions": {0: "batch"}}
     else:
         names_in, names_out = FULL_INPUTS, FULL_OUTPUTS
         dynamic = {"frames": {0: "batch", 1: "new_frames"}, "history": {0: "batch", 1: "past_frames"},
                    "text": {0: "batch"}, "actions": {0: "batch"}, "features": {0: "batch", 1: "new_frames"}}
+    dynamic = {k: v for k, v in dynamic.items() if k in (*names_in, *names_out)}
     buf = io.BytesIO()
     try:
         with _export_context(), contextlib.redirect_stdout(io.StringIO()):
@@ -503,6 +508,8 @@ def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoi
               {"vision": {"dtype": "float32", "shape": ["batch", e, dv],
                           "layout": "the padded window of backbone features, oldest first"},
                "text": {"dtype": "float32", "shape": ["batch", dt], "layout": "instruction features"}})
+    if not dt:
+        inputs.pop("text")  # a head that reads no instruction feature takes vision alone
     outputs = {"actions": {"dtype": "float32", "shape": ["batch", head.chunk_size, head.action_dim],
                            "units": "normalised (before post-processing)"}}
     if full:

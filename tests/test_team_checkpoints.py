@@ -111,6 +111,8 @@ def test_sim_checkpoint_cli_reports_and_exit_codes(tmp_path, capsys):
     assert "DOES NOT LOAD" in out
     assert sim_checkpoint.main([str(tmp_path / "nothing.pth")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert sim_checkpoint.main([str(good), "--key-map", str(tmp_path / "no-map.json")]) == 2
+    assert "no-map.json" in capsys.readouterr().err
     assert sim_checkpoint.main([str(good), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["loads"] and report["meta"]["mae"] == pytest.approx(0.466)

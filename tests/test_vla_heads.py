@@ -171,6 +171,16 @@ def test_final_layernorm_puts_every_action_on_one_line(name):
     assert s.abs().max() <= 1.0 + 1e-5
 
 
+def test_final_norm_ablation_switch_drops_the_layernorm_only():
+    for name in ("case1", "case2"):
+        team, ablated = small_head(name), small_head(name, final_norm=False)
+        assert set(team.state_dict()) - set(ablated.state_dict()) == {"final_norm.weight", "final_norm.bias"}
+        assert team.config.final_norm and not ablated.config.final_norm  # the team's architecture by default
+        out = ablated.eval()(*inputs(ablated, batch=32))[:, 0]
+        centred = out - out.mean(0)
+        assert torch.linalg.matrix_rank(centred, atol=1e-4) == 2  # no longer one line
+
+
 def test_case2_clip_normalisation_attends_over_the_batch():
     """Batch 1: the aligned feature is the frame's own normalised CLIP feature, whatever clip_proj is; in a batch,
     each sample's output depends on the other samples' CLIP features (the team's training)."""

@@ -9,7 +9,6 @@ every call under ``torch.inference_mode``.
 
 from __future__ import annotations
 
-import abc
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -86,7 +85,7 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-class Backbone(abc.ABC):
+class Backbone:
     """A frozen image + text encoder offering named feature streams.
 
     Attributes:

@@ -32,10 +32,12 @@ from policies.heads.base import ActionHead, HeadConfig, linear_in_out
 @dataclasses.dataclass
 class Case1Config(HeadConfig):
     """The team's ``model_config`` fields (``hidden_dim`` 256, ``action_dim`` 2, ``dropout`` 0.4); one frame, one
-    action."""
+    action. ``final_norm`` = False drops the final ``LayerNorm(action_dim)``: **not** the team's architecture, an
+    ablation switch (README: why the team's single-frame heads fail)."""
 
     hidden_dim: int = 256
     dropout: float = 0.4
+    final_norm: bool = True
     window_size: int = 1
     chunk_size: int = 1
 
@@ -72,7 +74,7 @@ class Simplified2DActionModelV2(ActionHead):
         self.dropout_vision = nn.Dropout(config.dropout)
         self.dropout_language = nn.Dropout(config.dropout)
         self.action_head = _mlp(self._head_dims(h), config.dropout)
-        self.final_norm = nn.LayerNorm(self.out_features)
+        self.final_norm = nn.LayerNorm(self.out_features) if config.final_norm else nn.Identity()
 
     def _head_dims(self, h: int) -> list[int]:
         return [2 * h, 2 * h, h, h // 2, self.out_features]
@@ -87,6 +89,7 @@ class Simplified2DActionModelV2(ActionHead):
         if text:
             out["text_dim"] = text[0]
         norm = state.get("final_norm.weight")
+        out["final_norm"] = norm is not None
         if norm is not None and "action_dim" not in values:
             out["action_dim"] = int(norm.shape[0])
         return out

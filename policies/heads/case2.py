@@ -52,6 +52,8 @@ class Case2Config(HeadConfig):
         clip_dim: CLIP image-embedding width (open_clip ViT-B-32: 512; the team's ``clip_dim`` default).
         temperature: similarity temperature (0.07).
         resampler_latents, resampler_heads: 16 latents, 4 heads (the team's "optimised" resampler).
+        final_norm: False drops the final ``LayerNorm(action_dim)``: **not** the team's architecture, an ablation
+            switch (README: why the team's single-frame heads fail).
     """
 
     hidden_dim: int = 256
@@ -63,6 +65,7 @@ class Case2Config(HeadConfig):
     temperature: float = 0.07
     resampler_latents: int = 16
     resampler_heads: int = 4
+    final_norm: bool = True
     window_size: int = 1
     chunk_size: int = 1
 
@@ -159,7 +162,7 @@ class CLIPNormalized2DActionModelV2(ActionHead):
         if config.use_vision_resampler:
             self.vision_resampler = OptimizedVisionResampler(h, h, config.resampler_latents, config.resampler_heads, p)
         self.action_head = _mlp([2 * h, h, self.out_features], p)
-        self.final_norm = nn.LayerNorm(self.out_features)
+        self.final_norm = nn.LayerNorm(self.out_features) if config.final_norm else nn.Identity()
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
@@ -182,6 +185,7 @@ class CLIPNormalized2DActionModelV2(ActionHead):
         else:
             out["use_vision_resampler"] = False
         norm = state.get("final_norm.weight")
+        out["final_norm"] = norm is not None
         if norm is not None and "action_dim" not in values:
             out["action_dim"] = int(norm.shape[0])
         return out
