@@ -48,7 +48,7 @@ import torch
 
 from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
 from policies.backbones import Backbone, MissingStreamError, make_backbone, stream_widths
-from policies.backbones.base import as_uint8_nhwc
+from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc
 from policies.base import Policy
 from policies.checkpoints import (
     Checkpoint,
@@ -482,13 +482,14 @@ def head_config_values(head: str, ckpt: Checkpoint | None, widths: Mapping[str, 
     return values
 
 
-def _check_widths(model: ActionHead, widths: Mapping[str, int], backbone: str, ckpt: Checkpoint | None,
-                  missing_hint: Callable[[list[str]], str]) -> None:
+def _check_widths(model: ActionHead, widths: Mapping[str, int], backbone: str, ckpt: Checkpoint | None) -> None:
     cfg = model.config
     inputs = (*model.frame_inputs(cfg), *model.instruction_inputs(cfg))
     missing = [stream for stream, _ in inputs if stream not in widths]
     if missing:
-        raise MissingStreamError(missing_hint(missing))
+        needs = "; ".join(f"{s} needs {STREAM_REMEDIES.get(s, 'another backbone')}" for s in missing)
+        raise MissingStreamError(f"head {model.head_name} reads {', '.join(missing)} features, which backbone "
+                                 f"{backbone!r} cannot give: {needs}")
     for stream, field in inputs:
         if int(getattr(cfg, field)) != widths[stream]:
             where = f"{ckpt.path}: " if ckpt is not None else ""
@@ -599,18 +600,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         model = cls(head_config)
     if ckpt is not None:
         load_into_head(model, ckpt)
-    hint_bb = built if built is not None else None
-
-    def missing_hint(streams: list[str]) -> str:
-        if hint_bb is not None:
-            return hint_bb.missing_stream_message(streams)
-        needs = {"clip_image": "open_clip ViT-B-32 weights (a checkpoint with clip_model.* tensors, or clip_path=)",
-                 "clip_text": "CLIP text weights (a checkpoint with clip_text.* tensors, or clip_path=DIR)",
-                 "action_token": "a Kosmos-2 backbone (kosmos2 or tiny-kosmos2)"}
-        return (f"head {head} reads {', '.join(streams)} features, which backbone {bb_name!r} cannot give: "
-                + "; ".join(f"{s} needs {needs.get(s, 'another backbone')}" for s in streams))
-
-    _check_widths(model, widths, bb_name, ckpt, missing_hint)
+    _check_widths(model, widths, bb_name, ckpt)
     if built is not None:
         bb = built
     elif head == "robovlms":

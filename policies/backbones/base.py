@@ -30,6 +30,14 @@ STREAMS: dict[str, tuple[str, str]] = {
 }
 
 
+#: How to obtain a stream a backbone lacks (error messages).
+STREAM_REMEDIES = {
+    "clip_image": "open_clip ViT-B-32 weights (a checkpoint with clip_model.* tensors, or clip_path=FILE|DIR)",
+    "clip_text": "CLIP text weights (a checkpoint with clip_text.* tensors, or clip_path=DIR)",
+    "action_token": "the robovlms policy on a Kosmos-2 backbone (kosmos2 or tiny-kosmos2)",
+}
+
+
 class BackboneInputError(ValueError):
     """Images, texts or stream names passed to a backbone are unusable (wrong type, dtype, shape or name)."""
 
@@ -125,9 +133,10 @@ class Backbone:
         return sum(dims[s] for s in streams)
 
     def missing_stream_message(self, streams: Sequence[str]) -> str:
-        """Why ``streams`` are unavailable and how to provide them (subclasses add the remedy)."""
+        """Why ``streams`` are unavailable and how to provide them (:data:`STREAM_REMEDIES`)."""
+        needs = "; ".join(f"{s} needs {STREAM_REMEDIES[s]}" for s in streams if s in STREAM_REMEDIES)
         return (f"backbone {self.name!r} has no {', '.join(streams)} feature stream (it offers "
-                f"{', '.join(self.stream_dims())})")
+                f"{', '.join(self.stream_dims())})" + (f"; {needs}" if needs else ""))
 
     def _check_streams(self, streams: Sequence[str], kind: str) -> tuple[str, ...]:
         if isinstance(streams, str):

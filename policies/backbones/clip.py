@@ -229,7 +229,8 @@ def load_clip_image(source: Mapping[str, torch.Tensor] | str | Path, device: str
     else:
         raise ClipWeightsError(f"{name}: neither open_clip (visual.*) nor CLIPModel (vision_model.*, "
                                f"visual_projection.weight) names; first keys: {sorted(state)[:5]}")
-    model = CLIPVisionModelWithProjection(config)
+    with torch.random.fork_rng(devices=[]):  # random init, overwritten below: leave the global RNG alone
+        model = CLIPVisionModelWithProjection(config)
     _load_strict(model.vision_model, vision, name)
     _load_strict(model.visual_projection, {"weight": projection}, name)
     return ClipImageEncoder(model.eval(), device)
@@ -333,6 +334,7 @@ def load_clip_text(source: Mapping[str, torch.Tensor] | str | Path, device: str 
         raise ClipWeightsError(f"not a CLIP text tower (text_model.* names): {type(exc).__name__}: {exc}") from None
     tokenizer = _clip_tokenizer(tokenizer_path)
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    model = CLIPTextModel(config)
+    with torch.random.fork_rng(devices=[]):
+        model = CLIPTextModel(config)
     _load_strict(getattr(model, "text_model", model), state, "clip_text weights")
     return ClipTextEncoder(model.eval(), tokenizer, device)

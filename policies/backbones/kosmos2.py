@@ -236,13 +236,6 @@ class Kosmos2Backbone(Backbone):
             dims["clip_text"] = self.clip_text.dim
         return dims
 
-    def missing_stream_message(self, streams: Any) -> str:
-        hint = {"clip_image": "open_clip ViT-B-32 weights: a checkpoint with clip_model.* tensors, or clip_path=FILE|DIR",
-                "clip_text": "CLIP text weights: a checkpoint with clip_text.* tensors, or clip_path=DIR",
-                "action_token": "the robovlms policy (its own backbone)"}
-        needs = "; ".join(f"{s} needs {hint[s]}" for s in streams if s in hint)
-        return super().missing_stream_message(streams) + (f"; {needs}" if needs else "")
-
     @property
     def text_transformer(self) -> Any:
         """The Kosmos-2 text transformer (``Kosmos2TextTransformer``)."""

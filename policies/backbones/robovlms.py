@@ -245,9 +245,6 @@ class RoboVLMsBackbone(Backbone):
     def stream_dims(self) -> dict[str, int]:
         return {"action_token": self.hidden_size}
 
-    def missing_stream_message(self, streams: Any) -> str:
-        return super().missing_stream_message(streams) + "; the RoboVLMs backbone serves the robovlms head only"
-
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, 3, S, S)``: PIL bicubic resize to ``image_size`` (no crop),
         ``/ 255``, ``(x - mean) / std``."""

@@ -103,7 +103,8 @@ def build_tiny_kosmos2() -> tuple[Any, Any]:
     mode with gradients off; the global torch RNG is left untouched."""
     from transformers import Kosmos2ForConditionalGeneration
 
-    model = Kosmos2ForConditionalGeneration(tiny_kosmos2_config())
+    with torch.random.fork_rng(devices=[]):  # the constructor's random init must not move the global RNG
+        model = Kosmos2ForConditionalGeneration(tiny_kosmos2_config())
     model.load_state_dict(_tiny_state())
     model.eval().requires_grad_(False)
     return model, tiny_kosmos2_processor()
