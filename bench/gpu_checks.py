@@ -63,6 +63,19 @@ def p(values, q):
     return float(np.percentile(np.asarray(values), q))
 
 
+def step_latencies(policy, steps: int) -> list[float]:
+    """Milliseconds of each ``act()`` over ``steps`` fresh frames, after 3 warm-up steps and a reset."""
+    imgs = frames(steps + 3)
+    policy.reset(INSTRUCTION)
+    for img in imgs[:3]:
+        policy.act({"image": img, "instruction": INSTRUCTION})
+    policy.reset(INSTRUCTION)
+    for img in imgs[3:]:
+        policy.act({"image": img, "instruction": INSTRUCTION})
+    sync()
+    return policy.latencies_ms
+
+
 def frames(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n)]
@@ -104,14 +117,7 @@ def check_robovlms(model, steps: int) -> None:
     bb = RoboVLMsBackbone(model, tok, token, settings, name="kosmos2-random", device=DEVICE)
     head = make_head("robovlms", hidden, 0, **settings.head_config())
     policy = VLAPolicy(head, bb, window_size=8, device=DEVICE, postprocess=PostProcessing(dead_zone=False))
-    imgs = frames(steps + 3)
-    policy.reset(INSTRUCTION)
-    for img in imgs[:3]:
-        policy.act({"image": img, "instruction": INSTRUCTION})
-    policy.reset(INSTRUCTION)
-    for img in imgs[3:]:
-        policy.act({"image": img, "instruction": INSTRUCTION})
-    lat = policy.latencies_ms
+    lat = step_latencies(policy, steps)
     say("robovlms_bf16_act_ms", [p(lat, 50), p(lat, 95)],
         f"robovlms {bb.dtype}, act() over {steps} steps: p50 {p(lat, 50):.1f} ms, p95 {p(lat, 95):.1f} ms "
         f"({'PASS' if p(lat, 95) <= 100 else 'FAIL'} against 100 ms); backbone share "
@@ -156,14 +162,7 @@ def check_case_heads(model, steps: int) -> None:
     for name, head in (("case1", make_head("case1", bb.vision_dim, bb.text_dim)),
                        ("hybrid", make_head("hybrid", bb.text_dim, bb.clip_text.dim))):
         policy = VLAPolicy(head, bb, device=DEVICE)
-        imgs = frames(steps + 3)
-        policy.reset(INSTRUCTION)
-        for img in imgs[:3]:
-            policy.act({"image": img, "instruction": INSTRUCTION})
-        policy.reset(INSTRUCTION)
-        for img in imgs[3:]:
-            policy.act({"image": img, "instruction": INSTRUCTION})
-        lat = policy.latencies_ms
+        lat = step_latencies(policy, steps)
         say(f"{name}_bf16_act_ms", [p(lat, 50), p(lat, 95)],
             f"{name} on Kosmos-2 {bb.dtype} ({'+'.join(policy.frame_streams)}): act() p50 {p(lat, 50):.1f} ms, "
             f"p95 {p(lat, 95):.1f} ms")

@@ -183,3 +183,27 @@ def test_a_big_embedded_backbone_is_memory_mapped_not_read(tmp_path):
     assert ckpt.frozen["kosmos."]["text_model.layers.0.fc1.weight"].shape == (65536, 1024)
     assert grown < 64, f"loading the head keys read {grown:.0f} MiB"
     assert sim_checkpoint.inspect_checkpoint(path)["loads"]
+
+
+def test_the_robots_ckpt_with_its_config_json_at_the_real_widths(tmp_path, capsys):
+    """``mobile_vla_left_chunk10_20251218.json``'s act_head / window / chunk / tokenizer fields, as their server
+    reads them (VLA_CONFIG_PATH), beside a ``.ckpt`` with the manifest's head keys."""
+    config = {"robovlm_name": "RoboKosMos", "model": "kosmos", "image_size": 224, "window_size": 8,
+              "fwd_pred_next_n": 10, "norm_action": True, "norm_min": -1.0, "norm_max": 1.0,
+              "act_head": {"type": "MobileVLALSTMDecoder", "hidden_size": 512, "action_dim": 2, "down_sample": "none",
+                           "latent": 1, "fwd_pred_next_n": 10, "window_size": 8, "action_space": "continuous",
+                           "with_history": True, "history_type": "post"},
+              "tokenizer": {"type": "AutoProcessor", "pretrained_model_name_or_path": ".vlms/kosmos-2-patch14-224",
+                            "tokenizer_type": "kosmos", "max_text_len": 256, "additional_special_tokens": None},
+              "train_setup": {"freeze_backbone": True, "lora_enable": False, "predict_action": True}}
+    path = tmp_path / "mobile_vla_left_chunk10_20251218.json"
+    path.write_text(json.dumps(config))
+    ckpt = write_team_checkpoint(tmp_path / "epoch_epoch=06-val_loss=val_loss=0.067.ckpt", "robovlms")
+    assert sim_checkpoint.main([str(ckpt), "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "robovlms: team architecture (MobileVLALSTMDecoder)" in out and "25 tensors" not in out
+    assert '"source": "' + str(path) in out and '"max_text_len": 256' in out
+    exp17 = dict(config, fwd_pred_next_n=1, act_head={**config["act_head"], "hidden_size": 1024, "fwd_pred_next_n": 1})
+    path.write_text(json.dumps(exp17))
+    assert sim_checkpoint.main([str(ckpt), "--config", str(path)]) == 1  # a chunk-10 head is not exp17's
+    assert "DOES NOT LOAD" in capsys.readouterr().out

@@ -42,6 +42,23 @@ class Case1Config(HeadConfig):
     chunk_size: int = 1
 
 
+def adapter_sizes(state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``vision_dim`` / ``hidden_dim`` / ``text_dim`` read off the team's ``feature_adapter`` and
+    ``language_adapter`` weights, and ``final_norm`` (+ ``action_dim``) off ``final_norm.weight``."""
+    out = dict(values)
+    vision = linear_in_out(state, "feature_adapter.weight")
+    text = linear_in_out(state, "language_adapter.weight")
+    if vision:
+        out["vision_dim"], out["hidden_dim"] = vision
+    if text:
+        out["text_dim"] = text[0]
+    norm = state.get("final_norm.weight")
+    out["final_norm"] = norm is not None
+    if norm is not None and "action_dim" not in values:
+        out["action_dim"] = int(norm.shape[0])
+    return out
+
+
 def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
     """``Linear, ReLU, Dropout`` between consecutive ``dims``, a bare ``Linear`` last."""
     layers: list[nn.Module] = []
@@ -81,18 +98,7 @@ class Simplified2DActionModelV2(ActionHead):
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
-        out = dict(values)
-        vision = linear_in_out(state, "feature_adapter.weight")
-        text = linear_in_out(state, "language_adapter.weight")
-        if vision:
-            out["vision_dim"], out["hidden_dim"] = vision
-        if text:
-            out["text_dim"] = text[0]
-        norm = state.get("final_norm.weight")
-        out["final_norm"] = norm is not None
-        if norm is not None and "action_dim" not in values:
-            out["action_dim"] = int(norm.shape[0])
-        return out
+        return adapter_sizes(state, values)
 
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         v = self.dropout_vision(self.layer_norm_vision(self.feature_adapter(vision[:, -1])))

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from policies.heads.base import ActionHead, HeadConfig, linear_in_out
-from policies.heads.case1 import _mlp
+from policies.heads.case1 import _mlp, adapter_sizes
 
 
 @dataclasses.dataclass
@@ -166,13 +166,7 @@ class CLIPNormalized2DActionModelV2(ActionHead):
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
-        out = dict(values)
-        vision = linear_in_out(state, "feature_adapter.weight")
-        text = linear_in_out(state, "language_adapter.weight")
-        if vision:
-            out["vision_dim"], out["hidden_dim"] = vision
-        if text:
-            out["text_dim"] = text[0]
+        out = adapter_sizes(state, values)
         clip = linear_in_out(state, "clip_norm_vision.clip_proj.weight")
         out["clip_norm_layers"] = clip is not None
         if clip:
@@ -184,10 +178,6 @@ class CLIPNormalized2DActionModelV2(ActionHead):
             out["resampler_latents"] = int(state["vision_resampler.latents"].shape[0])
         else:
             out["use_vision_resampler"] = False
-        norm = state.get("final_norm.weight")
-        out["final_norm"] = norm is not None
-        if norm is not None and "action_dim" not in values:
-            out["action_dim"] = int(norm.shape[0])
         return out
 
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
