@@ -339,7 +339,7 @@ class VLAPolicy(Policy):
         text = self._text_features(instruction)
         start = time.perf_counter()
         with torch.inference_mode():
-            chunk = self.head(frames.unsqueeze(0).to(self.device, torch.float32), text.float())[0]
+            chunk = self.head(frames.unsqueeze(0).to(self.device), text)[0]
         chunk_np = chunk.float().cpu().numpy().astype(np.float32)
         self.head_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
         self.num_predictions += 1
@@ -467,15 +467,14 @@ def head_config_values(head: str, ckpt: Checkpoint | None, widths: Mapping[str, 
     ``model_config``), then ``fixed`` (e.g. a RoboVLMs config's sizes), completed with what the checkpoint's
     tensor shapes imply (:meth:`~policies.heads.base.ActionHead.config_from_state_dict`)."""
     cls = head_class(head)
+    saved = {CONFIG_ALIASES.get(k, k): v for k, v in ((ckpt.head_config or {}) if ckpt else {}).items()}
+    fields = config_fields(head)
+    provisional = config_from_dict(head, {k: v for k, v in saved.items() if k in fields})
     values: dict[str, Any] = {}
-    provisional = config_from_dict(head, {CONFIG_ALIASES.get(k, k): v for k, v in
-                                          ((ckpt.head_config or {}) if ckpt else {}).items()
-                                          if CONFIG_ALIASES.get(k, k) in config_fields(head)})
     for stream, field in (*cls.frame_inputs(provisional), *cls.instruction_inputs(provisional)):
         if stream in widths:
             values[field] = widths[stream]
-    if ckpt is not None and ckpt.head_config:
-        values.update({CONFIG_ALIASES.get(k, k): v for k, v in ckpt.head_config.items()})
+    values.update(saved)
     values.update(fixed)
     if ckpt is not None:
         values = cls.config_from_state_dict(ckpt.state_dict, values)

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from sim.cli_args import add_model_source_arguments
+
 
 def _params(state: Mapping[str, torch.Tensor]) -> int:
     return sum(int(t.numel()) for t in state.values())
@@ -272,11 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="checkpoint (.pth, .ckpt, .pt, .safetensors + .json)")
     parser.add_argument("--policy", choices=list(HEADS), help="check against this head (default: detected)")
-    parser.add_argument("--key-map", help="JSON {old prefix: new prefix} for a layout this project does not know")
-    parser.add_argument("--backbone", default="auto", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"])
-    parser.add_argument("--backbone-path", help="Kosmos-2 folder (weights and/or processor)")
-    parser.add_argument("--clip-path", help="CLIP weights: open_clip file or save_pretrained folder")
-    parser.add_argument("--config", help="the RoboVLMs config JSON of a robovlms .ckpt (as the team's server gets it)")
+    add_model_source_arguments(parser, checkpoint=False, backbone_default="auto")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--build", action="store_true", help="also build the policy and run one step")
     args = parser.parse_args(argv)

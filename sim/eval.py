@@ -34,6 +34,7 @@ from tqdm import tqdm
 import scenarios
 from policies import make_policy, vla_names
 from policies import names as policy_names
+from sim.cli_args import add_model_source_arguments
 
 EVAL_STREAM = 0xE7A1  # seed-stream tag; sim.generate uses another one
 RECORD_MODES = ("failures", "all", "none")
@@ -273,13 +274,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sim.eval", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", help="policy name (repeat to compare); see --list")
     parser.add_argument("--list", action="store_true", help="list the registered policies and exit")
-    parser.add_argument("--checkpoint", help="head weights for the VLA policies (project, team .pth or .ckpt)")
-    parser.add_argument("--backbone", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"],
-                        help="VLA backbone (default auto: the checkpoint's; kosmos2 for a team file; lite bundled)")
-    parser.add_argument("--backbone-path", help="local folder or hub id of the Kosmos-2 weights / processor")
-    parser.add_argument("--clip-path", help="CLIP weights (open_clip file or folder) when the checkpoint has none")
-    parser.add_argument("--key-map", help="JSON {old prefix: new prefix} for a checkpoint layout not known here")
-    parser.add_argument("--config", help="robovlms: the team's RoboVLMs config JSON (as their server gets it)")
+    add_model_source_arguments(parser)
     parser.add_argument("--policy-arg", action="append", metavar="[POLICY@]KEY=VALUE",
                         help="extra keyword argument for every policy, or for one with POLICY@")
     parser.add_argument("--layouts", nargs="+", default=["all"])

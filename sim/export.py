@@ -70,6 +70,11 @@ from policies.onnx_policy import (
     resolve_model_path,
     sidecar_path,
 )
+from sim.cli_args import (
+    add_model_source_arguments,
+    model_source_argv,
+    model_source_kwargs,
+)
 from sim.report import atomic_write_text, default_file_mode
 
 logger = logging.getLogger(__name__)
@@ -666,14 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m sim.export", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="case2", choices=sorted(HEADS), help="head to export (default case2)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="head weights (default: the bundled weights, else a random head seeded with --seed)")
-    parser.add_argument("--backbone", default="auto", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"],
-                        help="default auto: the checkpoint's (kosmos2 for a team file), lite for the bundled weights")
-    parser.add_argument("--backbone-path", default=None, help="kosmos2 folder/hub id or lite EfficientNet .pth")
-    parser.add_argument("--clip-path", default=None, help="CLIP weights when the checkpoint carries none")
-    parser.add_argument("--key-map", default=None, help="JSON {old prefix: new prefix} for an unknown key layout")
-    parser.add_argument("--config", default=None, help="the RoboVLMs config JSON (robovlms)")
+    add_model_source_arguments(parser, backbone_default="auto")
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="artifact format (onnx)")
     parser.add_argument("--fp16", action="store_true", help="half-precision weights and compute")
     parser.add_argument("--head-only", action="store_true",
@@ -769,14 +767,10 @@ def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
     if latency_ms is None:
         latency_ms = result.latency["onnx"].p95_ms if result.latency else 0.0
     run = Path(args.out) / "verify"
-    eval_args = ["--policy", args.policy, "--policy", f"onnx:{result.model_path}", "--backbone", args.backbone,
+    eval_args = ["--policy", args.policy, "--policy", f"onnx:{result.model_path}", *model_source_argv(args),
                  "--episodes-per-combo", str(args.verify_episodes), "--record", "none", "--out", str(run),
                  "--latency-ms", f"{latency_ms:.1f}", "--seed", str(args.seed), "--layouts", *args.verify_layouts,
                  "--distances", *args.verify_distances]
-    if args.checkpoint:
-        eval_args += ["--checkpoint", args.checkpoint]
-    if args.backbone_path:
-        eval_args += ["--backbone-path", args.backbone_path]
     if (run / "episodes.jsonl").exists():
         eval_args = ["--resume", str(run)]
     code = sim_eval.main(eval_args)
@@ -790,9 +784,7 @@ def verify_closed_loop(result: ExportResult, args: argparse.Namespace) -> int:
         worst = max(worst, abs(a - b))
         print(f"{combo:28} {a:>9} {b:>9}")
     print(f"{'overall success':28} {original['overall']['success_rate']:>9.0%} {exported['overall']['success_rate']:>9.0%}")
-    kwargs = {"backbone": args.backbone, "num_threads": args.threads or 1}
-    if args.checkpoint:
-        kwargs["checkpoint"] = args.checkpoint
+    kwargs = {**model_source_kwargs(args), "num_threads": args.threads or 1}
     diff = action_difference_in_loop(make_policy(args.policy, **kwargs), make_policy(f"onnx:{result.model_path}"),
                                      summary["config"]["layouts"], summary["config"]["distances"], args.seed)
     print(f"per-step action difference on the same observations ({diff['steps']} steps): max {diff['max_abs_diff']:.2e}, "

@@ -482,7 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from policies import make_policy, names, vla_names
-    from sim.cli_args import parse_policy_kwargs
+    from sim.cli_args import (
+        add_model_source_arguments,
+        model_source_kwargs,
+        parse_policy_kwargs,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m sim.serve",
@@ -491,11 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=f"registered policies: {', '.join(names())}",
     )
     parser.add_argument("--policy", required=True, help="registered policy name, e.g. robovlms, case2, sb3:PATH.zip")
-    parser.add_argument("--checkpoint", help="VLA head weights (project, team .pth or RoboVLMs .ckpt)")
-    parser.add_argument("--config", help="robovlms: the team's RoboVLMs config JSON (their VLA_CONFIG_PATH)")
-    parser.add_argument("--backbone", choices=["auto", "lite", "kosmos2", "tiny-kosmos2"], help="VLA backbone")
-    parser.add_argument("--backbone-path", help="Kosmos-2 folder (weights and/or processor)")
-    parser.add_argument("--clip-path", help="CLIP weights when the checkpoint carries none")
+    add_model_source_arguments(parser)
     parser.add_argument("--device", help="torch device of VLA policies: cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="extra keyword argument of the policy (repeatable)")
@@ -521,12 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     base = args.policy.partition(":")[0]
     vla = base in vla_names()
-    for flag in ("checkpoint", "config", "backbone", "backbone_path", "clip_path", "device"):
-        value = getattr(args, flag)
-        if value is not None:
-            if not vla:
-                parser.error(f"--{flag.replace('_', '-')} applies to the VLA policies ({', '.join(vla_names())})")
-            kwargs[flag] = value
+    source = model_source_kwargs(args) | ({"device": args.device} if args.device is not None else {})
+    if source and not vla:
+        parser.error(f"--{next(iter(source)).replace('_', '-')} applies to the VLA policies ({', '.join(vla_names())})")
+    kwargs.update(source)
     if vla or base == "onnx":
         kwargs.setdefault("dead_zone", args.dead_zone)
 

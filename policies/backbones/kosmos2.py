@@ -63,6 +63,13 @@ def _local(ref: str | Path | None) -> Path | None:
     return None
 
 
+def _source(path: str | Path | None) -> str:
+    """What ``from_pretrained`` gets: the local folder ``path``, else ``path`` as a cached hub id, else
+    :data:`DEFAULT_KOSMOS2_ID` (raises FileNotFoundError for a local-looking path that does not exist)."""
+    local = _local(path)
+    return str(local) if local is not None else (str(path) if path is not None else DEFAULT_KOSMOS2_ID)
+
+
 def kosmos2_config(name: str, path: str | Path | None = None) -> Any:
     """The ``Kosmos2Config`` of backbone ``name`` without loading weights: the toy one for ``tiny-kosmos2``; for
     ``kosmos2`` the ``config.json`` of a local folder ``path``, else transformers' default (= the sizes of
@@ -143,8 +150,7 @@ def load_kosmos2_processor(name: str, path: str | Path | None = None) -> Any:
         return tiny_kosmos2_processor()
     from transformers import AutoProcessor
 
-    local = _local(path)
-    ref = str(local) if local is not None else (str(path) if path is not None else DEFAULT_KOSMOS2_ID)
+    ref = _source(path)
     try:
         with quiet_transformers():
             return AutoProcessor.from_pretrained(ref, local_files_only=True)
@@ -179,8 +185,7 @@ def load_kosmos2_parts(name: str, path: str | Path | None = None,
         return build_tiny_kosmos2()
     from transformers import Kosmos2ForConditionalGeneration
 
-    local = _local(path)
-    ref = str(local) if local is not None else (str(path) if path is not None else DEFAULT_KOSMOS2_ID)
+    ref = _source(path)
     try:
         with quiet_transformers():
             model = Kosmos2ForConditionalGeneration.from_pretrained(ref, local_files_only=True)

@@ -92,6 +92,8 @@ class Simplified2DActionModelV2(ActionHead):
         self.dropout_language = nn.Dropout(config.dropout)
         self.action_head = _mlp(self._head_dims(h), config.dropout)
         self.final_norm = nn.LayerNorm(self.out_features) if config.final_norm else nn.Identity()
+        if not config.final_norm:
+            self.output_activation = "linear"  # the ablation's outputs are unbounded
 
     def _head_dims(self, h: int) -> list[int]:
         return [2 * h, 2 * h, h, h // 2, self.out_features]

@@ -163,6 +163,8 @@ class CLIPNormalized2DActionModelV2(ActionHead):
             self.vision_resampler = OptimizedVisionResampler(h, h, config.resampler_latents, config.resampler_heads, p)
         self.action_head = _mlp([2 * h, h, self.out_features], p)
         self.final_norm = nn.LayerNorm(self.out_features) if config.final_norm else nn.Identity()
+        if not config.final_norm:
+            self.output_activation = "linear"  # the ablation's outputs are unbounded
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
