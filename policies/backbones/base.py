@@ -219,8 +219,9 @@ class Backbone:
                 if missing:
                     with torch.inference_mode():
                         feats = self._encode_instruction(stream, missing).detach().float().cpu()
-                    for t, f in zip(missing, feats):
-                        self._text_cache[(stream, t)] = f.clone()  # outside inference mode: a plain tensor
+                    with torch.inference_mode(False):  # a plain tensor, even when called from encode_frames
+                        for t, f in zip(missing, feats):
+                            self._text_cache[(stream, t)] = f.clone()
             if not texts or not streams:
                 return torch.zeros(len(texts), self.width(streams))
             # a copy: callers may modify it

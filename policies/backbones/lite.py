@@ -96,7 +96,7 @@ class LiteBackbone(Backbone):
         if "clip_image" in streams:
             out["clip_image"] = image @ self.clip_projection.T
         if "multimodal" in streams:
-            text = self.text_model.encode([instruction]).to(image.device).expand(len(image), -1)
+            text = self.encode_instruction([instruction]).to(image.device).expand(len(image), -1)  # cached
             out["multimodal"] = torch.cat([image, text], dim=-1)
         return out
 

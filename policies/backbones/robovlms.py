@@ -19,7 +19,8 @@ backbone/robokosmos.py``; ``../shared/reference/team_models/robovlms_*.json``):
 ``Kosmos2ForConditionalGeneration.forward`` refuses ``inputs_embeds`` without ``pixel_values`` in every
 transformers release, and the team's fallback (pixel values plus the merged embeddings) cannot index the action
 token; we run step 5 through the model's language model (``text_model``), which is what its forward does after
-its image branch, on exactly the sequence of steps 2-4 (our reading, stated in the README).
+its image branch, on exactly the sequence of steps 2-4 (our reading, stated in the README); the LM head's logits,
+which nothing reads, are not computed.
 """
 
 from __future__ import annotations
@@ -291,9 +292,9 @@ class RoboVLMsBackbone(Backbone):
                             ) -> torch.Tensor:
         """The language model's last hidden state at the action token, ``(N, hidden_size)`` (step 5)."""
         embeds, mask, at = self.merged_inputs(pixels, input_ids, attention_mask)
-        out = self.model.text_model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True,
-                                    use_cache=False)
-        return out.hidden_states[-1][:, at]
+        # the text transformer without its LM head: its last_hidden_state is the team's hidden_states[-1]
+        out = self.model.text_model.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        return out.last_hidden_state[:, at]
 
     def _encode_frames(self, images: np.ndarray, streams: tuple[str, ...], instruction: str | None
                        ) -> dict[str, torch.Tensor]:
