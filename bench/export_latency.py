@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.heads import HEADS as HEAD_CLASSES
 from policies.onnx_policy import OnnxPolicy
-from policies.vla import EXECUTION_MODES, build_vla_policy
-from sim.export import ParityError, export_policy, measure_latency, record_observations
+from policies.catalog import EXECUTION_MODES
+from policies.vla import build_vla_policy
+from sim.deploy.onnx_export import ParityError, export_policy, measure_latency, record_observations
 
 HEADS = tuple(h for h in HEAD_CLASSES if h != "robovlms")  # robovlms exports head-only on Kosmos-2
 PIXEL_STREAMS = {"image", "clip_image"}  # what the full (in-graph) lite encoder computes

@@ -14,7 +14,7 @@ Measures in one run, with the same worker processes (spawned pool, one env pair 
    second. ``generate / render-only`` is the efficiency the issue asks for (aim >= 0.7);
 3. **rollout-only**: the same episodes with planning + camera + BGR frames but no compression or writing, to
    separate the expert's planning cost (not part of writing) from the writer's cost;
-4. **loader**: :class:`sim.dataset.MobileVLAH5Dataset` windows per second on the generated files (window 8,
+4. **loader**: :class:`sim.data.dataset.MobileVLAH5Dataset` windows per second on the generated files (window 8,
    chunk 10, 224x224 CLIP-normalised output, random sampling), in-process and through a ``DataLoader`` with
    ``--workers`` processes.
 
@@ -41,9 +41,9 @@ import h5py  # noqa: E402
 import torch  # noqa: E402
 
 import scenarios  # noqa: E402
-from envs.box_avoid import parse_image_size  # noqa: E402
-from sim import generate as gen  # noqa: E402
-from sim.dataset import MobileVLAH5Dataset  # noqa: E402
+from envs.settings import ImageSize  # noqa: E402
+from sim.data import generation as gen  # noqa: E402
+from sim.data.dataset import MobileVLAH5Dataset  # noqa: E402
 
 
 def _pool_run(cfg, fn, jobs, workers):
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     p.add_argument("--loader-samples", type=int, default=40)
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     args = p.parse_args(argv)
-    size = parse_image_size(args.image_size)
+    size = ImageSize.parse(args.image_size, "--image-size")
 
     best = {"generate": (0.0, 0.0), "render_only": (0.0, 0.0), "rollout_only": (0.0, 0.0)}
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.backbones import make_backbone
 from policies.heads import HEADS as HEAD_CLASSES
-from policies.vla import EXECUTION_MODES, build_vla_policy
+from policies.catalog import EXECUTION_MODES
+from policies.vla import build_vla_policy
 
 HEADS = tuple(h for h in HEAD_CLASSES if h != "robovlms")  # robovlms: bench/robovlms_latency.py
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"

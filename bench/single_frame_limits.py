@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim import h5format  # noqa: E402
-from sim.dataset import list_episode_files  # noqa: E402
+from sim.data import h5format  # noqa: E402
+from sim.data.dataset import list_episode_files  # noqa: E402
 
 KEYS = {(1, 0): "w", (0, 1): "a", (0, -1): "d", (1, 1): "q", (1, -1): "e", (0, 0): "stop", (-1, 0): "s",
         (-1, 1): "z", (-1, -1): "c"}

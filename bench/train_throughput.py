@@ -15,8 +15,8 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from sim import h5format
-from sim.dataset import list_episode_files, load_episodes
+from sim.data import h5format
+from sim.data.dataset import list_episode_files, load_episodes
 from sim.train import FeatureCache, FeatureWindows, masked_huber
 
 

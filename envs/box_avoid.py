@@ -22,8 +22,9 @@ import scenarios
 from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
 from envs.robot import RobotConfig, ramp, wheel_speeds
 from envs.scene import PHYSICS_HZ, Scene
+from envs.settings import ImageSize, check_actuation
+from scenarios.errors import ConfigError
 
-MAX_IMAGE_SIZE = (1280, 720)
 OBS_KEYS = ("image", "instruction", "state")
 #: Characters allowed in the ``instruction`` observation (printable ASCII).
 INSTRUCTION_CHARSET = frozenset(string.printable) - set("\t\n\r\x0b\x0c")
@@ -34,24 +35,6 @@ REWARD_PROGRESS = 1.0  # per metre of distance-to-goal reduced
 REWARD_SUCCESS = 10.0
 REWARD_FAILURE = -10.0  # collision or out of bounds
 REWARD_STEP = -0.01
-
-
-def parse_image_size(size: str | Sequence[int]) -> tuple[int, int]:
-    """``"224x224"`` or ``(width, height)`` -> ``(width, height)`` in px.
-
-    Raises:
-        ValueError: malformed, non-positive, or larger than 1280x720.
-    """
-    if isinstance(size, str):
-        try:
-            w, h = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"image size must look like 'WIDTHxHEIGHT', got {size!r}") from None
-    else:
-        w, h = (int(v) for v in size)
-    if w <= 0 or h <= 0 or w > MAX_IMAGE_SIZE[0] or h > MAX_IMAGE_SIZE[1]:
-        raise ValueError(f"image size {w}x{h} must be positive and at most {MAX_IMAGE_SIZE[0]}x{MAX_IMAGE_SIZE[1]}")
-    return w, h
 
 
 class BoxAvoidEnv(gym.Env):
@@ -97,6 +80,21 @@ class BoxAvoidEnv(gym.Env):
 
     Reward: ``1.0`` per metre of progress towards the goal, ``-0.01`` per step, ``+10`` on success, ``-10`` on
     collision or leaving the arena.
+
+    Info (``reset`` and every ``step``):
+
+    - ``status`` (str | None): as above. ``success`` (bool): ``status == "success"``.
+    - ``collided`` (bool), ``collided_with`` (str | None): the body touched (``"obstacle_0"``, ``"target"`` ...).
+    - ``distance_to_goal`` (float, m): robot centre to the goal point. ``path_length`` (float, m): driven so far.
+    - ``passed_side`` (``"left"``/``"right"``/None): the side every box reached so far was passed on;
+      ``side_ok`` (bool | None): whether that is the instructed side (None before any box is reached).
+    - ``instruction`` (str), ``scenario`` (layout name), ``distance`` (preset name) of the current scene.
+    - ``steps`` (int): steps taken. ``sim_time`` (float, s): simulated time elapsed, latency included.
+    - ``key`` (str): the robot key the action maps to (``envs.keys``; ``"SPACE"`` = stop, and at reset).
+    - ``action`` (float32 ``(3,)``): the action executed after clipping to the action space (zeros at reset).
+    - ``state`` (float32 ``(6,)``): as the observation's ``"state"``, also when it is not observed.
+    - ``wheel_speeds`` (float ``(3,)``, rad/s): the commanded cruise speeds of the three wheels this step.
+    - ``scene`` (dict, ``reset`` only): the sampled :class:`scenarios.SceneSpec` (privileged: poses, colours).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
@@ -125,15 +123,16 @@ class BoxAvoidEnv(gym.Env):
         render_size: Sequence[int] = (640, 360),
         action_latency: float = 0.0,
     ) -> None:
-        if actuation not in ("keypress", "velocity"):
-            raise ValueError(f"actuation must be 'keypress' or 'velocity', got {actuation!r}")
+        check_actuation(actuation)
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         unknown = set(obs_keys) - set(OBS_KEYS)
         if unknown or not obs_keys:
-            raise ValueError(f"obs_keys must be a non-empty subset of {OBS_KEYS}, got {tuple(obs_keys)}")
+            raise ConfigError(f"obs_keys must be a non-empty subset of {OBS_KEYS}, got {tuple(obs_keys)}")
         if control_hz <= 0 or success_radius <= 0:
-            raise ValueError("control_hz and success_radius must be positive")
+            raise ConfigError("control_hz and success_radius must be positive")
+        if max_steps is not None and (isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1):
+            raise ConfigError(f"max_steps must be a whole number >= 1 (or None for the default), got {max_steps!r}")
 
         robot = robot or RobotConfig()
         overrides = {
@@ -144,7 +143,7 @@ class BoxAvoidEnv(gym.Env):
         self.robot = dataclasses.replace(robot, **{k: v for k, v in overrides.items() if v is not None})
         self.actuation = actuation
         self.control_hz = float(control_hz)
-        self.image_size = parse_image_size(image_size)
+        self.image_size = ImageSize.parse(image_size, "image_size")
         self.obs_keys = tuple(k for k in OBS_KEYS if k in obs_keys)
         self.success_radius = float(success_radius)
         self.stop_to_succeed = bool(stop_to_succeed)
@@ -152,7 +151,7 @@ class BoxAvoidEnv(gym.Env):
         self.domain_randomization = bool(domain_randomization)
         self.scenario_dir = scenario_dir
         self.render_mode = render_mode
-        self.render_size = parse_image_size(render_size)
+        self.render_size = ImageSize.parse(render_size, "render_size")
 
         self.dt = 1.0 / PHYSICS_HZ
         self.set_action_latency(action_latency)
@@ -164,7 +163,7 @@ class BoxAvoidEnv(gym.Env):
             self._control_substeps = max(1, round(PHYSICS_HZ / self.control_hz))
             self.step_duration = self._control_substeps * self.dt
         press_time = self.robot.press_duration + self.robot.brake_time
-        self.max_steps = int(max_steps) if max_steps else (30 if actuation == "keypress" else round(30 * press_time / self.step_duration))
+        self.max_steps = int(max_steps) if max_steps is not None else (30 if actuation == "keypress" else round(30 * press_time / self.step_duration))
 
         self.scenario = scenarios.load(scenario, distance, scenario_dir)
         self.scene = Scene(self.robot, renderer=renderer)
@@ -309,10 +308,10 @@ class BoxAvoidEnv(gym.Env):
         """Change ``action_latency`` (s) between steps, e.g. to a policy's measured per-step latency.
 
         Raises:
-            ValueError: outside ``[0, 10]`` s.
+            ConfigError: outside ``[0, 10]`` s (a ``ValueError``).
         """
         if not 0.0 <= seconds <= 10.0:
-            raise ValueError(f"action_latency must be in [0, 10] s, got {seconds}")
+            raise ConfigError(f"action_latency must be in [0, 10] s, got {seconds}")
         self.action_latency = float(seconds)
         self._latency_substeps = round(seconds * PHYSICS_HZ)
 

@@ -19,6 +19,7 @@ import pybullet_data
 from envs.robot import RobotConfig
 from envs.textures import texture_files
 from scenarios import SceneSpec
+from scenarios.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
 ROBOT_URDF = ASSETS / "omni_robot.urdf"
@@ -51,7 +52,7 @@ class Scene:
 
     def __init__(self, robot: RobotConfig, renderer: str = "tiny") -> None:
         if renderer not in ("tiny", "egl"):
-            raise ValueError(f"renderer must be 'tiny' or 'egl', got {renderer!r}")
+            raise ConfigError(f"renderer must be 'tiny' or 'egl', got {renderer!r}")
         self.robot = robot
         self.client = p.connect(p.DIRECT)
         cid = self.client

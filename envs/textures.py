@@ -13,6 +13,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from scenarios.files import atomic_write
+
 TEXTURE_SIZE = 256
 FLOOR_TEXTURES = ("wood", "tile", "concrete", "carpet")
 
@@ -68,9 +70,7 @@ def texture_files() -> dict[str, Path]:
     for name in FLOOR_TEXTURES:
         path = folder / f"{name}.png"
         if not path.exists():
-            fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-            os.close(fd)
-            iio.imwrite(tmp, make_texture(name))
-            os.replace(tmp, path)
+            with atomic_write(path) as tmp:
+                iio.imwrite(tmp, make_texture(name))
         paths[name] = path
     return paths

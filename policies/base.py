@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from scenarios.errors import MobileVLAError
 
-class PolicyOutputError(ValueError):
+
+class PolicyOutputError(MobileVLAError, ValueError):
     """A policy returned an action that is not a finite ``(3,)`` vector."""
 
 

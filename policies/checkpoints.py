@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from policies.backbones import FROZEN_PREFIXES
+from scenarios.errors import MobileVLAError
 
 #: ``format`` value of the project's JSON sidecar.
 FORMAT_NAME = "mobile-vla-sim.head"
@@ -62,7 +63,7 @@ EXTRA_KEYS = ("action_token",)
 MAX_KEYS_IN_MESSAGE = 12
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MobileVLAError, ValueError):
     """Base class of checkpoint problems (a ``ValueError``)."""
 
 

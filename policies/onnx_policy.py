@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy
+from scenarios.errors import MobileVLAError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ ENGINE_SUFFIXES = (".engine", ".plan")
 RUNTIMES = ("tensorrt", "onnx", "pytorch")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(MobileVLAError, ValueError):
     """Base class of exported-artifact problems (a ``ValueError``)."""
 
 
@@ -404,12 +405,7 @@ class OnnxPolicy(Policy):
                  providers: Sequence[str] | None = None, runner: Any | None = None, check_sha256: bool = True,
                  text_backbone: Any | None = None, spec: ArtifactSpec | None = None) -> None:
         super().__init__()
-        from policies.vla import (
-            EXECUTION_MODES,
-            ChunkExecutor,
-            FrameHistory,
-            PostProcessing,
-        )
+        from policies.vla import EXECUTION_MODES, ChunkExecutor, FrameHistory, PostProcessing
 
         self.path = resolve_model_path(path)
         if not self.path.is_file():

@@ -7,26 +7,23 @@ never imports torch or transformers. A name may carry an argument after a colon 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
 from policies.base import Policy
+from policies.catalog import HEAD_NAMES
+from scenarios.errors import MobileVLAError
 
+_VLA_FACTORY = "policies.vla:build_vla_policy"
+
+#: Name -> ``"module:attribute"`` of its factory. A VLA head's policy is ``build_vla_policy(head=name)``, one
+#: entry per head of :data:`policies.catalog.HEADS` (``"policies.vla:build_vla_policy@case2"``).
 _REGISTRY: dict[str, str] = {
     "expert": "policies.expert:ExpertPolicy",
     "replay": "policies.replay:ReplayPolicy",
     "random": "policies.random_policy:RandomPolicy",
-    # the team's architectures (policies.heads), then our reconstructions, then the ensemble
-    "case1": "policies.vla:case1",
-    "case1-v1": "policies.vla:case1_v1",
-    "case2": "policies.vla:case2",
-    "case3": "policies.vla:case3",
-    "hybrid": "policies.vla:hybrid",
-    "pure-kosmos2": "policies.vla:pure_kosmos2",
-    "robovlms": "policies.vla:robovlms",
-    "case4-recon": "policies.vla:case4_recon",
-    "lstm-recon": "policies.vla:lstm_recon",
-    "clip-lstm-recon": "policies.vla:clip_lstm_recon",
+    **{name: f"{_VLA_FACTORY}@{name}" for name in HEAD_NAMES},
     "ensemble": "policies.vla:ensemble",
     "remote": "policies.remote:RemotePolicy",
     "sb3": "policies.sb3_policy:SB3Policy",
@@ -34,7 +31,7 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-class UnknownPolicyError(KeyError):
+class UnknownPolicyError(MobileVLAError, KeyError):
     """Raised for a policy name that is not registered."""
 
 
@@ -62,14 +59,25 @@ def vla_names() -> list[str]:
 
 
 def _resolve(target: str) -> Any:
+    """The factory of a registry target; ``"module:attr@head"`` binds the first argument (the head name)."""
+    target, _, head = target.partition("@")
     module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
+    factory = getattr(importlib.import_module(module_name), attr)
+    return functools.partial(factory, head) if head else factory
 
 
 def describe(name: str) -> str:
-    """First line of the factory's docstring, or why it cannot be imported."""
+    """One line on policy ``name``: its head class's docstring for a VLA head, else its factory's; or why it
+    cannot be imported."""
     try:
-        factory = _resolve(_REGISTRY[name])
+        target = _REGISTRY[name]
+        if "@" in target:
+            from policies.heads import HEADS, provenance
+
+            head = target.partition("@")[2]
+            return f"{provenance(head)}: {(HEADS[head].__doc__ or '').strip().splitlines()[0]}"
+        else:
+            factory = _resolve(target)
     except Exception as exc:  # noqa: BLE001 - listing must survive a missing optional dependency
         return f"(unavailable: {type(exc).__name__}: {exc})"
     return (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""

@@ -32,9 +32,10 @@ import numpy as np
 from PIL import Image
 
 from policies.base import Policy
+from scenarios.errors import MobileVLAError
 
 
-class RemotePolicyError(RuntimeError):
+class RemotePolicyError(MobileVLAError, RuntimeError):
     """The inference server could not be reached or answered something unusable (the message names the URL)."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy
+from scenarios.errors import MobileVLAError
 
 #: Algorithms recognised by name (``algo=``) -> stable_baselines3 class name.
 ALGOS = {
@@ -36,7 +37,7 @@ ALGOS = {
 SB3_OBS_KEYS = ("image", "state")
 
 
-class SB3PolicyError(ValueError):
+class SB3PolicyError(MobileVLAError, ValueError):
     """The SB3 zip is missing, unreadable, of an unknown algorithm, or does not fit the observations."""
 
 

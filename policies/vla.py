@@ -50,6 +50,7 @@ from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
 from policies.backbones import Backbone, MissingStreamError, make_backbone, stream_widths
 from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc
 from policies.base import Policy
+from policies.catalog import EXECUTION_MODES
 from policies.checkpoints import (
     Checkpoint,
     CheckpointMismatchError,
@@ -59,8 +60,6 @@ from policies.checkpoints import (
 )
 from policies.heads import CONFIG_ALIASES, ActionHead, config_fields, config_from_dict, head_class
 
-#: Accepted values of ``execution``.
-EXECUTION_MODES = ("first", "all", "ensemble")
 #: ACT's temporal-ensembling constant (weights ``exp(-k * i)``, ``i = 0`` the oldest prediction).
 DEFAULT_ENSEMBLE_K = 0.01
 #: Seed of randomly initialised heads (used when no checkpoint is given).
@@ -645,56 +644,6 @@ def _robovlms_backbone(name: str, path: str | Path | None, ckpt: Checkpoint | No
     return shared_backbone(key, build)
 
 
-def case1(**kwargs: Any) -> VLAPolicy:
-    """The team's Simplified2DActionModelV2 (one frame, Kosmos-2 image + text, final LayerNorm(2))."""
-    return build_vla_policy("case1", **kwargs)
-
-
-def case1_v1(**kwargs: Any) -> VLAPolicy:
-    """The team's Simplified2DActionModel (case 1's first version: shorter action head)."""
-    return build_vla_policy("case1-v1", **kwargs)
-
-
-def case2(**kwargs: Any) -> VLAPolicy:
-    """The team's CLIPNormalized2DActionModelV2 (one frame, CLIP normalisation, resampler, LayerNorm(2))."""
-    return build_vla_policy("case2", **kwargs)
-
-
-def case3(**kwargs: Any) -> VLAPolicy:
-    """The team's SimpleCase3Model (case 1 V2's tree and forward pass)."""
-    return build_vla_policy("case3", **kwargs)
-
-
-def hybrid(**kwargs: Any) -> VLAPolicy:
-    """The team's original Kosmos2CLIPHybridModel (Kosmos-2 image+text feature + CLIP text, one frame)."""
-    return build_vla_policy("hybrid", **kwargs)
-
-
-def pure_kosmos2(**kwargs: Any) -> VLAPolicy:
-    """The team's PureKosmos2Model (Kosmos-2 image+text feature, one frame)."""
-    return build_vla_policy("pure-kosmos2", **kwargs)
-
-
-def robovlms(**kwargs: Any) -> VLAPolicy:
-    """The model the robot serves, RoboVLMs Kosmos-2 action token + LSTM (window 8, chunk 10)."""
-    return build_vla_policy("robovlms", **kwargs)
-
-
-def case4_recon(**kwargs: Any) -> VLAPolicy:
-    """Our reconstruction of case 4 RoboVLMsCompleteModel (source not public; window 8, chunk 5)."""
-    return build_vla_policy("case4-recon", **kwargs)
-
-
-def lstm_recon(**kwargs: Any) -> VLAPolicy:
-    """Our reconstruction of the "Simple LSTM" (MAE 0.222; window 8 -> LSTM -> chunk 10)."""
-    return build_vla_policy("lstm-recon", **kwargs)
-
-
-def clip_lstm_recon(**kwargs: Any) -> VLAPolicy:
-    """Our reconstruction of the "Simple CLIP-LSTM hybrid" (MAE 0.212; Kosmos-2 + CLIP + LSTM)."""
-    return build_vla_policy("clip-lstm-recon", **kwargs)
-
-
 def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0.6, *,
              first_checkpoint: str | Path | None = None, second_checkpoint: str | Path | None = None,
              **kwargs: Any) -> EnsemblePolicy:
@@ -723,6 +672,5 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 
 __all__ = [
     "EXECUTION_MODES", "ChunkExecutor", "EnsemblePolicy", "FrameHistory", "PostProcessing",
-    "TemporalEnsembler", "VLAPolicy", "build_vla_policy", "case1", "case1_v1", "case2", "case3", "case4_recon",
-    "clip_lstm_recon", "ensemble", "hybrid", "lstm_recon", "pure_kosmos2", "resolve_backbone", "robovlms",
+    "TemporalEnsembler", "VLAPolicy", "build_vla_policy", "ensemble", "resolve_backbone",
 ]

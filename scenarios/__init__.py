@@ -20,6 +20,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scenarios.errors import MobileVLAError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -35,7 +37,7 @@ Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(MobileVLAError, ValueError):
     """A scenario file is missing, malformed or inconsistent; the message names the file and the field."""
 
 

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import scenarios
     from policies.heads import head_class
-    from sim.generate import GenerateConfig, generate
+    from sim.data.generation import GenerateConfig, generate
     from sim.train import train
 
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from sim.cli_args import add_model_source_arguments
+from sim.cli import add_model_source_arguments
 
 
 def _params(state: Mapping[str, torch.Tensor]) -> int:
@@ -105,12 +105,7 @@ def inspect_checkpoint(file: str | Path, *, policy: str | None = None, key_map: 
     """
     from policies.backbones import stream_widths
     from policies.backbones.robovlms import RoboVLMsSettings
-    from policies.checkpoints import (
-        CheckpointError,
-        CheckpointNotFoundError,
-        compare_state_dicts,
-        load_checkpoint,
-    )
+    from policies.checkpoints import CheckpointError, CheckpointNotFoundError, compare_state_dicts, load_checkpoint
     from policies.heads import HEADS, config_from_dict, head_class, provenance
     from policies.vla import head_config_values, resolve_backbone
 

@@ -21,8 +21,7 @@ import envs  # noqa: E402,F401  (registers the environment)
 import scenarios  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
-from sim.report import OUTCOME_COLOURS, default_file_mode  # noqa: E402
-
+from sim.evaluation.report import OUTCOME_COLOURS, default_file_mode  # noqa: E402
 
 
 def expert_rollout(env: gym.Env, seed: int, options: dict | None = None

@@ -482,11 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from policies import make_policy, names, vla_names
-    from sim.cli_args import (
-        add_model_source_arguments,
-        model_source_kwargs,
-        parse_policy_kwargs,
-    )
+    from sim.cli import add_model_source_arguments, model_source_kwargs, parse_policy_kwargs
 
     parser = argparse.ArgumentParser(
         prog="python -m sim.serve",

@@ -37,8 +37,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from sim import h5format
-from sim.dataset import Episode, list_episode_files, load_episodes, split_episodes
+from sim.data import h5format
+from sim.data.dataset import Episode, list_episode_files, load_episodes, split_episodes
 
 DEFAULT_CACHE = Path(os.environ.get("MOBILE_VLA_SIM_CACHE", Path.home() / ".cache" / "mobile-vla-sim")) / "features"
 
@@ -219,7 +219,7 @@ def train(
 
     Raises:
         ValueError: unknown sampling mode, fewer than two episodes, or a ``--resume`` state that does not match.
-        sim.h5format.InvalidEpisodeError: a bad episode file (unless ``skip_invalid``).
+        sim.data.h5format.InvalidEpisodeError: a bad episode file (unless ``skip_invalid``).
     """
     from policies.checkpoints import save_checkpoint
     from policies.vla import build_vla_policy
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad episode files with a warning")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     args = parser.parse_args(argv)
-    from sim.cli_args import parse_policy_kwargs
+    from sim.cli import parse_policy_kwargs
 
     try:
         summary = train(args.policy, args.data, args.out, backbone=args.backbone, backbone_path=args.backbone_path,

@@ -390,7 +390,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[train_rl] closed-loop check on {args.layout}/{args.distance}, {check['episodes']} episodes: "
               f"success {check['success_rate']:.0%} (on the instructed side {check['success_on_instructed_side']:.0%})"
               f", outcomes {check['statuses']}", flush=True)
-    from sim.report import atomic_write_text
+    from sim.evaluation.report import atomic_write_text
 
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     print(f"[train_rl] evaluate with: python -m sim.eval --policy sb3:{out} --layouts {args.layout} "

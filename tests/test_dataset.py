@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sim import h5format
-from sim.dataset import CLIP_MEAN, CLIP_STD, InvalidEpisodeError, MobileVLAH5Dataset, split_episodes
+from sim.data import h5format
+from sim.data.dataset import CLIP_MEAN, CLIP_STD, InvalidEpisodeError, MobileVLAH5Dataset, split_episodes
 
 LABEL = {"w": (1.15, 0, 0), "q": (1.15, 1.15, 0), "e": (1.15, -1.15, 0), "a": (0, 1.15, 0), "SPACE": (0, 0, 0)}
 BGR = (30, 120, 220)  # blue, green, red as stored

@@ -9,8 +9,10 @@ import pytest
 
 from policies import register
 from policies.base import Policy
-from sim import eval as sim_eval
-from sim.eval import episode_seed, main, read_records
+from sim.eval import main
+from sim.evaluation import EvalConfig, evaluate, read_records
+from sim.evaluation.config import policy_spec
+from sim.evaluation.runner import episode_seed
 
 SMALL = ["--layouts", "1box_vert_left", "2box_hori_right", "--distances", "close", "--episodes-per-combo", "2",
          "--image-size", "64x64", "--record", "none"]
@@ -122,24 +124,55 @@ def test_latency_delays_commands_in_velocity_mode(make_env):
     assert f["state"][0] - s["state"][0] == pytest.approx(0.3 * 0.15, abs=0.005)
 
 
-def test_list_and_bad_arguments(capsys):
+def test_list_and_bad_arguments(capsys, tmp_path):
     assert main(["--list"]) == 0
     assert "expert" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        sim_eval.parse_args(["--episodes-per-combo", "1"])
-    assert main(["--policy", "no_such_policy", *SMALL, "--out", "/tmp/never-written"]) == 2
+    assert main(["--episodes-per-combo", "1"]) == 2
+    assert main(["--policy", "no_such_policy", *SMALL, "--out", str(tmp_path / "never")]) == 2
+    assert not (tmp_path / "never").exists(), "a policy that cannot be built writes nothing"
 
 
-def test_atomic_write_text_gives_the_usual_permissions_and_leaves_nothing_on_failure(tmp_path):
-    import os
+@pytest.mark.parametrize("bad, named", [
+    (["--latency-ms", "-5"], "--latency-ms"), (["--image-size", "64"], "--image-size"), (["--seed", "-1"], "--seed"),
+    (["--max-steps", "0"], "--max-steps"), (["--max-steps", "-3"], "--max-steps"), (["--layouts", "nope"], "nope"),
+    (["--distances", "near"], "near"), (["--episodes-per-combo", "0"], "--episodes-per-combo"),
+    (["--policy-arg", "oops"], "--policy-arg"), (["--real-results", "missing.csv"], "missing.csv"),
+])
+def test_an_invalid_value_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, bad, named):
+    out = tmp_path / "run"
+    assert main(["--policy", "expert", "--layouts", "1box_vert_left", "--distances", "close", *bad,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and named in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists()
 
-    from sim.report import atomic_write_text
 
-    target = tmp_path / "summary.json"
-    atomic_write_text(target, "{}\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    assert target.read_text() == "{}\n" and (target.stat().st_mode & 0o777) == (0o666 & ~umask)
-    with pytest.raises(TypeError):
-        atomic_write_text(tmp_path / "bad.json", None)  # type: ignore[arg-type]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+def test_evaluate_is_a_library_call_and_its_config_round_trips(tmp_path):
+    cfg = EvalConfig(policies=[policy_spec("expert")],
+                     env={"image_size": "64x48", "latency": 0.05, "max_steps": 25},
+                     sweep={"layouts": ["1box_vert_left"], "distances": ["close"], "episodes_per_combo": 2, "seed": 4},
+                     output={"out": tmp_path / "lib", "video_dir": tmp_path / "videos", "record": "none"})
+    result = evaluate(cfg, progress=False, plots=False)
+    assert [r["status"] for r in result.records] == ["success", "success"] and result.errors == 0
+    assert all(r["latency_applied"] == 0.05 and r["keys"][-1] == "SPACE" for r in result.records)
+    assert EvalConfig.load(tmp_path / "lib") == cfg
+    assert result.summary["config"]["env"]["image_size"] == "64x48"
+
+
+def test_a_config_json_of_the_older_flat_format_still_resumes(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    old = {"policies": ["expert"], "layouts": ["1box_vert_left"], "distances": ["close"], "episodes_per_combo": 1,
+           "seed": 0, "record": "none", "latency": 0.0, "actuation": "keypress", "image_size": "64x64",
+           "max_steps": None, "checkpoint": None, "backbone": None, "backbone_path": None, "clip_path": None,
+           "key_map": None, "config": None, "policy_args": {}, "out": str(out), "video_dir": "videos/old",
+           "real_results": None}
+    (out / "config.json").write_text(json.dumps(old))
+    assert main(["--resume", str(out), "--workers", "1"]) == 0
+    assert [r["status"] for r in read_records(out / "episodes.jsonl")] == ["success"]
+
+
+def test_a_broken_config_json_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"sweep": {"layouts": []}}')
+    assert main(["--resume", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err

@@ -21,7 +21,8 @@ from policies.onnx_policy import (
     OnnxPolicy,
     read_spec,
 )
-from sim import export as ex
+from sim import export as export_cli
+from sim.deploy import onnx_export as ex
 
 try:
     from tests.conftest_vla import single_torch_thread
@@ -158,7 +159,7 @@ def test_cli_export_and_check_only(tmp_path, observations, capsys):
     np.savez(npz, images=np.stack([o["image"] for o in observations[:3]]),
              instructions=np.array([o["instruction"] for o in observations[:3]]))
     out = tmp_path / "art"
-    rc = ex.main(["--policy", "case3", "--out", str(out), "--observations", str(npz), "--check-steps", "3",
+    rc = export_cli.main(["--policy", "case3", "--out", str(out), "--observations", str(npz), "--check-steps", "3",
                   "--latency-budget-ms", "10000", "--latency-steps", "3", "--threads", "1"])
     text = capsys.readouterr().out
     assert rc == 0, text
@@ -166,9 +167,9 @@ def test_cli_export_and_check_only(tmp_path, observations, capsys):
     assert "latency pytorch" in text and "latency onnxruntime-cpu-fp32" in text
     side = json.loads((out / "model.json").read_text())
     assert set(side["latency"]) == {"pytorch", "onnx"} and side["latency"]["onnx"]["verdict"] == "PASS"
-    assert ex.main(["--check-only", str(out), "--observations", str(npz)]) == 0
+    assert export_cli.main(["--check-only", str(out), "--observations", str(npz)]) == 0
     assert "PASS" in capsys.readouterr().out
-    assert ex.main(["--check-only", str(tmp_path / "nothing")]) == 2
+    assert export_cli.main(["--check-only", str(tmp_path / "nothing")]) == 2
     assert "exported model not found" in capsys.readouterr().err
 
 

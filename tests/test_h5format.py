@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from sim import h5format
-from sim.h5format import InvalidEpisodeError, check_episode, validate_episode
+from sim.data import h5format
+from sim.data.h5format import InvalidEpisodeError, check_episode, validate_episode
 
 KEYS = ["q", "q", "w", "w", "w", "e", "SPACE"]
 LABELS = {"w": (1.15, 0, 0), "q": (1.15, 1.15, 0), "e": (1.15, -1.15, 0), "SPACE": (0, 0, 0)}

@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from sim import h5format
 from sim import inspect as insp
+from sim.data import h5format
 
 KEYS = {"w": (1.15, 0, 0), "q": (1.15, 1.15, 0), "e": (1.15, -1.15, 0), "d": (0, -1.15, 0)}
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.metrics import mmrv, offline_metrics, pearson, spl, wilson_interval
+from sim.evaluation.metrics import mmrv, offline_metrics, pearson, spl, wilson_interval
 
 
 def test_wilson_interval_hand_computed():

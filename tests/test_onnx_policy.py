@@ -13,7 +13,7 @@ import pytest
 from policies import make_policy
 from policies import onnx_policy as op
 from policies.vla import build_vla_policy
-from sim import export as ex
+from sim.deploy import onnx_export as ex
 
 try:
     from tests.conftest_vla import single_torch_thread

@@ -276,7 +276,7 @@ def test_sim_eval_refuses_parallel_workers_on_a_global_history_server(tmp_path, 
 
 def test_head_only_onnx_export_matches_pytorch(team_files, tmp_path):
     from policies.onnx_policy import OnnxPolicy
-    from sim import export as ex
+    from sim.deploy import onnx_export as ex
 
     obs = [observation(i) for i in range(11)]
     result = ex.export_policy("robovlms", checkpoint=team_files["ckpt"], config=team_files["config"],
@@ -302,6 +302,7 @@ def test_sim_eval_runs_robovlms_episodes_from_the_team_files(team_files, tmp_pat
     records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["status"] in ("timeout", "collision", "success", "out_of_bounds")
     summary = json.loads((out / "summary.json").read_text())
-    provenance = summary["config"]["provenance"]["robovlms"]
+    provenance = summary["policies"]["robovlms"]["provenance"]
     assert provenance["architecture"] == "team architecture (MobileVLALSTMDecoder)"
-    assert provenance["weights"].endswith(".ckpt") and summary["config"]["config"] == str(team_files["config"])
+    kwargs = summary["config"]["policies"][0]["kwargs"]
+    assert provenance["weights"].endswith(".ckpt") and kwargs["config"] == str(team_files["config"])

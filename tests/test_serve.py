@@ -13,14 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from policies import Policy, make_policy
-from sim.cli_args import parse_policy_kwargs
-from sim.serve import (
-    MAX_BODY_BYTES,
-    create_app,
-    decode_image,
-    main,
-    serve_in_thread,
-)
+from sim.cli import parse_policy_kwargs
+from sim.serve import MAX_BODY_BYTES, create_app, decode_image, main, serve_in_thread
 
 KEY = {"X-API-Key": "secret"}
 

@@ -270,7 +270,7 @@ def test_registry_descriptions_name_the_models_and_their_provenance():
     from policies import describe
     from policies.heads import provenance
 
-    assert describe("case1").startswith("The team's Simplified2DActionModelV2")
+    assert describe("case1").startswith("team architecture (Simplified2DActionModelV2)")
     assert "reconstruction" in describe("lstm-recon") and "ensemble" in describe("ensemble").lower()
     assert provenance("case2") == "team architecture (CLIPNormalized2DActionModelV2)"
     assert provenance("case4-recon") == "our reconstruction"

@@ -28,9 +28,8 @@ from typing import Any
 import torch
 
 from policies.backbones.base import STREAMS, Backbone, BackboneInputError, MissingStreamError
-
-#: Names accepted by :func:`make_backbone`.
-BACKBONE_NAMES = ("lite", "kosmos2", "tiny-kosmos2")
+from policies.catalog import BACKBONE_NAMES  # the names make_backbone accepts
+from scenarios.errors import MobileVLAError
 #: Prefixes under which the team's checkpoints carry frozen models -> the role of those weights.
 FROZEN_PREFIXES = {
     "kosmos.": "kosmos2",          # case 1/2/3: the whole Kosmos2Model
@@ -47,7 +46,7 @@ _CACHE: dict[tuple[Any, ...], Backbone] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(MobileVLAError, ValueError):
     """A backbone name outside :data:`BACKBONE_NAMES`."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from scenarios.errors import MobileVLAError
 
 #: Feature streams: name -> (kind, what the team's models read). ``frame`` streams are per camera frame,
 #: ``frame+instruction`` ones per frame given the instruction, ``instruction`` ones per instruction string.
@@ -38,11 +39,11 @@ STREAM_REMEDIES = {
 }
 
 
-class BackboneInputError(ValueError):
+class BackboneInputError(MobileVLAError, ValueError):
     """Images, texts or stream names passed to a backbone are unusable (wrong type, dtype, shape or name)."""
 
 
-class MissingStreamError(ValueError):
+class MissingStreamError(MobileVLAError, ValueError):
     """A head needs a feature stream this backbone does not provide (the message says how to provide it)."""
 
 

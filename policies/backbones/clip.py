@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scenarios.errors import MobileVLAError
+
 #: open_clip's normalisation of ``openai`` weights (``OPENAI_DATASET_MEAN`` / ``_STD``).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -40,7 +42,7 @@ TINY_CLIP_SEED = 20250301
 TINY_CLIP = {"width": 64, "layers": 2, "image_size": 32, "patch_size": 16, "projection_dim": 24}
 
 
-class ClipWeightsError(ValueError):
+class ClipWeightsError(MobileVLAError, ValueError):
     """CLIP weights that cannot be read or do not match a known layout (the message names the source)."""
 
 

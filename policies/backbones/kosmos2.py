@@ -35,12 +35,13 @@ import torch
 
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.minilm import quiet_transformers
+from scenarios.errors import MobileVLAError
 
 #: Hub id used when no ``path`` is given.
 DEFAULT_KOSMOS2_ID = "microsoft/kosmos-2-patch14-224"
 
 
-class Kosmos2LoadError(ValueError):
+class Kosmos2LoadError(MobileVLAError, ValueError):
     """Kosmos-2 weights or processor that cannot be found or used (the message says what to pass)."""
 
 

@@ -38,6 +38,7 @@ from PIL import Image
 
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.kosmos2 import kosmos2_dtype
+from scenarios.errors import MobileVLAError
 
 #: The team's prompt template (``_tokenize_instruction`` of their server).
 PROMPT_TEMPLATE = "<grounding>An image of a robot {instruction}"
@@ -48,7 +49,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ACTION_RANGE = 1.15
 
 
-class RoboVLMsConfigError(ValueError):
+class RoboVLMsConfigError(MobileVLAError, ValueError):
     """A RoboVLMs config JSON that is unreadable or asks for something this policy does not implement."""
 
 

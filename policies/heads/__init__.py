@@ -27,11 +27,13 @@ state dict from its keys.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from policies import catalog
 from policies.heads.base import ActionHead, HeadConfig, HeadInputError
 from policies.heads.case1 import Case1Config, Simplified2DActionModel, Simplified2DActionModelV2
 from policies.heads.case2 import Case2Config, CLIPNormalized2DActionModelV2
@@ -40,26 +42,23 @@ from policies.heads.case4_recon import Case4Config, Case4Reconstruction
 from policies.heads.hybrid import HybridConfig, Kosmos2CLIPHybridModel, PureKosmos2Config, PureKosmos2Model
 from policies.heads.lstm_recon import CLIPLSTMReconConfig, CLIPLSTMReconstruction, LSTMReconConfig, LSTMReconstruction
 from policies.heads.robovlms import RoboVLMsConfig, RoboVLMsHead
+from scenarios.errors import MobileVLAError
 
-#: Head name -> class (the team's architectures first, then our reconstructions).
+#: Head name -> class, from :data:`policies.catalog.HEADS` (the team's architectures first, then our
+#: reconstructions).
 HEADS: dict[str, type[ActionHead]] = {
-    "case1": Simplified2DActionModelV2,
-    "case1-v1": Simplified2DActionModel,
-    "case2": CLIPNormalized2DActionModelV2,
-    "case3": SimpleCase3Model,
-    "hybrid": Kosmos2CLIPHybridModel,
-    "pure-kosmos2": PureKosmos2Model,
-    "robovlms": RoboVLMsHead,
-    "case4-recon": Case4Reconstruction,
-    "lstm-recon": LSTMReconstruction,
-    "clip-lstm-recon": CLIPLSTMReconstruction,
+    name: getattr(importlib.import_module(target.partition(":")[0]), target.partition(":")[2])
+    for name, target in catalog.HEADS.items()
 }
+_misnamed = [name for name, cls in HEADS.items() if cls.head_name != name]
+if _misnamed:  # pragma: no cover - a catalog entry pointing at the wrong class
+    raise ImportError(f"policies.catalog.HEADS entries {_misnamed} name classes with another head_name")
 
 #: Alternative spellings found in the team's saved configs.
 CONFIG_ALIASES = {"language_dim": "text_dim", "fwd_pred_next_n": "chunk_size", "max_sequence_length": "chunk_size"}
 
 
-class UnknownHeadError(ValueError):
+class UnknownHeadError(MobileVLAError, ValueError):
     """A head name outside :data:`HEADS`."""
 
 

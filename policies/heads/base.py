@@ -30,8 +30,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from scenarios.errors import MobileVLAError
 
-class HeadInputError(ValueError):
+
+class HeadInputError(MobileVLAError, ValueError):
     """Features passed to a head have the wrong rank or width."""
 
 

@@ -8,8 +8,6 @@ scene is static), so recording costs nothing while the policy runs.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from envs.keys import action_to_key
 from envs.scene import Scene
-from sim.report import default_file_mode
+from scenarios.files import atomic_write
 
 TOP_SIZE = (576, 324)
 HEADER = 46
@@ -112,13 +110,6 @@ def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 2.0
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = list(frames) + [frames[-1]] * max(1, int(fps))
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", macro_block_size=2)
-        default_file_mode(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

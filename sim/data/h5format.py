@@ -25,7 +25,7 @@ same view.
 
 File name: ``episode_YYYYMMDD_HHMMSS_{1box|2box}_{hori|vert}_{left|right}_{core|variant}_{close|medium|far}.h5``.
 
-Both :mod:`sim.generate` (writer) and :mod:`sim.dataset` / :mod:`sim.inspect` (readers) use this module, so
+Both :mod:`sim.generate` (writer) and :mod:`sim.data.dataset` / :mod:`sim.inspect` (readers) use this module, so
 the writer and the checks cannot drift apart.
 """
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +44,9 @@ import h5py
 import numpy as np
 
 from envs.keys import KEY_ACTIONS
+from scenarios import files
+from scenarios.errors import MobileVLAError
+from scenarios.files import atomic_write
 
 # --------------------------------------------------------------------------------------------- the spec
 #: Frame size the robot's CSI camera records, ``(height, width)`` px (spec section 1 and 3).
@@ -110,7 +112,7 @@ FILENAME_RE = re.compile(
 LABEL_ROWS = np.unique(np.asarray(list(KEY_ACTIONS.values()), dtype=np.float32), axis=0)
 
 
-class InvalidEpisodeError(ValueError):
+class InvalidEpisodeError(MobileVLAError, ValueError):
     """An H5 episode file does not follow the format; ``str()`` names the file and every problem.
 
     Attributes:
@@ -224,7 +226,7 @@ def write_episode(
     extra_attrs: Mapping[str, Any] | None = None,
     gzip_level: int = GZIP_LEVEL,
 ) -> Path:
-    """Write one episode file atomically (a temp file in the same folder, then ``os.replace``).
+    """Write one episode file atomically (:func:`scenarios.files.atomic_write`).
 
     Args:
         path: final file path (``.h5``).
@@ -263,35 +265,26 @@ def write_episode(
         raise ValueError(f"{path}: " + "; ".join(problems))
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            h, w = images_bgr.shape[1:3]
-            f.create_dataset("images", data=images_bgr, chunks=(1, h, w, 3), compression="gzip",
-                             compression_opts=gzip_level, track_times=False)
-            f.create_dataset("actions", data=actions, compression="gzip", compression_opts=gzip_level,
-                             track_times=False)
-            f.create_dataset("action_event_types", data=np.array(list(events), dtype=object),
-                             dtype=h5py.string_dtype("utf-8"), track_times=False)
-            if instruction is not None:
-                f.create_dataset("language_instruction", data=encode_instruction(instruction), track_times=False)
-            for key, value in {**attrs, **(extra_attrs or {})}.items():
-                if isinstance(value, (dict, list, tuple)):
-                    value = json.dumps(value, sort_keys=True)
-                f.attrs[key] = value
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; episode files are data meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        h, w = images_bgr.shape[1:3]
+        f.create_dataset("images", data=images_bgr, chunks=(1, h, w, 3), compression="gzip",
+                         compression_opts=gzip_level, track_times=False)
+        f.create_dataset("actions", data=actions, compression="gzip", compression_opts=gzip_level,
+                         track_times=False)
+        f.create_dataset("action_event_types", data=np.array(list(events), dtype=object),
+                         dtype=h5py.string_dtype("utf-8"), track_times=False)
+        if instruction is not None:
+            f.create_dataset("language_instruction", data=encode_instruction(instruction), track_times=False)
+        for key, value in {**attrs, **(extra_attrs or {})}.items():
+            if isinstance(value, (dict, list, tuple)):
+                value = json.dumps(value, sort_keys=True)
+            f.attrs[key] = value
     return path
 
 
 def is_temp_file(path: str | os.PathLike) -> bool:
-    """True for the writer's temp files (``.<stem>.<random>.tmp``), which a crash may leave behind."""
-    name = Path(path).name
-    return name.startswith(".episode_") and name.endswith(".tmp")
+    """True for the temporary file of an episode a killed writer may leave behind (:mod:`scenarios.files`)."""
+    return Path(path).name.startswith(".episode_") and files.is_temp_file(path)
 
 
 # --------------------------------------------------------------------------------------------- checking

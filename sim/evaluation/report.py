@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,33 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from sim.metrics import mmrv, offline_metrics, pearson, wilson_interval
+from scenarios.files import atomic_write, atomic_write_text
+from sim.evaluation.config import EvalConfig
+from sim.evaluation.episode import STATUSES
+from sim.evaluation.metrics import mmrv, offline_metrics, pearson, wilson_interval
 
-STATUSES = ("success", "collision", "timeout", "out_of_bounds", "error")
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "timeout": "tab:orange",
                    "out_of_bounds": "tab:purple", "error": "tab:gray"}
-
-
-def default_file_mode(path: str | Path) -> None:
-    """Give a ``mkstemp`` file (mode 0600) the permissions a plain ``open`` would have (0666 minus umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a hidden temp file and a rename; the temp file is removed if the
-    write fails, and the result has the usual permissions (:func:`default_file_mode`)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        default_file_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -75,14 +52,16 @@ def group_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def summarize(records: Sequence[dict[str, Any]], config: dict[str, Any], real_results: dict[str, float] | None = None) -> dict[str, Any]:
-    """Everything ``summary.json`` holds: per policy overall and per layout x distance statistics, offline
-    metrics against the expert's labels, and (with real results) sim-vs-real Pearson r and MMRV."""
+def summarize(records: Sequence[dict[str, Any]], config: EvalConfig, real_results: dict[str, float] | None = None,
+              provenance: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything ``summary.json`` holds: the config, per policy overall and per layout x distance statistics,
+    offline metrics against the expert's labels, provenance (backbone, weights) and (with real results)
+    sim-vs-real Pearson r and MMRV. ``records`` are :meth:`EpisodeRecord.to_json` dicts."""
     by_policy: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_policy[r["policy"]].append(r)
     policies: dict[str, Any] = {}
-    for name in config["policies"]:
+    for name in config.policy_names:
         recs = by_policy.get(name, [])
         combos: dict[str, list[dict]] = defaultdict(list)
         for r in recs:
@@ -94,11 +73,11 @@ def summarize(records: Sequence[dict[str, Any]], config: dict[str, Any], real_re
             "per_combo": {key: group_stats(combos[key]) for key in sorted(combos)},
             "offline_metrics": offline_metrics(np.asarray(pred, float).reshape(-1, 2), np.asarray(tgt, float).reshape(-1, 2)),
             "errors": [f"{r['layout']}/{r['distance']}/seed {r['seed']}: {(r.get('error') or '').splitlines()[0]}" for r in recs if r["status"] == "error"][:20],
-            "provenance": config.get("provenance", {}).get(name, {}),
+            "provenance": (provenance or {}).get(name, {}),
         }
-    summary: dict[str, Any] = {"config": config, "policies": policies}
+    summary: dict[str, Any] = {"config": config.to_json(), "policies": policies}
     if real_results:
-        names = [n for n in config["policies"] if n in real_results and policies[n]["overall"]["success_rate"] is not None]
+        names = [n for n in config.policy_names if n in real_results and policies[n]["overall"]["success_rate"] is not None]
         sim = [policies[n]["overall"]["success_rate"] for n in names]
         real = [real_results[n] for n in names]
         summary["sim_vs_real"] = {"policies": names, "sim": sim, "real": real,
@@ -121,11 +100,12 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 
 def to_markdown(summary: dict[str, Any]) -> str:
     """``summary.md``: comparison table, per-combo table, offline metrics, sim-vs-real."""
-    cfg, pols = summary["config"], summary["policies"]
+    cfg, pols = EvalConfig(**summary["config"]), summary["policies"]
     names = list(pols)
+    sweep, env = cfg.sweep, cfg.env
     lines = [f"# Closed-loop evaluation: {', '.join(names)}", ""]
-    lines += [f"- {len(cfg['layouts'])} layouts x {len(cfg['distances'])} distances x {cfg['episodes_per_combo']} episodes, "
-              f"seed {cfg['seed']}, actuation {cfg['actuation']}, image {cfg['image_size']}, latency {cfg['latency']}"]
+    lines += [f"- {len(sweep.layouts)} layouts x {len(sweep.distances)} distances x {sweep.episodes_per_combo} episodes, "
+              f"seed {sweep.seed}, actuation {env.actuation}, image {env.image_size}, latency {env.latency}"]
     for name in names:
         prov = pols[name]["provenance"]
         if prov:
@@ -233,11 +213,8 @@ def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies
         fig.subplots_adjust(left=0.08 / len(policies), right=1 - 0.02 / len(policies), bottom=0.2, top=0.9,
                             wspace=0.25)  # fixed margins: tight_layout took 40% of the plotting time
         path = out_dir / f"trajectories_{layout}_{distance}.png"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".png")
-        os.close(fd)
-        fig.savefig(tmp, dpi=100, pil_kwargs={"compress_level": 1})
-        default_file_mode(tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=100, pil_kwargs={"compress_level": 1})
         plt.close(fig)
         written.append(path)
     return written

@@ -1,6 +1,6 @@
 """Training loader for H5 episodes, real (robot collector) and synthetic alike: :class:`MobileVLAH5Dataset`.
 
-Format: :mod:`sim.h5format` (``ROBOT_AND_DATA.md`` section 3). Windowing as the team trains (RoboVLMs style,
+Format: :mod:`sim.data.h5format` (``ROBOT_AND_DATA.md`` section 3). Windowing as the team trains (RoboVLMs style,
 ``window_size = 8``, ``fwd_pred_next_n = 10``): a sample starting at frame ``s`` holds frames ``s .. s+7`` and,
 for each of those frames ``t``, the action chunk ``actions[t : t+10]`` (the label of frame ``t`` is the press
 made on that image, so the chunk starts with the frame's own action). Chunk steps past the episode's end are
@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from sim import h5format
-from sim.h5format import InvalidEpisodeError, read_episode_frames  # noqa: F401  (re-exported)
+from sim.data import h5format
+from sim.data.h5format import InvalidEpisodeError, read_episode_frames  # noqa: F401  (re-exported)
 
 #: CLIP / Kosmos-2 image normalisation (RGB, [0, 1] scale).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -84,7 +84,7 @@ def list_episode_files(source: str | os.PathLike | Sequence[str | os.PathLike]) 
 
 
 def load_episodes(files: Sequence[Path], skip_invalid: bool = False) -> list[Episode]:
-    """Validate every file (:func:`sim.h5format.check_episode`) and read its metadata.
+    """Validate every file (:func:`sim.data.h5format.check_episode`) and read its metadata.
 
     Raises:
         InvalidEpisodeError: the first bad file (naming it and its problems) unless ``skip_invalid``, which

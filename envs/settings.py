@@ -1,0 +1,67 @@
+"""Value types of the environment's settings, each defined once: :class:`ImageSize` and the actuation modes.
+
+Every command, config and policy that names an image size or an actuation uses these (the model: the enums of
+gym-pybullet-drones), so a value is parsed and checked in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, get_args
+
+from scenarios.errors import ConfigError
+
+#: How an action moves the robot (see :class:`envs.box_avoid.BoxAvoidEnv`): one 0.4 s key press at the fixed
+#: throttle (the robot), or body velocities held for one control period.
+Actuation = Literal["keypress", "velocity"]
+ACTUATIONS: tuple[str, ...] = get_args(Actuation)
+
+#: Largest camera image (px): the robot's 1280x720 (ROBOT_AND_DATA.md section 3).
+MAX_IMAGE_SIZE = (1280, 720)
+
+
+class ImageSize(NamedTuple):
+    """A camera image size in px, always ``(width, height)``; written ``"WxH"`` on command lines and in files.
+
+    Arrays of such an image have shape ``(height, width, 3)``.
+    """
+
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, value: str | Sequence[int] | ImageSize, name: str = "image size") -> ImageSize:
+        """``"224x224"``, ``(width, height)`` or an :class:`ImageSize` -> :class:`ImageSize`.
+
+        Raises:
+            ConfigError: malformed, non-positive, or larger than 1280x720 (the message starts with ``name``).
+        """
+        if isinstance(value, str):
+            try:
+                w, h = (int(v) for v in value.lower().split("x"))
+            except ValueError:
+                raise ConfigError(f"{name} must look like WIDTHxHEIGHT (e.g. 224x224), got {value!r}") from None
+        else:
+            try:
+                w, h = (int(v) for v in value)
+                if any(int(v) != v for v in value):
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be (width, height) in px, got {value!r}") from None
+        if w <= 0 or h <= 0 or w > MAX_IMAGE_SIZE[0] or h > MAX_IMAGE_SIZE[1]:
+            raise ConfigError(f"{name} {w}x{h} must be positive and at most {MAX_IMAGE_SIZE[0]}x{MAX_IMAGE_SIZE[1]}")
+        return cls(w, h)
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def check_actuation(value: str) -> Actuation:
+    """Return ``value`` if it is an :data:`Actuation`.
+
+    Raises:
+        ConfigError: any other value (the message lists the choices).
+    """
+    if value not in ACTUATIONS:
+        raise ConfigError(f"actuation must be one of {', '.join(ACTUATIONS)}, got {value!r}")
+    return value  # type: ignore[return-value]

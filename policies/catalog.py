@@ -1,0 +1,34 @@
+"""The names the policy registries use, each listed once, in a module that imports nothing heavy (no torch), so
+command-line choices and ``--list`` cost no model import. Everything else derives from these lists: the head
+classes (:data:`policies.heads.HEADS`), the registry's VLA policies (:func:`policies.registry.vla_names`), the
+backbone factory, the ``--policy``/``--backbone``/``--execution`` choices of every command.
+
+Adding a head: its module in ``policies/heads/`` (a class with ``head_name``) and one line in :data:`HEADS`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+#: Head name -> ``"module:Class"``: the team's architectures first, then our reconstructions (``-recon``).
+HEADS: dict[str, str] = {
+    "case1": "policies.heads.case1:Simplified2DActionModelV2",
+    "case1-v1": "policies.heads.case1:Simplified2DActionModel",
+    "case2": "policies.heads.case2:CLIPNormalized2DActionModelV2",
+    "case3": "policies.heads.case3:SimpleCase3Model",
+    "hybrid": "policies.heads.hybrid:Kosmos2CLIPHybridModel",
+    "pure-kosmos2": "policies.heads.hybrid:PureKosmos2Model",
+    "robovlms": "policies.heads.robovlms:RoboVLMsHead",
+    "case4-recon": "policies.heads.case4_recon:Case4Reconstruction",
+    "lstm-recon": "policies.heads.lstm_recon:LSTMReconstruction",
+    "clip-lstm-recon": "policies.heads.lstm_recon:CLIPLSTMReconstruction",
+}
+HEAD_NAMES: tuple[str, ...] = tuple(HEADS)
+
+#: Frozen feature extractors :func:`policies.backbones.make_backbone` builds.
+BACKBONE_NAMES: tuple[str, ...] = ("lite", "kosmos2", "tiny-kosmos2")
+
+#: How a predicted action chunk is executed (:class:`policies.vla.ChunkExecutor`): its first action then predict
+#: again (the robot's server), all its actions in turn, or temporal ensembling of overlapping chunks.
+ExecutionMode = Literal["first", "all", "ensemble"]
+EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionMode)

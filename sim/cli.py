@@ -1,0 +1,132 @@
+"""What every command (``python -m sim.<tool>``) shares: how it ends, and the arguments that name a policy.
+
+- :func:`command`: wraps a command's ``main`` so that an error of the project (:class:`~scenarios.errors.
+  MobileVLAError`) or a file the user named that cannot be read or written prints one line, ``error: ...``, and
+  exits 2, and Ctrl-C exits 130; a traceback is left only for a bug.
+- ``--policy-arg [POLICY@]KEY=VALUE`` (:func:`add_policy_arg_argument`, :func:`parse_policy_args`): the one style
+  of policy arguments, on every command that builds a policy (``sim.eval``, ``sim.serve``, ``sim.export``,
+  ``sim.train``).
+- The flags naming where a VLA policy's weights come from (:func:`add_model_source_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, MobileVLAError
+from policies.catalog import BACKBONE_NAMES
+
+#: ``--backbone`` choices: ``auto`` and the registered backbones (:data:`policies.catalog.BACKBONE_NAMES`).
+BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
+#: Destinations of :func:`add_model_source_arguments`, in the order :func:`model_source_argv` writes them.
+MODEL_SOURCE_FLAGS = ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map", "config")
+
+
+def add_model_source_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
+                               backbone_default: str | None = None) -> None:
+    """Add ``--checkpoint`` (unless ``checkpoint`` is False), ``--backbone``, ``--backbone-path``, ``--clip-path``,
+    ``--key-map`` and ``--config``: the :func:`policies.vla.build_vla_policy` arguments of the same names.
+
+    Args:
+        backbone_default: ``--backbone``'s default (``None``: not passed on, so the policy's own default, ``auto``).
+    """
+    if checkpoint:
+        parser.add_argument("--checkpoint", help="VLA head weights: project .safetensors, team .pth or RoboVLMs .ckpt "
+                                                 "(default: the bundled weights)")
+    parser.add_argument("--backbone", default=backbone_default, choices=BACKBONE_CHOICES,
+                        help="VLA backbone (default auto: the checkpoint's; kosmos2 for a team file; lite for the "
+                             "bundled weights)")
+    parser.add_argument("--backbone-path", help="Kosmos-2 folder or cached hub id (weights and/or processor); lite: "
+                                                "an EfficientNet-Lite0 .pth")
+    parser.add_argument("--clip-path", help="CLIP weights (open_clip file or save_pretrained folder) when the "
+                                            "checkpoint carries none")
+    parser.add_argument("--key-map", help="JSON {old prefix: new prefix} for a checkpoint layout not known here")
+    parser.add_argument("--config", help="robovlms: the team's RoboVLMs config JSON (their VLA_CONFIG_PATH)")
+
+
+def model_source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :data:`MODEL_SOURCE_FLAGS` given in ``args`` (``None`` ones left out), as policy keyword arguments."""
+    return {flag: getattr(args, flag) for flag in MODEL_SOURCE_FLAGS if getattr(args, flag, None) is not None}
+
+
+def model_source_argv(args: argparse.Namespace) -> list[str]:
+    """The same flags as command-line arguments (``["--checkpoint", FILE, ...]``), to hand on to another CLI."""
+    return [item for flag, value in model_source_kwargs(args).items()
+            for item in (f"--{flag.replace('_', '-')}", str(value))]
+
+
+def parse_policy_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["seed=3", "mode=uniform", "device=cpu"]`` -> ``{"seed": 3, "mode": "uniform", "device": "cpu"}``.
+
+    Values are Python literals (``3``, ``0.5``, ``True``, ``None``, ``[1, 2]``) or JSON (``true``, ``null``) when
+    they parse as such, otherwise strings.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty or non-identifier key.
+    """
+    from scenarios.errors import ConfigError
+
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--policy-arg must look like [POLICY@]KEY=VALUE, got {pair!r}")
+        value: Any = text
+        for parse in (ast.literal_eval, json.loads):
+            try:
+                value = parse(text)
+                break
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+        kwargs[key] = value
+    return kwargs
+
+
+def parse_policy_args(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["seed=3", "case2@execution=all"]`` -> ``{"*": {"seed": 3}, "case2": {"execution": "all"}}``.
+
+    ``KEY=VALUE`` applies to every policy of the command, ``POLICY@KEY=VALUE`` to the one named ``POLICY``.
+
+    Raises:
+        ConfigError: an item that is not ``[POLICY@]KEY=VALUE``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, _, pair = item.rpartition("@") if "@" in item.partition("=")[0] else ("*", "", item)
+        out.setdefault(target, {}).update(parse_policy_kwargs([pair]))
+    return out
+
+
+def add_policy_arg_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:
+    """Add ``--policy-arg [POLICY@]KEY=VALUE`` (repeatable; ``dest="policy_arg"``), plus older spellings."""
+    parser.add_argument("--policy-arg", *aliases, dest="policy_arg", action="append", default=[],
+                        metavar="[POLICY@]KEY=VALUE",
+                        help="keyword argument for every policy, or for one with POLICY@ (values: Python/JSON)")
+
+
+def command(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a command's ``main(argv) -> exit code`` so that it always returns its exit code: an error of the
+    project or an unusable file the user named prints ``error: <message>`` (one line) and returns 2, as argparse's
+    own usage errors do (returned, not raised); ``--help`` returns 0; Ctrl-C returns 130."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except SystemExit as exc:  # argparse: usage error (2) or --help (0)
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+        except (MobileVLAError, OSError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return wrapper

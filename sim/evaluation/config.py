@@ -1,0 +1,267 @@
+"""The typed, validated settings of a closed-loop evaluation: :class:`EvalConfig` (the model: LeRobot's
+``configs/eval.py`` and ``envs/configs.py``).
+
+An :class:`EvalConfig` is frozen and checked when it is built: an unknown layout, a negative latency or a bad
+image size raises :class:`~scenarios.errors.ConfigError` naming the field, before anything is written or any
+worker starts. It is saved as the run folder's ``config.json`` and read back by ``--resume`` (a ``config.json``
+written before this class existed, a flat dict, is converted on reading).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+import scenarios
+from envs import ENV_ID
+from envs.settings import Actuation, ImageSize
+from scenarios.errors import ConfigError
+from scenarios.files import atomic_write_text
+
+RecordMode = Literal["failures", "all", "none"]
+#: Which episodes get a video: those that did not succeed, all, or none.
+RECORD_MODES: tuple[str, ...] = RecordMode.__args__  # type: ignore[attr-defined]
+#: Largest simulated latency (s), the env's ``action_latency`` bound.
+MAX_LATENCY_S = 10.0
+CONFIG_FILE = "config.json"
+CONFIG_VERSION = 2
+
+
+class _Frozen(BaseModel):
+    """Frozen, no unknown fields; an invalid value raises :class:`ConfigError` (one line naming the field)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"{type(self).__name__}: {_one_line(exc)}") from None
+
+
+class Latency(_Frozen):
+    """Policy latency applied in simulated time: ``seconds`` late (0 to 10 s), or, with ``measured``, as late as
+    the policy's own ``act`` took on this machine at each step."""
+
+    seconds: float = Field(0.0, ge=0.0, le=MAX_LATENCY_S)
+    measured: bool = False
+
+    @classmethod
+    def parse(cls, value: float | str | Mapping[str, Any] | Latency | None) -> Latency:
+        """``0.1`` (s), ``"measured"``, ``{"seconds": .., "measured": ..}`` or None (0 s) -> :class:`Latency`."""
+        if isinstance(value, Latency):
+            return value
+        if value is None:
+            return cls()
+        if value == "measured":
+            return cls(measured=True)
+        if isinstance(value, Mapping):
+            return cls(**value)
+        return cls(seconds=value)
+
+    @property
+    def applied(self) -> float | str:
+        """As written in each episode record's ``latency_applied``: seconds, or ``"measured"``."""
+        return "measured" if self.measured else self.seconds
+
+    def __str__(self) -> str:
+        return "measured" if self.measured else f"{self.seconds * 1e3:g} ms"
+
+
+class EnvSettings(_Frozen):
+    """Environment settings of every episode (see :class:`envs.box_avoid.BoxAvoidEnv` for their meaning)."""
+
+    actuation: Actuation = "keypress"
+    image_size: ImageSize = ImageSize(224, 224)
+    max_steps: int | None = Field(None, ge=1)
+    latency: Latency = Latency()
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _image_size(cls, value: Any) -> ImageSize:
+        return ImageSize.parse(value, "image_size")
+
+    @field_validator("latency", mode="before")
+    @classmethod
+    def _latency(cls, value: Any) -> Latency:
+        return Latency.parse(value)
+
+    @field_serializer("image_size")
+    def _image_size_text(self, value: ImageSize) -> str:
+        return str(value)
+
+    def gym_kwargs(self, layout: str, distance: str) -> dict[str, Any]:
+        """Keyword arguments for ``gym.make(ENV_ID, **...)``: these settings on ``layout`` at ``distance``, with the
+        top-down view used by videos. A measured latency starts at 0 s and is set per step."""
+        return {"scenario": layout, "distance": distance, "image_size": tuple(self.image_size),
+                "actuation": self.actuation, "max_steps": self.max_steps, "render_mode": "rgb_array",
+                "action_latency": 0.0 if self.latency.measured else self.latency.seconds}
+
+    def make_env(self, layout: str, distance: str):
+        """``gym.make(ENV_ID, **self.gym_kwargs(layout, distance))``."""
+        import gymnasium as gym
+
+        return gym.make(ENV_ID, **self.gym_kwargs(layout, distance))
+
+
+class PolicySpec(_Frozen):
+    """A policy to evaluate: its registry name and the keyword arguments ``make_policy`` gets."""
+
+    name: str = Field(min_length=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def build(self):
+        """``policies.make_policy(self.name, **self.kwargs)``."""
+        from policies import make_policy
+
+        return make_policy(self.name, **self.kwargs)
+
+
+class Sweep(_Frozen):
+    """Which episodes run: every layout x distance, ``episodes_per_combo`` each, seeds derived from ``seed``."""
+
+    layouts: tuple[str, ...] = Field(min_length=1)
+    distances: tuple[str, ...] = Field(min_length=1)
+    episodes_per_combo: int = Field(10, ge=1)
+    seed: int = Field(0, ge=0, lt=2**32)
+
+    @field_validator("distances")
+    @classmethod
+    def _known_distances(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [d for d in value if d not in scenarios.DISTANCES]
+        if unknown:
+            raise ValueError(f"unknown distance {unknown[0]!r}; choose from {', '.join(scenarios.DISTANCES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _loadable(self) -> Sweep:
+        for layout in self.layouts:
+            scenarios.load(layout, self.distances[0])  # ScenarioError names the file and field
+        return self
+
+
+class OutputSettings(_Frozen):
+    """Where results go: the run folder, the video folder and which episodes get a video; ``real_results`` is an
+    optional ``policy,success_rate`` CSV measured on the robot."""
+
+    out: Path
+    video_dir: Path
+    record: RecordMode = "failures"
+    real_results: Path | None = None
+
+
+class EvalConfig(_Frozen):
+    """Everything that defines an evaluation run (not how fast it runs: workers are an argument of ``evaluate``).
+
+    Raises (on construction):
+        ConfigError: an invalid value; the message names the field (``env.latency.seconds: ...``).
+        ScenarioError: a layout that does not exist or does not load.
+    """
+
+    policies: tuple[PolicySpec, ...] = Field(min_length=1)
+    env: EnvSettings = EnvSettings()
+    sweep: Sweep
+    output: OutputSettings
+    version: int = CONFIG_VERSION
+
+    @field_validator("policies")
+    @classmethod
+    def _unique(cls, value: tuple[PolicySpec, ...]) -> tuple[PolicySpec, ...]:
+        names = [p.name for p in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policy names must be unique, got {names}")
+        return value
+
+    @property
+    def policy_names(self) -> list[str]:
+        return [p.name for p in self.policies]
+
+    def policy(self, name: str) -> PolicySpec:
+        """The :class:`PolicySpec` called ``name``. Raises KeyError."""
+        return next(p for p in self.policies if p.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write ``run_dir/config.json`` (atomic); returns its path."""
+        return atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> EvalConfig:
+        """Read ``run_dir/config.json`` (this format or the older flat one).
+
+        Raises:
+            ConfigError: missing, unreadable or invalid file (named).
+        """
+        path = Path(run_dir) / CONFIG_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        try:
+            return cls(**data) if "sweep" in data else from_legacy(data)
+        except (ConfigError, scenarios.ScenarioError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def policy_spec(name: str, *, model_source: Mapping[str, Any] | None = None,
+                policy_args: Mapping[str, Mapping[str, Any]] | None = None) -> PolicySpec:
+    """How the command-line flags become one policy's keyword arguments (the one place of this rule):
+    ``policy_args["*"]`` then ``policy_args[name]`` (``--policy-arg [POLICY@]KEY=VALUE``), and, for the VLA family
+    (``policies.registry.vla_names``), the model-source flags (``checkpoint``, ``backbone``, ... ``config``:
+    ``sim.cli.MODEL_SOURCE_FLAGS``) and one intra-op thread per process (the workers fill the cores)."""
+    from policies.registry import vla_names
+
+    args = policy_args or {}
+    kwargs = {**args.get("*", {}), **args.get(name, {})}
+    if name.partition(":")[0] in vla_names():
+        for key, value in (model_source or {}).items():
+            if value is not None and (key != "config" or name.startswith("robovlms")):
+                kwargs[key] = value
+        kwargs.setdefault("num_threads", 1)
+    return PolicySpec(name=name, kwargs=kwargs)
+
+
+def from_legacy(data: dict[str, Any]) -> EvalConfig:
+    """An :class:`EvalConfig` from the flat ``config.json`` of runs started before it existed."""
+    source = {k: data.get(k) for k in ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map", "config")}
+    return EvalConfig(
+        policies=[policy_spec(n, model_source=source, policy_args=data.get("policy_args")) for n in data["policies"]],
+        env=EnvSettings(actuation=data.get("actuation", "keypress"), image_size=data.get("image_size", "224x224"),
+                        max_steps=data.get("max_steps"), latency=Latency.parse(data.get("latency", 0.0))),
+        sweep=Sweep(layouts=data["layouts"], distances=data["distances"],
+                    episodes_per_combo=data["episodes_per_combo"], seed=data["seed"]),
+        output=OutputSettings(out=data["out"], video_dir=data["video_dir"], record=data.get("record", "failures"),
+                              real_results=data.get("real_results")),
+    )
+
+
+def default_run_dir(policy_names: Sequence[str], stamp: str) -> Path:
+    """``runs/<policies>-<stamp>`` with characters a file name cannot hold replaced."""
+    import re
+
+    return Path("runs") / (re.sub(r"[^A-Za-z0-9._-]+", "-", "+".join(policy_names)).strip("-") + f"-{stamp}")

@@ -1,0 +1,371 @@
+"""Closed-loop evaluation as a library call: :func:`evaluate` runs an :class:`~sim.evaluation.config.EvalConfig`.
+
+Every policy faces the same episodes: episode seeds derive from the sweep's ``seed``, the layout and distance
+names and the episode index only (a stream separate from data generation's, so evaluation seeds are never
+training seeds). Each worker process owns one environment and its policies; results are identical whatever the
+number of workers (wall-clock latencies aside). Finished episodes are appended to ``episodes.jsonl`` as they
+complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run_dir), resume=True)`` completes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import re
+import sys
+import traceback
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.keys import key_to_action
+from scenarios.errors import MobileVLAError
+from scenarios.files import atomic_write_text
+from sim.evaluation.config import EvalConfig
+from sim.evaluation.episode import Episode, EpisodeRecord
+from sim.evaluation.metrics import spl
+
+EVAL_STREAM = 0xE7A1  # seed-stream tag; data generation uses another one
+EPISODES_FILE = "episodes.jsonl"
+
+
+class PolicyBuildError(MobileVLAError, ValueError):
+    """A policy of the config cannot be built (unknown name, bad checkpoint, missing weights)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One episode to run: a policy on a layout/distance with its seed."""
+
+    policy: str
+    layout: str
+    distance: str
+    episode: int
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return self.policy, self.layout, self.distance, self.episode
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """What :func:`evaluate` returns: the run folder, every record (plan order), ``summary.json``'s content, the
+    trajectory plots written, and whether the run was interrupted (then ``summary`` is None)."""
+
+    out: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    plots: list[Path]
+    interrupted: bool = False
+
+    @property
+    def errors(self) -> int:
+        """Episodes that ended in ``error``."""
+        return sum(r["status"] == "error" for r in self.records)
+
+
+def episode_seed(base_seed: int, layout: str, distance: str, episode: int) -> int:
+    """Seed of one evaluation episode (uint32), from names not indices, so adding a layout shifts nothing."""
+    entropy = [base_seed, EVAL_STREAM, zlib.crc32(layout.encode()), zlib.crc32(distance.encode()), episode]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def plan_tasks(cfg: EvalConfig) -> list[Task]:
+    """All episodes of a run, in a fixed order (policy, layout, distance, episode)."""
+    sweep = cfg.sweep
+    return [
+        Task(policy, layout, distance, ep, episode_seed(sweep.seed, layout, distance, ep))
+        for policy in cfg.policy_names
+        for layout in sweep.layouts
+        for distance in sweep.distances
+        for ep in range(sweep.episodes_per_combo)
+    ]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, keep_frames: bool = False,
+                       options: dict[str, Any] | None = None, fields: dict[str, Any] | None = None
+                       ) -> tuple[EpisodeRecord, Episode]:
+    """One closed-loop episode of ``policy`` in ``env``; never raises for the policy's fault.
+
+    Args:
+        env: a ``MobileVLA/BoxAvoid-v0`` environment whose observations include ``"state"``.
+        policy: the policy under test; ``reset(instruction, info)`` gets the reset info plus ``episode_seed``.
+        seed: episode seed.
+        expert: shadows the policy: its action at every visited state is the label for the offline metrics, and
+            its plan from the start pose is the shortest path for SPL. None skips both.
+        latency: a :class:`~sim.evaluation.config.Latency` (None: the env's own ``action_latency``); measured:
+            each action takes effect as late as the policy took to compute it (wall clock, at most 10 s).
+        keep_frames: keep the onboard frames, poses and actions (in the returned :class:`Episode`) for a video.
+        options: ``env.reset`` options (``{"scenario": ..., "distance": ...}``).
+        fields: further :class:`EpisodeRecord` fields (``{"policy": ..., "episode": ...}``).
+
+    Returns:
+        ``(record, episode)``. An exception in ``policy.reset``/``act``, or an action the env refuses (NaN/inf,
+        wrong shape), ends the episode with status ``"error"`` and the cause in ``record.error``.
+    """
+    base = env.unwrapped
+    episode = Episode(env, seed, options, keep_frames=keep_frames)
+    x, y, yaw = episode.poses[0]
+    shortest = math.nan
+    if expert is not None:
+        expert.reset(episode.instruction, episode.reset_info)
+        plan = expert.plan((x, y), yaw)
+        shortest = len(plan) * expert.step_length if plan is not None else math.nan
+    if latency is not None and not latency.measured:
+        base.set_action_latency(latency.seconds)
+    measured = latency is not None and latency.measured
+
+    def act(obs: dict[str, Any]) -> np.ndarray:
+        action = policy.act(obs)
+        if measured:
+            base.set_action_latency(min(10.0, policy.latencies_ms[-1] / 1e3))
+        return action
+
+    status, error = None, None
+    pred_xy: list[list[float]] = []
+    expert_xy: list[list[float]] = []
+    try:
+        policy.reset(episode.instruction, {**episode.reset_info, "episode_seed": int(seed)})
+    except Exception as exc:  # noqa: BLE001 - a policy's failure is an episode outcome, not a crash
+        status, error = "error", f"reset: {type(exc).__name__}: {exc}"
+    if status is None:
+        try:
+            for step in episode.run(act):
+                if expert is not None:
+                    sx, sy, syaw = (float(v) for v in step.obs["state"][:3])
+                    label = key_to_action(expert.next_key(sx, sy, syaw))
+                    expert_xy.append(np.clip(label[:2], -1, 1).round(4).tolist())
+                    pred_xy.append(np.clip(step.action[:2], -1, 1).round(4).tolist())
+        except Exception as exc:  # noqa: BLE001
+            status = "error"
+            error = f"step {episode.steps}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
+    if status is None:
+        status = episode.status
+    latencies = list(policy.latencies_ms)
+    path_length = float(episode.info["path_length"])
+    record = episode.record(
+        status=status,
+        shortest_path_m=None if math.isnan(shortest) else round(shortest, 4),
+        spl=round(spl(status == "success", shortest, path_length), 4) if not math.isnan(shortest) else None,
+        latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
+        latency_applied=latency.applied if latency is not None else base.action_latency,
+        error=error, pred_xy=pred_xy, expert_xy=expert_xy, **(fields or {}),
+    )
+    return record, episode
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: EvalConfig) -> None:
+    import envs  # noqa: F401  (registers the environment)
+    from policies import make_policy
+
+    if "torch" in sys.modules:  # one intra-op thread per worker: the workers already fill the cores
+        sys.modules["torch"].set_num_threads(1)
+    _WORKER.clear()
+    env = cfg.env.make_env(cfg.sweep.layouts[0], cfg.sweep.distances[0])
+    _WORKER.update(config=cfg, env=env, policies={}, expert=make_policy("expert"))
+
+
+def _close_worker() -> None:
+    if _WORKER.get("env") is not None:
+        _WORKER["env"].close()
+    _WORKER.clear()
+
+
+def _policy(name: str):
+    policies = _WORKER["policies"]
+    if name not in policies:
+        policies[name] = _WORKER["config"].policy(name).build()
+    return policies[name]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+def run_task(task: Task) -> dict[str, Any]:
+    """Run one episode in this worker; returns its ``episodes.jsonl`` record (never raises for a policy)."""
+    cfg: EvalConfig = _WORKER["config"]
+    env = _WORKER["env"]
+    try:
+        policy = _policy(task.policy)
+    except Exception as exc:  # noqa: BLE001 - a policy that cannot be built errors its episodes
+        return EpisodeRecord.failed(task.layout, task.distance, task.seed, policy=task.policy, episode=task.episode,
+                                    error=f"building the policy: {type(exc).__name__}: {exc}").to_json()
+    record_mode = cfg.output.record
+    record, episode = run_policy_episode(
+        env, policy, task.seed, expert=_WORKER["expert"], latency=cfg.env.latency, keep_frames=record_mode != "none",
+        options={"scenario": task.layout, "distance": task.distance},
+        fields={"policy": task.policy, "episode": task.episode})
+    if record_mode == "all" or (record_mode == "failures" and record.status != "success"):
+        from sim.evaluation.video import (
+            compose_frames,
+            render_topdown_frames,
+            write_video,
+        )
+
+        top = render_topdown_frames(env, episode.poses)
+        frames = compose_frames(
+            episode.frames, top, episode.poses, episode.actions, spec=env.unwrapped.spec_scene,
+            title=f"{task.policy} | {task.layout} {task.distance} | episode {task.episode} seed {task.seed}",
+            instruction=record.instruction, status=record.status or "error",
+        )
+        name = _safe(f"{task.policy}_{task.layout}_{task.distance}_ep{task.episode:03d}_{record.status}") + ".mp4"
+        record.video = str(write_video(cfg.output.video_dir / name, frames))
+    return record.to_json()
+
+
+# ---------------------------------------------------------------------------------------------- main side
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of ``episodes.jsonl``; a truncated last line (a killed run) is ignored."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def repair_records(path: Path) -> list[dict[str, Any]]:
+    """Rewrite ``episodes.jsonl`` without a line cut short by a kill (atomic), so appends start clean."""
+    records = read_records(path)
+    if path.exists():
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def describe_policy(policy) -> dict[str, Any]:
+    """Provenance for reports: backbone, weights file and training data, when the policy has them."""
+    info: dict[str, Any] = {}
+    members = [("", policy)] if not hasattr(policy, "first") else [("first ", policy.first), ("second ", policy.second)]
+    for prefix, member in members:
+        head = getattr(member, "head", None)
+        if head is not None:
+            from policies.heads import provenance
+
+            info[f"{prefix}architecture"] = provenance(head.head_name)
+        backbone = getattr(member, "backbone", None)
+        if backbone is not None:
+            info[f"{prefix}backbone"] = getattr(backbone, "name", str(backbone))
+        if hasattr(member, "checkpoint"):
+            ckpt = member.checkpoint
+            info[f"{prefix}weights"] = str(ckpt.path) if ckpt is not None else "none: randomly initialised head"
+            meta = getattr(ckpt, "meta", None) or {}
+            if "training_data" in meta:
+                info[f"{prefix}training data"] = meta["training_data"]
+    return info
+
+
+def preflight(cfg: EvalConfig, workers: int) -> dict[str, dict[str, Any]]:
+    """Build every policy once in this process, so a bad name or checkpoint fails before anything is written or
+    any worker starts; returns each policy's provenance (:func:`describe_policy`).
+
+    Raises:
+        PolicyBuildError: a policy cannot be built, or one that shares state across clients (the robot's server,
+            ``remote``) with ``workers > 1``.
+    """
+    provenance = {}
+    for spec in cfg.policies:
+        try:
+            policy = spec.build()
+        except Exception as exc:  # noqa: BLE001
+            raise PolicyBuildError(f"cannot build policy {spec.name!r}: {type(exc).__name__}: {exc}") from None
+        provenance[spec.name] = describe_policy(policy)
+        shared = getattr(policy, "shares_history", False)
+        policy.close()
+        if shared and workers > 1:
+            raise PolicyBuildError(
+                f"{spec.name}: the server keeps one global frame history for all clients; with {workers} workers "
+                "the episodes would interleave in it: use 1 worker")
+    return provenance
+
+
+def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, progress: bool = True,
+             real_results: dict[str, float] | None = None, plots: bool = True) -> EvalResult:
+    """Run (or, with ``resume``, complete) the evaluation ``cfg`` in ``cfg.output.out``.
+
+    Writes ``config.json`` (a new run), appends each finished episode to ``episodes.jsonl``, then writes
+    ``summary.json``, ``summary.md`` and (``plots``) one ``trajectories_<layout>_<distance>.png`` per combo.
+
+    Args:
+        workers: processes (spawned), each with its own env and policies; the records do not depend on it.
+        resume: complete the run already in ``cfg.output.out`` (episodes recorded there are not re-run).
+        progress: show a progress bar.
+        real_results: ``policy -> success rate`` on the robot, for the sim-vs-real figures.
+
+    Raises:
+        ConfigError: a new run in a folder that already holds one.
+        PolicyBuildError: see :func:`preflight` (nothing is written).
+    """
+    from tqdm import tqdm
+
+    from scenarios.errors import ConfigError
+    from sim.evaluation.report import plot_trajectories, summarize, write_summary
+
+    out = Path(cfg.output.out)
+    episodes_file = out / EPISODES_FILE
+    if not resume and episodes_file.exists():
+        raise ConfigError(f"{out} already holds a run; resume it or choose another output folder")
+    provenance = preflight(cfg, workers)
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out)
+    done = {(r["policy"], r["layout"], r["distance"], r["episode"]) for r in repair_records(episodes_file)}
+    pending = [t for t in plan_tasks(cfg) if t.key not in done]
+
+    workers = max(1, min(workers, len(pending) or 1))
+    interrupted = False
+    if pending:
+        if progress:
+            print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} worker(s) -> {out}")
+        successes = sum(1 for r in read_records(episodes_file) if r["status"] == "success")
+        finished = len(done)
+        pool = None
+        try:
+            with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
+                                                      disable=not progress) as bar:
+                if workers == 1:
+                    _init_worker(cfg)
+                    results = map(run_task, pending)
+                else:
+                    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
+                    results = pool.imap_unordered(run_task, pending)
+                for record in results:
+                    fh.write(json.dumps(record) + "\n")
+                    fh.flush()
+                    finished += 1
+                    successes += record["status"] == "success"
+                    bar.set_postfix(success=f"{successes / finished:.0%}")
+                    bar.update()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            _close_worker()
+    if interrupted:
+        return EvalResult(out, read_records(episodes_file), None, [], interrupted=True)
+
+    order = {t.key: i for i, t in enumerate(plan_tasks(cfg))}
+    records = sorted(read_records(episodes_file),
+                     key=lambda r: order.get((r["policy"], r["layout"], r["distance"], r["episode"]), 0))
+    summary = summarize(records, cfg, real_results, provenance)
+    write_summary(out, summary)
+    written = plot_trajectories([r for r in records if r.get("scene")], out, cfg.policy_names) if plots else []
+    return EvalResult(out, records, summary, written)
