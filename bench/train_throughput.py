@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from sim.data import h5format
 from sim.data.dataset import list_episode_files, load_episodes
-from sim.train import FeatureCache, FeatureWindows, masked_huber
+from sim.training.supervised import FeatureCache, FeatureWindows, masked_huber
 
 
 def main() -> None:

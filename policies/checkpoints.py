@@ -39,11 +39,9 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import pickle
-import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ import torch
 
 from policies.backbones import FROZEN_PREFIXES
 from scenarios.errors import MobileVLAError
+from scenarios.files import atomic_write
 
 #: ``format`` value of the project's JSON sidecar.
 FORMAT_NAME = "mobile-vla-sim.head"
@@ -168,29 +167,12 @@ def sidecar_path(path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------- saving
 
 
-@contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success ``os.replace`` it onto ``path``, else delete it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the permissions a plain open() gives
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, Any] | None = None, *,
                     backbone: str | None = None, dtype: torch.dtype | None = None) -> Path:
     """Write ``head`` in the project's format: ``path`` (safetensors) + :func:`sidecar_path` (JSON), atomically.
 
-    Each file is written to a temporary file in the same folder and moved into place with ``os.replace``
-    (weights first, sidecar last), so a reader never sees a half-written file.
+    Each file is written with :func:`scenarios.files.atomic_write` (weights first, sidecar last), so a reader
+    never sees a half-written file.
 
     Args:
         path: target, must end in ``.safetensors``; parent folders are created.
@@ -238,9 +220,9 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
                .contiguous() for k, v in head.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_target(path) as tmp:
+    with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "head": name, "sidecar": sidecar_path(path).name})
-    with _atomic_target(sidecar_path(path)) as tmp:
+    with atomic_write(sidecar_path(path)) as tmp:
         tmp.write_text(sidecar_text + "\n", encoding="utf-8")
     return path
 

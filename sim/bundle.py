@@ -4,7 +4,7 @@
 
 1. :func:`sim.generate.generate` writes ``--episodes`` expert episodes (224x224, domain randomisation on;
    resumable).
-2. :func:`sim.train.train` trains each head on the ``lite`` backbone (one shared feature cache: the first head
+2. :func:`sim.training.supervised.train` trains each head on the ``lite`` backbone (one shared feature cache: the first head
    caches every stream the others read, the team's recipe with ``--lr``).
 3. The best checkpoint of each head is copied to ``policies/weights/<head>_lite.safetensors`` (+ ``.json``),
    stored in float16 (cast back to float32 on load), which :func:`policies.checkpoints.default_checkpoint` loads
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from policies.checkpoints import WEIGHTS_DIR, load_checkpoint, save_checkpoint, sidecar_path
+from sim.cli import command
 
 #: Config overrides of the bundled heads (empty: the team's sizes; feature widths come from the backbone).
 BUNDLED_HEAD_CONFIGS: dict[str, dict[str, int]] = {
@@ -52,6 +53,7 @@ def _store(best: Path, target: Path) -> None:
     save_checkpoint(target, head, ckpt.meta, backbone=ckpt.backbone, dtype=torch.float16)
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=400)
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import scenarios
     from policies.heads import head_class
     from sim.data.generation import GenerateConfig, generate
-    from sim.train import train
+    from sim.training.supervised import train
 
     start = time.perf_counter()
     res = generate(GenerateConfig(out=Path(args.data), episodes=args.episodes, layouts=tuple(scenarios.names()),

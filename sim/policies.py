@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 
 from policies import describe, names
+from sim.cli import command
 
 #: Policies whose registry name takes a file argument (``make_policy("sb3:PATH")``).
 PATH_POLICIES = {"sb3": "sb3:PATH.zip", "onnx": "onnx:PATH.onnx"}
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the registry; returns 0."""
     parser = argparse.ArgumentParser(prog="python -m sim.policies", description=__doc__.splitlines()[0])
@@ -33,4 +34,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

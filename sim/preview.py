@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,29 +15,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import envs  # noqa: E402,F401  (registers the environment)
 import scenarios  # noqa: E402
+from envs import ENV_ID  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
-from sim.evaluation.report import OUTCOME_COLOURS, default_file_mode  # noqa: E402
+from scenarios.files import atomic_write  # noqa: E402
+from sim.cli import command  # noqa: E402
+from sim.evaluation.episode import Episode  # noqa: E402
+from sim.evaluation.report import OUTCOME_COLOURS  # noqa: E402
 
 
 def expert_rollout(env: gym.Env, seed: int, options: dict | None = None
                    ) -> tuple[dict, list[tuple[float, float]], dict]:
     """Run the expert once from ``env.reset(seed=seed, options=options)``; returns (first observation, path of
     (x, y) in m, final info)."""
-    obs, info = env.reset(seed=seed, options=options)
-    first = obs
+    episode = Episode(env, seed, options)
+    first = episode.obs
     expert = make_policy("expert")
-    expert.reset(info["instruction"], info)
-    path = [tuple(obs["state"][:2])]
-    while True:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        path.append(tuple(obs["state"][:2]))
-        if terminated or truncated:
-            return first, path, info
+    expert.reset(episode.instruction, episode.reset_info)
+    for _ in episode.run(expert.act):
+        pass
+    return first, [(x, y) for x, y, _ in episode.poses], episode.info
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="preview.png", help="PNG to write")
@@ -51,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layouts, distances = scenarios.names(args.scenario_dir), scenarios.DISTANCES
     top_size = (480, 270)
     env = gym.make(
-        "MobileVLA/BoxAvoid-v0", scenario=layouts[0], render_mode="rgb_array", render_size=top_size,
+        ENV_ID, scenario=layouts[0], render_mode="rgb_array", render_size=top_size,
         domain_randomization=args.domain_randomization, scenario_dir=args.scenario_dir,
     )
     fig, axes = plt.subplots(len(layouts), 2 * len(distances), figsize=(4.2 * len(distances), 1.75 * len(layouts)),
@@ -78,11 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    default_file_mode(tmp)
-    os.replace(tmp, out)
+    with atomic_write(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     print(f"wrote {out}")
     return 0
 

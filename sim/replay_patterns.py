@@ -17,9 +17,12 @@ from collections.abc import Sequence
 
 import gymnasium as gym
 
-import envs  # noqa: F401  (registers the environment)
+from envs import ENV_ID
 from policies import make_policy
 from policies.replay import HUMAN_PATTERNS, load_patterns
+from scenarios.errors import ConfigError
+from sim.cli import command
+from sim.evaluation.episode import Episode
 
 _NAME = re.compile(r"^1box_(?:(?P<orient>vert|hori)_)?(?P<side>left|right)(?:__(?P<kind>core|variant)__(?P<dist>close|medium|far))?$")
 
@@ -28,26 +31,29 @@ def pattern_scenarios(name: str) -> list[tuple[str, str]]:
     """``(layout, distance)`` pairs a pattern name refers to.
 
     Raises:
-        ValueError: a name that does not follow ``1box_[vert|hori_]{left|right}[__core__{distance}]``.
+        ConfigError: a name that does not follow ``1box_[vert|hori_]{left|right}[__core__{distance}]``.
     """
     m = _NAME.match(name)
     if m is None:
-        raise ValueError(f"cannot parse pattern name {name!r}")
+        raise ConfigError(f"cannot parse pattern name {name!r}")
     orients = [m["orient"]] if m["orient"] else ["vert", "hori"]
     return [(f"1box_{o}_{m['side']}", m["dist"] or "medium") for o in orients]
 
 
 def replay(name: str, keys: list[str], layout: str, distance: str, seed: int) -> dict:
     """Play ``keys`` in ``layout``/``distance`` (seed 0: nominal scene) and return the final info summary."""
-    env = gym.make("MobileVLA/BoxAvoid-v0", scenario=layout, distance=distance, obs_keys=("state",), jitter=seed > 0, max_steps=len(keys) + 1)
+    env = gym.make(ENV_ID, scenario=layout, distance=distance, obs_keys=("state",), jitter=seed > 0,
+                   max_steps=len(keys) + 1)
     policy = make_policy("replay", keys=keys)
-    obs, info = env.reset(seed=seed)
-    policy.reset(info["instruction"], info)
-    for _ in keys:
-        obs, _, terminated, truncated, info = env.step(policy.act(obs))
-        if terminated or truncated:
-            break
-    env.close()
+    try:
+        episode = Episode(env, seed)
+        policy.reset(episode.instruction, episode.reset_info)
+        for step in episode.run(policy.act) if keys else ():
+            if step.index == len(keys) - 1:
+                break
+        info = episode.info
+    finally:
+        env.close()
     return {
         "pattern": name, "layout": layout, "distance": distance, "seed": seed,
         "status": info["status"] or "running", "collision_free": not info["collided"],
@@ -56,6 +62,7 @@ def replay(name: str, keys: list[str], layout: str, distance: str, seed: int) ->
     }
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", default=str(HUMAN_PATTERNS), help="JSON of name -> key list")

@@ -10,479 +10,35 @@ Usage::
 ``--policy-arg KEY=VALUE`` pairs are passed to :func:`policies.make_policy` (values are parsed as Python/JSON
 literals when possible, else kept as strings), e.g. ``--policy random --policy-arg seed=3``. The API key comes
 from ``--api-key`` or, as for the team's server, the ``VLA_API_KEY`` environment variable (which keeps it out of
-the process list); without either, no key is asked for.
-
-API (as the robot's ``api_client_node.py`` sees the team's server; ``../shared/reference/TEAM_MODELS.md``;
-errors are JSON ``{"detail": "..."}``):
-
-- ``POST /predict`` ``{"image": <base64 JPEG/PNG>, "instruction": str[, "strategy": "receding_horizon" |
-  "chunk_reuse"]}`` -> ``{"action": [linear_x, linear_y], "latency_ms": float, "model_name": str, "strategy":
-  "receding_horizon", "source": "inferred", "buffer_status": {}, "step": int, "session": str}``. The first four
-  fields after ``action`` are the team's (``strategy`` is accepted and ignored, as theirs does); ``step`` and
-  ``session`` are ours. ``latency_ms`` is the policy's inference time (decoding excluded).
-- ``POST /reset`` with an optional body ``{"instruction": str, "episode_seed": int}`` -> ``{"status": "success",
-  "message": "History and buffer cleared", "session": str, "reset": "done" | "pending"}``. With an instruction
-  the session's policy is reset at once; without one the reset happens at the next ``/predict``.
-- ``GET /health`` (no key) -> ``{"status": "healthy", "model_loaded": true, "model_name": str, "device": str,
-  "gpu_memory": {...} | null, "policy": str, "sessions": int, "auth": bool}``.
-- ``GET /`` (no key) -> ``{"name": "Mobile VLA Inference API", "version": "1.0.0", "status": "running"}``;
-  ``GET /test`` (key) -> ``{"message": "Test endpoint", "instruction": str, "action": [0.0, 0.0]}``.
-
-Post-processing is the server's (:class:`policies.vla.PostProcessing`): x1.15, the first frame of an episode
-forced to zero, clip to +-1.5. The 0.15 dead-zone belongs to the robot node, so it is off here unless
-``--dead-zone`` (the simulator's own ``sim.eval`` applies it, as the robot would).
-
-Sessions: the optional ``X-Session-Id`` header (1-64 chars of ``A-Za-z0-9._:-``; default ``"default"``, the only
-one the robot's client uses) selects a session, each with its own policy instance (so its own frame history). A
-session's first ``/predict`` resets its policy with that request's instruction; later instruction changes do not
-reset it (call ``/reset``). At most ``max_sessions`` are kept; the least recently used one is closed when a new
-one is needed.
-
-Where this server differs from the team's, and why (README "Inference server"): binds loopback by default (theirs
-0.0.0.0: pass ``--host 0.0.0.0`` on the robot's network); loads the policy at start-up, so a broken one fails
-before serving (theirs loads lazily in the first ``/reset`` or ``/predict``: ``model_loaded`` is always true
-here); a missing key gets 403 (theirs raises inside its key check: 500); a policy error gets 500 with the reason
-(theirs logs it and answers a zero action with 200); sessions; request body and image size limits; no driving
-log files written.
-
-Limits: request bodies over ``max_body_bytes`` (4 MiB) -> 413; images wider or taller than 1280x720 (the robot
-camera) -> 413; body not JSON -> 400; missing fields or wrong types -> 422; bad base64, not a JPEG/PNG image or
-a corrupt one -> 400; missing/wrong ``X-API-Key`` when a key is configured -> 403; the policy raising -> 500.
+the process list); without either, no key is asked for. The API, its limits and where it differs from the team's
+server: :mod:`sim.serving.server`.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import contextlib
-import io
 import logging
 import os
-import re
-import secrets
-import socket
-import sys
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
 
-import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.security import APIKeyHeader
-from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
-from starlette.concurrency import run_in_threadpool
-
-from policies.base import Policy
+from policies import make_policy, names, vla_names
+from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from sim.evaluation.config import policy_spec
+from sim.evaluation.runner import PolicyBuildError
+from sim.serving.server import API_KEY_ENV, MAX_BODY_BYTES, MAX_SESSIONS, create_app
 
 log = logging.getLogger("sim.serve")
-
-#: Largest accepted request body (bytes).
-MAX_BODY_BYTES = 4 * 1024 * 1024
-#: Largest accepted image ``(width, height)`` px: the robot camera's resolution.
-MAX_IMAGE_SIZE = (1280, 720)
-#: Longest accepted instruction (characters).
-MAX_INSTRUCTION_CHARS = 1024
-#: Sessions kept at once (least recently used ones are closed).
-MAX_SESSIONS = 16
-DEFAULT_SESSION = "default"
-#: Environment variable holding the API key (the team server's name).
-API_KEY_ENV = "VLA_API_KEY"
-#: What the team's server answers at ``GET /``.
-ROOT_INFO = {"name": "Mobile VLA Inference API", "version": "1.0.0", "status": "running"}
-#: The instruction the team's ``/test`` endpoint reports.
-TEST_INSTRUCTION = "Navigate to the brown pot"
-_SESSION_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_IMAGE_FORMATS = ("JPEG", "PNG")
-
-
-class PredictRequest(BaseModel):
-    """Body of ``POST /predict``."""
-
-    model_config = ConfigDict(extra="ignore")
-    image: StrictStr = Field(description="base64 JPEG or PNG frame (RGB), at most 1280x720")
-    instruction: StrictStr = Field(max_length=MAX_INSTRUCTION_CHARS, description="language instruction")
-    strategy: Literal["chunk_reuse", "receding_horizon"] = Field(
-        default="chunk_reuse", description="accepted for the team's clients; execution is the policy's own")
-
-
-class ResetRequest(BaseModel):
-    """Optional body of ``POST /reset``."""
-
-    model_config = ConfigDict(extra="ignore")
-    instruction: StrictStr | None = Field(default=None, max_length=MAX_INSTRUCTION_CHARS)
-    episode_seed: StrictInt | None = Field(default=None, description="passed to the policy as info['episode_seed']")
-
-
-class PredictResponse(BaseModel):
-    action: list[float] = Field(description="[linear_x, linear_y] in label units (+-1.15)")
-    latency_ms: float = Field(description="policy inference time (ms)")
-    model_name: str
-    strategy: str = Field(description="'receding_horizon' (a new prediction every frame), as the team's server")
-    source: str = Field(description="'inferred', as the team's server")
-    buffer_status: dict[str, Any]
-    step: int = Field(description="predictions of this session since its last reset (1 = first)")
-    session: str
-
-
-class ResetResponse(BaseModel):
-    status: str
-    message: str
-    session: str
-    reset: str = Field(description="'done' (reset with the given instruction) or 'pending' (at the next /predict)")
-
-
-class HealthResponse(BaseModel):
-    status: str
-    model_loaded: bool
-    model_name: str
-    device: str
-    gpu_memory: dict[str, Any] | None
-    policy: str
-    sessions: int
-    auth: bool
-
-
-@dataclass
-class _Session:
-    policy: Policy
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pending_reset: bool = True
-    reset_info: dict[str, Any] = field(default_factory=dict)
-    steps: int = 0
-
-
-class SessionStore:
-    """Session id -> its own policy (built by ``factory``), LRU-bounded to ``max_sessions``; thread-safe."""
-
-    def __init__(self, factory: Callable[[], Policy], max_sessions: int = MAX_SESSIONS) -> None:
-        if max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
-        self.factory = factory
-        self.max_sessions = max_sessions
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def get(self, session_id: str) -> _Session:
-        """The session, created (and the least recently used one closed if full) when new."""
-        with self._lock:
-            session = self._sessions.get(session_id)
-            if session is not None:
-                self._sessions.move_to_end(session_id)
-                return session
-            policy = self.factory()
-            if not isinstance(policy, Policy):
-                raise TypeError(f"policy factory returned {type(policy).__name__}, not a Policy")
-            session = self._sessions[session_id] = _Session(policy)
-            while len(self._sessions) > self.max_sessions:
-                old_id, old = self._sessions.popitem(last=False)
-                log.info("closing least recently used session %r", old_id)
-                with contextlib.suppress(Exception):
-                    old.policy.close()
-            return session
-
-    def close(self) -> None:
-        """Close every session's policy."""
-        with self._lock:
-            for session in self._sessions.values():
-                with contextlib.suppress(Exception):
-                    session.policy.close()
-            self._sessions.clear()
-
-
-def decode_image(text: str, max_size: tuple[int, int] = MAX_IMAGE_SIZE) -> np.ndarray:
-    """Base64 JPEG/PNG (optionally a ``data:`` URL) -> uint8 ``(H, W, 3)`` RGB.
-
-    Raises:
-        HTTPException: 400 for bad base64, an empty payload, not a JPEG/PNG image or a corrupt one; 413 for an
-            image wider than ``max_size[0]`` or taller than ``max_size[1]`` px (checked before decoding pixels).
-    """
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise HTTPException(400, f"'image' is not valid base64: {exc}") from None
-    if not raw:
-        raise HTTPException(400, "'image' is empty")
-    try:
-        with Image.open(io.BytesIO(raw), formats=_IMAGE_FORMATS) as img:
-            width, height = img.size
-            if width > max_size[0] or height > max_size[1]:
-                raise HTTPException(
-                    413,
-                    f"image is {width}x{height} px; at most {max_size[0]}x{max_size[1]} is accepted",
-                )
-            rgb = img.convert("RGB")
-    except UnidentifiedImageError:
-        raise HTTPException(400, "'image' is not a JPEG or PNG image") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise HTTPException(400, f"'image' could not be decoded: {exc}") from None
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes without buffering them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise HTTPException(400, "bad Content-Length header") from None
-        if size > limit:
-            raise HTTPException(413, f"request body is {size} bytes; at most {limit} are accepted")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(model: type[BaseModel], body: bytes) -> Any:
-    """Validate a JSON body with ``model``: 400 if it is not JSON, 422 listing the bad fields otherwise."""
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise HTTPException(400, "request body is not valid JSON") from None
-        if any(e["type"] == "model_type" for e in errors):
-            raise HTTPException(422, "request body must be a JSON object") from None
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors)
-        raise HTTPException(422, f"invalid request: {problems}") from None
-
-
-def create_app(
-    policy_factory: Callable[[], Policy],
-    api_key: str | None = None,
-    *,
-    max_sessions: int = MAX_SESSIONS,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    max_image_size: tuple[int, int] = MAX_IMAGE_SIZE,
-    preload: bool = True,
-) -> FastAPI:
-    """Build the inference server's FastAPI app (see the module doc for the API).
-
-    Args:
-        policy_factory: called with no argument for each new session; returns a fresh :class:`Policy` (share
-            heavy weights inside the factory if many sessions are expected).
-        api_key: required in ``X-API-Key`` for ``/predict``, ``/reset`` and ``/test`` when given (``/health`` and
-            ``/`` stay open).
-        max_sessions: sessions kept at once (LRU).
-        max_body_bytes: largest request body (bytes).
-        max_image_size: largest image ``(width, height)`` px.
-        preload: build the default session's policy now, so a broken policy fails at start-up.
-
-    Raises:
-        Whatever ``policy_factory`` raises, when ``preload`` is True.
-    """
-    store = SessionStore(policy_factory, max_sessions)
-    first = store.get(DEFAULT_SESSION).policy if preload else None
-    policy_name = first.name if first is not None else "policy"
-    settings = getattr(first, "settings", None)
-    model_name = getattr(settings, "model_name", None) or policy_name
-    device = str(getattr(first, "device", "cpu"))
-    key_header = APIKeyHeader(
-        name="X-API-Key",
-        auto_error=False,
-        description="required when the server has a key",
-    )
-
-    def check_key(key: str | None = Depends(key_header)) -> None:
-        if api_key and not (key and secrets.compare_digest(key.encode(), api_key.encode())):
-            raise HTTPException(403, "Invalid API Key")
-
-    def session_id(request: Request) -> str:
-        sid = request.headers.get("x-session-id", DEFAULT_SESSION)
-        if not _SESSION_RE.match(sid):
-            raise HTTPException(400, "X-Session-Id must be 1-64 characters of A-Za-z0-9._:-")
-        return sid
-
-    def get_session(sid: str) -> _Session:
-        try:
-            return store.get(sid)
-        except Exception as exc:  # report a broken factory as a server error
-            log.exception("could not build a policy for session %r", sid)
-            raise HTTPException(500, f"could not build the policy: {type(exc).__name__}: {exc}") from None
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI):
-        yield
-        store.close()
-
-    app = FastAPI(
-        title="mobile-vla-sim inference server",
-        description="The robot's inference API: POST /predict, POST /reset, GET /health.",
-        lifespan=lifespan,
-    )
-    app.state.sessions = store
-
-    def predict_sync(session: _Session, image: np.ndarray, instruction: str) -> tuple[np.ndarray, float, int]:
-        with session.lock:
-            if session.pending_reset:
-                session.policy.reset(instruction, session.reset_info)
-                session.pending_reset, session.reset_info, session.steps = False, {}, 0
-            start = time.perf_counter()
-            action = session.policy.act({"image": image, "instruction": instruction})
-            session.steps += 1
-            return action, (time.perf_counter() - start) * 1e3, session.steps
-
-    @app.post(
-        "/predict",
-        response_model=PredictResponse,
-        dependencies=[Depends(check_key)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-            }
-        },
-    )
-    async def predict(request: Request, sid: str = Depends(session_id)) -> PredictResponse:
-        """Next action ``[linear_x, linear_y]`` for one frame and instruction."""
-        body = _parse(PredictRequest, await _read_body(request, max_body_bytes))
-        image = await run_in_threadpool(decode_image, body.image, max_image_size)  # CPU work off the event loop
-        session = get_session(sid)
-        try:
-            action, latency_ms, step = await run_in_threadpool(predict_sync, session, image, body.instruction)
-        except Exception as exc:  # any policy failure is the server's fault
-            log.exception("policy failed in session %r", sid)
-            raise HTTPException(500, f"policy {session.policy.name} failed: {type(exc).__name__}: {exc}") from None
-        return PredictResponse(
-            action=[float(v) for v in action[:2]],
-            latency_ms=latency_ms,
-            model_name=model_name,
-            strategy="receding_horizon",
-            source="inferred",
-            buffer_status={},
-            step=step,
-            session=sid,
-        )
-
-    @app.post(
-        "/reset",
-        response_model=ResetResponse,
-        dependencies=[Depends(check_key)],
-        openapi_extra={
-            "requestBody": {
-                "required": False,
-                "content": {"application/json": {"schema": ResetRequest.model_json_schema()}},
-            }
-        },
-    )
-    async def reset(request: Request, sid: str = Depends(session_id)) -> ResetResponse:
-        """Start a new episode for the session (clears the policy's history)."""
-        raw = await _read_body(request, max_body_bytes)
-        body = _parse(ResetRequest, raw) if raw.strip() else ResetRequest()
-        session = get_session(sid)
-        info = {} if body.episode_seed is None else {"episode_seed": body.episode_seed}
-
-        def reset_sync() -> str:
-            with session.lock:
-                session.steps = 0
-                if body.instruction is None:
-                    session.pending_reset, session.reset_info = True, info
-                    return "pending"
-                session.policy.reset(body.instruction, info)
-                session.pending_reset, session.reset_info = False, {}
-                return "done"
-
-        try:
-            state = await run_in_threadpool(reset_sync)
-        except Exception as exc:  # any reset failure is the server's fault
-            log.exception("policy reset failed in session %r", sid)
-            raise HTTPException(
-                500,
-                f"policy {session.policy.name} reset failed: {type(exc).__name__}: {exc}",
-            ) from None
-        return ResetResponse(status="success", message="History and buffer cleared", session=sid, reset=state)
-
-    @app.get("/health", response_model=HealthResponse)
-    async def health() -> HealthResponse:
-        """Liveness: the team's fields (``model_loaded``, ``model_name``, ``device``, ``gpu_memory``) and ours."""
-        return HealthResponse(status="healthy", model_loaded=len(store) > 0 or preload, model_name=model_name,
-                              device=device, gpu_memory=_gpu_memory(), policy=policy_name, sessions=len(store),
-                              auth=bool(api_key))
-
-    @app.get("/")
-    async def root() -> dict[str, str]:
-        """The team's banner."""
-        return dict(ROOT_INFO)
-
-    @app.get("/test", dependencies=[Depends(check_key)])
-    async def test() -> dict[str, Any]:
-        """The team's key check endpoint (no inference)."""
-        return {"message": "Test endpoint", "instruction": TEST_INSTRUCTION, "action": [0.0, 0.0]}
-
-    return app
-
-
-def _gpu_memory() -> dict[str, Any] | None:
-    """The team's ``gpu_memory`` field: allocated / reserved GiB and the device name, or ``None`` without CUDA."""
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_available():
-        return None
-    return {"allocated_gb": torch.cuda.memory_allocated() / 1024**3,
-            "reserved_gb": torch.cuda.memory_reserved() / 1024**3, "device_name": torch.cuda.get_device_name(0)}
-
-
-@contextlib.contextmanager
-def serve_in_thread(
-    app: FastAPI,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    log_level: str = "warning",
-    timeout: float = 10.0,
-) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread; yields its base URL (``"http://127.0.0.1:PORT"``).
-
-    ``port=0`` picks a free port. The server is stopped (and the thread joined) on exit.
-
-    Raises:
-        RuntimeError: the server did not start within ``timeout`` seconds.
-    """
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sim.serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start on {host}:{sock.getsockname()[1]} within {timeout:g} s")
-            time.sleep(0.01)
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()
 
 
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 after a clean shutdown, 1 if the policy cannot be built,
-    2 for bad arguments)."""
+    """CLI entry point; returns the exit status (0 after a clean shutdown, 2 for bad arguments or a policy that
+    cannot be built)."""
     import uvicorn
-
-    from policies import make_policy, names, vla_names
-    from sim.cli import add_model_source_arguments, model_source_kwargs, parse_policy_kwargs
 
     parser = argparse.ArgumentParser(
         prog="python -m sim.serve",
@@ -493,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", required=True, help="registered policy name, e.g. robovlms, case2, sb3:PATH.zip")
     add_model_source_arguments(parser)
     parser.add_argument("--device", help="torch device of VLA policies: cpu, cuda, cuda:N (default cpu)")
-    parser.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra keyword argument of the policy (repeatable)")
+    add_policy_arg_argument(parser)
     parser.add_argument("--dead-zone", action="store_true",
                         help="apply the robot node's 0.15 dead-zone here too (off: the team's server leaves it to "
                              "the robot)")
@@ -511,16 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.max_sessions < 1 or args.max_body_mb <= 0:
         parser.error("--max-sessions and --max-body-mb must be positive")
-    try:
-        kwargs = parse_policy_kwargs(args.policy_arg)
-    except ValueError as exc:
-        parser.error(str(exc))
     base = args.policy.partition(":")[0]
     vla = base in vla_names()
     source = model_source_kwargs(args) | ({"device": args.device} if args.device is not None else {})
     if source and not vla:
         parser.error(f"--{next(iter(source)).replace('_', '-')} applies to the VLA policies ({', '.join(vla_names())})")
-    kwargs.update(source)
+    spec = policy_spec(args.policy, model_source=source, policy_args=parse_policy_args(args.policy_arg),
+                       threads=None)
+    kwargs = dict(spec.kwargs)
     if vla or base == "onnx":
         kwargs.setdefault("dead_zone", args.dead_zone)
 
@@ -531,11 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(lambda: make_policy(args.policy, **kwargs), api_key=args.api_key,
                          max_sessions=args.max_sessions, max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
-        print(f"error: cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

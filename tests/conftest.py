@@ -12,8 +12,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import envs  # noqa: E402,F401  (registers MobileVLA/BoxAvoid-v0)
+from envs import ENV_ID
 
-ENV_ID = "MobileVLA/BoxAvoid-v0"
+
 
 
 @pytest.fixture

@@ -15,16 +15,17 @@ import pytest
 from PIL import Image
 
 import envs  # noqa: F401 - registers the environment
+from envs import ENV_ID
 from policies import make_policy
 from policies.remote import RemotePolicy, RemotePolicyError
-from sim.serve import create_app, serve_in_thread
+from sim.serving.server import create_app, serve_in_thread
 
 OBS = {"image": np.zeros((120, 160, 3), np.uint8), "instruction": "go"}
 
 
 def test_episode_through_server_matches_in_process_policy():
     app = create_app(lambda: make_policy("random", seed=0, mode="uniform"), api_key="k")
-    env = gym.make("MobileVLA/BoxAvoid-v0", image_size=(160, 120), max_steps=8)
+    env = gym.make(ENV_ID, image_size=(160, 120), max_steps=8)
     observations, actions = [], []
     with serve_in_thread(app) as url:
         remote = make_policy("remote", url=url, api_key="k")

@@ -23,7 +23,7 @@ from policies.backbones.tiny_kosmos2 import build_tiny_kosmos2
 from policies.heads import make_head
 from policies.remote import RemotePolicy, RemotePolicyError
 from sim import checkpoint as sim_checkpoint
-from sim.serve import create_app, serve_in_thread
+from sim.serving.server import create_app, serve_in_thread
 
 try:
     from tests.conftest_vla import INSTRUCTION, observation, single_torch_thread

@@ -9,10 +9,11 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, PPO, SAC
 
 import envs  # noqa: F401 - registers the environment
+from envs import ENV_ID
 from policies import make_policy
 from policies.sb3_policy import SB3Policy, SB3PolicyError, detect_algo
 
-ENV_ID = "MobileVLA/BoxAvoid-v0"
+
 
 
 @pytest.fixture(scope="module")

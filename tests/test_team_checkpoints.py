@@ -15,6 +15,7 @@ from policies.checkpoints import CheckpointFormatError, load_checkpoint
 from policies.heads import make_head
 from policies.vla import build_vla_policy
 from sim import checkpoint as sim_checkpoint
+from sim.deploy import checkpoint_report
 
 try:
     from tests.conftest_vla import INSTRUCTION, observation, single_torch_thread
@@ -52,7 +53,7 @@ def test_heads_have_the_team_parameter_names_and_shapes(name):
 @pytest.mark.parametrize("name", KNOWN)
 def test_team_file_at_real_widths_loads_strictly_and_drives_the_env(name, tmp_path, make_env):
     path = write_team_checkpoint(tmp_path / f"best_model{SUFFIX.get(name, '.pth')}", name)
-    report = sim_checkpoint.inspect_checkpoint(path)
+    report = checkpoint_report.inspect_checkpoint(path)
     assert report["loads"], report["problems"]
     assert report["architecture"]["head"] == name and report["detected_from"] in ("key set", "model_config")
     assert report["head_keys"]["missing"] == report["head_keys"]["unexpected"] == []
@@ -124,7 +125,7 @@ def test_frozen_models_in_the_file_are_reported(tmp_path, capsys):
               "clip_text.": {"text_model.embeddings.token_embedding.weight": torch.zeros(8, 4)},
               "clip_vision.": {"vision_model.post_layernorm.weight": torch.zeros(4)}}
     path = write_team_checkpoint(tmp_path / "hybrid.pth", "hybrid", frozen=frozen)
-    report = sim_checkpoint.inspect_checkpoint(path)
+    report = checkpoint_report.inspect_checkpoint(path)
     roles = {f["prefix"]: (f["role"], f["use"]) for f in report["frozen"]}
     assert roles == {"kosmos2_model.": ("kosmos2", "used"), "clip_text.": ("clip_text", "used"),
                      "clip_vision.": ("clip_vision", "not read by the team's forward pass")}
@@ -182,7 +183,7 @@ def test_a_big_embedded_backbone_is_memory_mapped_not_read(tmp_path):
     grown = _rss_mb() - before
     assert ckpt.frozen["kosmos."]["text_model.layers.0.fc1.weight"].shape == (65536, 1024)
     assert grown < 64, f"loading the head keys read {grown:.0f} MiB"
-    assert sim_checkpoint.inspect_checkpoint(path)["loads"]
+    assert checkpoint_report.inspect_checkpoint(path)["loads"]
 
 
 def test_the_robots_ckpt_with_its_config_json_at_the_real_widths(tmp_path, capsys):

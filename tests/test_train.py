@@ -10,7 +10,8 @@ import torch
 
 from policies import make_policy
 from sim import generate
-from sim.train import FeatureWindows, main, train
+from sim.train import main
+from sim.training.supervised import FeatureWindows, train
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from sim.data import h5format
 from sim.data.h5format import InvalidEpisodeError, read_episode_frames  # noqa: F401  (re-exported)
+from scenarios.errors import ConfigError
 
 #: CLIP / Kosmos-2 image normalisation (RGB, [0, 1] scale).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -155,11 +156,11 @@ class MobileVLAH5Dataset(Dataset):
         episodes: Sequence[Episode] | None = None,
     ) -> None:
         if sampling not in SAMPLING_MODES:
-            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+            raise ConfigError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
         if window_size < 1 or fwd_pred_next_n < 1 or image_size < 1 or not 1 <= action_dims <= 3:
-            raise ValueError("window_size, fwd_pred_next_n, image_size must be >= 1 and action_dims in 1..3")
+            raise ConfigError("window_size, fwd_pred_next_n, image_size must be >= 1 and action_dims in 1..3")
         if (mean is None) != (std is None):
-            raise ValueError("give both mean and std, or neither")
+            raise ConfigError("give both mean and std, or neither")
         self.window_size, self.fwd_pred_next_n = int(window_size), int(fwd_pred_next_n)
         self.sampling, self.seed, self.epoch = sampling, int(seed), 0
         self.image_size, self.action_dims, self.clamp = int(image_size), int(action_dims), clamp
@@ -168,7 +169,7 @@ class MobileVLAH5Dataset(Dataset):
         if episodes is None:
             episodes = load_episodes(list_episode_files(source), skip_invalid=skip_invalid)
             if not episodes:
-                raise ValueError(f"{source}: no valid episodes")
+                raise ConfigError(f"{source}: no valid episodes")
         # Given ``episodes`` (a subset/split) may be empty, e.g. a validation set with ``val_fraction=0``.
         self.episodes: list[Episode] = list(episodes)
         self._windows = [(e, s) for e, ep in enumerate(self.episodes) for s in range(self._num_starts(ep))]
@@ -295,7 +296,7 @@ def split_episodes(episodes: Sequence[Episode], val_fraction: float = 0.1, seed:
         ValueError: ``val_fraction`` outside ``[0, 1)``.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, ep in enumerate(episodes):

@@ -2,7 +2,7 @@
 latency-budget verdict (the library of ``python -m sim.export``).
 
 Writes ``DIR/model.onnx`` and its sidecar ``DIR/model.json`` (see :mod:`policies.onnx_policy` for the graph's
-inputs/outputs), each atomically (temporary file in ``DIR`` + ``os.replace``; model first, sidecar last), only
+inputs/outputs), each atomically (:func:`scenarios.files.atomic_write`; model first, sidecar last), only
 after the numerical check passed. The sidecar records the inputs, outputs, image normalisation, window, chunk,
 action scale and post-processing settings, backbone name, source checkpoint (or seed of a random head), the
 parity figures and, with ``--latency-budget-ms``, the latency verdicts.

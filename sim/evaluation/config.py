@@ -229,11 +229,12 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def policy_spec(name: str, *, model_source: Mapping[str, Any] | None = None,
-                policy_args: Mapping[str, Mapping[str, Any]] | None = None) -> PolicySpec:
+                policy_args: Mapping[str, Mapping[str, Any]] | None = None, threads: int | None = 1) -> PolicySpec:
     """How the command-line flags become one policy's keyword arguments (the one place of this rule):
     ``policy_args["*"]`` then ``policy_args[name]`` (``--policy-arg [POLICY@]KEY=VALUE``), and, for the VLA family
     (``policies.registry.vla_names``), the model-source flags (``checkpoint``, ``backbone``, ... ``config``:
-    ``sim.cli.MODEL_SOURCE_FLAGS``) and one intra-op thread per process (the workers fill the cores)."""
+    ``sim.cli.MODEL_SOURCE_FLAGS``) and ``threads`` intra-op threads (default one per process: the evaluation
+    workers fill the cores; None: torch's default)."""
     from policies.registry import vla_names
 
     args = policy_args or {}
@@ -242,7 +243,8 @@ def policy_spec(name: str, *, model_source: Mapping[str, Any] | None = None,
         for key, value in (model_source or {}).items():
             if value is not None and (key != "config" or name.startswith("robovlms")):
                 kwargs[key] = value
-        kwargs.setdefault("num_threads", 1)
+        if threads is not None:
+            kwargs.setdefault("num_threads", threads)
     return PolicySpec(name=name, kwargs=kwargs)
 
 
