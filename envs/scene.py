@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +64,11 @@ class Scene:
         p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
         p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=cid)
         self.plane = p.loadURDF(str(Path(pybullet_data.getDataPath()) / "plane.urdf"), physicsClientId=cid)
-        self.robot_id = p.loadURDF(str(ROBOT_URDF), [0, 0, 0], flags=p.URDF_USE_IMPLICIT_CYLINDER, physicsClientId=cid)
-        p.changeDynamics(self.robot_id, -1, linearDamping=0, angularDamping=0, physicsClientId=cid)
-        p.setCollisionFilterPair(self.plane, self.robot_id, -1, -1, 0, physicsClientId=cid)
         self._names: dict[int, str] = {}
         self.textures = {name: p.loadTexture(str(path), physicsClientId=cid) for name, path in texture_files().items()}
         self.walls = [self._make_wall() for _ in range(4)]
-        self.targets = {kind: self._make_target(kind) for kind in TARGET_COLOURS}
-        self._boxes: dict[tuple[float, float, float], list[int]] = {}
+        self._shapes: dict[tuple, tuple[int, int]] = {}  # geometry -> (collision, visual) shape ids, stateless
+        self.robot_id = self._make_robot()
         self._active: list[int] = []
         self._active_target: int | None = None
         self._colours: dict[int, tuple[float, ...]] = {}
@@ -92,16 +90,32 @@ class Scene:
         self._egl_plugin = plugin
         self.renderer = p.ER_BULLET_HARDWARE_OPENGL
 
+    def _make_robot(self) -> int:
+        cid = self.client
+        robot = p.loadURDF(str(ROBOT_URDF), [0, 0, 0], flags=p.URDF_USE_IMPLICIT_CYLINDER, physicsClientId=cid)
+        p.changeDynamics(robot, -1, linearDamping=0, angularDamping=0, physicsClientId=cid)
+        p.setCollisionFilterPair(self.plane, robot, -1, -1, 0, physicsClientId=cid)
+        return robot
+
+    def _shape(self, key: tuple, make: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+        if key not in self._shapes:
+            self._shapes[key] = make()
+        return self._shapes[key]
+
     def _make_target(self, kind: str) -> int:
         cid, colour = self.client, TARGET_COLOURS[kind]
-        if kind == "basket":
-            half = (0.17, 0.13, 0.08)
-            vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=colour, physicsClientId=cid)
-            col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
-        else:
+
+        def make() -> tuple[int, int]:
+            if kind == "basket":
+                half = (0.17, 0.13, 0.08)
+                return (p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid),
+                        p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=colour, physicsClientId=cid))
             radius, height = (0.045, 0.10) if kind == "cup" else (0.035, 0.22)
-            vis = p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=colour, physicsClientId=cid)
-            col = p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=cid)
+            return (p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=cid),
+                    p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=colour,
+                                        physicsClientId=cid))
+
+        col, vis = self._shape(("target", kind), make)
         body = p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
         self._names[body] = "target"
         return body
@@ -126,41 +140,46 @@ class Scene:
             orn = p.getQuaternionFromEuler((0, 0, yaw))
             p.resetBasePositionAndOrientation(body, (x, y, WALL_HEIGHT / 2), orn, physicsClientId=self.client)
 
-    def _box_body(self, size: tuple[float, float, float], used: set[int]) -> int:
-        key = tuple(round(s, 4) for s in size)
-        for body in self._boxes.get(key, []):
-            if body not in used:
-                return body
-        half = [s / 2 for s in key]
+    def _make_box(self, size: tuple[float, float, float]) -> int:
         cid = self.client
-        vis = p.createVisualShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
-        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid)
-        body = p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
-        self._boxes.setdefault(key, []).append(body)
-        return body
+        half = [v / 2 for v in size]
+
+        def make() -> tuple[int, int]:
+            return (p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid),
+                    p.createVisualShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid))
+
+        col, vis = self._shape(("box", *(round(v, 6) for v in size)), make)
+        return p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
+
+    def _renew_colliders(self, spec: SceneSpec) -> None:
+        """Replace the robot, the boxes and the target by new bodies (see :meth:`place`)."""
+        cid = self.client
+        for body in (self.robot_id, *self._active, self._active_target):
+            if body is not None:
+                p.removeBody(body, physicsClientId=cid)
+                self._names.pop(body, None)
+                self._colours.pop(body, None)
+        self.robot_id = self._make_robot()
+        self._active = [self._make_box(box.size) for box in spec.obstacles]
+        self._active_target = self._make_target(spec.target_kind)
 
     # ------------------------------------------------------------------ episode
     def place(self, spec: SceneSpec) -> None:
-        """Move bodies to ``spec`` (boxes, target, robot at rest at its start) and set the floor texture."""
+        """Put the bodies of ``spec`` in place (boxes, target, robot at rest at its start), set the floor texture.
+
+        The colliding bodies (robot, boxes, target) are created anew for every episode: Bullet keeps solver
+        state per body pair (cached contact points, separating axes) that would otherwise make a collision depend
+        on the episodes run before in the same env, and so on the worker that ran it.
+        """
         cid = self.client
-        used: set[int] = set()
-        for i, box in enumerate(spec.obstacles):
-            body = self._box_body(box.size, used)
-            used.add(body)
+        self._renew_colliders(spec)
+        for i, (body, box) in enumerate(zip(self._active, spec.obstacles)):
             self._names[body] = f"box{i}"
             p.resetBasePositionAndOrientation(body, box.center, (0, 0, 0, 1), physicsClientId=cid)
             self._set_colour(body, (*box.colour, 1.0))
-        for body in self._active:
-            if body not in used:
-                p.resetBasePositionAndOrientation(body, PARKED, (0, 0, 0, 1), physicsClientId=cid)
-        self._active = list(used)
-
-        target = self.targets[spec.target_kind]
-        if self._active_target not in (None, target):
-            p.resetBasePositionAndOrientation(self._active_target, PARKED, (0, 0, 0, 1), physicsClientId=cid)
         z = 0.08 if spec.target_kind == "basket" else (0.05 if spec.target_kind == "cup" else 0.11)
-        p.resetBasePositionAndOrientation(target, (*spec.target_position, z), (0, 0, 0, 1), physicsClientId=cid)
-        self._active_target = target
+        p.resetBasePositionAndOrientation(self._active_target, (*spec.target_position, z), (0, 0, 0, 1),
+                                          physicsClientId=cid)
 
         self._place_walls(spec)
         if spec.floor_texture != self._floor:

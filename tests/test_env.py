@@ -233,3 +233,27 @@ def test_bad_options_are_rejected(make_env):
         make_env(obs_keys=("depth",))
     with pytest.raises(ValueError, match="actuation"):
         make_env(actuation="torque")
+
+
+def test_an_episode_does_not_depend_on_the_episodes_before_it(make_env):
+    """Bullet keeps solver state per body pair; the scene renews the colliding bodies every episode, so a collision
+    ends the same in a fresh env and in one that has just run another collision (what makes evaluation results
+    independent of the worker that ran them)."""
+    from envs.keys import key_to_action
+    from sim.evaluation.episode import Episode
+    from sim.evaluation.runner import episode_seed
+
+    options = {"scenario": "1box_hori_left", "distance": "close"}
+    first, second = (episode_seed(3, "1box_hori_left", "close", i) for i in (0, 1))  # a pair that showed it
+
+    def drive_into_the_box(env, seed):
+        episode = Episode(env, seed, options)
+        for _ in episode.run(lambda obs: key_to_action("w")):
+            pass
+        return episode.status, episode.poses[-1]
+
+    fresh = drive_into_the_box(make_env(obs_keys=("state",), action_latency=0.1), second)
+    used = make_env(obs_keys=("state",), action_latency=0.1)
+    drive_into_the_box(used, first)
+    assert fresh[0] == "collision"
+    assert drive_into_the_box(used, second) == fresh  # before the fix: 0.3 mm further, another end pose
