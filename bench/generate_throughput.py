@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 Measures in one run, with the same worker processes (spawned pool, one env pair per worker) and resolution:
 
-1. **generate**: :func:`sim.generate.generate` into a fresh temp folder (expert planning on the camera-less env,
+1. **generate**: :func:`sim.data.generation.generate` into a fresh temp folder (expert planning on the camera-less env,
    camera replay, BGR conversion, gzip, atomic write): frames written per second;
 2. **render-only limit**: replaying exactly the same episodes (keys and scene seeds read back from the files'
    ``sim_params``) on the same camera env, with no planning, compression or writing: frames rendered per

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.settings import ImageSize
 from policies.base import Policy
 from scenarios.errors import MobileVLAError
 
@@ -131,7 +132,8 @@ class ArtifactSpec:
         window_size: the source policy's history length in frames.
         effective_window: frames the head reads, ``min(window_size, head window)`` (``E``).
         chunk_size, action_dim, vision_dim, text_dim: head / backbone sizes.
-        image_size: ``(H, W)`` of ``frames`` (full kind), else ``None``.
+        image_size: the :class:`~envs.settings.ImageSize` of ``frames`` (full kind), else ``None``; the sidecar
+            stores it as ``image.size`` = ``[height, width]``, the graph's own dimension order.
         frame_streams, instruction_streams: the backbone streams behind ``vision_dim`` / ``text_dim``.
         pad_history: the window is padded to ``E`` frames (False: the episode's frames only, ``robovlms``).
         execution, ensemble_k, postprocess: the source policy's execution defaults
@@ -150,7 +152,7 @@ class ArtifactSpec:
     action_dim: int
     vision_dim: int
     text_dim: int
-    image_size: tuple[int, int] | None
+    image_size: ImageSize | None
     frame_streams: tuple[str, ...]
     instruction_streams: tuple[str, ...]
     pad_history: bool
@@ -196,7 +198,7 @@ class ArtifactSpec:
                 effective_window=int(info["effective_window"]), chunk_size=int(info["chunk_size"]),
                 action_dim=int(info["action_dim"]), vision_dim=int(info["vision_dim"]),
                 text_dim=int(info["text_dim"]),
-                image_size=(int(size[0]), int(size[1])) if size else None,
+                image_size=ImageSize(width=int(size[1]), height=int(size[0])) if size else None,
                 frame_streams=tuple(info.get("frame_streams") or ("image",)),
                 instruction_streams=tuple(info.get("instruction_streams", ("text",))),
                 pad_history=bool(info.get("pad_history", True)),
@@ -233,7 +235,7 @@ def expected_io(spec: ArtifactSpec) -> dict[str, tuple[str, tuple[int | None, ..
     e, dv, dt = spec.effective_window, spec.vision_dim, spec.text_dim
     actions = ("float32", (None, spec.chunk_size, spec.action_dim))
     if spec.kind == KIND_FULL:
-        h, w = spec.image_size or (None, None)
+        w, h = spec.image_size or (None, None)
         io = {"frames": ("uint8", (None, None, h, w, 3)), "history": ("float32", (None, None, dv)),
               "text": ("float32", (None, dt)), "actions": actions, "features": ("float32", (None, None, dv))}
     else:
@@ -489,10 +491,10 @@ class OnnxPolicy(Policy):
             frame = as_uint8_nhwc(image)[0]
         except ValueError as exc:
             raise ArtifactInputError(f"{self.path}: {exc}") from exc
-        if self.spec.image_size is not None and frame.shape[:2] != self.spec.image_size:
-            h, w = self.spec.image_size
-            raise ArtifactInputError(f"{self.path}: the exported graph takes {h}x{w} frames (H x W), got "
-                                     f"{frame.shape[0]}x{frame.shape[1]}; render at {w}x{h}")
+        size = self.spec.image_size
+        if size is not None and frame.shape[:2] != (size.height, size.width):
+            raise ArtifactInputError(f"{self.path}: the exported graph takes {size} frames (W x H), got "
+                                     f"{frame.shape[1]}x{frame.shape[0]}; render at --image-size {size}")
         return frame
 
     def _predict_chunk(self, instruction: str) -> np.ndarray:

@@ -51,6 +51,7 @@ from policies.backbones import Backbone, MissingStreamError, make_backbone, stre
 from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc
 from policies.base import Policy
 from policies.catalog import EXECUTION_MODES
+from scenarios.errors import ConfigError
 from policies.checkpoints import (
     Checkpoint,
     CheckpointMismatchError,
@@ -505,7 +506,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
                      seed: int = DEFAULT_SEED, ensemble_k: float = DEFAULT_ENSEMBLE_K, denormalize: bool = True,
                      clip: bool = True, dead_zone: bool = True, zero_first_step: bool = True,
                      head_overrides: Mapping[str, Any] | None = None, num_threads: int | None = None,
-                     use_bundled: bool = True) -> VLAPolicy:
+                     use_bundled: bool = True, **head_fields: Any) -> VLAPolicy:
     """Build a :class:`VLAPolicy` for head ``head`` (a :data:`policies.heads.HEADS` name).
 
     The order matters for big team files: the checkpoint is memory-mapped, the head is built and loaded strictly,
@@ -541,6 +542,8 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide!). On a busy 2-core
             machine (physics + other workers) ``1`` is often several times faster than torch's default.
         use_bundled: without ``checkpoint``, load the bundled weights (False: a fresh head, e.g. for training).
+        head_fields: further head config fields, as ``head_overrides`` (so ``--policy-arg hidden_dim=64`` works on
+            every command).
 
     Raises:
         UnknownHeadError / UnknownBackboneError: bad names.
@@ -549,6 +552,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         RoboVLMsConfigError: an unusable RoboVLMs config.
         Kosmos2LoadError / ClipWeightsError / FileNotFoundError: the backbone's weights or processor are missing.
         TypeError: both ``checkpoint`` and ``path`` given, or ``config`` for another head than ``robovlms``.
+        ConfigError: a head config field the head does not have.
     """
     from policies.backbones.robovlms import RoboVLMsSettings
 
@@ -560,10 +564,11 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         raise TypeError(f"config= is the RoboVLMs config JSON of the robovlms policy, not of {head}")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
-    overrides = dict(head_overrides or {})
+    overrides = {**(head_overrides or {}), **head_fields}
     unknown = sorted(set(overrides) - config_fields(head))
     if unknown:
-        raise ValueError(f"head_overrides: {head} config has no field(s) {unknown}; fields: {sorted(config_fields(head))}")
+        raise ConfigError(f"{head} has no argument or config field {', '.join(unknown)}; config fields: "
+                          f"{', '.join(sorted(config_fields(head)))}")
     built = backbone if isinstance(backbone, Backbone) else None
     if checkpoint is None and use_bundled and not overrides and built is None and backbone in ("auto", "lite"):
         checkpoint = default_checkpoint(head, "lite")  # bundled weights describe the lite backbone

@@ -2,7 +2,7 @@
 
 ``python -m sim.bundle [--episodes 400] [--seed 0] [--data data/pretrain] [--work runs/bundle] [--heads ...]``
 
-1. :func:`sim.generate.generate` writes ``--episodes`` expert episodes (224x224, domain randomisation on;
+1. :func:`sim.data.generation.generate` writes ``--episodes`` expert episodes (224x224, domain randomisation on;
    resumable).
 2. :func:`sim.training.supervised.train` trains each head on the ``lite`` backbone (one shared feature cache: the first head
    caches every stream the others read, the team's recipe with ``--lr``).

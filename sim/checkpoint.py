@@ -21,16 +21,20 @@ from sim.cli import add_model_source_arguments, command
 from sim.deploy.checkpoint_report import format_report, inspect_checkpoint
 
 
-@command
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point (exit 0 loads, 1 does not, 2 bad arguments)."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="checkpoint (.pth, .ckpt, .pt, .safetensors + .json)")
     parser.add_argument("--policy", choices=HEAD_NAMES, help="check against this head (default: detected)")
     add_model_source_arguments(parser, checkpoint=False, backbone_default="auto")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--build", action="store_true", help="also build the policy and run one step")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (exit 0 loads, 1 does not, 2 bad arguments)."""
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from policies.backbones.robovlms import RoboVLMsSettings

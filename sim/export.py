@@ -27,7 +27,7 @@ import torch
 import scenarios
 from policies.catalog import EXECUTION_MODES, HEAD_NAMES
 from scenarios.errors import EXIT_FAILED, EXIT_OK
-from sim.cli import add_model_source_arguments, command, model_source_kwargs
+from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
 from sim.deploy.closed_loop import format_verify, verify_closed_loop
 from sim.deploy.onnx_export import (
     DEFAULT_CHECK_STEPS,
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sim.export", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="case2", choices=HEAD_NAMES, help="head to export (default case2)")
     add_model_source_arguments(parser, backbone_default="auto")
+    add_policy_arg_argument(parser)
     parser.add_argument("--format", default="onnx", choices=["onnx"], help="artifact format (onnx)")
     parser.add_argument("--fp16", action="store_true", help="half-precision weights and compute")
     parser.add_argument("--head-only", action="store_true",
@@ -100,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.out:
             parser.error("--out is required (unless --check-only)")
+        policy_args = parse_policy_args(args.policy_arg)
+        unknown = sorted(set(policy_args) - {"*", args.policy})
+        if unknown:
+            parser.error(f"--policy-arg names {unknown[0]}, but this command exports {args.policy}")
+        policy_args = {**policy_args.get("*", {}), **policy_args.get(args.policy, {})}
         if args.verify and args.verify_episodes < 2:
             parser.error("--verify-episodes must be at least 2: parity allows one episode of difference per combo")
         result = export_policy(
@@ -109,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             window_size=args.window_size, execution=args.execution, action_dim=args.action_dim, seed=args.seed,
             opset=args.opset, check=not args.no_check, observations=args.observations,
             check_steps=args.check_steps, latency_budget_ms=args.latency_budget_ms,
-            latency_steps=args.latency_steps, num_threads=args.threads)
+            latency_steps=args.latency_steps, num_threads=args.threads, policy_args=policy_args)
     except ParityError as exc:
         print(f"numerical check FAILED: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.policy, result.model_path, args.out, latency_ms=latency_ms, episodes=args.verify_episodes,
             seed=args.seed, layouts=scenarios.names() if args.verify_layouts == ["all"] else args.verify_layouts,
             distances=scenarios.DISTANCES if args.verify_distances == ["all"] else args.verify_distances,
-            model_source=model_source_kwargs(args), threads=args.threads)
+            model_source=model_source_kwargs(args), policy_args=policy_args, threads=args.threads)
         print(format_verify(report))
         status = max(status, EXIT_FAILED if report["verdict"] == "FAIL" else EXIT_OK)
     return status

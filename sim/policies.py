@@ -1,6 +1,7 @@
 """List the registered policies: ``python -m sim.policies [--json]``.
 
-Prints one line per policy: its registry name and the first line of its factory's docstring (or why it cannot
+Prints one line per policy: its registry name and :func:`policies.describe` (for a VLA head: the team's class or
+"our reconstruction" and the head's shapes; else the first line of its factory's docstring; or why it cannot
 be imported, e.g. a missing optional dependency). Names taking a path are shown as ``NAME:PATH``.
 """
 

@@ -21,21 +21,21 @@ from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
 from scenarios.files import atomic_write  # noqa: E402
 from sim.cli import command  # noqa: E402
-from sim.evaluation.episode import Episode  # noqa: E402
+from sim.evaluation.episode import Episode, EpisodeRecord  # noqa: E402
 from sim.evaluation.report import OUTCOME_COLOURS  # noqa: E402
 
 
 def expert_rollout(env: gym.Env, seed: int, options: dict | None = None
-                   ) -> tuple[dict, list[tuple[float, float]], dict]:
+                   ) -> tuple[dict, list[tuple[float, float]], EpisodeRecord]:
     """Run the expert once from ``env.reset(seed=seed, options=options)``; returns (first observation, path of
-    (x, y) in m, final info)."""
+    (x, y) in m, the episode's record)."""
     episode = Episode(env, seed, options)
     first = episode.obs
     expert = make_policy("expert")
     expert.reset(episode.instruction, episode.reset_info)
     for _ in episode.run(expert.act):
         pass
-    return first, [(x, y) for x, y, _ in episode.poses], episode.info
+    return first, [(x, y) for x, y, _ in episode.poses], episode.record()
 
 
 @command
@@ -57,17 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                              gridspec_kw={"width_ratios": [1, 1.78] * len(distances)})
     for row, layout in enumerate(layouts):
         for col, distance in enumerate(distances):
-            first, path, info = expert_rollout(env, args.seed, {"scenario": layout, "distance": distance})
+            first, path, record = expert_rollout(env, args.seed, {"scenario": layout, "distance": distance})
             top = env.render()
             project = Scene.topdown_projection(env.unwrapped.spec_scene, top_size)
             ax_cam, ax_top = axes[row, 2 * col], axes[row, 2 * col + 1]
             ax_cam.imshow(first["image"])
             ax_top.imshow(top)
             u, v = zip(*(project(x, y) for x, y in path))
-            ax_top.plot(u, v, "-o", ms=2, lw=1.2, color=OUTCOME_COLOURS.get(info["status"], "k"))
+            ax_top.plot(u, v, "-o", ms=2, lw=1.2, color=OUTCOME_COLOURS.get(record.status, "k"))
             gx, gy = project(*env.unwrapped.spec_scene.goal)
             ax_top.plot([gx], [gy], "x", color="yellow", ms=6, mew=2)
-            ax_top.set_title(f"{layout} {distance}: {info['status']}, {info['steps']} presses, side {info['passed_side']}", fontsize=6)
+            ax_top.set_title(f"{layout} {distance}: {record.status}, {record.steps} presses, side {record.passed_side}",
+                             fontsize=6)
             ax_cam.set_title(f"{layout} {distance}", fontsize=6)
             for ax in (ax_cam, ax_top):
                 ax.set_xticks([])

@@ -51,14 +51,14 @@ def replay(name: str, keys: list[str], layout: str, distance: str, seed: int) ->
         for step in episode.run(policy.act) if keys else ():
             if step.index == len(keys) - 1:
                 break
-        info = episode.info
+        record = episode.record()
     finally:
         env.close()
     return {
         "pattern": name, "layout": layout, "distance": distance, "seed": seed,
-        "status": info["status"] or "running", "collision_free": not info["collided"],
-        "passed_side": info["passed_side"], "side_ok": bool(info["side_ok"]),
-        "distance_to_goal": round(info["distance_to_goal"], 3), "presses": info["steps"],
+        "status": record.status or "running", "collision_free": record.collided_with is None,
+        "passed_side": record.passed_side, "side_ok": bool(record.side_ok),
+        "distance_to_goal": round(episode.info["distance_to_goal"], 3), "presses": record.steps,
     }
 
 

@@ -186,3 +186,13 @@ def test_load_observations_rejects_bad_files(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         ex.load_observations(tmp_path / "bad.npz")
     os.remove(tmp_path / "bad.npz")
+
+
+def test_policy_args_reach_the_exported_head_and_a_clash_with_a_flag_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "small"
+    assert export_cli.main(["--policy", "lstm-recon", "--backbone", "tiny-kosmos2", "--head-only", "--out", str(out),
+                            "--check-steps", "3", "--policy-arg", "hidden_size=16", "--threads", "1"]) == 0
+    assert json.loads((out / "model.json").read_text())["head_config"]["hidden_size"] == 16
+    assert export_cli.main(["--policy", "lstm-recon", "--out", str(tmp_path / "x"),
+                            "--policy-arg", "window_size=4"]) == 2
+    assert "--window-size" in capsys.readouterr().err

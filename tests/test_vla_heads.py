@@ -244,8 +244,10 @@ def test_unknown_names_are_rejected():
         make_head("case9", 4, 4)
     with pytest.raises(UnknownBackboneError):
         make_policy("case1", backbone="resnet")
-    with pytest.raises(ValueError, match="head_overrides"):
+    with pytest.raises(ValueError, match="no argument or config field no_such_field"):
         make_policy("case1", backbone="tiny-kosmos2", head_overrides={"no_such_field": 1})
+    with pytest.raises(ValueError, match="no argument or config field typo"):
+        make_policy("case1", backbone="tiny-kosmos2", typo=1)  # a policy argument that is no config field either
     with pytest.raises(TypeError, match="robovlms"):
         make_policy("case1", backbone="tiny-kosmos2", config={"act_head": {}})
 

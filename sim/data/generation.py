@@ -3,7 +3,7 @@
 Each successful episode of the privileged expert (:mod:`policies.expert`) in ``MobileVLA/BoxAvoid-v0`` becomes
 one file written by :func:`sim.data.h5format.write_episode` (format: ``ROBOT_AND_DATA.md`` section 3). The folder
 also gets ``dataset_index.csv`` (``episode_path,instruction``; paths relative to the folder) and
-``dataset_statistics.json`` (see :func:`sim.inspect.dataset_statistics`), rebuilt from every episode file in
+``dataset_statistics.json`` (see :func:`sim.data.inspection.dataset_statistics`), rebuilt from every episode file in
 the folder at the end of each run.
 
 Determinism rule: episode ``i`` depends only on ``(settings, --seed, i)``, never on the worker that runs it or
@@ -196,7 +196,8 @@ def expert_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, attempt: int, pe
     expert.reset(episode.instruction, episode.reset_info)
     for _ in episode.run(expert.act):
         pass
-    return Rollout(episode.keys, episode.status, episode.reset_info, scene_seed, expert_seed)
+    record = episode.record()
+    return Rollout(record.keys, record.status, episode.reset_info, scene_seed, expert_seed)
 
 
 def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout) -> Rollout:

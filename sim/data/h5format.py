@@ -25,8 +25,8 @@ same view.
 
 File name: ``episode_YYYYMMDD_HHMMSS_{1box|2box}_{hori|vert}_{left|right}_{core|variant}_{close|medium|far}.h5``.
 
-Both :mod:`sim.generate` (writer) and :mod:`sim.data.dataset` / :mod:`sim.inspect` (readers) use this module, so
-the writer and the checks cannot drift apart.
+Both :mod:`sim.data.generation` (writer) and :mod:`sim.data.dataset` / :mod:`sim.data.inspection` (readers) use
+this module, so the writer and the checks cannot drift apart.
 """
 
 from __future__ import annotations

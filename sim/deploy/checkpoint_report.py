@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 
-
 def _params(state: Mapping[str, torch.Tensor]) -> int:
     return sum(int(t.numel()) for t in state.values())
 

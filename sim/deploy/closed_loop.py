@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from scenarios.files import atomic_write_text
-from sim.evaluation import EvalConfig, Episode, evaluate
+from sim.evaluation import Episode, EvalConfig, evaluate
 from sim.evaluation.config import EnvSettings, Latency, OutputSettings, Sweep, policy_spec
 from sim.evaluation.runner import episode_seed
 
@@ -66,8 +66,8 @@ def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[s
 
 def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, latency_ms: float,
                        episodes: int = 4, seed: int = 0, layouts: Sequence[str], distances: Sequence[str],
-                       model_source: Mapping[str, Any] | None = None, threads: int | None = None,
-                       progress: bool = True) -> dict[str, Any]:
+                       model_source: Mapping[str, Any] | None = None, policy_args: Mapping[str, Any] | None = None,
+                       threads: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Evaluate ``policy`` and ``onnx:model_path`` on the same seeds in ``out/verify`` (resumed if it is there),
     compare success per layout x distance, measure the per-step action difference, and write
     ``out/verify.json``; returns that report (``verdict`` ``"PASS"`` when no combo differs by more than
@@ -76,6 +76,8 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
     Both policies run with the same fixed ``latency_ms`` in the loop: each one's own measured latency would make
     the comparison depend on the machine's load, and a difference in the outcome would then be timing noise
     rather than the artifact.
+
+    ``model_source`` and ``policy_args`` rebuild the original policy as it was exported.
 
     Raises:
         ConfigError: invalid layouts, distances or latency (named).
@@ -89,7 +91,8 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
         cfg = EvalConfig.load(run)  # a resumed run keeps the settings it started with
     else:
         cfg = EvalConfig(
-            policies=[policy_spec(policy, model_source=model_source), policy_spec(exported_name)],
+            policies=[policy_spec(policy, model_source=model_source, policy_args={"*": dict(policy_args or {})}),
+                      policy_spec(exported_name)],
             env=EnvSettings(latency=Latency(seconds=latency_ms / 1e3)),
             sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=episodes, seed=seed),
             output=OutputSettings(out=run, video_dir=run / "videos", record="none"))
@@ -98,7 +101,7 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
     combos = {combo: (original["per_combo"][combo]["successes"], exported["per_combo"][combo]["successes"])
               for combo in sorted(original["per_combo"])}
     worst = max((abs(a - b) for a, b in combos.values()), default=0)
-    kwargs = {**(model_source or {}), "num_threads": threads or 1}
+    kwargs = {**(model_source or {}), **(policy_args or {}), "num_threads": threads or 1}
     diff = action_difference_in_loop(make_policy(policy, **kwargs), make_policy(exported_name),
                                      cfg.sweep.layouts, cfg.sweep.distances, cfg.sweep.seed)
     report = {"max_combo_difference": worst,

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from policies.onnx_policy import (
     resolve_model_path,
     sidecar_path,
 )
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write, atomic_write_text
 from sim.evaluation.episode import Episode
 
@@ -399,8 +399,7 @@ def verify_artifact(model_path: str | Path, observations: Sequence[dict[str, Any
     spec = read_spec(model_path)
     reference = reference or build_source_policy(spec)
     if observations is None:
-        size = ImageSize(spec.image_size[1], spec.image_size[0]) if spec.image_size else ImageSize(224, 224)
-        observations = record_observations(DEFAULT_CHECK_STEPS, image_size=size)
+        observations = record_observations(DEFAULT_CHECK_STEPS, image_size=spec.image_size or ImageSize(224, 224))
     return check_parity(model_path, reference, observations, spec=spec, bounds=bounds, num_threads=num_threads)
 
 
@@ -541,7 +540,7 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
                   check_steps: int = DEFAULT_CHECK_STEPS, bounds: tuple[float, float] | None = None,
                   latency_budget_ms: float | None = None, latency_steps: int = DEFAULT_LATENCY_STEPS,
                   num_threads: int | None = None, model_name: str = MODEL_NAME,
-                  source_policy: Any | None = None) -> ExportResult:
+                  source_policy: Any | None = None, policy_args: Mapping[str, Any] | None = None) -> ExportResult:
     """Export a VLA policy to ``out/model.onnx`` + ``out/model.json`` and check it.
 
     Args:
@@ -565,6 +564,9 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
         num_threads: torch and onnxruntime intra-op threads for the check and the timing (``None``: defaults).
         source_policy: an already built :class:`~policies.vla.VLAPolicy` to export instead of building one
             (its checkpoint path, if any, is recorded).
+        policy_args: further :func:`~policies.vla.build_vla_policy` keyword arguments (``--policy-arg``: head config
+            overrides such as ``hidden_dim``, post-processing switches); they end up in the sidecar's head config
+            and post-processing, so ``--check-only`` rebuilds the same policy.
 
     Returns:
         :class:`ExportResult`.
@@ -581,10 +583,13 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
         if not head_only and backbone not in ("auto", *FULL_EXPORT_BACKBONES):
             raise ExportError(f"backbone {backbone!r} cannot go into the graph (its Hugging Face processor is "
                               "Python); export the head alone with --head-only")
-        source_policy = build_vla_policy(policy, backbone=backbone, backbone_path=backbone_path, checkpoint=checkpoint,
-                                         clip_path=clip_path, key_map=key_map, config=config,
-                                         window_size=window_size, execution=execution, action_dim=action_dim,
-                                         seed=seed)
+        explicit = {"backbone": backbone, "backbone_path": backbone_path, "checkpoint": checkpoint,
+                    "clip_path": clip_path, "key_map": key_map, "config": config, "window_size": window_size,
+                    "execution": execution, "action_dim": action_dim, "seed": seed}
+        clash = sorted(set(policy_args or {}) & set(explicit))
+        if clash:
+            raise ConfigError(f"--policy-arg {clash[0]}: use the --{clash[0].replace('_', '-')} flag")
+        source_policy = build_vla_policy(policy, **explicit, **(policy_args or {}))
     source = {"clip_path": str(Path(clip_path).expanduser().resolve()) if clip_path else None,
               "key_map": str(Path(key_map).expanduser().resolve()) if isinstance(key_map, (str, Path)) else None,
               "config": str(Path(config).expanduser().resolve()) if isinstance(config, (str, Path)) else None}

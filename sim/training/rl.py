@@ -222,8 +222,9 @@ def closed_loop_check(model, layout: str, distance: str, episodes: int, seed: in
             episode = Episode(env, seed + 10_000 + i)
             for _ in episode.run(act):
                 pass
-            statuses.append(episode.status)
-            side_ok.append(episode.info["side_ok"] is True)
+            record = episode.record()
+            statuses.append(record.status)
+            side_ok.append(record.side_ok is True)
     finally:
         env.close()
     n = max(len(statuses), 1)
