@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import scenarios
-from sim.evaluation import EvalConfig, evaluate, plan_tasks
-from sim.evaluation import runner
+from sim.evaluation import EvalConfig, evaluate, plan_tasks, runner
 from sim.evaluation.config import policy_spec
 
 

@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from policies.catalog import EXECUTION_MODES
 from policies.heads import HEADS as HEAD_CLASSES
 from policies.onnx_policy import OnnxPolicy
-from policies.catalog import EXECUTION_MODES
 from policies.vla import build_vla_policy
 from sim.deploy.onnx_export import ParityError, export_policy, measure_latency, record_observations
 

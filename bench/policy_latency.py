@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.backbones import make_backbone
-from policies.heads import HEADS as HEAD_CLASSES
 from policies.catalog import EXECUTION_MODES
+from policies.heads import HEADS as HEAD_CLASSES
 from policies.vla import build_vla_policy
 
 HEADS = tuple(h for h in HEAD_CLASSES if h != "robovlms")  # robovlms: bench/robovlms_latency.py

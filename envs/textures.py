@@ -13,6 +13,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
+from scenarios.errors import ConfigError
 from scenarios.files import atomic_write
 
 TEXTURE_SIZE = 256
@@ -32,7 +33,7 @@ def make_texture(name: str, size: int = TEXTURE_SIZE) -> np.ndarray:
     """Return texture ``name`` as uint8 ``(size, size, 3)`` RGB.
 
     Raises:
-        ValueError: for a name outside :data:`FLOOR_TEXTURES`.
+        ConfigError: for a name outside :data:`FLOOR_TEXTURES`.
     """
     rng = np.random.default_rng(FLOOR_TEXTURES.index(name) if name in FLOOR_TEXTURES else 0)
     y, x = np.mgrid[0:size, 0:size] / size
@@ -52,7 +53,7 @@ def make_texture(name: str, size: int = TEXTURE_SIZE) -> np.ndarray:
         n = rng.random((size, size))
         img = np.array([0.30, 0.33, 0.42]) * (0.8 + 0.35 * n)[..., None]
     else:
-        raise ValueError(f"unknown floor texture {name!r}; known: {FLOOR_TEXTURES}")
+        raise ConfigError(f"unknown floor texture {name!r}; known: {FLOOR_TEXTURES}")
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from policies.backbones import FROZEN_PREFIXES
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write
 
 #: ``format`` value of the project's JSON sidecar.
@@ -186,17 +186,17 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
         The weights path.
 
     Raises:
-        ValueError: wrong suffix, a head without ``head_name``/``config``, or non-JSON ``meta``.
+        ConfigError: wrong suffix, a head without ``head_name``/``config``, or non-JSON ``meta``.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"project checkpoints end in .safetensors, got {path}")
+        raise ConfigError(f"project checkpoints end in .safetensors, got {path}")
     name = getattr(head, "head_name", None)
     config = getattr(head, "config", None)
     if not name or not dataclasses.is_dataclass(config):
-        raise ValueError("save_checkpoint needs an ActionHead (with head_name and a dataclass config)")
+        raise ConfigError("save_checkpoint needs an ActionHead (with head_name and a dataclass config)")
     cfg = dataclasses.asdict(config)
     sidecar = {
         "format": FORMAT_NAME,
@@ -216,7 +216,7 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
     try:
         sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True)
     except TypeError as exc:
-        raise ValueError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
+        raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
                .contiguous() for k, v in head.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ import numpy as np
 
 from envs.settings import ImageSize
 from policies.base import Policy
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 
 logger = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ class OnnxPolicy(Policy):
                                         f"graph), window_size={window_size} was requested; re-export instead")
         execution = execution or spec.execution
         if execution not in EXECUTION_MODES:
-            raise ValueError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
+            raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
         if check_sha256 and runner is None and spec.sha256 and file_sha256(self.path) != spec.sha256:
             raise ArtifactMismatchError(f"{self.path}: file checksum differs from the sidecar's (the model was "
                                         "modified or replaced after export); re-export, or pass check_sha256=False")
@@ -629,12 +629,12 @@ def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, e
             ``execution`` and the post-processing switches apply to all three.
 
     Raises:
-        ValueError: an unknown runtime in ``order``.
+        ConfigError: an unknown runtime in ``order``.
         ArtifactError: every runtime failed (the message lists why each one did).
     """
     unknown = [r for r in order if r not in RUNTIMES]
     if unknown:
-        raise ValueError(f"unknown runtime(s) {unknown}; choose from {RUNTIMES}")
+        raise ConfigError(f"unknown runtime(s) {unknown}; choose from {RUNTIMES}")
     model = resolve_model_path(path)
     reasons: list[str] = []
     try:

@@ -9,6 +9,7 @@ import numpy as np
 
 from envs.keys import ACTION_LABEL, MOVE_KEYS, key_to_action
 from policies.base import Policy
+from scenarios.errors import ConfigError
 
 
 class RandomPolicy(Policy):
@@ -18,13 +19,13 @@ class RandomPolicy(Policy):
     ``[-1.15, 1.15]^2`` with ``angular_z = 0``. Reseeded per episode from ``info["episode_seed"]`` when given.
 
     Raises:
-        ValueError: unknown ``mode``.
+        ConfigError: unknown ``mode``.
     """
 
     def __init__(self, seed: int | None = 0, mode: str = "keys") -> None:
         super().__init__()
         if mode not in ("keys", "uniform"):
-            raise ValueError(f"mode must be 'keys' or 'uniform', got {mode!r}")
+            raise ConfigError(f"mode must be 'keys' or 'uniform', got {mode!r}")
         self.mode = mode
         self.seed = seed
         self.rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from typing import Any
 
 from policies.base import Policy
 from policies.catalog import HEAD_NAMES
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 
 _VLA_FACTORY = "policies.vla:build_vla_policy"
 
@@ -34,17 +34,20 @@ _REGISTRY: dict[str, str] = {
 class UnknownPolicyError(MobileVLAError, KeyError):
     """Raised for a policy name that is not registered."""
 
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
 
 def register(name: str, target: str, *, overwrite: bool = False) -> None:
     """Register ``target`` (``"module:attribute"``, a callable returning a :class:`Policy`) under ``name``.
 
     Raises:
-        ValueError: if ``name`` is taken and ``overwrite`` is False, or ``target`` lacks a colon.
+        ConfigError: if ``name`` is taken and ``overwrite`` is False, or ``target`` lacks a colon.
     """
     if ":" not in target:
-        raise ValueError(f"target must look like 'module:attribute', got {target!r}")
+        raise ConfigError(f"target must look like 'module:attribute', got {target!r}")
     if name in _REGISTRY and not overwrite:
-        raise ValueError(f"policy {name!r} is already registered as {_REGISTRY[name]}")
+        raise ConfigError(f"policy {name!r} is already registered as {_REGISTRY[name]}")
     _REGISTRY[name] = target
 
 

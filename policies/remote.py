@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from policies.base import Policy
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 
 
 class RemotePolicyError(MobileVLAError, RuntimeError):
@@ -69,7 +69,7 @@ class RemotePolicy(Policy):
     ``latency_ms`` the server reported for each step of the episode (NaN when it sent none).
 
     Raises:
-        ValueError: bad constructor arguments, or (from :meth:`act`) an observation without a usable image.
+        ConfigError: bad constructor arguments, or (from :meth:`act`) an observation without a usable image.
         TypeError: (from :meth:`act`) a non-``str`` instruction.
         RemotePolicyError: (from :meth:`reset`, :meth:`act`, :meth:`health`) connection refused, timeout after
             all retries, HTTP 4xx/5xx, a body that is not JSON, or an action that is missing, not a list of 2
@@ -93,17 +93,17 @@ class RemotePolicy(Policy):
     ) -> None:
         super().__init__()
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {url!r}")
+            raise ConfigError(f"url must start with http:// or https://, got {url!r}")
         for label, value in (("timeout", timeout), ("connect_timeout", connect_timeout),
                              ("warmup_timeout", warmup_timeout), ("max_response_bytes", max_response_bytes)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{label} must be a positive number, got {value!r}")
+                raise ConfigError(f"{label} must be a positive number, got {value!r}")
         if int(retries) < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}")
+            raise ConfigError(f"retries must be >= 0, got {retries}")
         if not 1 <= int(jpeg_quality) <= 95:
-            raise ValueError(f"jpeg_quality must be in 1..95, got {jpeg_quality}")
+            raise ConfigError(f"jpeg_quality must be in 1..95, got {jpeg_quality}")
         if int(image_size) <= 0:
-            raise ValueError(f"image_size must be positive (px), got {image_size}")
+            raise ConfigError(f"image_size must be positive (px), got {image_size}")
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
@@ -156,13 +156,13 @@ class RemotePolicy(Policy):
             image: uint8 ``(H, W, 3)`` RGB (or float in ``[0, 1]``, or ``(H, W)`` grey).
 
         Raises:
-            ValueError: not a 2-D grey or ``(H, W, 3)`` array.
+            ConfigError: not a 2-D grey or ``(H, W, 3)`` array.
         """
         arr = np.asarray(image)
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-            raise ValueError(f"{self.name}: observation['image'] must be (H, W, 3) RGB, got shape {arr.shape}")
+            raise ConfigError(f"{self.name}: observation['image'] must be (H, W, 3) RGB, got shape {arr.shape}")
         if arr.dtype != np.uint8:
             if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
                 arr = arr * 255.0
@@ -184,7 +184,7 @@ class RemotePolicy(Policy):
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
         if "image" not in observation:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: the observation has no 'image' (keys: {sorted(observation)}); build the environment "
                 "with 'image' in obs_keys"
             )

@@ -11,6 +11,7 @@ import numpy as np
 
 from envs.keys import KEY_ACTIONS, key_to_action
 from policies.base import Policy
+from scenarios.errors import ConfigError
 
 #: The key guides human operators drove for 1-box scenarios (copied from the team's reference data).
 HUMAN_PATTERNS = Path(__file__).resolve().parents[1] / "scenarios" / "human" / "core_patterns_1box.json"
@@ -20,18 +21,18 @@ def load_patterns(path: str | Path = HUMAN_PATTERNS) -> dict[str, list[str]]:
     """Read a ``{name: [key, ...]}`` JSON file of key guides.
 
     Raises:
-        ValueError: unreadable JSON, or a pattern that is not a list of known keys (names the pattern).
+        ConfigError: unreadable JSON, or a pattern that is not a list of known keys (names the pattern).
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read key patterns: {exc}") from exc
+        raise ConfigError(f"{path}: cannot read key patterns: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object of name -> list of keys")
+        raise ConfigError(f"{path}: expected an object of name -> list of keys")
     for name, keys in data.items():
         if not isinstance(keys, list) or any(k not in KEY_ACTIONS for k in keys):
-            raise ValueError(f"{path}: pattern {name!r} must be a list of keys from {sorted(KEY_ACTIONS)}")
+            raise ConfigError(f"{path}: pattern {name!r} must be a list of keys from {sorted(KEY_ACTIONS)}")
     return data
 
 
@@ -39,7 +40,7 @@ def read_h5_actions(path: str | Path) -> np.ndarray:
     """Actions of an H5 episode, float32 ``(N, 3)``, without the leading ``episode_start`` frame.
 
     Raises:
-        ValueError: the file is not HDF5 or has no ``actions`` dataset of shape (N, 3).
+        ConfigError: the file is not HDF5 or has no ``actions`` dataset of shape (N, 3).
     """
     import h5py
 
@@ -48,9 +49,9 @@ def read_h5_actions(path: str | Path) -> np.ndarray:
             actions = np.asarray(f["actions"], dtype=np.float32)
             events = [e.decode() if isinstance(e, bytes) else str(e) for e in f["action_event_types"][:]] if "action_event_types" in f else []
     except (OSError, KeyError) as exc:
-        raise ValueError(f"{path}: cannot read actions: {exc}") from exc
+        raise ConfigError(f"{path}: cannot read actions: {exc}") from exc
     if actions.ndim != 2 or actions.shape[1] != 3:
-        raise ValueError(f"{path}: actions must have shape (N, 3), got {actions.shape}")
+        raise ConfigError(f"{path}: actions must have shape (N, 3), got {actions.shape}")
     if events[:1] == ["episode_start"] or (not events and actions.shape[0] and not actions[0].any()):
         actions = actions[1:]
     return actions
@@ -66,7 +67,7 @@ class ReplayPolicy(Policy):
         path: an H5 episode file (its ``actions`` after ``episode_start``).
 
     Raises:
-        ValueError: none or several sources given, or an unknown key / pattern.
+        ConfigError: none or several sources given, or an unknown key / pattern.
     """
 
     def __init__(
@@ -80,11 +81,11 @@ class ReplayPolicy(Policy):
         super().__init__()
         given = [x is not None for x in (keys, pattern, actions, path)]
         if sum(given) != 1:
-            raise ValueError("give exactly one of keys=, pattern=, actions= or path=")
+            raise ConfigError("give exactly one of keys=, pattern=, actions= or path=")
         if pattern is not None:
             patterns = load_patterns(patterns_file)
             if pattern not in patterns:
-                raise ValueError(f"unknown pattern {pattern!r}; available: {', '.join(patterns)}")
+                raise ConfigError(f"unknown pattern {pattern!r}; available: {', '.join(patterns)}")
             keys = patterns[pattern]
         if keys is not None:
             self.actions = np.stack([key_to_action(k) for k in keys]) if keys else np.zeros((0, 3), np.float32)
@@ -93,7 +94,7 @@ class ReplayPolicy(Policy):
         else:
             arr = np.asarray(actions, dtype=np.float32)
             if arr.ndim != 2 or arr.shape[1] not in (2, 3):
-                raise ValueError(f"actions must have shape (N, 2) or (N, 3), got {arr.shape}")
+                raise ConfigError(f"actions must have shape (N, 2) or (N, 3), got {arr.shape}")
             self.actions = arr if arr.shape[1] == 3 else np.pad(arr, ((0, 0), (0, 1)))
         self._index = 0
 

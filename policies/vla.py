@@ -51,7 +51,6 @@ from policies.backbones import Backbone, MissingStreamError, make_backbone, stre
 from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc
 from policies.base import Policy
 from policies.catalog import EXECUTION_MODES
-from scenarios.errors import ConfigError
 from policies.checkpoints import (
     Checkpoint,
     CheckpointMismatchError,
@@ -60,6 +59,7 @@ from policies.checkpoints import (
     load_into_head,
 )
 from policies.heads import CONFIG_ALIASES, ActionHead, config_fields, config_from_dict, head_class
+from scenarios.errors import ConfigError
 
 #: ACT's temporal-ensembling constant (weights ``exp(-k * i)``, ``i = 0`` the oldest prediction).
 DEFAULT_ENSEMBLE_K = 0.01
@@ -120,7 +120,7 @@ class FrameHistory:
 
     def __init__(self, window_size: int, pad: bool = True) -> None:
         if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
+            raise ConfigError(f"window_size must be >= 1, got {window_size}")
         self.window_size = int(window_size)
         self.pad = bool(pad)
         self._features: collections.deque[torch.Tensor] = collections.deque(maxlen=self.window_size)
@@ -206,7 +206,7 @@ class TemporalEnsembler:
         """Add this step's chunk and return the ensembled action for this step, float32 ``(action_dim,)``."""
         chunk = np.asarray(chunk, dtype=np.float64)
         if chunk.ndim != 2 or chunk.shape[0] != self.chunk_size:
-            raise ValueError(f"expected a chunk of shape ({self.chunk_size}, action_dim), got {chunk.shape}")
+            raise ConfigError(f"expected a chunk of shape ({self.chunk_size}, action_dim), got {chunk.shape}")
         self._chunks.append(chunk)
         n = len(self._chunks)
         preds = np.stack([c[n - 1 - i] for i, c in enumerate(self._chunks)])  # oldest chunk first
@@ -267,7 +267,7 @@ class VLAPolicy(Policy):
         settings: ``robovlms``: the :class:`~policies.backbones.robovlms.RoboVLMsSettings` it runs with.
 
     Raises:
-        ValueError: unknown ``execution``, ``window_size < 1``, or a backbone whose stream widths differ from the
+        ConfigError: unknown ``execution``, ``window_size < 1``, or a backbone whose stream widths differ from the
             head's. MissingStreamError: the backbone lacks a stream the head reads.
     """
 
@@ -276,11 +276,11 @@ class VLAPolicy(Policy):
                  device: str | torch.device = "cpu") -> None:
         super().__init__()
         if execution not in EXECUTION_MODES:
-            raise ValueError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
+            raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
         self.frame_streams, self.instruction_streams = head.frame_streams, head.instruction_streams
         got = (backbone.width(self.frame_streams), backbone.width(self.instruction_streams))
         if got != (head.frame_dim, head.instruction_dim):
-            raise ValueError(
+            raise ConfigError(
                 f"head {head.head_name} was built for features ({head.frame_dim}, {head.instruction_dim}) of streams "
                 f"{self.frame_streams} / {self.instruction_streams} but backbone {backbone.name} gives {got}")
         self.device = torch.device(device)
@@ -385,16 +385,16 @@ class EnsemblePolicy(Policy):
     one backbone object and read the same streams, the frame is encoded once.
 
     Raises:
-        ValueError: ``weight`` outside [0, 1] or policies with different ``action_dim``.
+        ConfigError: ``weight`` outside [0, 1] or policies with different ``action_dim``.
     """
 
     def __init__(self, first: VLAPolicy, second: VLAPolicy, weight: float = 0.6,
                  postprocess: PostProcessing | None = None) -> None:
         super().__init__()
         if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"ensemble weight must be in [0, 1], got {weight}")
+            raise ConfigError(f"ensemble weight must be in [0, 1], got {weight}")
         if first.action_dim != second.action_dim:
-            raise ValueError(f"ensemble members disagree on action_dim: {first.action_dim} vs {second.action_dim}")
+            raise ConfigError(f"ensemble members disagree on action_dim: {first.action_dim} vs {second.action_dim}")
         self.first, self.second, self.weight = first, second, float(weight)
         self.postprocess = postprocess or PostProcessing()
         self._step = 0

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, MobileVLAError
 from policies.catalog import BACKBONE_NAMES
+from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, MobileVLAError
 
 #: ``--backbone`` choices: ``auto`` and the registered backbones (:data:`policies.catalog.BACKBONE_NAMES`).
 BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)

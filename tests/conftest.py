@@ -15,8 +15,6 @@ import envs  # noqa: E402,F401  (registers MobileVLA/BoxAvoid-v0)
 from envs import ENV_ID
 
 
-
-
 @pytest.fixture
 def make_env():
     """Factory for environments that are closed after the test."""

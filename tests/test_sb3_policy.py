@@ -14,8 +14,6 @@ from policies import make_policy
 from policies.sb3_policy import SB3Policy, SB3PolicyError, detect_algo
 
 
-
-
 @pytest.fixture(scope="module")
 def state_env():
     env = gym.make(ENV_ID, obs_keys=("state",), max_steps=10)

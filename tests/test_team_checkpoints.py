@@ -19,12 +19,24 @@ from sim.deploy import checkpoint_report
 
 try:
     from tests.conftest_vla import INSTRUCTION, observation, single_torch_thread
-    from tests.team_files import REAL_WIDTHS, TEAM, StandInBackbone, team_state, write_simple_lstm_checkpoint, \
-        write_team_checkpoint
+    from tests.team_files import (
+        REAL_WIDTHS,
+        TEAM,
+        StandInBackbone,
+        team_state,
+        write_simple_lstm_checkpoint,
+        write_team_checkpoint,
+    )
 except ImportError:  # tests/ is not a package
     from conftest_vla import INSTRUCTION, observation, single_torch_thread  # noqa: F401
-    from team_files import REAL_WIDTHS, TEAM, StandInBackbone, team_state, write_simple_lstm_checkpoint, \
-        write_team_checkpoint
+    from team_files import (
+        REAL_WIDTHS,
+        TEAM,
+        StandInBackbone,
+        team_state,
+        write_simple_lstm_checkpoint,
+        write_team_checkpoint,
+    )
 
 KNOWN = ["case1", "case1-v1", "case2", "case3", "hybrid", "pure-kosmos2", "robovlms"]
 SUFFIX = {"robovlms": ".ckpt"}

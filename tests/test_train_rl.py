@@ -15,7 +15,6 @@ from policies import make_policy
 from sim import train_rl as train_rl_cli
 from sim.training import rl as train_rl
 
-
 TINY = ["--n-envs", "1", "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1", "--max-steps", "8",
         "--log-every", "0", "--no-progress-bar", "--check-episodes", "1"]
 

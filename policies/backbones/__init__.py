@@ -30,6 +30,7 @@ import torch
 from policies.backbones.base import STREAMS, Backbone, BackboneInputError, MissingStreamError
 from policies.catalog import BACKBONE_NAMES  # the names make_backbone accepts
 from scenarios.errors import MobileVLAError
+
 #: Prefixes under which the team's checkpoints carry frozen models -> the role of those weights.
 FROZEN_PREFIXES = {
     "kosmos.": "kosmos2",          # case 1/2/3: the whole Kosmos2Model

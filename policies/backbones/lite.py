@@ -28,6 +28,7 @@ from torch import nn
 from policies.backbones import efficientnet_lite as effnet
 from policies.backbones.base import Backbone, freeze, to_float_nchw
 from policies.backbones.minilm import TEXT_DIM, MiniLMEncoder
+from scenarios.errors import ConfigError
 
 #: Width of the ``clip_image`` stand-in (the width of open_clip ViT-B-32's image embedding).
 CLIP_STANDIN_DIM = 512
@@ -46,7 +47,7 @@ class LiteFrameEncoder(nn.Module):
         super().__init__()
         unknown = set(streams) - {"image", "clip_image"}
         if unknown:
-            raise ValueError(f"streams {sorted(unknown)} are not computed from pixels alone")
+            raise ConfigError(f"streams {sorted(unknown)} are not computed from pixels alone")
         self.image_model, self.streams = image_model, streams
         self.register_buffer("projection", projection.clone(), persistent=False)
 

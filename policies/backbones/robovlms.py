@@ -38,7 +38,7 @@ from PIL import Image
 
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.kosmos2 import kosmos2_dtype
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 
 #: The team's prompt template (``_tokenize_instruction`` of their server).
 PROMPT_TEMPLATE = "<grounding>An image of a robot {instruction}"
@@ -216,7 +216,7 @@ class RoboVLMsBackbone(Backbone):
         name: reported backbone name (``"kosmos2"`` / ``"tiny-kosmos2"``).
 
     Raises:
-        ValueError: an ``action_token`` whose width is not the language model's, or an ``image_size`` other than
+        ConfigError: an ``action_token`` whose width is not the language model's, or an ``image_size`` other than
             the vision model's.
     """
 
@@ -231,12 +231,12 @@ class RoboVLMsBackbone(Backbone):
         self.hidden_size = int(model.config.text_config.embed_dim)
         token = torch.as_tensor(action_token).detach().reshape(-1)
         if token.numel() != self.hidden_size:
-            raise ValueError(f"action_token has {token.numel()} values; the language model's hidden size is "
+            raise ConfigError(f"action_token has {token.numel()} values; the language model's hidden size is "
                              f"{self.hidden_size}")
         self.action_token = token.to(self.device, self.dtype)
         self.image_size = int(model.config.vision_config.image_size)
         if settings.image_size not in (None, self.image_size):
-            raise ValueError(f"the config's image_size is {settings.image_size} px but the Kosmos-2 vision model "
+            raise ConfigError(f"the config's image_size is {settings.image_size} px but the Kosmos-2 vision model "
                              f"takes {self.image_size} px")
         self.vision_dim, self.text_dim = self.hidden_size, 0
         self._prompts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

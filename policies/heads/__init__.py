@@ -42,7 +42,7 @@ from policies.heads.case4_recon import Case4Config, Case4Reconstruction
 from policies.heads.hybrid import HybridConfig, Kosmos2CLIPHybridModel, PureKosmos2Config, PureKosmos2Model
 from policies.heads.lstm_recon import CLIPLSTMReconConfig, CLIPLSTMReconstruction, LSTMReconConfig, LSTMReconstruction
 from policies.heads.robovlms import RoboVLMsConfig, RoboVLMsHead
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 
 #: Head name -> class, from :data:`policies.catalog.HEADS` (the team's architectures first, then our
 #: reconstructions).
@@ -89,7 +89,7 @@ def config_from_dict(name: str, values: Mapping[str, Any], *, strict: bool = Fal
             configs carry extra fields such as ``clip_model_name``).
 
     Raises:
-        ValueError: an unknown key (``strict``) or a value of the wrong type for its field.
+        ConfigError: an unknown key (``strict``) or a value of the wrong type for its field.
     """
     cls = head_class(name).config_class
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -103,18 +103,18 @@ def config_from_dict(name: str, values: Mapping[str, Any], *, strict: bool = Fal
         default = fields[key].default
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ValueError(f"{cls.__name__}.{key} must be true or false, got {value!r}")
+                raise ConfigError(f"{cls.__name__}.{key} must be true or false, got {value!r}")
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-                raise ValueError(f"{cls.__name__}.{key} must be an integer, got {value!r}")
+                raise ConfigError(f"{cls.__name__}.{key} must be an integer, got {value!r}")
             value = int(value)
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{cls.__name__}.{key} must be a number, got {value!r}")
+                raise ConfigError(f"{cls.__name__}.{key} must be a number, got {value!r}")
             value = float(value)
         kwargs[key] = value
     if strict and unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     return cls(**kwargs)
 
 

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from scenarios.errors import ConfigError
 from sim.data import h5format
 from sim.data.h5format import InvalidEpisodeError, read_episode_frames  # noqa: F401  (re-exported)
-from scenarios.errors import ConfigError
 
 #: CLIP / Kosmos-2 image normalisation (RGB, [0, 1] scale).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

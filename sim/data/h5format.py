@@ -45,7 +45,7 @@ import numpy as np
 
 from envs.keys import KEY_ACTIONS
 from scenarios import files
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write
 
 # --------------------------------------------------------------------------------------------- the spec
@@ -133,11 +133,11 @@ def episode_filename(
     """``episode_YYYYMMDD_HHMMSS_{layout}_{kind}_{distance}.h5`` (``layout`` like ``"1box_hori_left"``).
 
     Raises:
-        ValueError: if the result does not match :data:`FILENAME_RE` (unknown layout/kind/distance).
+        ConfigError: if the result does not match :data:`FILENAME_RE` (unknown layout/kind/distance).
     """
     name = f"episode_{when:%Y%m%d_%H%M%S}_{layout}_{kind}_{distance}.h5"
     if not FILENAME_RE.match(name):
-        raise ValueError(f"cannot build a collector file name from layout={layout!r} kind={kind!r} "
+        raise ConfigError(f"cannot build a collector file name from layout={layout!r} kind={kind!r} "
                          f"distance={distance!r}: {name!r} does not match {FILENAME_RE.pattern}")
     return name
 
@@ -176,11 +176,11 @@ def encode_instruction(text: str) -> np.ndarray:
     """``(1,)`` ``S256`` array of the UTF-8 bytes of ``text``.
 
     Raises:
-        ValueError: the UTF-8 encoding is longer than 256 bytes.
+        ConfigError: the UTF-8 encoding is longer than 256 bytes.
     """
     raw = text.encode("utf-8")
     if len(raw) > INSTRUCTION_BYTES:
-        raise ValueError(f"instruction is {len(raw)} bytes in UTF-8, the format allows {INSTRUCTION_BYTES}")
+        raise ConfigError(f"instruction is {len(raw)} bytes in UTF-8, the format allows {INSTRUCTION_BYTES}")
     return np.array([raw], dtype=f"S{INSTRUCTION_BYTES}")
 
 
@@ -243,7 +243,7 @@ def write_episode(
     until the new file is complete.
 
     Raises:
-        ValueError: inputs that do not follow the format (checked before anything is written).
+        ConfigError: inputs that do not follow the format (checked before anything is written).
     """
     path = Path(path)
     images_bgr = np.asarray(images_bgr)
@@ -262,7 +262,7 @@ def write_episode(
     elif int(attrs["num_frames"]) != n:
         problems.append(f"attribute num_frames={attrs['num_frames']} but {n} frames")
     if problems:
-        raise ValueError(f"{path}: " + "; ".join(problems))
+        raise ConfigError(f"{path}: " + "; ".join(problems))
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:

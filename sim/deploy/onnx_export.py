@@ -267,11 +267,11 @@ def load_observations(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"observations file not found: {path}")
     with np.load(path, allow_pickle=False) as data:
         if "images" not in data:
-            raise ValueError(f"{path}: needs an 'images' array (N, H, W, 3) uint8; has {list(data.keys())}")
+            raise ConfigError(f"{path}: needs an 'images' array (N, H, W, 3) uint8; has {list(data.keys())}")
         images = data["images"]
         instr = data.get("instructions")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        raise ConfigError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     default = "Navigate around obstacles and reach the front of the beverage bottle on the left"
     return [{"image": images[i], "instruction": str(instr[i]) if instr is not None else default,
              "state": np.zeros(6, np.float32)} for i in range(len(images))]
@@ -331,10 +331,10 @@ def check_parity(model_path: str | Path, reference: Any, observations: Sequence[
 
     Raises:
         ParityError: a difference above its bound (or a non-finite output), with the figures.
-        ValueError: no observations.
+        ConfigError: no observations.
     """
     if not observations:
-        raise ValueError("check_parity needs at least one observation")
+        raise ConfigError("check_parity needs at least one observation")
     model_path = Path(model_path)
     spec = spec or read_spec(model_path)
     bound_a, bound_f = bounds or PARITY_BOUNDS.get(spec.precision, PARITY_BOUNDS["fp16"])
@@ -433,10 +433,10 @@ def measure_latency(policy: Any, observations: Sequence[dict[str, Any]], *, warm
     p50/p95 of its per-step ``act()`` wall time in milliseconds.
 
     Raises:
-        ValueError: no observations.
+        ConfigError: no observations.
     """
     if not observations:
-        raise ValueError("measure_latency needs at least one observation")
+        raise ConfigError("measure_latency needs at least one observation")
     instruction = str(observations[0].get("instruction", ""))
     policy.reset(instruction)
     for obs in list(observations)[:warmup]:

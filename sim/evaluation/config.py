@@ -14,15 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_serializer,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 import scenarios
 from envs import ENV_ID
@@ -207,6 +199,8 @@ class EvalConfig(_Frozen):
             ConfigError: missing, unreadable or invalid file (named).
         """
         path = Path(run_dir) / CONFIG_FILE
+        if not path.is_file():
+            raise ConfigError(f"cannot resume {run_dir}: no {CONFIG_FILE} there (not a run folder)")
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:

@@ -210,11 +210,7 @@ def run_task(task: Task) -> dict[str, Any]:
         options={"scenario": task.layout, "distance": task.distance},
         fields={"policy": task.policy, "episode": task.episode})
     if record_mode == "all" or (record_mode == "failures" and record.status != "success"):
-        from sim.evaluation.video import (
-            compose_frames,
-            render_topdown_frames,
-            write_video,
-        )
+        from sim.evaluation.video import compose_frames, render_topdown_frames, write_video
 
         top = render_topdown_frames(env, episode.poses)
         frames = compose_frames(

@@ -65,6 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.concurrency import run_in_threadpool
 
 from policies.base import Policy
+from scenarios.errors import ConfigError
 
 log = logging.getLogger("sim.serving")
 
@@ -148,7 +149,7 @@ class SessionStore:
 
     def __init__(self, factory: Callable[[], Policy], max_sessions: int = MAX_SESSIONS) -> None:
         if max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+            raise ConfigError(f"max_sessions must be >= 1, got {max_sessions}")
         self.factory = factory
         self.max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()

@@ -32,10 +32,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from sim.data import h5format
-from sim.data.dataset import Episode, list_episode_files, load_episodes, split_episodes
 from scenarios.errors import ConfigError
 from scenarios.files import atomic_write
+from sim.data import h5format
+from sim.data.dataset import Episode, list_episode_files, load_episodes, split_episodes
 
 DEFAULT_CACHE = Path(os.environ.get("MOBILE_VLA_SIM_CACHE", Path.home() / ".cache" / "mobile-vla-sim")) / "features"
 
