@@ -16,6 +16,7 @@ import gymnasium as gym
 import envs
 import scenarios
 from policies import make_policy
+from sim.evaluation.episode import Episode
 
 
 def main() -> None:
@@ -32,20 +33,18 @@ def main() -> None:
     start = time.perf_counter()
     for layout in scenarios.names():
         for distance in scenarios.DISTANCES:
-            env.unwrapped.reset(options={"scenario": layout, "distance": distance})
             for seed in range(args.seeds):
-                obs, info = env.reset(seed=seed)
-                expert.reset(info["instruction"], info)
-                while True:
-                    obs, _, terminated, truncated, info = env.step(expert.act(obs))
-                    if terminated or truncated:
-                        break
-                outcomes[info["status"]] += 1
-                if info["status"] == "success":
-                    side_ok += bool(info["side_ok"])
-                    presses.append(info["steps"])
+                episode = Episode(env, seed, {"scenario": layout, "distance": distance})
+                expert.reset(episode.instruction, episode.reset_info)
+                for _ in episode.run(expert.act):
+                    pass
+                record = episode.record()
+                outcomes[record.status] += 1
+                if record.success:
+                    side_ok += bool(record.side_ok)
+                    presses.append(record.steps)
                 else:
-                    failures.append(f"{layout}/{distance}/seed {seed}: {info['status']}")
+                    failures.append(f"{layout}/{distance}/seed {seed}: {record.status}")
     total = sum(outcomes.values())
     elapsed = time.perf_counter() - start
     print(f"{total} episodes ({len(scenarios.names())} layouts x {len(scenarios.DISTANCES)} distances x {args.seeds} seeds) in {elapsed:.0f} s")

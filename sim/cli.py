@@ -24,7 +24,7 @@ from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, MobileVLAError
 
 #: ``--backbone`` choices: ``auto`` and the registered backbones (:data:`policies.catalog.BACKBONE_NAMES`).
 BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
-#: Destinations of :func:`add_model_source_arguments`, in the order :func:`model_source_argv` writes them.
+#: Destinations of :func:`add_model_source_arguments`.
 MODEL_SOURCE_FLAGS = ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map", "config")
 
 
@@ -53,12 +53,6 @@ def add_model_source_arguments(parser: argparse.ArgumentParser, *, checkpoint: b
 def model_source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The :data:`MODEL_SOURCE_FLAGS` given in ``args`` (``None`` ones left out), as policy keyword arguments."""
     return {flag: getattr(args, flag) for flag in MODEL_SOURCE_FLAGS if getattr(args, flag, None) is not None}
-
-
-def model_source_argv(args: argparse.Namespace) -> list[str]:
-    """The same flags as command-line arguments (``["--checkpoint", FILE, ...]``), to hand on to another CLI."""
-    return [item for flag, value in model_source_kwargs(args).items()
-            for item in (f"--{flag.replace('_', '-')}", str(value))]
 
 
 def parse_policy_kwargs(pairs: Sequence[str]) -> dict[str, Any]:

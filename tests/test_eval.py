@@ -75,8 +75,10 @@ def test_resume_completes_an_interrupted_run(tmp_path):
     assert main([*args, "--out", str(cut)]) == 0
     lines = (cut / "episodes.jsonl").read_text().splitlines()
     (cut / "episodes.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])  # killed mid-write
-    assert main(["--resume", str(cut), "--workers", "1"]) == 0
-    assert outcomes(cut) == outcomes(full)
+    moved = tmp_path / "moved"
+    cut.rename(moved)  # a run folder can be moved or renamed before it is resumed
+    assert main(["--resume", str(moved), "--workers", "1"]) == 0
+    assert outcomes(moved) == outcomes(full) and not cut.exists()
     assert main([*args, "--out", str(full)]) == 2, "an existing run is never overwritten"
 
 

@@ -193,7 +193,7 @@ class EvalConfig(_Frozen):
 
     @classmethod
     def load(cls, run_dir: str | Path) -> EvalConfig:
-        """Read ``run_dir/config.json`` (this format or the older flat one).
+        """Read ``run_dir/config.json`` (this format or the older flat one); ``output.out`` becomes ``run_dir``.
 
         Raises:
             ConfigError: missing, unreadable or invalid file (named).
@@ -208,9 +208,11 @@ class EvalConfig(_Frozen):
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
         try:
-            return cls(**data) if "sweep" in data else from_legacy(data)
+            cfg = cls(**data) if "sweep" in data else from_legacy(data)
         except (ConfigError, scenarios.ScenarioError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        # The run lives where it was found, even if its folder was moved or renamed since it started.
+        return cfg.model_copy(update={"output": cfg.output.model_copy(update={"out": Path(run_dir)})})
 
 
 def _one_line(exc: ValidationError) -> str:
