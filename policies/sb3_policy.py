@@ -8,12 +8,23 @@
 - a ``Box`` space (``MlpPolicy``/``CnnPolicy``, e.g. after ``FilterObservation`` + ``FlattenObservation``): the one
   observation key whose shape matches is fed (``obs_key`` forces it): ``"state"`` (6,) or ``"image"`` (H, W, 3).
 
-``"instruction"`` (``Text``) cannot be an SB3 input. The zip is unpickled by SB3, so load trusted files only.
+``"instruction"`` (``Text``) cannot be an SB3 input.
+
+**Nothing in the zip is unpickled** unless ``trust=True``: SB3 stores the spaces, the policy class and the schedules
+as cloudpickle blobs, and unpickling runs whatever code the file's author put there. By default
+(:func:`safe_custom_objects`) every such entry is rebuilt from the plain JSON beside it (the spaces' shapes, bounds and
+dtypes, the policy class's module and name, resolved only inside ``stable_baselines3``) or replaced by an inert value,
+and the weights are read by SB3 with ``torch.load(weights_only=True)``. A zip whose entries cannot be rebuilt so is
+refused with a message naming the entry; ``trust=True`` (``--policy-arg trust=true``) loads it the SB3 way, for
+files you made yourself.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +50,116 @@ SB3_OBS_KEYS = ("image", "state")
 
 class SB3PolicyError(MobileVLAError, ValueError):
     """The SB3 zip is missing, unreadable, of an unknown algorithm, or does not fit the observations."""
+
+
+_NUMBER = re.compile(r"[-+]?(?:inf|nan|\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?)", re.IGNORECASE)
+_BOX_REPR = re.compile(r"Box\(([^,()\[\]]+), ([^,()\[\]]+), \(([\d, ]*)\), (\w+)\)")
+#: Serialized entries that only training reads: replaced by None when loading for inference.
+_TRAINING_ONLY = frozenset({"_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer",
+                            "ep_success_buffer", "rollout_buffer_class", "replay_buffer_class", "action_noise",
+                            "replay_buffer_kwargs", "rollout_buffer_kwargs"})
+
+
+def _bounds(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A bound of a Box from its numpy repr (``"[-1.15 -1.15]"``, or an abbreviated uniform array)."""
+    values = [float(v) for v in _NUMBER.findall(str(text))]
+    size = int(np.prod(shape)) if shape else 1
+    if len(values) == size:
+        return np.asarray(values, dtype=np.float64).reshape(shape)
+    if values and "..." in str(text) and len(set(values)) == 1:
+        return np.full(shape, values[0])
+    raise ValueError(f"cannot read bounds {str(text)[:60]!r}")
+
+
+def _box(entry: Mapping[str, Any]) -> Any:
+    from gymnasium import spaces
+
+    shape = tuple(int(v) for v in ast.literal_eval(str(entry["_shape"])))
+    dtype = np.dtype(str(entry["dtype"]))
+    return spaces.Box(_bounds(entry["low"], shape).astype(dtype), _bounds(entry["high"], shape).astype(dtype), shape,
+                      dtype)
+
+
+def _space(entry: Mapping[str, Any]) -> Any:
+    """A gymnasium ``Box`` or ``Dict`` of ``Box`` from the plain attributes SB3 saves beside the pickled space."""
+    from gymnasium import spaces
+
+    kind = str(entry.get(":type:", ""))
+    if kind.endswith(".Box'>"):
+        return _box(entry)
+    if kind.endswith(".Dict'>"):
+        text = str(entry["spaces"])
+        keys = re.findall(r"'(\w+)': Box\(", text)
+        boxes = _BOX_REPR.findall(text)
+        if not keys or len(keys) != len(boxes):
+            raise ValueError(f"cannot read the Dict space {text[:80]!r}")
+        subspaces = {}
+        for key, (low, high, shape_text, dtype) in zip(keys, boxes):
+            shape = tuple(int(v) for v in shape_text.replace(" ", "").split(",") if v)
+            subspaces[key] = spaces.Box(float(low), float(high), shape, np.dtype(dtype))
+        return spaces.Dict(subspaces)
+    raise ValueError(f"unsupported space type {kind}")
+
+
+def _policy_class(entry: Mapping[str, Any]) -> type:
+    from stable_baselines3.common.policies import BasePolicy
+
+    module = str(entry.get("__module__", ""))
+    match = re.match(r"<function (\w+)\.__init__", str(entry.get("__init__", "")))
+    if not module.startswith("stable_baselines3.") or match is None:
+        raise ValueError(f"policy class from module {module!r} (only stable_baselines3 policies are rebuilt)")
+    cls = getattr(importlib.import_module(module), match.group(1), None)
+    if not (isinstance(cls, type) and issubclass(cls, BasePolicy)):
+        raise ValueError(f"{module}.{match.group(1)} is not an SB3 policy class")
+    return cls
+
+
+def _schedule(entry: Mapping[str, Any]) -> Any:
+    found = _NUMBER.findall(str(entry.get("value_schedule", "")))
+    value = float(found[-1]) if found else 0.0
+    return lambda _progress: value
+
+
+def safe_custom_objects(path: str | Path) -> dict[str, Any]:
+    """Replacements for every cloudpickled entry of the zip's ``data``, built from plain JSON only, so that
+    ``Algo.load(path, custom_objects=...)`` unpickles nothing: spaces from their saved shapes, bounds and dtypes, the
+    policy class by module and name inside ``stable_baselines3``, schedules as constants, training-only state as
+    None.
+
+    Raises:
+        SB3PolicyError: an entry that cannot be rebuilt so (load such a file with ``trust=True`` if you made it).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise SB3PolicyError(f"{path}: not a stable-baselines3 model zip ({type(exc).__name__}: {exc})") from exc
+    objects: dict[str, Any] = {}
+    for key, entry in data.items():
+        if not (isinstance(entry, dict) and ":serialized:" in entry):
+            continue
+        try:
+            if key in ("observation_space", "action_space"):
+                objects[key] = _space(entry)
+            elif key == "policy_class":
+                objects[key] = _policy_class(entry)
+            elif key in ("lr_schedule", "clip_range", "clip_range_vf", "learning_rate"):
+                objects[key] = _schedule(entry)
+            elif key == "train_freq":  # off-policy training cadence: not used to act
+                from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+
+                objects[key] = TrainFreq(1, TrainFrequencyUnit.STEP)
+            elif key in _TRAINING_ONLY:
+                objects[key] = None
+            else:
+                raise ValueError("an entry this loader does not know")
+        except (ValueError, KeyError, TypeError, SyntaxError, ImportError) as exc:
+            raise SB3PolicyError(
+                f"{path}: entry {key!r} is pickled and cannot be rebuilt without running it ({exc}); if you made "
+                "this file yourself, load it with trust=True (--policy-arg sb3@trust=true)") from None
+    if "policy_kwargs" in data and isinstance(data["policy_kwargs"], dict) and ":serialized:" in data["policy_kwargs"]:
+        raise SB3PolicyError(f"{path}: policy_kwargs are pickled (e.g. a custom activation); load with trust=True")
+    return objects
 
 
 def detect_algo(path: str | Path) -> str:
@@ -77,6 +198,8 @@ class SB3Policy(Policy):
         deterministic: use the mode of the action distribution (else sample).
         obs_key: for a ``Box``-observation model, the observation key to feed (default: the one whose shape fits).
         device: torch device of the model (``"cpu"`` default: SB3 MLPs are faster on CPU).
+        trust: let SB3 unpickle the zip's objects (runs code from the file: only for files you made); default:
+            nothing is unpickled (:func:`safe_custom_objects`).
 
     Observations: ``"state"`` float32 ``(6,)`` and/or ``"image"`` uint8 ``(H, W, 3)`` as the model was trained on.
     Actions: the model's action, float32 ``(3,)`` ``[linear_x, linear_y, angular_z]`` (or ``(2,)``, padded), in the
@@ -95,6 +218,7 @@ class SB3Policy(Policy):
         deterministic: bool = True,
         obs_key: str | None = None,
         device: str = "cpu",
+        trust: bool = False,
     ) -> None:
         super().__init__()
         import stable_baselines3
@@ -112,8 +236,11 @@ class SB3Policy(Policy):
         else:
             algo_cls = algo
         self.algo = algo_cls.__name__
+        if not isinstance(trust, bool):
+            raise SB3PolicyError(f"trust must be true or false, got {trust!r}")
+        custom_objects = None if trust else safe_custom_objects(self.path)
         try:
-            self.model = algo_cls.load(self.path, device=device)
+            self.model = algo_cls.load(self.path, device=device, custom_objects=custom_objects)
         except Exception as exc:  # SB3 raises many kinds on a bad zip
             raise SB3PolicyError(f"{self.path}: cannot load as {self.algo}: {type(exc).__name__}: {exc}") from exc
         self.deterministic = bool(deterministic)
