@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
+import os
 from typing import Any
 
 from policies.base import Policy
@@ -38,17 +40,37 @@ class UnknownPolicyError(MobileVLAError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+#: Environment variable carrying the policies registered at run time (JSON ``{name: target}``) to the processes
+#: this one starts (evaluation workers are spawned: they import the registry afresh).
+REGISTERED_ENV = "MOBILE_VLA_SIM_REGISTERED"
+
+
 def register(name: str, target: str, *, overwrite: bool = False) -> None:
-    """Register ``target`` (``"module:attribute"``, a callable returning a :class:`Policy`) under ``name``.
+    """Register ``target`` (``"module:attribute"``, a callable returning a :class:`Policy`) under ``name``; the
+    registration also holds in the worker processes started afterwards (:data:`REGISTERED_ENV`).
 
     Raises:
         ConfigError: if ``name`` is taken and ``overwrite`` is False, or ``target`` lacks a colon.
     """
     if ":" not in target:
         raise ConfigError(f"target must look like 'module:attribute', got {target!r}")
-    if name in _REGISTRY and not overwrite:
+    if name in _REGISTRY and not overwrite and _REGISTRY[name] != target:
         raise ConfigError(f"policy {name!r} is already registered as {_REGISTRY[name]}")
     _REGISTRY[name] = target
+    registered = json.loads(os.environ.get(REGISTERED_ENV) or "{}")
+    os.environ[REGISTERED_ENV] = json.dumps({**registered, name: target})
+
+
+def _inherited() -> None:
+    try:
+        registered = json.loads(os.environ.get(REGISTERED_ENV) or "{}")
+    except json.JSONDecodeError:
+        raise ConfigError(f"${REGISTERED_ENV} is not JSON: {os.environ[REGISTERED_ENV][:80]!r}") from None
+    for name, target in registered.items():
+        register(str(name), str(target), overwrite=True)
+
+
+_inherited()
 
 
 def names() -> list[str]:

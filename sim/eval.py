@@ -3,7 +3,8 @@
 ``python -m sim.eval --policy NAME [--policy NAME2 ...] [--checkpoint PATH] [--backbone auto] [--backbone-path P]
 [--clip-path P] [--key-map MAP.json] [--config ROBOVLMS.json] [--policy-arg [POLICY@]KEY=VALUE] [--layouts all]
 [--distances all] [--episodes-per-combo 10] [--seed 0] [--workers N] [--record failures|all|none]
-[--latency-ms X | --latency measured] [--out runs/NAME-TIMESTAMP] [--resume RUN_DIR] [--real-results CSV]``
+[--latency-ms X | --latency measured] [--step-timeout S] [--out runs/NAME-TIMESTAMP] [--resume RUN_DIR
+[--retry-errors]] [--real-results CSV]``
 
 The command builds an :class:`~sim.evaluation.config.EvalConfig` from its arguments (every value is checked
 before anything is written: a bad one prints one line and exits 2) and runs :func:`sim.evaluation.evaluate`
@@ -111,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=None, help="steps before a timeout (default: the env's)")
     parser.add_argument("--out", help="run folder (default runs/<policies>-<timestamp>)")
     parser.add_argument("--resume", help="complete the run in this folder with its saved settings")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="with --resume: also re-run the episodes recorded as error (e.g. a server that was down)")
+    parser.add_argument("--step-timeout", type=float, metavar="S",
+                        help="seconds a policy's reset or act may take; over it the episode ends as error (default: "
+                             "no limit)")
     parser.add_argument("--real-results", help="CSV policy,success_rate measured on the real robot")
     return parser
 
@@ -140,9 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --policy NAME (or --list, or --resume RUN_DIR)")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    if args.retry_errors and not args.resume:
+        parser.error("--retry-errors re-runs the errors of an existing run: give --resume RUN_DIR")
+    if args.step_timeout is not None and not args.step_timeout > 0:
+        parser.error(f"--step-timeout must be positive (s), got {args.step_timeout}")
     cfg = EvalConfig.load(args.resume) if args.resume else config_from_args(args)
     real = read_real_results(cfg.output.real_results) if cfg.output.real_results else None
-    result = evaluate(cfg, workers=args.workers, resume=bool(args.resume), real_results=real)
+    result = evaluate(cfg, workers=args.workers, resume=bool(args.resume), retry_errors=args.retry_errors,
+                      step_timeout=args.step_timeout, real_results=real)
     if result.interrupted:
         print(f"\ninterrupted: finished episodes are in {result.out / 'episodes.jsonl'}; complete with "
               f"--resume {result.out}")

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import envs  # noqa: F401 - registers the environment
 from envs import ENV_ID
+from policies import register
+from policies.base import Policy
+from policies.registry import REGISTERED_ENV
 
 
 # ------------------------------------------------------------------------------------------------ sb3 zips
@@ -84,3 +93,98 @@ def test_a_crafted_sb3_zip_through_the_commands_runs_no_code(sb3_zip, tmp_path, 
                           "--episodes-per-combo", "1", "--out", str(tmp_path / "run")]) == 2
     assert sim_serve.main(["--policy", f"sb3:{crafted}"]) == 2
     assert "trust=True" in capsys.readouterr().err and not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------- evaluation faults
+class FaultyPolicy(Policy):
+    """Drives forward; on the episode whose seed is ``seed`` (every episode if None) it fails as ``mode`` says at
+    its second step: ``kill`` (SIGKILL its own process), ``exit`` (``SystemExit``), ``interrupt``
+    (``KeyboardInterrupt``), ``block`` (sleeps a minute), ``flag`` (raises while the file ``flag`` exists)."""
+
+    def __init__(self, mode: str = "kill", seed: int | None = None, flag: str = "") -> None:
+        super().__init__()
+        self.mode, self.target, self.flag, self.t, self.seed = mode, seed, flag, 0, None
+
+    def _reset(self, instruction, info):
+        self.t, self.seed = 0, info.get("episode_seed")
+
+    def _act(self, observation):
+        self.t += 1
+        if self.t == 2 and (self.target is None or self.seed == self.target):
+            if self.mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.mode == "exit":
+                sys.exit(3)
+            if self.mode == "interrupt":
+                raise KeyboardInterrupt
+            if self.mode == "block":
+                time.sleep(60)
+            if self.mode == "flag" and os.path.exists(self.flag):
+                raise RuntimeError("the server is down")
+        return np.array([1.15, 0.0, 0.0]) if self.t < 3 else np.zeros(3)
+
+
+register("test_faulty", "tests.test_robustness:FaultyPolicy", overwrite=True)
+SWEEP = ["--layouts", "1box_vert_left", "--distances", "close", "far", "--episodes-per-combo", "2",
+         "--image-size", "48x48", "--record", "none"]
+
+
+def _eval(args, timeout=240):
+    """``python -m sim.eval`` in a subprocess (a hang fails the test instead of stalling the suite)."""
+    done = subprocess.run([sys.executable, "-m", "sim.eval", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, REGISTERED_ENV: os.environ[REGISTERED_ENV]})
+    return done.returncode, done.stderr
+
+
+def test_a_killed_worker_never_hangs_the_run_and_its_episode_says_why(tmp_path):
+    from sim.evaluation import read_records
+    from sim.evaluation.runner import MAX_WORKER_RETRIES, episode_seed
+
+    victim = episode_seed(0, "1box_vert_left", "far", 1)
+    code, err = _eval(["--policy", "test_faulty", "--policy-arg", f"seed={victim}", "--policy", "expert", *SWEEP,
+                       "--workers", "2", "--out", str(tmp_path / "run")])
+    records = read_records(tmp_path / "run" / "episodes.jsonl")
+    assert code == 1 and "ended in an error" in err and "Traceback" not in err
+    assert len(records) == 8, "every episode is recorded once"
+    errors = [r for r in records if r["status"] == "error"]
+    assert [(r["distance"], r["episode"]) for r in errors] == [("far", 1)]
+    assert f"died {MAX_WORKER_RETRIES + 1} times" in errors[0]["error"] and "-9" in errors[0]["error"]
+    assert all(r["status"] == "success" for r in records if r["policy"] == "expert")
+
+
+@pytest.mark.parametrize("mode, workers, cause", [("exit", 1, "SystemExit"), ("exit", 2, "SystemExit"),
+                                                  ("interrupt", 2, "KeyboardInterrupt")])
+def test_a_policy_that_exits_ends_its_episode_not_the_run(tmp_path, mode, workers, cause):
+    from sim.evaluation import read_records
+
+    code, _ = _eval(["--policy", "test_faulty", "--policy-arg", f"mode={mode}", *SWEEP, "--workers", str(workers),
+                     "--out", str(tmp_path / "run")])
+    records = read_records(tmp_path / "run" / "episodes.jsonl")
+    assert code == 1 and len(records) == 4 and all(cause in r["error"] for r in records)
+
+
+def test_a_blocking_policy_is_bounded_by_the_step_timeout(tmp_path):
+    from sim.evaluation import read_records
+
+    start = time.perf_counter()
+    code, _ = _eval(["--policy", "test_faulty", "--policy-arg", "mode=block", *SWEEP, "--workers", "2",
+                     "--step-timeout", "0.5", "--out", str(tmp_path / "run")])
+    records = read_records(tmp_path / "run" / "episodes.jsonl")
+    assert code == 1 and time.perf_counter() - start < 60
+    assert len(records) == 4 and all("step 1: act took longer than the 0.5 s step timeout" in r["error"]
+                                     for r in records)
+
+
+def test_resume_retry_errors_reruns_the_episodes_that_failed(tmp_path):
+    from sim.evaluation import read_records
+
+    flag, run = tmp_path / "server-down", tmp_path / "run"
+    flag.touch()
+    args = ["--policy", "test_faulty", "--policy-arg", "mode=flag", "--policy-arg", f"flag={flag}", *SWEEP]
+    assert _eval([*args, "--workers", "1", "--out", str(run)])[0] == 1
+    flag.unlink()
+    assert _eval(["--resume", str(run)])[0] == 1, "a plain resume keeps the recorded errors"
+    assert _eval(["--resume", str(run), "--retry-errors"])[0] == 0
+    statuses = [r["status"] for r in read_records(run / "episodes.jsonl")]
+    assert len(statuses) == 4 and "error" not in statuses
+    assert _eval(["--policy", "expert", "--retry-errors", "--out", str(tmp_path / "x")])[0] == 2

@@ -9,21 +9,28 @@ complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import json
 import math
 import multiprocessing as mp
 import re
+import signal
 import sys
+import threading
 import traceback
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from envs.keys import key_to_action
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write_text
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.episode import Episode, EpisodeRecord
@@ -91,9 +98,37 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+class StepTimeout(MobileVLAError, TimeoutError):
+    """A policy's ``reset`` or ``act`` took longer than the step timeout."""
+
+
+@contextlib.contextmanager
+def step_deadline(seconds: float | None, what: str) -> Iterator[None]:
+    """Raise :class:`StepTimeout` inside the block if it runs longer than ``seconds`` (wall clock; None: no limit).
+
+    Uses ``SIGALRM``, so it interrupts Python code and blocking calls that return to the interpreter on a signal
+    (sleeps, sockets, locks); a native call that never returns to the interpreter is not interrupted. Main thread
+    only (the evaluation's workers run episodes in their main thread).
+    """
+    if not seconds:
+        yield
+        return
+
+    def expired(signum, frame):
+        raise StepTimeout(f"{what} took longer than the {seconds:g} s step timeout")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, keep_frames: bool = False,
-                       options: dict[str, Any] | None = None, fields: dict[str, Any] | None = None
-                       ) -> tuple[EpisodeRecord, Episode]:
+                       options: dict[str, Any] | None = None, fields: dict[str, Any] | None = None,
+                       step_timeout: float | None = None) -> tuple[EpisodeRecord, Episode]:
     """One closed-loop episode of ``policy`` in ``env``; never raises for the policy's fault.
 
     Args:
@@ -107,10 +142,12 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         keep_frames: keep the onboard frames, poses and actions (in the returned :class:`Episode`) for a video.
         options: ``env.reset`` options (``{"scenario": ..., "distance": ...}``).
         fields: further :class:`EpisodeRecord` fields (``{"policy": ..., "episode": ...}``).
+        step_timeout: seconds a ``policy.reset`` or ``policy.act`` may take (:func:`step_deadline`); None: no limit.
 
     Returns:
-        ``(record, episode)``. An exception in ``policy.reset``/``act``, or an action the env refuses (NaN/inf,
-        wrong shape), ends the episode with status ``"error"`` and the cause in ``record.error``.
+        ``(record, episode)``. An exception in ``policy.reset``/``act`` (``SystemExit`` included), a step over the
+        timeout, or an action the env refuses (NaN/inf, wrong shape), ends the episode with status ``"error"`` and
+        the cause in ``record.error``.
     """
     base = env.unwrapped
     episode = Episode(env, seed, options, keep_frames=keep_frames)
@@ -125,7 +162,8 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
     measured = latency is not None and latency.measured
 
     def act(obs: dict[str, Any]) -> np.ndarray:
-        action = policy.act(obs)
+        with step_deadline(step_timeout, f"step {episode.steps}: act"):
+            action = policy.act(obs)
         if measured:
             base.set_action_latency(min(10.0, policy.latencies_ms[-1] / 1e3))
         return action
@@ -134,8 +172,9 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
     pred_xy: list[list[float]] = []
     expert_xy: list[list[float]] = []
     try:
-        policy.reset(episode.instruction, {**episode.reset_info, "episode_seed": int(seed)})
-    except Exception as exc:  # noqa: BLE001 - a policy's failure is an episode outcome, not a crash
+        with step_deadline(step_timeout, "reset"):
+            policy.reset(episode.instruction, {**episode.reset_info, "episode_seed": int(seed)})
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a policy's failure is an episode outcome, not a crash
         status, error = "error", f"reset: {type(exc).__name__}: {exc}"
     if status is None:
         try:
@@ -145,7 +184,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
                     label = key_to_action(expert.next_key(sx, sy, syaw))
                     expert_xy.append(np.clip(label[:2], -1, 1).round(4).tolist())
                     pred_xy.append(np.clip(step.action[:2], -1, 1).round(4).tolist())
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             status = "error"
             error = f"step {episode.steps}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
     if status is None:
@@ -167,15 +206,20 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: EvalConfig) -> None:
+def _init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess: bool = False) -> None:
     import envs  # noqa: F401  (registers the environment)
     from policies import make_policy
 
+    if subprocess:  # Ctrl-C is the main process's to handle: it stops the pool
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "torch" in sys.modules:  # one intra-op thread per worker: the workers already fill the cores
         sys.modules["torch"].set_num_threads(1)
     _WORKER.clear()
-    env = cfg.env.make_env(cfg.sweep.layouts[0], cfg.sweep.distances[0])
-    _WORKER.update(config=cfg, env=env, policies={}, expert=make_policy("expert"))
+    _WORKER.update(config=cfg, policies={}, step_timeout=step_timeout)
+    try:
+        _WORKER.update(env=cfg.env.make_env(cfg.sweep.layouts[0], cfg.sweep.distances[0]), expert=make_policy("expert"))
+    except Exception as exc:  # noqa: BLE001 - reported on each episode: a worker that raises here would respawn forever
+        _WORKER["start_error"] = f"the worker could not start: {type(exc).__name__}: {exc}"
 
 
 def _close_worker() -> None:
@@ -198,17 +242,18 @@ def _safe(text: str) -> str:
 def run_task(task: Task) -> dict[str, Any]:
     """Run one episode in this worker; returns its ``episodes.jsonl`` record (never raises for a policy)."""
     cfg: EvalConfig = _WORKER["config"]
+    if "start_error" in _WORKER:
+        return _failed_record(task, _WORKER["start_error"])
     env = _WORKER["env"]
     try:
         policy = _policy(task.policy)
-    except Exception as exc:  # noqa: BLE001 - a policy that cannot be built errors its episodes
-        return EpisodeRecord.failed(task.layout, task.distance, task.seed, policy=task.policy, episode=task.episode,
-                                    error=f"building the policy: {type(exc).__name__}: {exc}").to_json()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a policy that cannot be built errors its episodes
+        return _failed_record(task, f"building the policy: {type(exc).__name__}: {exc}")
     record_mode = cfg.output.record
     record, episode = run_policy_episode(
         env, policy, task.seed, expert=_WORKER["expert"], latency=cfg.env.latency, keep_frames=record_mode != "none",
         options={"scenario": task.layout, "distance": task.distance},
-        fields={"policy": task.policy, "episode": task.episode})
+        fields={"policy": task.policy, "episode": task.episode}, step_timeout=_WORKER.get("step_timeout"))
     if record_mode == "all" or (record_mode == "failures" and record.status != "success"):
         from sim.evaluation.video import compose_frames, render_topdown_frames, write_video
 
@@ -291,8 +336,96 @@ def preflight(cfg: EvalConfig, workers: int) -> dict[str, dict[str, Any]]:
     return provenance
 
 
-def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, progress: bool = True,
-             real_results: dict[str, float] | None = None, plots: bool = True) -> EvalResult:
+#: Times an episode is re-run after its worker process died before it is recorded as ``error``.
+MAX_WORKER_RETRIES = 2
+
+
+def _failed_record(task: Task, cause: str) -> dict[str, Any]:
+    return EpisodeRecord.failed(task.layout, task.distance, task.seed, policy=task.policy, episode=task.episode,
+                                error=cause).to_json()
+
+
+def _run_in_process(cfg: EvalConfig, tasks: list[Task], step_timeout: float | None) -> Iterator[dict[str, Any]]:
+    if step_timeout and threading.current_thread() is not threading.main_thread():
+        raise ConfigError("step_timeout uses SIGALRM: call evaluate() from the main thread, or with workers > 1")
+    _init_worker(cfg, step_timeout)
+    try:
+        yield from map(run_task, tasks)
+    finally:
+        _close_worker()
+
+
+def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None
+                 ) -> Iterator[dict[str, Any]]:
+    """Run ``tasks`` on ``workers`` spawned processes, ``workers`` episodes in flight at a time, yielding records as
+    they finish.
+
+    A worker that dies (killed, out of memory, a native crash) breaks the pool: it is rebuilt and the episodes that
+    were in flight are run again one at a time, so the one that kills its worker is known; it is re-run at most
+    :data:`MAX_WORKER_RETRIES` times, then recorded as ``error`` with the cause, and the others are unaffected.
+    Whatever a task raises in its worker (e.g. a policy's ``KeyboardInterrupt``) ends that episode as ``error``.
+    """
+    context = mp.get_context("spawn")
+    queue, isolated = collections.deque(tasks), collections.deque()
+    deaths: collections.Counter = collections.Counter()
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(cfg, step_timeout, True))
+
+    pool = new_pool()
+    in_flight: dict[Future, Task] = {}
+    try:
+        while queue or isolated or in_flight:
+            if isolated:
+                if not in_flight:
+                    task = isolated.popleft()
+                    in_flight[pool.submit(run_task, task)] = task
+            else:
+                while queue and len(in_flight) < workers:
+                    task = queue.popleft()
+                    in_flight[pool.submit(run_task, task)] = task
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                try:
+                    record = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                except BaseException as exc:  # noqa: BLE001 - whatever the task raised ends that episode only
+                    record = _failed_record(in_flight[future], f"the worker raised {type(exc).__name__}: {exc}")
+                del in_flight[future]
+                yield record
+            if not broken:
+                continue
+            codes = sorted({p.exitcode for p in list(getattr(pool, "_processes", {}).values())
+                            if p.exitcode not in (None, 0)})
+            pool.shutdown(wait=True, cancel_futures=True)
+            suspects = sorted(in_flight.values(), key=lambda t: t.key)
+            in_flight.clear()
+            if len(suspects) == 1:  # alone in the pool: it killed its worker
+                task = suspects[0]
+                deaths[task.key] += 1
+                if deaths[task.key] > MAX_WORKER_RETRIES:
+                    yield _failed_record(task, f"its worker process died {deaths[task.key]} times while running it "
+                                               f"(exit codes {codes}: killed, out of memory or a native crash)")
+                else:
+                    isolated.appendleft(task)
+            else:
+                isolated.extend(suspects)
+            pool = new_pool()
+    finally:
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+
+
+def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_errors: bool = False,
+             step_timeout: float | None = None, progress: bool = True, real_results: dict[str, float] | None = None,
+             plots: bool = True) -> EvalResult:
     """Run (or, with ``resume``, complete) the evaluation ``cfg`` in ``cfg.output.out``.
 
     Writes ``config.json`` (a new run), appends each finished episode to ``episodes.jsonl``, then writes
@@ -301,27 +434,38 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, progres
     Args:
         workers: processes (spawned), each with its own env and policies; the records do not depend on it.
         resume: complete the run already in ``cfg.output.out`` (episodes recorded there are not re-run).
+        retry_errors: with ``resume``, also re-run the episodes recorded as ``error`` (e.g. a server that was down).
+        step_timeout: seconds a policy's ``reset``/``act`` may take before its episode ends as ``error``
+            (:func:`step_deadline`); None: no limit.
         progress: show a progress bar.
         real_results: ``policy -> success rate`` on the robot, for the sim-vs-real figures.
 
     Raises:
-        ConfigError: a new run in a folder that already holds one.
+        ConfigError: a new run in a folder that already holds one; ``retry_errors`` without ``resume``; a
+            ``step_timeout`` that is not positive.
         PolicyBuildError: see :func:`preflight` (nothing is written).
     """
     from tqdm import tqdm
 
-    from scenarios.errors import ConfigError
     from sim.evaluation.report import plot_trajectories, summarize, write_summary
 
     out = Path(cfg.output.out)
     episodes_file = out / EPISODES_FILE
     if not resume and episodes_file.exists():
         raise ConfigError(f"{out} already holds a run; resume it or choose another output folder")
+    if retry_errors and not resume:
+        raise ConfigError("retry_errors re-runs the errors of an existing run: use it with resume")
+    if step_timeout is not None and not step_timeout > 0:
+        raise ConfigError(f"step_timeout must be positive (s), got {step_timeout}")
     provenance = preflight(cfg, workers)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out)
-    done = {(r["policy"], r["layout"], r["distance"], r["episode"]) for r in repair_records(episodes_file)}
+    records = repair_records(episodes_file)
+    if retry_errors and any(r["status"] == "error" for r in records):
+        records = [r for r in records if r["status"] != "error"]
+        atomic_write_text(episodes_file, "".join(json.dumps(r) + "\n" for r in records))
+    done = {(r["policy"], r["layout"], r["distance"], r["episode"]) for r in records}
     pending = [t for t in plan_tasks(cfg) if t.key not in done]
 
     workers = max(1, min(workers, len(pending) or 1))
@@ -329,18 +473,13 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, progres
     if pending:
         if progress:
             print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} worker(s) -> {out}")
-        successes = sum(1 for r in read_records(episodes_file) if r["status"] == "success")
+        successes = sum(1 for r in records if r["status"] == "success")
         finished = len(done)
-        pool = None
+        results = (_run_in_process(cfg, pending, step_timeout) if workers == 1
+                   else _run_in_pool(cfg, pending, workers, step_timeout))
         try:
             with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
                                                       disable=not progress) as bar:
-                if workers == 1:
-                    _init_worker(cfg)
-                    results = map(run_task, pending)
-                else:
-                    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
-                    results = pool.imap_unordered(run_task, pending)
                 for record in results:
                     fh.write(json.dumps(record) + "\n")
                     fh.flush()
@@ -351,10 +490,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, progres
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
-            _close_worker()
+            results.close()
     if interrupted:
         return EvalResult(out, read_records(episodes_file), None, [], interrupted=True)
 
