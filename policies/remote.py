@@ -23,6 +23,7 @@ import base64
 import io
 import json
 import math
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -121,12 +122,10 @@ class RemotePolicy(Policy):
             headers["X-API-Key"] = str(api_key)
         if session_id:
             headers["X-Session-Id"] = str(session_id)
-        self._client = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            transport=transport,
-        )
+        self._client_args = {"base_url": self.url, "headers": headers,
+                             "timeout": httpx.Timeout(self.timeout, connect=self.connect_timeout), "transport": transport}
+        self._client = httpx.Client(**self._client_args)
+        self._aborted = threading.Event()
 
     # ------------------------------------------------------------------ public helpers
     def health(self) -> dict[str, Any]:
@@ -217,19 +216,40 @@ class RemotePolicy(Policy):
             raise RemotePolicyError(f"{where}: 'action' is not finite: {raw!r}")
         return action
 
+    def _abort(self) -> None:
+        """Watchdog of :meth:`_request`: close the connection under a request past its deadline (the blocked read
+        then fails at once)."""
+        self._aborted.set()
+        self._client.close()
+
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """Send one request with retries on transport errors; return the JSON object of a 2xx answer. The first
-        request that reaches the server waits up to ``warmup_timeout`` for its answer (a lazy model load)."""
+        request that reaches the server waits up to ``warmup_timeout`` for its answer (a lazy model load).
+
+        Each attempt has a total deadline of ``connect_timeout`` + the read timeout, whatever the server does: the
+        read timeout alone restarts with every byte, so a server trickling its answer would hold the client for
+        ever."""
         where = f"{self.url}{path}"
         attempts = self.retries + 1
         read = self.timeout if self._warm or path == "/health" else max(self.timeout, self.warmup_timeout)
         timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout, read=read)
+        budget = self.connect_timeout + read
         for attempt in range(1, attempts + 1):
+            watchdog = threading.Timer(budget, self._abort)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 with self._client.stream(method, path, timeout=timeout, **kwargs) as response:
                     body = self._read_capped(response, f"{method} {where}")
                 break
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, RuntimeError) as exc:
+                if self._aborted.is_set():
+                    self._aborted.clear()
+                    self._client = httpx.Client(**self._client_args)
+                    raise RemotePolicyError(f"{method} {where}: no complete answer within {budget:g} s (connect "
+                                            f"{self.connect_timeout:g} s + read {read:g} s)") from None
+                if not isinstance(exc, httpx.TransportError):
+                    raise
                 if attempt == attempts:
                     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
                     raise RemotePolicyError(
@@ -237,6 +257,11 @@ class RemotePolicy(Policy):
                         f"(connect {self.connect_timeout:g} s, read {read:g} s): {type(exc).__name__}: {exc}"
                     ) from exc
                 time.sleep(self.backoff * 2 ** (attempt - 1))
+            finally:
+                watchdog.cancel()
+        if self._aborted.is_set():  # the watchdog fired just as the answer completed: the client needs renewing
+            self._aborted.clear()
+            self._client = httpx.Client(**self._client_args)
         if path != "/health":
             self._warm = True
         if response.status_code >= 400:

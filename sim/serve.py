@@ -25,7 +25,8 @@ from policies import make_policy, names, vla_names
 from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
 from sim.evaluation.config import policy_spec
 from sim.evaluation.runner import PolicyBuildError
-from sim.serving.server import API_KEY_ENV, MAX_BODY_BYTES, MAX_SESSIONS, create_app
+from sim.serving.server import (API_KEY_ENV, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_SESSIONS, READ_TIMEOUT_S,
+                                create_app, uvicorn_config)
 
 log = logging.getLogger("sim.serve")
 
@@ -60,12 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"required X-API-Key (default: ${API_KEY_ENV}, as the team's server; none = no auth)")
     parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS)
     parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S,
+                        help="seconds a client has to send a whole request; slower connections are closed")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help="connections served at once; more are answered 503")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
-    if args.max_sessions < 1 or args.max_body_mb <= 0:
-        parser.error("--max-sessions and --max-body-mb must be positive")
+    if args.max_sessions < 1 or args.max_body_mb <= 0 or args.max_connections < 1 or not args.read_timeout > 0:
+        parser.error("--max-sessions, --max-body-mb, --max-connections and --read-timeout must be positive")
     base = args.policy.partition(":")[0]
     vla = base in vla_names()
     source = model_source_kwargs(args) | ({"device": args.device} if args.device is not None else {})
@@ -85,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          max_sessions=args.max_sessions, max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
         raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
+                                  host=args.host, port=args.port, log_level=args.log_level)).run()
     return 0
 
 

@@ -188,3 +188,103 @@ def test_resume_retry_errors_reruns_the_episodes_that_failed(tmp_path):
     statuses = [r["status"] for r in read_records(run / "episodes.jsonl")]
     assert len(statuses) == 4 and "error" not in statuses
     assert _eval(["--policy", "expert", "--retry-errors", "--out", str(tmp_path / "x")])[0] == 2
+
+
+# ------------------------------------------------------------------------------------------------- network
+@pytest.fixture()
+def trickling_server():
+    """A raw TCP server answering every request one byte every 0.1 s, for ever (each byte within any read timeout)."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    stop = threading.Event()
+
+    def handle(conn):
+        with conn:
+            try:
+                conn.recv(65536)
+                while not stop.is_set():
+                    conn.sendall(b"H")
+                    time.sleep(0.1)
+            except OSError:
+                pass
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    sock.close()
+
+
+def test_the_remote_client_has_a_total_deadline_against_a_trickling_server(trickling_server):
+    from policies.remote import RemotePolicy, RemotePolicyError
+
+    policy = RemotePolicy(trickling_server, timeout=0.5, connect_timeout=0.5, warmup_timeout=0.5, retries=3)
+    start = time.perf_counter()
+    with pytest.raises(RemotePolicyError, match="no complete answer within 1 s"):
+        policy.health()
+    assert time.perf_counter() - start < 3.0
+    with pytest.raises(RemotePolicyError, match="no complete answer"):  # the client is usable again
+        policy.health()
+    policy.close()
+
+
+def test_the_remote_client_refuses_a_huge_answer_without_reading_it():
+    import httpx
+
+    from policies.remote import RemotePolicy, RemotePolicyError
+
+    def huge(request):
+        return httpx.Response(200, content=(b"x" * (1 << 20) for _ in range(200)))  # 200 MB, streamed
+
+    policy = RemotePolicy("http://robot", transport=httpx.MockTransport(huge), max_response_bytes=1 << 20)
+    with pytest.raises(RemotePolicyError, match="exceeds 1048576 bytes"):
+        policy.health()
+
+
+def test_the_server_closes_connections_that_trickle_their_request():
+    import socket
+
+    from sim.serving.server import create_app, serve_in_thread
+
+    class Still(Policy):
+        def _act(self, observation):
+            return np.zeros(3)
+
+    app = create_app(Still)
+    with serve_in_thread(app, read_timeout=0.5) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = [socket.create_connection((host, int(port))) for _ in range(20)]
+        for conn in stalled:
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        time.sleep(1.5)
+        for conn in stalled:
+            conn.settimeout(2)
+            assert conn.recv(1024) == b"", "closed by the server"
+            conn.close()
+        import httpx
+
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+
+
+def test_reset_refuses_a_negative_episode_seed():
+    from fastapi.testclient import TestClient
+
+    from sim.serving.server import create_app
+
+    class Still(Policy):
+        def _act(self, observation):
+            return np.zeros(3)
+
+    response = TestClient(create_app(Still)).post("/reset", json={"instruction": "go", "episode_seed": -1})
+    assert response.status_code == 422 and "episode_seed" in response.text

@@ -310,9 +310,12 @@ def test_the_api_key_comes_from_the_team_servers_variable(monkeypatch):
     seen = {}
     monkeypatch.setenv("VLA_API_KEY", "from-env")
     monkeypatch.setattr(serve, "create_app", lambda factory, **kw: seen.update(kw) or "app")
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(run=kw))
+    monkeypatch.setattr(serve, "uvicorn_config", lambda app, **kw: seen.update(run=kw))
+    monkeypatch.setattr("uvicorn.Server.__init__", lambda self, config: None)
+    monkeypatch.setattr("uvicorn.Server.run", lambda self: None)
     assert serve.main(["--policy", "random"]) == 0
     assert seen["api_key"] == "from-env" and seen["run"]["host"] == "127.0.0.1"
+    assert seen["run"]["read_timeout"] == 10.0 and seen["run"]["max_connections"] == 64
 
 
 def test_serve_in_thread_binds_loopback_and_stops():

@@ -41,6 +41,7 @@ a corrupt one -> 400; missing/wrong ``X-API-Key`` when a key is configured -> 40
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -75,6 +76,10 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_SIZE = (1280, 720)
 #: Longest accepted instruction (characters).
 MAX_INSTRUCTION_CHARS = 1024
+#: Seconds a client has to send a whole request (headers and body), counted from its first byte.
+READ_TIMEOUT_S = 10.0
+#: Connections served at once; more are answered 503.
+MAX_CONNECTIONS = 64
 #: Sessions kept at once (least recently used ones are closed).
 MAX_SESSIONS = 16
 DEFAULT_SESSION = "default"
@@ -103,7 +108,8 @@ class ResetRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     instruction: StrictStr | None = Field(default=None, max_length=MAX_INSTRUCTION_CHARS)
-    episode_seed: StrictInt | None = Field(default=None, description="passed to the policy as info['episode_seed']")
+    episode_seed: StrictInt | None = Field(default=None, ge=0, lt=2**32,
+                                           description="uint32, passed to the policy as info['episode_seed']")
 
 
 class PredictResponse(BaseModel):
@@ -423,6 +429,61 @@ def _gpu_memory() -> dict[str, Any] | None:
             "reserved_gb": torch.cuda.memory_reserved() / 1024**3, "device_name": torch.cuda.get_device_name(0)}
 
 
+def deadline_protocol(read_timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline on receiving each request (``read_timeout`` s from its first byte,
+    or from the connection, to its last byte). uvicorn has none: a client trickling a byte every few seconds would
+    hold a connection open for ever (slowloris). A request not received in time gets its connection closed; the
+    app's own work (the model's inference) is not limited."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(read_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                log.warning("closing a connection from %s: request not received within %g s", self.client,
+                            read_timeout)
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                self._arm()  # a new request starts
+            super().data_received(data)
+            if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
+                self._disarm()  # received in full
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineH11Protocol
+
+
+def uvicorn_config(app: FastAPI, *, read_timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
+                   **kwargs: Any):
+    """The ``uvicorn.Config`` the server runs with: :func:`deadline_protocol`, at most ``max_connections`` open
+    connections (more are answered 503), idle keep-alive connections closed after 5 s."""
+    import uvicorn
+
+    return uvicorn.Config(app, http=deadline_protocol(read_timeout), limit_concurrency=max_connections,
+                          timeout_keep_alive=5, **kwargs)
+
+
 @contextlib.contextmanager
 def serve_in_thread(
     app: FastAPI,
@@ -431,8 +492,10 @@ def serve_in_thread(
     *,
     log_level: str = "warning",
     timeout: float = 10.0,
+    read_timeout: float = READ_TIMEOUT_S,
 ) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread; yields its base URL (``"http://127.0.0.1:PORT"``).
+    """Run ``app`` with uvicorn in a background thread (:func:`uvicorn_config`); yields its base URL
+    (``"http://127.0.0.1:PORT"``).
 
     ``port=0`` picks a free port. The server is stopped (and the thread joined) on exit.
 
@@ -444,7 +507,7 @@ def serve_in_thread(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(app, read_timeout=read_timeout, log_level=log_level))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sim.serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
