@@ -124,6 +124,13 @@ class Checkpoint:
     keys: list[str] | None = None
     config_source: str = "none"
 
+    @property
+    def config_file(self) -> str:
+        """Where the head config was read: the sidecar, or the checkpoint's ``model_config``."""
+        if self.config_source == "sidecar":
+            return str(sidecar_path(self.path))
+        return f"{self.path} ({self.config_source})" if self.config_source != "none" else str(self.path)
+
     def frozen_weights(self) -> dict[str, dict[str, torch.Tensor]]:
         """Role (:data:`policies.backbones.FROZEN_PREFIXES` values: ``kosmos2``, ``clip_image``, ...) -> tensors."""
         out: dict[str, dict[str, torch.Tensor]] = {}
@@ -394,6 +401,10 @@ def _load_safetensors(path: Path, key_map: Mapping[str, str]) -> Checkpoint:
     if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
         raise CheckpointFormatError(f"{side}: not a {FORMAT_NAME} sidecar (format={info.get('format')!r})"
                                     if isinstance(info, dict) else f"{side}: sidecar is not a JSON object")
+    for field, kind in (("format_version", int), ("head", str), ("backbone", str), ("meta", dict)):
+        if info.get(field) is not None and not (isinstance(info[field], kind) and not isinstance(info[field], bool)):
+            raise CheckpointFormatError(f"{side}: {field} must be a JSON {'number' if kind is int else kind.__name__}"
+                                        f", got {info[field]!r}"[:200])
     if int(info.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointFormatError(f"{side}: format_version {info['format_version']} is newer than this code "
                                     f"({FORMAT_VERSION})")

@@ -53,6 +53,7 @@ from policies.base import Policy
 from policies.catalog import EXECUTION_MODES
 from policies.checkpoints import (
     Checkpoint,
+    CheckpointFormatError,
     CheckpointMismatchError,
     default_checkpoint,
     load_checkpoint,
@@ -589,7 +590,13 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         settings = RoboVLMsSettings.from_config(team_config) if team_config and (
             not isinstance(team_config, Mapping) or "act_head" in team_config) else RoboVLMsSettings()
         fixed = settings.head_config()
-    values = head_config_values(head, ckpt, widths, fixed)
+    try:
+        values = head_config_values(head, ckpt, widths, fixed)
+        config_from_dict(head, values).validate()  # what the file says must make a valid config by itself
+    except (ConfigError, TypeError) as exc:
+        if ckpt is None:
+            raise
+        raise CheckpointFormatError(f"{ckpt.config_file}: head config: {exc}") from None
     if action_dim is not None:
         saved = values.get("action_dim")
         if ckpt is not None and saved is not None and int(saved) != int(action_dim):

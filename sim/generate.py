@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--variant-ratio must be in [0, 1]")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
+    if not 0.0 <= args.epsilon <= 1.0 or args.slack < 0 or args.max_attempts < 1:
+        parser.error("--epsilon must be in [0, 1], --slack >= 0 and --max-attempts >= 1")
     size = ImageSize.parse(args.image_size, "--image-size")
     cfg = GenerateConfig(
         out=args.out, episodes=args.episodes, layouts=layouts, distances=tuple(args.distances), image_size=size,

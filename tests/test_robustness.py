@@ -288,3 +288,192 @@ def test_reset_refuses_a_negative_episode_seed():
 
     response = TestClient(create_app(Still)).post("/reset", json={"instruction": "go", "episode_seed": -1})
     assert response.status_code == 422 and "episode_seed" in response.text
+
+
+# ----------------------------------------------------------------------------------------------------- H5
+def _episode(path, keys=("q", "w", "w", "e", "w", "SPACE"), hw=(24, 32), seed=0):
+    """A collector-format episode with noisy frames (so each gzip chunk holds real data)."""
+    from tests.test_h5format import collector_file
+
+    collector_file(path, hw=hw, keys=list(keys), instruction="Navigate around the obstacle on the left side")
+    rng = np.random.default_rng(seed)
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        n = f["images"].shape[0]
+        del f["images"]
+        f.create_dataset("images", data=rng.integers(0, 255, (n, *hw, 3), dtype=np.uint8), chunks=(1, *hw, 3),
+                         compression="gzip")
+    return path
+
+
+def _corrupt_middle_chunk(path, index=3):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        info = f["images"].id.get_chunk_info(index)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + 8)
+        fh.write(b"\xff" * min(64, info.size - 8))
+
+
+NAMES = ["episode_20251203_18223{}_1box_hori_left_core_medium.h5".format(i) for i in range(4)]
+
+
+def test_a_corrupt_middle_chunk_fails_strict_inspection_and_is_skipped_by_training(tmp_path, capsys):
+    from sim import inspect as inspect_cli
+    from sim import train as train_cli
+    from sim.data.h5format import check_episode
+
+    data = tmp_path / "data"
+    data.mkdir()
+    paths = [_episode(data / name, seed=i) for i, name in enumerate(NAMES)]
+    _corrupt_middle_chunk(paths[1])
+    assert check_episode(paths[1]) == [], "the quick check reads the first and last frames only"
+    assert any("unreadable" in p for p in check_episode(paths[1], strict=True))
+    assert inspect_cli.main([str(data), "--strict"]) == 1
+    capsys.readouterr()
+
+    args = ["--policy", "lstm-recon", "--data", str(data), "--epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert train_cli.main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and NAMES[1] in err and "Traceback" not in err
+    assert train_cli.main([*args, "--out", str(tmp_path / "b"), "--skip-invalid"]) == 0
+    assert f"skipping {data / NAMES[1]}" in capsys.readouterr().err
+
+
+def test_a_tiny_file_declaring_huge_sizes_is_refused_before_reading(tmp_path):
+    import resource
+
+    import h5py
+
+    from sim.data.h5format import check_episode
+
+    path = tmp_path / NAMES[0]
+    n = 200_000_000
+    with h5py.File(path, "w") as f:  # declared, never written: a few KB on disk
+        f.create_dataset("images", (n, 24, 32, 3), np.uint8, chunks=(1, 24, 32, 3), compression="gzip")
+        f.create_dataset("actions", (n, 3), np.float32, chunks=(1024, 3), compression="gzip")
+        f.create_dataset("action_event_types", (n,), h5py.string_dtype(), chunks=(1024,))
+    assert path.stat().st_size < 64_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    problems = check_episode(path)
+    assert any("declares 200000000 frames" in p for p in problems)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no gigabyte allocation
+
+
+@pytest.mark.parametrize("edit, expected", [
+    ("group", "'images' is not a dataset"),
+    ("huge_action", "actions reach 1e+30"),
+])
+def test_malformed_datasets_are_named_not_crashed_on(tmp_path, edit, expected):
+    import h5py
+
+    from sim.data.h5format import check_episode
+
+    path = _episode(tmp_path / NAMES[0])
+    with h5py.File(path, "r+") as f:
+        if edit == "group":
+            del f["images"]
+            f.create_group("images")
+        else:
+            f["actions"][2] = [1e30, 0, 0]
+    assert any(expected in p for p in check_episode(path))
+
+
+# ------------------------------------------------------------------------------------------ checkpoint files
+@pytest.mark.parametrize("edit, named", [
+    ({"head_config": {"hidden_size": "abc"}}, "hidden_size must be an integer"),
+    ({"head_config": {"window_size": 8.5}}, "window_size must be an integer"),
+    ({"head_config": {"chunk_size": 1e9}}, "chunk_size = 1000000000 is larger than any head needs"),
+    ({"head_config": [1, 2]}, "head_config must be a JSON object"),
+    ({"format_version": "x"}, "format_version must be a JSON number"),
+    ({"head": 5}, "head must be a JSON str"),
+])
+def test_a_bad_sidecar_names_its_file_and_field(tmp_path, capsys, edit, named):
+    import shutil
+
+    from policies.checkpoints import WEIGHTS_DIR
+    from sim import checkpoint as checkpoint_cli
+    from sim import eval as sim_eval
+
+    weights = tmp_path / "lstm-recon_lite.safetensors"
+    shutil.copy(WEIGHTS_DIR / weights.name, weights)
+    side = json.loads((WEIGHTS_DIR / "lstm-recon_lite.json").read_text())
+    for key, value in edit.items():
+        side[key] = {**side[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "lstm-recon_lite.json").write_text(json.dumps(side))
+    assert sim_eval.main(["--policy", "lstm-recon", "--checkpoint", str(weights), "--layouts", "1box_vert_left",
+                          "--distances", "close", "--episodes-per-combo", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "lstm-recon_lite.json" in err and named in err and "Traceback" not in err
+    assert checkpoint_cli.main([str(weights)]) == 1
+    assert named in capsys.readouterr().out
+
+
+def test_a_crafted_training_state_is_refused_without_running_it(tmp_path, capsys):
+    import pickle
+
+    from sim import train as train_cli
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, name in enumerate(NAMES[:3]):
+        _episode(data / name, seed=i)
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    marker = tmp_path / "code-ran"
+    (out / "last.pt").write_bytes(pickle.dumps(_Payload(marker)))
+    assert train_cli.main(["--policy", "lstm-recon", "--data", str(data), "--out", str(out), "--epochs", "1",
+                           "--cache-dir", str(tmp_path / "cache"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt: refused to resume from it" in err and "Traceback" not in err and not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize("command, args, named", [
+    ("generate", ["--out", "{tmp}/g", "--episodes", "1", "--seed", "-1"], "--seed"),
+    ("generate", ["--out", "{tmp}/g", "--episodes", "1", "--layouts", "3box"], "3box"),
+    ("generate", ["--out", "{tmp}/g", "--episodes", "1", "--image-size", "64"], "--image-size"),
+    ("eval", ["--policy", "expert", "--out", "{tmp}/file.txt/run"], "file.txt"),
+    ("eval", ["--policy", "expert", "--max-steps", "-3"], "--max-steps"),
+    ("eval", ["--policy", "expert", "--step-timeout", "0"], "--step-timeout"),
+    ("eval", ["--policy", "expert", "--retry-errors"], "--resume"),
+    ("eval", ["--policy", "expert", "--real-results", "{tmp}/bad.csv"], "bad.csv"),
+    ("replay_patterns", ["--patterns", "{tmp}/missing.json"], "missing.json"),
+    ("inspect", ["{tmp}/missing"], "missing"),
+    ("train", ["--policy", "lstm-recon", "--data", "{tmp}/missing", "--out", "{tmp}/t"], "missing"),
+    ("serve", ["--policy", "random", "--read-timeout", "0"], "--read-timeout"),
+])
+def test_every_bad_argument_is_one_line_and_exit_2(tmp_path, capsys, command, args, named):
+    import importlib
+
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    (tmp_path / "bad.csv").write_text("policy,success_rate\nexpert,lots\n")
+    main = importlib.import_module(f"sim.{command}").main
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert ("error: " in last) and named in last and "Traceback" not in err
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from scenarios import files
+    from sim import eval as sim_eval
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    out = tmp_path / "run"
+    assert sim_eval.main(["--policy", "expert", "--layouts", "1box_vert_left", "--distances", "close",
+                          "--episodes-per-combo", "1", "--out", str(out)]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert list(out.iterdir()) == [], "no half-written config.json, no temporary file"
+    monkeypatch.setattr(files.os, "fsync", real_fsync)
+    assert sim_eval.main(["--policy", "expert", "--layouts", "1box_vert_left", "--distances", "close",
+                          "--episodes-per-combo", "1", "--out", str(out), "--record", "none"]) == 0

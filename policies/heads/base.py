@@ -30,11 +30,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from scenarios.errors import MobileVLAError
+from scenarios.errors import ConfigError, MobileVLAError
 
 
 class HeadInputError(MobileVLAError, ValueError):
     """Features passed to a head have the wrong rank or width."""
+
+
+#: Largest integer a head config field may hold (widths, windows, chunks, layer counts).
+MAX_CONFIG_SIZE = 1 << 16
 
 
 @dataclasses.dataclass
@@ -62,14 +66,19 @@ class HeadConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for non-positive sizes or an ``action_dim`` other than 2 or 3."""
+        """Raise ``ConfigError`` for non-positive sizes, a size over :data:`MAX_CONFIG_SIZE` (no head needs one;
+        a corrupt config must not make torch allocate terabytes), or an ``action_dim`` other than 2 or 3."""
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_CONFIG_SIZE:
+                raise ConfigError(f"{field.name} = {value} is larger than any head needs (at most {MAX_CONFIG_SIZE})")
         for field in ("vision_dim", "window_size", "chunk_size"):
             if int(getattr(self, field)) < 1:
-                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+                raise ConfigError(f"{field} must be >= 1, got {getattr(self, field)}")
         if int(self.text_dim) < 0:
-            raise ValueError(f"text_dim must be >= 0, got {self.text_dim}")
+            raise ConfigError(f"text_dim must be >= 0, got {self.text_dim}")
         if self.action_dim not in (2, 3):
-            raise ValueError(f"action_dim must be 2 (linear_x, linear_y) or 3 (+ angular_z), got {self.action_dim}")
+            raise ConfigError(f"action_dim must be 2 (linear_x, linear_y) or 3 (+ angular_z), got {self.action_dim}")
 
 
 def linear_in_out(state: Mapping[str, torch.Tensor], key: str) -> tuple[int, int] | None:

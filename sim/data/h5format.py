@@ -108,6 +108,14 @@ FILENAME_RE = re.compile(
     r"(?P<side>left|right)_(?P<kind>core|variant)_(?P<distance>close|medium|far)\.h5$"
 )
 
+#: Most frames an episode may declare (10 Hz for 1000 s; the robot's episodes hold 15-60): a file declaring more is
+#: refused before anything is read, so a tiny crafted file cannot make a reader allocate gigabytes.
+MAX_FRAMES = 10_000
+#: Largest image side accepted (px); the robot's camera gives 1280x720.
+MAX_IMAGE_SIDE = 4096
+#: Largest absolute action value accepted (label units; the collector writes 0 and +-1.15).
+MAX_ABS_ACTION = 10.0
+
 #: The exact action rows the collector writes (spec section 2), float32.
 LABEL_ROWS = np.unique(np.asarray(list(KEY_ACTIONS.values()), dtype=np.float32), axis=0)
 
@@ -306,12 +314,15 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
                   image_hw: tuple[int, int] | None = None) -> list[str]:
     """Every problem of one episode file (empty list = valid). Never raises for a bad file.
 
-    Structural checks (always): the file is HDF5 and readable to its last chunk (truncation); required datasets
-    with the spec's dtype, rank and trailing shape; ``images``/``actions`` gzip; equal ``N`` across datasets,
-    ``N >= 1``; ``language_instruction`` ``(1,)`` S256 valid UTF-8 when present; event types from
-    :data:`EVENT_TYPES`; required attributes present with the right value type and ``num_frames == N``.
+    Structural checks (always): the file is HDF5 and readable at its first and last frame (truncation); required
+    datasets with the spec's dtype, rank and trailing shape; ``images``/``actions`` gzip; equal ``N`` across
+    datasets, ``1 <= N <= MAX_FRAMES`` and images at most ``MAX_IMAGE_SIDE`` px (checked before any data is
+    read); finite actions within ``+-MAX_ABS_ACTION``; ``language_instruction`` ``(1,)`` S256 valid UTF-8 when
+    present; event types from :data:`EVENT_TYPES`; required attributes present with the right value type and
+    ``num_frames == N``.
 
-    ``strict`` (for synthetic files) adds: every action row is a key label (spec section 2); frame 0 is
+    ``strict`` adds: every image frame is read (a corrupt chunk in the middle is found; memory stays one frame),
+    and, for synthetic files, every action row is a key label (spec section 2); frame 0 is
     ``episode_start`` with zeros; ``stop_action`` rows are zeros; ``action_chunk_size == 8``;
     ``obstacle_layout_type`` / ``time_period`` from the spec's vocabularies; ``language_instruction``
     present; the file name follows :data:`FILENAME_RE`.
@@ -366,17 +377,27 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
         n = lengths.get("images", lengths.get("actions"))
         if n == 0:
             problems.append("episode has no frames")
-        shape = f["images"].shape if "images" in f else ()
+        shape = f["images"].shape if "images" in lengths else ()
         if image_hw is not None and len(shape) == 4 and tuple(shape[1:3]) != tuple(image_hw):
             problems.append(f"images are {shape[1]}x{shape[2]} (HxW), expected {image_hw[0]}x{image_hw[1]}")
+        too_big = [f"'{name}' declares {size} frames" for name, size in lengths.items() if size > MAX_FRAMES]
+        if len(shape) == 4 and max(shape[1:3]) > MAX_IMAGE_SIDE:
+            too_big.append(f"images of {shape[1]}x{shape[2]} px")
+        if too_big:  # refuse before reading: such sizes cannot come from the robot, only from a broken file
+            problems.append(f"{', '.join(too_big)}: more than this reader accepts ({MAX_FRAMES} frames, "
+                            f"{MAX_IMAGE_SIDE} px)")
+            return problems
 
-        # Read what is cheap in full and the last image chunk: catches truncated / corrupt data.
+        # Read what is cheap in full and the first and last image chunks (all of them in strict mode).
         actions = events = None
         try:
             if "actions" in lengths:
                 actions = np.asarray(f["actions"][()], dtype=np.float32)
                 if not np.all(np.isfinite(actions)):
                     problems.append("actions contain NaN or inf")
+                elif actions.size and np.abs(actions).max() > MAX_ABS_ACTION:
+                    problems.append(f"actions reach {np.abs(actions).max():.3g}, beyond +-{MAX_ABS_ACTION:g} (labels "
+                                    "are 0 and +-1.15)")
             if "action_event_types" in lengths:
                 events = [_as_str(e) for e in f["action_event_types"][()]]
                 bad = sorted(set(events) - set(EVENT_TYPES))
@@ -385,6 +406,8 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
             if "images" in lengths and n:
                 f["images"][n - 1]
                 f["images"][0]
+                for i in range(1, n - 1) if strict else ():
+                    f["images"][i]
             if "language_instruction" in f and f["language_instruction"].shape == (1,):
                 try:
                     decode_instruction(f["language_instruction"][()])

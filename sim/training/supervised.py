@@ -21,6 +21,8 @@ import hashlib
 import json
 import math
 import os
+import pickle
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -32,10 +34,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from scenarios.errors import ConfigError
+from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write
 from sim.data import h5format
 from sim.data.dataset import Episode, list_episode_files, load_episodes, split_episodes
+from sim.data.h5format import InvalidEpisodeError
+
+class InvalidTrainingStateError(MobileVLAError, ValueError):
+    """``--resume``'s ``last.pt`` is not a training state this code wrote (nothing in it is run)."""
+
 
 DEFAULT_CACHE = Path(os.environ.get("MOBILE_VLA_SIM_CACHE", Path.home() / ".cache" / "mobile-vla-sim")) / "features"
 
@@ -231,9 +238,21 @@ def train(
                            head_overrides=head_overrides or {}, use_bundled=False)
     bb, head = vla.backbone, vla.head
     cache = FeatureCache(cache_dir, bb, head.frame_streams, prefetch)
-    vision = [cache.vision(ep.path, ep.instruction)
-              for ep in tqdm(episodes, desc=f"features ({bb.name}: {'+'.join(head.frame_streams)})", unit="ep",
-                             disable=not progress)]
+    vision, readable = [], []
+    for ep in tqdm(episodes, desc=f"features ({bb.name}: {'+'.join(head.frame_streams)})", unit="ep",
+                   disable=not progress):
+        try:  # the check reads the first and last frames only: a corrupt chunk in between shows up here
+            vision.append(cache.vision(ep.path, ep.instruction))
+        except (OSError, ValueError, RuntimeError) as exc:
+            error = InvalidEpisodeError(ep.path, [f"frames unreadable: {type(exc).__name__}: {exc}"])
+            if not skip_invalid:
+                raise error from None
+            tqdm.write(f"warning: skipping {error}", file=sys.stderr)
+            continue
+        readable.append(ep)
+    episodes = readable
+    if len(episodes) < 2:
+        raise ConfigError(f"need at least two readable episodes to split train/validation, found {len(episodes)}")
     texts = {text: bb.encode_instruction([text], head.instruction_streams)[0].float().cpu().numpy()
              for text in sorted({ep.instruction for ep in episodes})}
     text = [texts[ep.instruction] for ep in episodes]
@@ -266,7 +285,14 @@ def train(
     start_epoch, stale = 0, 0
     state_path = out / "last.pt"
     if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+        try:
+            state = torch.load(state_path, weights_only=True)
+            if not isinstance(state, dict) or not {"policy", "backbone", "head", "epoch"} <= set(state):
+                raise ValueError("not a training state written by sim.train")
+        except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidTrainingStateError(f"{state_path}: refused to resume from it ({reason[:200]}); remove it "
+                                            "to train from scratch") from None
         if state["policy"] != policy or state["backbone"] != bb.name:
             raise ConfigError(f"{state_path}: was training {state['policy']} on {state['backbone']}, not {policy} on {bb.name}")
         head.load_state_dict(state["head"])
