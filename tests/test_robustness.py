@@ -423,7 +423,7 @@ def test_a_crafted_training_state_is_refused_without_running_it(tmp_path, capsys
     out = tmp_path / "ckpt"
     out.mkdir()
     marker = tmp_path / "code-ran"
-    (out / "last.pt").write_bytes(pickle.dumps(_Payload(marker)))
+    (out / "last.pt").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     assert train_cli.main(["--policy", "lstm-recon", "--data", str(data), "--out", str(out), "--epochs", "1",
                            "--cache-dir", str(tmp_path / "cache"), "--resume"]) == 2
     err = capsys.readouterr().err

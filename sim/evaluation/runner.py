@@ -373,7 +373,7 @@ def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout:
         return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                    initargs=(cfg, step_timeout, True))
 
-    pool = new_pool()
+    pool, processes = new_pool(), {}
     in_flight: dict[Future, Task] = {}
     try:
         while queue or isolated or in_flight:
@@ -385,6 +385,7 @@ def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout:
                 while queue and len(in_flight) < workers:
                     task = queue.popleft()
                     in_flight[pool.submit(run_task, task)] = task
+            processes.update(getattr(pool, "_processes", None) or {})  # to read their exit codes after a break
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             broken = False
             for future in done:
@@ -399,9 +400,8 @@ def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout:
                 yield record
             if not broken:
                 continue
-            codes = sorted({p.exitcode for p in list(getattr(pool, "_processes", {}).values())
-                            if p.exitcode not in (None, 0)})
             pool.shutdown(wait=True, cancel_futures=True)
+            codes = sorted({p.exitcode for p in processes.values() if p.exitcode not in (None, 0)})
             suspects = sorted(in_flight.values(), key=lambda t: t.key)
             in_flight.clear()
             if len(suspects) == 1:  # alone in the pool: it killed its worker
@@ -414,11 +414,11 @@ def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout:
                     isolated.appendleft(task)
             else:
                 isolated.extend(suspects)
-            pool = new_pool()
+            pool, processes = new_pool(), {}
     finally:
-        processes = list(getattr(pool, "_processes", {}).values())
+        processes.update(getattr(pool, "_processes", None) or {})
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
+        for process in processes.values():
             if process.is_alive():
                 process.terminate()
 
