@@ -126,7 +126,8 @@ def print_result(result: EvalResult) -> None:
     from sim.evaluation.report import console_table
 
     print(console_table(result.summary))
-    print(f"\nrun folder: {result.out}\n  episodes.jsonl, summary.json, summary.md, {len(result.plots)} trajectories_*.png")
+    print(f"\nrun folder: {result.out}\n  index.html (open it in a browser), episodes.jsonl, summary.json, summary.md, "
+          f"{len(result.plots)} trajectories_*.png")
     videos = [r["video"] for r in result.records if r.get("video")]
     if videos:
         print(f"  {len(videos)} videos in {Path(videos[0]).parent}")

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epsilon", type=float, default=0.2, help="expert perturbation probability of variants")
     p.add_argument("--slack", type=float, default=1.0, help="extra presses a variant perturbation may cost")
     p.add_argument("--max-attempts", type=int, default=8)
+    p.add_argument("--collector-format", action="store_true",
+                   help="files exactly as the robot's collector writes them: no language_instruction, no sim_* "
+                        "attributes (not resumable: give an empty --out)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -73,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=args.out, episodes=args.episodes, layouts=layouts, distances=tuple(args.distances), image_size=size,
         variant_ratio=args.variant_ratio, seed=args.seed, randomize=args.randomize, epsilon=args.epsilon,
         slack=args.slack, max_attempts=args.max_attempts, workers=args.workers,
+        collector_format=args.collector_format,
     )
     res = generate(cfg, progress=not args.no_progress)
     s = res["statistics"]

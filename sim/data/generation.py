@@ -75,6 +75,8 @@ class GenerateConfig:
         max_attempts: attempts per episode before it is reported as failed.
         max_steps: the env's truncation (presses) during generation.
         workers: processes (one env each).
+        collector_format: write exactly what the robot's collector writes: no ``language_instruction`` and none of
+            the ``sim_*`` attributes (so such a folder cannot be resumed: start it empty).
     """
 
     out: Path
@@ -90,11 +92,12 @@ class GenerateConfig:
     max_attempts: int = 8
     max_steps: int = 60
     workers: int = 1
+    collector_format: bool = False
 
     def content_settings(self) -> dict[str, Any]:
         """The settings that determine episode ``i``'s content (JSON-serialisable)."""
         d = asdict(self)
-        for k in ("out", "episodes", "workers"):
+        for k in ("out", "episodes", "workers", "collector_format"):
             d.pop(k)
         d["layouts"], d["distances"], d["image_size"] = list(self.layouts), list(self.distances), list(self.image_size)
         return d
@@ -305,8 +308,11 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
         "sim_generator": GENERATOR,
         "sim_seed": cfg.seed,
     }
-    h5format.write_episode(cfg.out / name, images_bgr, actions, events, attrs,
-                           instruction=ro.info["instruction"], extra_attrs=extra)
+    if cfg.collector_format:
+        h5format.write_episode(cfg.out / name, images_bgr, actions, events, attrs)
+    else:
+        h5format.write_episode(cfg.out / name, images_bgr, actions, events, attrs,
+                               instruction=ro.info["instruction"], extra_attrs=extra)
     return {"index": index, "file": name, "frames": len(events), "attempt": attempt}
 
 

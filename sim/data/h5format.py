@@ -102,9 +102,10 @@ REQUIRED_ATTRS: dict[str, type] = {
     "collection_minute": int,
 }
 
-#: ``episode_YYYYMMDD_HHMMSS_{nbox}_{hori|vert}_{left|right}_{core|variant}_{distance}.h5``
+#: ``episode_YYYYMMDD_HHMMSS_[basket_]{nbox}_{hori|vert}_{left|right}_{core|variant}_{distance}.h5`` (``basket_``:
+#: the 2026 set-up with the gray basket target and the brown pot obstacle).
 FILENAME_RE = re.compile(
-    r"^episode_(?P<date>\d{8})_(?P<time>\d{6})_(?P<nbox>[12]box)_(?P<layout_type>hori|vert)_"
+    r"^episode_(?P<date>\d{8})_(?P<time>\d{6})_(?P<basket>basket_)?(?P<nbox>[12]box)_(?P<layout_type>hori|vert)_"
     r"(?P<side>left|right)_(?P<kind>core|variant)_(?P<distance>close|medium|far)\.h5$"
 )
 
@@ -151,13 +152,15 @@ def episode_filename(
 
 
 def parse_filename(path: str | os.PathLike) -> dict[str, str] | None:
-    """Fields of a collector file name (``date, time, nbox, layout_type, side, kind, distance`` and
-    ``layout`` = ``"{nbox}_{layout_type}_{side}"``), or None if the name does not follow the pattern."""
+    """Fields of a collector file name (``date, time, nbox, layout_type, side, kind, distance``, ``layout`` =
+    ``"{nbox}_{layout_type}_{side}"`` and ``family``: ``"basket"`` for a ``basket_`` name, else ``"cup"``), or None
+    if the name does not follow the pattern."""
     m = FILENAME_RE.match(Path(path).name)
     if not m:
         return None
-    out = m.groupdict()
+    out = {k: v for k, v in m.groupdict().items() if k != "basket"}
     out["layout"] = f"{out['nbox']}_{out['layout_type']}_{out['side']}"
+    out["family"] = "basket" if m["basket"] else "cup"
     return out
 
 
@@ -467,7 +470,7 @@ class EpisodeInfo:
         path: the file. num_frames: ``N``. image_hw: ``(H, W)`` px. instruction: ``language_instruction`` or the
         file-name rule. has_instruction: whether the file stores one. layout / distance / kind: from the file
         name (None when it does not follow the pattern; ``layout`` falls back to ``obstacle_layout_type``).
-        attrs: the file attributes (str/int/float).
+        attrs: the file attributes (str/int/float). family: ``"basket"`` for a ``basket_`` name, else ``"cup"``.
     """
 
     path: Path
@@ -480,6 +483,7 @@ class EpisodeInfo:
     kind: str | None
     side: str | None
     attrs: dict[str, Any]
+    family: str = "cup"
 
     @property
     def episode_id(self) -> str:
@@ -506,7 +510,7 @@ def read_info(path: str | os.PathLike) -> EpisodeInfo:
     return EpisodeInfo(
         path=path, num_frames=n, image_hw=hw, instruction=instruction, has_instruction=has,
         layout=fields.get("layout") or attrs.get("obstacle_layout_type"), distance=fields.get("distance"),
-        kind=fields.get("kind"), side=side, attrs=attrs,
+        kind=fields.get("kind"), side=side, attrs=attrs, family=fields.get("family", "cup"),
     )
 
 

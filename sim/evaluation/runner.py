@@ -447,6 +447,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     """
     from tqdm import tqdm
 
+    from sim.evaluation.html_report import eval_page
     from sim.evaluation.report import plot_trajectories, summarize, write_summary
 
     out = Path(cfg.output.out)
@@ -500,4 +501,5 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     summary = summarize(records, cfg, real_results, provenance)
     write_summary(out, summary)
     written = plot_trajectories([r for r in records if r.get("scene")], out, cfg.policy_names) if plots else []
+    atomic_write_text(out / "index.html", eval_page(out, summary, records))
     return EvalResult(out, records, summary, written)

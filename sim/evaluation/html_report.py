@@ -1,0 +1,159 @@
+"""A self-contained HTML page per run folder (``index.html``): the summary tables, the trajectory plots, the videos
+and frames, embedded as data URIs so the page opens offline in any browser, with no server and no other file
+(videos beyond :data:`EMBED_BUDGET_BYTES` are linked relatively instead). Rendered with jinja2 (autoescaped).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+#: Bytes of video embedded in one page; further videos are linked (relative paths) instead.
+EMBED_BUDGET_BYTES = 40 * 2**20
+
+_TEMPLATE = jinja2.Environment(autoescape=True).from_string("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
+figcaption { font-size: 0.8em; color: #555; max-width: 640px; }
+img, video { max-width: 640px; border: 1px solid #ddd; }
+p.note { background: #fff8e0; padding: 0.5em; }
+</style></head><body>
+<h1>{{ title }}</h1>
+{% for line in intro %}<p>{{ line }}</p>{% endfor %}
+{% for section in sections %}
+<section><h2>{{ section.heading }}</h2>
+{% for line in section.text %}<p class="note">{{ line }}</p>{% endfor %}
+{% for table in section.tables %}<table><tr>{% for h in table[0] %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in table[1:] %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}
+{% for fig in section.figures %}<figure>{% if fig.kind == "video" %}<video controls preload="metadata" src="{{ fig.src }}"></video>
+{% elif fig.kind == "link" %}<a href="{{ fig.src }}">{{ fig.caption }}</a>{% else %}<img alt="{{ fig.caption }}" src="{{ fig.src }}">{% endif %}
+<figcaption>{{ fig.caption }}</figcaption></figure>{% endfor %}
+</section>
+{% endfor %}
+</body></html>
+""")
+
+
+@dataclass
+class Figure:
+    """An embedded image or video (``src`` a data URI), or a relative link."""
+
+    kind: str
+    src: str
+    caption: str
+
+
+@dataclass
+class Section:
+    heading: str
+    text: list[str] = field(default_factory=list)
+    tables: list[list[list[str]]] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+
+
+class _Embedder:
+    """Data URIs for the files of a page, within the video budget."""
+
+    def __init__(self, page_dir: Path) -> None:
+        self.page_dir, self.spent = page_dir, 0
+
+    def image(self, path: Path, caption: str) -> Figure:
+        mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+        return Figure("image", f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}", caption)
+
+    def video(self, path: Path, caption: str) -> Figure:
+        size = path.stat().st_size
+        if self.spent + size > EMBED_BUDGET_BYTES:
+            return Figure("link", os.path.relpath(path, self.page_dir), caption)
+        self.spent += size
+        return Figure("video", f"data:video/mp4;base64,{base64.b64encode(path.read_bytes()).decode()}", caption)
+
+
+def _fmt(value: Any, kind: str = "num") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.0f}%"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render(title: str, intro: Sequence[str], sections: Sequence[Section]) -> str:
+    """The page's HTML text."""
+    return _TEMPLATE.render(title=title, intro=list(intro), sections=list(sections))
+
+
+def eval_page(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
+    """The page of a ``sim.eval`` run folder: the comparison table, per-combo success, offline metrics, every
+    trajectory plot, and the recorded videos."""
+    embed = _Embedder(out)
+    policies = summary["policies"]
+    overall = [["policy", "success [95% CI]", "SPL", "collision", "timeout", "side compliance", "offline MAE",
+                "latency p50 ms", "episodes"]]
+    for name, p in policies.items():
+        o = p["overall"]
+        lo, hi = o["success_ci95"]
+        overall.append([name, f"{_fmt(o['success_rate'], 'pct')} [{100 * lo:.0f}-{100 * hi:.0f}]", _fmt(o["spl"]),
+                        _fmt(o["collision_rate"], "pct"), _fmt(o["timeout_rate"], "pct"),
+                        _fmt(o.get("side_compliance"), "pct"), _fmt(p["offline_metrics"]["mae"]),
+                        _fmt(o.get("latency_p50_ms")), str(o["episodes"])])
+    combos = sorted({c for p in policies.values() for c in p["per_combo"]})
+    per_combo = [["layout/distance", *policies]] + [
+        [c, *(f"{p['per_combo'][c]['successes']}/{p['per_combo'][c]['episodes']}" if c in p["per_combo"] else "-"
+              for p in policies.values())] for c in combos]
+    sections = [Section("Overall", tables=[overall]), Section("Per layout x distance", tables=[per_combo])]
+    plots = sorted(out.glob("trajectories_*.png"))
+    sections.append(Section("Trajectories", figures=[embed.image(p, p.stem.removeprefix("trajectories_"))
+                                                     for p in plots]))
+    videos = [r for r in records if r.get("video") and Path(r["video"]).is_file()]
+    if videos:
+        sections.append(Section("Videos", figures=[
+            embed.video(Path(r["video"]), f"{r['policy']} {r['layout']} {r['distance']} episode {r['episode']}: "
+                                          f"{r['status']}") for r in videos]))
+    cfg = summary["config"]
+    intro = [f"{len(cfg['sweep']['layouts'])} layouts x {len(cfg['sweep']['distances'])} distances x "
+             f"{cfg['sweep']['episodes_per_combo']} episodes, seed {cfg['sweep']['seed']}; env {cfg['env']}"]
+    return render(f"Closed-loop evaluation: {', '.join(policies)}", intro, sections)
+
+
+def offline_page(out: Path, summary: dict[str, Any]) -> str:
+    """The page of a ``sim.offline`` run folder: the comparison and its sentence, the offline metrics, the sim-real
+    gap per scenario, and every twin's video."""
+    embed = _Embedder(out)
+    table = [["policy", "offline MAE (real)", "closed-loop success (sim)", "sim-real: same key", "action gap",
+              "image cosine"]]
+    for r in summary["comparison"]["table"]:
+        table.append([r["policy"], _fmt(r["mae"]), _fmt(r["success_rate"], "pct"),
+                      _fmt(r["direction_agreement"], "pct"), _fmt(r["action_gap"]), _fmt(r["image_cosine"])])
+    metrics = [["policy", "group", "MAE", "RMSE", "acc<0.3", "acc<0.2", "acc<0.15", "steps"]]
+    gaps = [["policy", "scenario", "steps", "same key", "action gap", "image cosine"]]
+    for name, p in summary["policies"].items():
+        for group, m in {"overall": p["overall"], **p["per_distance"], **p["per_layout"], **p["per_kind"]}.items():
+            metrics.append([name, group, _fmt(m["mae"]), _fmt(m["rmse"]), _fmt(m["accuracy_0.3"]),
+                            _fmt(m["accuracy_0.2"]), _fmt(m["accuracy_0.15"]), str(m["n"])])
+        for scenario, g in p["sim_real_gap"]["per_scenario"].items():
+            gaps.append([name, scenario, str(g["steps"]), _fmt(g["direction_agreement"], "pct"),
+                         _fmt(g["action_mae"]), _fmt(g["image_cosine"])])
+    twins = [(name, t) for name, t in summary["twins"].items() if t.get("video") and (out / t["video"]).is_file()]
+    sections = [
+        Section("Comparison", text=[summary["comparison"]["sentence"]], tables=[table]),
+        Section("Offline metrics on the real frames (the team's definitions)", tables=[metrics]),
+        Section("Sim-real gap per scenario", tables=[gaps]),
+        Section("Twins: real | simulated | top-down", figures=[
+            embed.video(out / t["video"], f"{name}: {t['layout']} {t['distance']}, twin {t['status'] or 'running'}")
+            for name, t in twins]),
+    ]
+    intro = [f"{summary['episodes']} real episodes from {summary['files']} files; {len(summary['invalid'])} invalid "
+             "(skipped)."] + ([summary["note"]] if summary.get("note") else [])
+    return render(f"Offline evaluation on real episodes: {', '.join(summary['policies'])}", intro, sections)
