@@ -138,7 +138,8 @@ def _eval(args, timeout=240):
 
 def test_a_killed_worker_never_hangs_the_run_and_its_episode_says_why(tmp_path):
     from sim.evaluation import read_records
-    from sim.evaluation.runner import MAX_WORKER_RETRIES, episode_seed
+    from sim.evaluation.pool import MAX_WORKER_RETRIES
+    from sim.evaluation.runner import episode_seed
 
     victim = episode_seed(0, "1box_vert_left", "far", 1)
     code, err = _eval(["--policy", "test_faulty", "--policy-arg", f"seed={victim}", "--policy", "expert", *SWEEP,
@@ -477,3 +478,27 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatc
     monkeypatch.setattr(files.os, "fsync", real_fsync)
     assert sim_eval.main(["--policy", "expert", "--layouts", "1box_vert_left", "--distances", "close",
                           "--episodes-per-combo", "1", "--out", str(out), "--record", "none"]) == 0
+
+
+def _die_on_three(task: int) -> int:
+    """Squares the task; task 3 kills its own worker process."""
+    if task == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task * task
+
+
+def test_the_pool_survives_a_killed_worker_and_names_the_task(tmp_path):
+    """The one pool of evaluation and data generation (``sim.evaluation.pool``)."""
+    import threading
+
+    from sim.evaluation.pool import run_tasks
+
+    results: list = []
+    worker = threading.Thread(target=lambda: results.extend(run_tasks(
+        _die_on_three, list(range(6)), workers=2, failed=lambda task, cause: (task, cause))), daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "run_tasks hung"
+    failed = [r for r in results if isinstance(r, tuple)]
+    assert sorted(r for r in results if not isinstance(r, tuple)) == [0, 1, 4, 16, 25]
+    assert len(failed) == 1 and failed[0][0] == 3 and "died 3 times" in failed[0][1] and "-9" in failed[0][1]

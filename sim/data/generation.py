@@ -37,7 +37,6 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing as mp
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from scenarios.errors import MobileVLAError
 from scenarios.files import atomic_write_text
 from sim.data import h5format
 from sim.evaluation.episode import Episode
+from sim.evaluation.pool import run_tasks
 
 #: Date of episode 0's synthetic timestamp (see the module doc).
 BASE_DATE = datetime(2025, 12, 1)
@@ -428,10 +428,9 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
         if workers == 1:
             _init_worker(cfg)
             results = map(_work, todo)
-            pool = None
-        else:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
-            results = pool.imap_unordered(_work, todo)
+        else:  # a worker that dies never hangs the run: its episode is retried, then reported failed
+            results = run_tasks(_work, todo, workers=workers, initializer=_init_worker, initargs=(cfg,),
+                                failed=lambda index, cause: {"index": index, "error": f"episode {index}: {cause}"})
         try:
             for res in results:
                 if "error" in res:
@@ -443,9 +442,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
                 bar.update(1)
                 bar.set_postfix(frames_per_s=f"{frames / max(time.perf_counter() - start, 1e-9):.1f}")
         finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+            if workers > 1:
+                results.close()
             else:
                 for env in _WORKER.pop("env", ()):
                     env.close()

@@ -9,12 +9,10 @@ complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import json
 import math
-import multiprocessing as mp
 import re
 import signal
 import sys
@@ -22,8 +20,6 @@ import threading
 import traceback
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +31,7 @@ from scenarios.files import atomic_write_text
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.episode import Episode, EpisodeRecord
 from sim.evaluation.metrics import spl
+from sim.evaluation.pool import run_tasks
 
 EVAL_STREAM = 0xE7A1  # seed-stream tag; data generation uses another one
 EPISODES_FILE = "episodes.jsonl"
@@ -336,10 +333,6 @@ def preflight(cfg: EvalConfig, workers: int) -> dict[str, dict[str, Any]]:
     return provenance
 
 
-#: Times an episode is re-run after its worker process died before it is recorded as ``error``.
-MAX_WORKER_RETRIES = 2
-
-
 def _failed_record(task: Task, cause: str) -> dict[str, Any]:
     return EpisodeRecord.failed(task.layout, task.distance, task.seed, policy=task.policy, episode=task.episode,
                                 error=cause).to_json()
@@ -357,70 +350,11 @@ def _run_in_process(cfg: EvalConfig, tasks: list[Task], step_timeout: float | No
 
 def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None
                  ) -> Iterator[dict[str, Any]]:
-    """Run ``tasks`` on ``workers`` spawned processes, ``workers`` episodes in flight at a time, yielding records as
-    they finish.
-
-    A worker that dies (killed, out of memory, a native crash) breaks the pool: it is rebuilt and the episodes that
-    were in flight are run again one at a time, so the one that kills its worker is known; it is re-run at most
-    :data:`MAX_WORKER_RETRIES` times, then recorded as ``error`` with the cause, and the others are unaffected.
-    Whatever a task raises in its worker (e.g. a policy's ``KeyboardInterrupt``) ends that episode as ``error``.
-    """
-    context = mp.get_context("spawn")
-    queue, isolated = collections.deque(tasks), collections.deque()
-    deaths: collections.Counter = collections.Counter()
-
-    def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(cfg, step_timeout, True))
-
-    pool, processes = new_pool(), {}
-    in_flight: dict[Future, Task] = {}
-    try:
-        while queue or isolated or in_flight:
-            if isolated:
-                if not in_flight:
-                    task = isolated.popleft()
-                    in_flight[pool.submit(run_task, task)] = task
-            else:
-                while queue and len(in_flight) < workers:
-                    task = queue.popleft()
-                    in_flight[pool.submit(run_task, task)] = task
-            processes.update(getattr(pool, "_processes", None) or {})  # to read their exit codes after a break
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            broken = False
-            for future in done:
-                try:
-                    record = future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    continue
-                except BaseException as exc:  # noqa: BLE001 - whatever the task raised ends that episode only
-                    record = _failed_record(in_flight[future], f"the worker raised {type(exc).__name__}: {exc}")
-                del in_flight[future]
-                yield record
-            if not broken:
-                continue
-            pool.shutdown(wait=True, cancel_futures=True)
-            codes = sorted({p.exitcode for p in processes.values() if p.exitcode not in (None, 0)})
-            suspects = sorted(in_flight.values(), key=lambda t: t.key)
-            in_flight.clear()
-            if len(suspects) == 1:  # alone in the pool: it killed its worker
-                task = suspects[0]
-                deaths[task.key] += 1
-                if deaths[task.key] > MAX_WORKER_RETRIES:
-                    yield _failed_record(task, f"its worker process died {deaths[task.key]} times while running it "
-                                               f"(exit codes {codes}: killed, out of memory or a native crash)")
-                else:
-                    isolated.appendleft(task)
-            else:
-                isolated.extend(suspects)
-            pool, processes = new_pool(), {}
-    finally:
-        processes.update(getattr(pool, "_processes", None) or {})
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes.values():
-            if process.is_alive():
-                process.terminate()
+    """Records of ``tasks`` run on ``workers`` processes that survive worker loss (:func:`~sim.evaluation.pool.
+    run_tasks`): an episode whose worker keeps dying, or that raises in its worker (e.g. a policy's
+    ``KeyboardInterrupt``), is recorded as ``error`` with the cause."""
+    return run_tasks(run_task, tasks, workers=workers, failed=_failed_record, initializer=_init_worker,
+                     initargs=(cfg, step_timeout, True), key=lambda task: task.key)
 
 
 def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_errors: bool = False,
