@@ -30,6 +30,11 @@ else:  # pragma: no cover
 LAYOUT_DIR = Path(__file__).parent / "layouts"
 DEFAULTS_FILE = Path(__file__).parent / "defaults.toml"
 DISTANCES = ("close", "medium", "far")
+#: Longest box side a layout may give (m): the operators' boxes are under 0.6 m.
+MAX_BOX_SIDE = 3.0
+#: Radius (m) around the robot's start that no box may reach: the robot's footprint (``envs.robot.RobotConfig``:
+#: 0.15 m) and a press of margin.
+START_CLEARANCE = 0.15
 #: Display names used in instructions, from the spec's instructions ("cup", "beverage bottle", "gray basket").
 TARGET_NAMES = {"cup": "cup", "bottle": "beverage bottle", "basket": "gray basket"}
 
@@ -42,7 +47,7 @@ class ScenarioError(MobileVLAError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Range(_Strict):
@@ -98,8 +103,8 @@ class Obstacle(_Strict):
     @field_validator("size")
     @classmethod
     def _positive(cls, v: Vec3) -> Vec3:
-        if min(v) <= 0:
-            raise ValueError(f"box size must be positive, got {v}")
+        if min(v) <= 0 or max(v) > MAX_BOX_SIDE:
+            raise ValueError(f"box sides must be in (0, {MAX_BOX_SIDE}] m, got {v}")
         return v
 
     @field_validator("colour")
@@ -320,7 +325,38 @@ def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = 
         raise ScenarioError(f"{path}: {problems}") from None
     if distance not in layout.distances:
         raise ScenarioError(f"{path}: unknown distance {distance!r}; available: {', '.join(layout.distances)}")
+    problem = geometry_problem(layout)
+    if problem:
+        raise ScenarioError(f"{path}: {problem}")
     return Scenario(name=name, distance=distance, path=path, layout=layout)
+
+
+def geometry_problem(layout: LayoutFile) -> str | None:
+    """What makes a layout's geometry impossible at some distance preset, or None. Checked over the whole jitter
+    and box-scale ranges: a box that can reach within :data:`START_CLEARANCE` of the robot's start, a target
+    behind the start or closer than its standoff, a box or the target that can leave the arena.
+    """
+    rnd = layout.randomization
+    scale = rnd.box_scale.high
+    for name, preset in layout.distances.items():
+        if preset.target.low - rnd.target_xy[0] - layout.target.standoff <= START_CLEARANCE:
+            return (f"distances.{name}.target: the target ({preset.target.low} m) is behind the start or closer "
+                    f"than its standoff ({layout.target.standoff} m)")
+        if rnd.target_xy[1] >= layout.arena.half_width:
+            return f"randomization.target_xy: the target can leave the arena (half width {layout.arena.half_width} m)"
+        for i, ob in enumerate(layout.obstacles):
+            near = preset.obstacle.low + ob.offset[0] - rnd.obstacle_xy[0]
+            half_width = ob.size[1] * scale / 2 + rnd.obstacle_xy[1]
+            dx = max(near - rnd.start_xy[0], -(near + ob.size[0] * scale) - rnd.start_xy[0], 0.0)
+            dy = max(abs(ob.offset[1]) - half_width - rnd.start_xy[1], 0.0)
+            if math.hypot(dx, dy) < START_CLEARANCE:
+                return (f"obstacles.{i} at distance {name!r} can reach the robot's start (nearest face "
+                        f"{near:.2f} m ahead, offset {ob.offset[1]:+.2f} m): keep {START_CLEARANCE} m clear")
+            far = preset.obstacle.high + ob.offset[0] + rnd.obstacle_xy[0] + ob.size[0] * scale
+            if far > preset.target.high + layout.arena.x_beyond_target or \
+                    abs(ob.offset[1]) + half_width > layout.arena.half_width:
+                return f"obstacles.{i} at distance {name!r} reaches outside the arena"
+    return None
 
 
 __all__ = [

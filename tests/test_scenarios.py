@@ -70,6 +70,13 @@ def test_user_folder_adds_a_layout(tmp_path):
         (VALID.replace("{target}", "{where}"), "instructions"),
         (VALID + '\n[distances.close]\nobstacle = [0.5, 0.3]\n', "distances.close.obstacle"),
         ("side = [", "not valid TOML"),
+        (VALID.replace("[0.3, 0.3, 0.3]", "[0.3, nan, 0.3]"), "obstacles.0.size"),
+        (VALID.replace("[0.3, 0.3, 0.3]", "[0.3, inf, 0.3]"), "obstacles.0.size"),
+        (VALID.replace("[0.3, 0.3, 0.3]", "[0.3, 40.0, 0.3]"), "obstacles.0.size"),
+        (VALID + '\n[distances.close]\nobstacle = [0.0, 0.2]\n', "obstacles.0 at distance 'close' can reach the robot"),
+        (VALID + '\n[distances.far]\ntarget = [-1.0, -1.0]\n', "distances.far.target"),
+        (VALID + '\n[randomization]\ntarget_xy = [0.05, 2.0]\n', "randomization.target_xy"),
+        (VALID + '\n[arena]\nhalf_width = 0.1\n', "reaches outside the arena"),
     ],
 )
 def test_malformed_files_name_the_file_and_field(tmp_path, text, field):
