@@ -4,8 +4,8 @@
   MobileVLAError`) or a file the user named that cannot be read or written prints one line, ``error: ...``, and
   exits 2, and Ctrl-C exits 130; a traceback is left only for a bug.
 - ``--policy-arg [POLICY@]KEY=VALUE`` (:func:`add_policy_arg_argument`, :func:`parse_policy_args`): the one style
-  of policy arguments, on every command that builds a policy (``sim.eval``, ``sim.serve``, ``sim.export``,
-  ``sim.train``).
+  of policy arguments, on every command that builds a policy (``sim.eval``, ``sim.offline``, ``sim.serve``,
+  ``sim.export``, ``sim.train``).
 - The flags naming where a VLA policy's weights come from (:func:`add_model_source_arguments`).
 """
 
