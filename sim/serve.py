@@ -25,8 +25,15 @@ from policies import make_policy, names, vla_names
 from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
 from sim.evaluation.config import policy_spec
 from sim.evaluation.runner import PolicyBuildError
-from sim.serving.server import (API_KEY_ENV, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_SESSIONS, READ_TIMEOUT_S,
-                                create_app, uvicorn_config)
+from sim.serving.server import (
+    API_KEY_ENV,
+    MAX_BODY_BYTES,
+    MAX_CONNECTIONS,
+    MAX_SESSIONS,
+    READ_TIMEOUT_S,
+    create_app,
+    uvicorn_config,
+)
 
 log = logging.getLogger("sim.serve")
 

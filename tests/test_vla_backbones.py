@@ -9,11 +9,7 @@ import torch
 
 from policies.backbones import UnknownBackboneError, make_backbone
 from policies.backbones.base import BackboneInputError
-from policies.backbones.efficientnet_lite import (
-    EfficientNetLite0,
-    default_weights_path,
-    load_efficientnet_lite0,
-)
+from policies.backbones.efficientnet_lite import EfficientNetLite0, default_weights_path, load_efficientnet_lite0
 
 try:
     from tests.conftest_vla import observation, scene_image, single_torch_thread

@@ -13,21 +13,9 @@ from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP
 from policies.vla import EnsemblePolicy, PostProcessing, TemporalEnsembler, VLAPolicy
 
 try:
-    from tests.conftest_vla import (
-        INSTRUCTION,
-        ScriptedHead,
-        StubBackbone,
-        flat_observation,
-        single_torch_thread,
-    )
+    from tests.conftest_vla import INSTRUCTION, ScriptedHead, StubBackbone, flat_observation, single_torch_thread
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from conftest_vla import (  # noqa: F401
-        INSTRUCTION,
-        ScriptedHead,
-        StubBackbone,
-        flat_observation,
-        single_torch_thread,
-    )
+    from conftest_vla import INSTRUCTION, ScriptedHead, StubBackbone, flat_observation, single_torch_thread  # noqa: F401
 
 RAW = PostProcessing(denormalize=False, clip=False, dead_zone=False, zero_first_step=False)
 

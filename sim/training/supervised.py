@@ -40,6 +40,7 @@ from sim.data import h5format
 from sim.data.dataset import Episode, list_episode_files, load_episodes, split_episodes
 from sim.data.h5format import InvalidEpisodeError
 
+
 class InvalidTrainingStateError(MobileVLAError, ValueError):
     """``--resume``'s ``last.pt`` is not a training state this code wrote (nothing in it is run)."""
 
