@@ -499,6 +499,20 @@ def _check_widths(model: ActionHead, widths: Mapping[str, int], backbone: str, c
                 f"backbone {backbone!r} gives {widths[stream]}; use the backbone it was trained with{trained}")
 
 
+def _check_types(head: str, values: Mapping[str, Any], kind: type) -> None:
+    """Refuse a policy argument of the wrong type (``--policy-arg dead_zone=maybe`` would otherwise switch the
+    dead-zone on, as any non-empty string is true)."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        ok = isinstance(value, bool) if kind is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value))
+            if kind in (int, float) else isinstance(value, kind))
+        if not ok:
+            wanted = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kind]
+            raise ConfigError(f"{head}: {name} must be {wanted}, got {value!r}")
+
+
 def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_path: str | Path | None = None,
                      clip_path: str | Path | None = None, checkpoint: str | Path | None = None,
                      path: str | Path | None = None, key_map: str | Path | Mapping[str, str] | None = None,
@@ -563,6 +577,12 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     cls = head_class(head)  # fail fast on an unknown head name
     if config is not None and head != "robovlms":
         raise TypeError(f"config= is the RoboVLMs config JSON of the robovlms policy, not of {head}")
+    _check_types(head, {"denormalize": denormalize, "clip": clip, "dead_zone": dead_zone,
+                        "zero_first_step": zero_first_step, "use_bundled": use_bundled}, bool)
+    _check_types(head, {"window_size": window_size, "action_dim": action_dim, "seed": seed, "num_threads": num_threads},
+                 int)
+    _check_types(head, {"ensemble_k": ensemble_k}, float)
+    _check_types(head, {"device": device}, str)
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     overrides = {**(head_overrides or {}), **head_fields}

@@ -445,6 +445,8 @@ def test_a_crafted_training_state_is_refused_without_running_it(tmp_path, capsys
     ("inspect", ["{tmp}/missing"], "missing"),
     ("train", ["--policy", "lstm-recon", "--data", "{tmp}/missing", "--out", "{tmp}/t"], "missing"),
     ("serve", ["--policy", "random", "--read-timeout", "0"], "--read-timeout"),
+    ("eval", ["--policy", "case2", "--policy-arg", "dead_zone=maybe"], "dead_zone must be true or false"),
+    ("eval", ["--policy", "case2", "--policy-arg", "window_size=2.5"], "window_size must be a whole number"),
 ])
 def test_every_bad_argument_is_one_line_and_exit_2(tmp_path, capsys, command, args, named):
     import importlib
