@@ -1,9 +1,10 @@
-"""Replay the human operators' 1-box key guides in their scenarios and report what happens.
+"""Replay the human operators' key guides in their scenarios and report what happens.
 
-``python -m sim.replay_patterns [--patterns FILE] [--seeds N] [--json]``
+``python -m sim.replay_patterns [--patterns FILE ...] [--seeds N] [--json]``
 
-Each pattern name (``1box_hori_left__core__medium``; a bare ``1box_vert_left`` means medium) is played open
-loop with ``replay`` in its layout and distance. Names without an orientation (``1box_left__core__medium``)
+By default both guide files of ``scenarios/human/``: the 1-box guides and the 2-box ``medium``/``close`` ones
+(``../shared/reference/core_patterns_{1box,2box}.json``). Each pattern name (``2box_hori_left__core__medium``; a bare
+``1box_vert_left`` means medium) is played open loop with ``replay`` in its layout and distance. Names without an orientation (``1box_left__core__medium``)
 are played in both the ``vert`` and the ``hori`` layout. Seed 0 is the nominal scene (no jitter); further
 seeds jitter poses. This is how the robot speed and scenario geometry were calibrated (README).
 """
@@ -24,20 +25,23 @@ from scenarios.errors import ConfigError
 from sim.cli import command
 from sim.evaluation.episode import Episode
 
-_NAME = re.compile(r"^1box_(?:(?P<orient>vert|hori)_)?(?P<side>left|right)(?:__(?P<kind>core|variant)__(?P<dist>close|medium|far))?$")
+_NAME = re.compile(r"^(?P<nbox>[12]box)_(?:(?P<orient>vert|hori)_)?(?P<side>left|right)"
+                   r"(?:__(?P<kind>core|variant)__(?P<dist>close|medium|far))?$")
+#: The operators' guide files (``{name: [key, ...]}``).
+GUIDE_FILES = (HUMAN_PATTERNS, HUMAN_PATTERNS.with_name("core_patterns_2box.json"))
 
 
 def pattern_scenarios(name: str) -> list[tuple[str, str]]:
     """``(layout, distance)`` pairs a pattern name refers to.
 
     Raises:
-        ConfigError: a name that does not follow ``1box_[vert|hori_]{left|right}[__core__{distance}]``.
+        ConfigError: a name that does not follow ``{1box|2box}_[vert|hori_]{left|right}[__core__{distance}]``.
     """
     m = _NAME.match(name)
     if m is None:
         raise ConfigError(f"cannot parse pattern name {name!r}")
     orients = [m["orient"]] if m["orient"] else ["vert", "hori"]
-    return [(f"1box_{o}_{m['side']}", m["dist"] or "medium") for o in orients]
+    return [(f"{m['nbox']}_{o}_{m['side']}", m["dist"] or "medium") for o in orients]
 
 
 def replay(name: str, keys: list[str], layout: str, distance: str, seed: int) -> dict:
@@ -65,14 +69,18 @@ def replay(name: str, keys: list[str], layout: str, distance: str, seed: int) ->
 @command
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patterns", default=str(HUMAN_PATTERNS), help="JSON of name -> key list")
+    parser.add_argument("--patterns", nargs="+", default=[str(f) for f in GUIDE_FILES],
+                        help="JSON files of name -> key list (default: the 1-box and 2-box guides)")
     parser.add_argument("--seeds", type=int, default=1, help="seed 0 = nominal scene, more seeds jitter poses")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    guides = {name: keys for path in args.patterns for name, keys in load_patterns(path).items()}
 
     rows = [
         replay(name, keys, layout, distance, seed)
-        for name, keys in load_patterns(args.patterns).items()
+        for name, keys in guides.items()
         for layout, distance in pattern_scenarios(name)
         for seed in range(args.seeds)
     ]

@@ -92,3 +92,15 @@ def test_unknown_names_are_clear():
         scenarios.load("3box_vert_left")
     with pytest.raises(ScenarioError, match="unknown distance"):
         scenarios.load("1box_vert_left", "very_far")
+
+
+def test_every_operator_guide_names_a_layout_and_distance():
+    from policies.replay import load_patterns
+    from sim.replay_patterns import GUIDE_FILES, pattern_scenarios
+
+    names = [name for path in GUIDE_FILES for name in load_patterns(path)]
+    assert any(n.startswith("2box_") for n in names) and any(n.startswith("1box_") for n in names)
+    for name in names:
+        for layout, distance in pattern_scenarios(name):
+            assert layout in scenarios.names() and distance in scenarios.DISTANCES
+    assert pattern_scenarios("2box_hori_left__core__close") == [("2box_hori_left", "close")]
