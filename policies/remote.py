@@ -222,6 +222,14 @@ class RemotePolicy(Policy):
         self._aborted.set()
         self._client.close()
 
+    def _renew_if_aborted(self) -> bool:
+        """After the watchdog closed the client, open a new one; returns whether it had."""
+        if not self._aborted.is_set():
+            return False
+        self._aborted.clear()
+        self._client = httpx.Client(**self._client_args)
+        return True
+
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         """Send one request with retries on transport errors; return the JSON object of a 2xx answer. The first
         request that reaches the server waits up to ``warmup_timeout`` for its answer (a lazy model load).
@@ -243,9 +251,7 @@ class RemotePolicy(Policy):
                     body = self._read_capped(response, f"{method} {where}")
                 break
             except (httpx.TransportError, RuntimeError) as exc:
-                if self._aborted.is_set():
-                    self._aborted.clear()
-                    self._client = httpx.Client(**self._client_args)
+                if self._renew_if_aborted():
                     raise RemotePolicyError(f"{method} {where}: no complete answer within {budget:g} s (connect "
                                             f"{self.connect_timeout:g} s + read {read:g} s)") from None
                 if not isinstance(exc, httpx.TransportError):
@@ -259,9 +265,7 @@ class RemotePolicy(Policy):
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             finally:
                 watchdog.cancel()
-        if self._aborted.is_set():  # the watchdog fired just as the answer completed: the client needs renewing
-            self._aborted.clear()
-            self._client = httpx.Client(**self._client_args)
+        self._renew_if_aborted()  # the watchdog may have fired just as the answer completed
         if path != "/health":
             self._warm = True
         if response.status_code >= 400:

@@ -68,13 +68,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` with :func:`atomic_write`; returns ``path``."""
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def is_temp_file(path: str | Path) -> bool:
     """True for a temporary file :func:`atomic_write` leaves behind when the process is killed."""
     return bool(_TEMP_RE.match(Path(path).name))

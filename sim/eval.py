@@ -30,6 +30,7 @@ from scenarios.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
 from sim.evaluation import EvalConfig, EvalResult, evaluate
 from sim.evaluation.config import (
+    MAX_LATENCY_S,
     RECORD_MODES,
     EnvSettings,
     Latency,
@@ -71,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         ConfigError / ScenarioError: an invalid value (named).
     """
     checks = [("--episodes-per-combo", args.episodes_per_combo, 1, None), ("--seed", args.seed, 0, 2**32 - 1),
-              ("--max-steps", args.max_steps, 1, None), ("--latency-ms", args.latency_ms, 0, 10_000)]
+              ("--max-steps", args.max_steps, 1, None), ("--latency-ms", args.latency_ms, 0, round(MAX_LATENCY_S * 1e3))]
     for flag, value, low, high in checks:
         if value is not None and (value < low or (high is not None and value > high) or value != value):
             bound = f">= {low}" if high is None else f"in [{low}, {high}]"

@@ -10,6 +10,7 @@ written before this class existed, a flat dict, is converted on reading).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -258,8 +259,11 @@ def from_legacy(data: dict[str, Any]) -> EvalConfig:
     )
 
 
-def default_run_dir(policy_names: Sequence[str], stamp: str) -> Path:
-    """``runs/<policies>-<stamp>`` with characters a file name cannot hold replaced."""
-    import re
+def safe_name(text: str) -> str:
+    """``text`` as a file name: runs of characters other than ``A-Za-z0-9._-`` become one ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
-    return Path("runs") / (re.sub(r"[^A-Za-z0-9._-]+", "-", "+".join(policy_names)).strip("-") + f"-{stamp}")
+
+def default_run_dir(policy_names: Sequence[str], stamp: str) -> Path:
+    """``runs/<policies>-<stamp>`` (:func:`safe_name`)."""
+    return Path("runs") / f"{safe_name('+'.join(policy_names))}-{stamp}"

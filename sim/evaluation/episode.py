@@ -53,11 +53,6 @@ class Step:
     truncated: bool
     info: dict[str, Any]
 
-    @property
-    def done(self) -> bool:
-        """The episode ended with this step."""
-        return self.terminated or self.truncated
-
 
 @dataclass
 class EpisodeRecord:
@@ -103,28 +98,12 @@ class EpisodeRecord:
               "latency_p50_ms", "latency_p95_ms", "latency_applied", "error", "pred_xy", "expert_xy", "path", "scene",
               "collided_with", "keys", "video")
 
-    @property
-    def key(self) -> tuple[str | None, str, str, int | None]:
-        """``(policy, layout, distance, episode)``: what identifies an evaluation episode in a run."""
-        return self.policy, self.layout, self.distance, self.episode
-
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (``video`` only when set)."""
         data = dataclasses.asdict(self)
         if data["video"] is None:
             del data["video"]
         return {k: data[k] for k in self._ORDER if k in data}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EpisodeRecord:
-        """Inverse of :meth:`to_json`; fields missing in older files get their defaults, unknown keys are dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
-        for required in ("layout", "distance", "seed", "instruction", "status", "success", "steps"):
-            values.setdefault(required, None)
-        for optional in ("sim_time_s", "path_length_m", "final_distance_m", "passed_side", "side_ok"):
-            values.setdefault(optional, None)
-        return cls(**values)
 
     @classmethod
     def failed(cls, layout: str, distance: str, seed: int, error: str, **fields: Any) -> EpisodeRecord:

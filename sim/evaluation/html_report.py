@@ -6,7 +6,6 @@ and frames, embedded as data URIs so the page opens offline in any browser, with
 from __future__ import annotations
 
 import base64
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+
+from sim.evaluation.report import num, pct
 
 #: Bytes of video embedded in one page; further videos are linked (relative paths) instead.
 EMBED_BUDGET_BYTES = 40 * 2**20
@@ -44,6 +45,10 @@ p.note { background: #fff8e0; padding: 0.5em; }
 {% endfor %}
 </body></html>
 """)
+
+
+def num3(value: float | None) -> str:
+    return num(value, ".3f")
 
 
 @dataclass
@@ -81,14 +86,6 @@ class _Embedder:
         return Figure("video", f"data:video/mp4;base64,{base64.b64encode(path.read_bytes()).decode()}", caption)
 
 
-def _fmt(value: Any, kind: str = "num") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if kind == "pct":
-        return f"{100 * value:.0f}%"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
 def render(title: str, intro: Sequence[str], sections: Sequence[Section]) -> str:
     """The page's HTML text."""
     return _TEMPLATE.render(title=title, intro=list(intro), sections=list(sections))
@@ -104,10 +101,10 @@ def eval_page(out: Path, summary: dict[str, Any], records: Sequence[dict[str, An
     for name, p in policies.items():
         o = p["overall"]
         lo, hi = o["success_ci95"]
-        overall.append([name, f"{_fmt(o['success_rate'], 'pct')} [{100 * lo:.0f}-{100 * hi:.0f}]", _fmt(o["spl"]),
-                        _fmt(o["collision_rate"], "pct"), _fmt(o["timeout_rate"], "pct"),
-                        _fmt(o.get("side_compliance"), "pct"), _fmt(p["offline_metrics"]["mae"]),
-                        _fmt(o.get("latency_p50_ms")), str(o["episodes"])])
+        overall.append([name, f"{pct(o['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]", num3(o["spl"]),
+                        pct(o["collision_rate"]), pct(o["timeout_rate"]),
+                        pct(o.get("side_compliance")), num3(p["offline_metrics"]["mae"]),
+                        num3(o.get("latency_p50_ms")), str(o["episodes"])])
     combos = sorted({c for p in policies.values() for c in p["per_combo"]})
     per_combo = [["layout/distance", *policies]] + [
         [c, *(f"{p['per_combo'][c]['successes']}/{p['per_combo'][c]['episodes']}" if c in p["per_combo"] else "-"
@@ -134,17 +131,17 @@ def offline_page(out: Path, summary: dict[str, Any]) -> str:
     table = [["policy", "offline MAE (real)", "closed-loop success (sim)", "sim-real: same key", "action gap",
               "image cosine"]]
     for r in summary["comparison"]["table"]:
-        table.append([r["policy"], _fmt(r["mae"]), _fmt(r["success_rate"], "pct"),
-                      _fmt(r["direction_agreement"], "pct"), _fmt(r["action_gap"]), _fmt(r["image_cosine"])])
+        table.append([r["policy"], num3(r["mae"]), pct(r["success_rate"]),
+                      pct(r["direction_agreement"]), num3(r["action_gap"]), num3(r["image_cosine"])])
     metrics = [["policy", "group", "MAE", "RMSE", "acc<0.3", "acc<0.2", "acc<0.15", "steps"]]
     gaps = [["policy", "scenario", "steps", "same key", "action gap", "image cosine"]]
     for name, p in summary["policies"].items():
         for group, m in {"overall": p["overall"], **p["per_distance"], **p["per_layout"], **p["per_kind"]}.items():
-            metrics.append([name, group, _fmt(m["mae"]), _fmt(m["rmse"]), _fmt(m["accuracy_0.3"]),
-                            _fmt(m["accuracy_0.2"]), _fmt(m["accuracy_0.15"]), str(m["n"])])
+            metrics.append([name, group, num3(m["mae"]), num3(m["rmse"]), num3(m["accuracy_0.3"]),
+                            num3(m["accuracy_0.2"]), num3(m["accuracy_0.15"]), str(m["n"])])
         for scenario, g in p["sim_real_gap"]["per_scenario"].items():
-            gaps.append([name, scenario, str(g["steps"]), _fmt(g["direction_agreement"], "pct"),
-                         _fmt(g["action_mae"]), _fmt(g["image_cosine"])])
+            gaps.append([name, scenario, str(g["steps"]), pct(g["direction_agreement"]),
+                         num3(g["action_mae"]), num3(g["image_cosine"])])
     twins = [(name, t) for name, t in summary["twins"].items() if t.get("video") and (out / t["video"]).is_file()]
     sections = [
         Section("Comparison", text=[summary["comparison"]["sentence"]], tables=[table]),

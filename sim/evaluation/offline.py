@@ -101,17 +101,25 @@ def act_along(policy, frames: np.ndarray | Sequence[np.ndarray], instruction: st
                                  f"{exc} (the simulator's state or scene), which a camera frame does not carry") from None
 
 
-def frame_features(policy, frames: np.ndarray | Sequence[np.ndarray], instruction: str) -> np.ndarray | None:
+def frame_features(policy, frames: np.ndarray | Sequence[np.ndarray], instruction: str,
+                   cache: dict | None = None) -> np.ndarray | None:
     """The policy backbone's per-frame features ``(N, D)`` (its frame streams), or None for a policy without a
-    backbone (the image gap is then not measured)."""
+    backbone (the image gap is then not measured). ``cache`` (a dict kept per set of frames) shares them between
+    policies on the same backbone and streams (the bundled heads all run on one ``lite``)."""
     member = getattr(policy, "first", policy)  # an ensemble: its first member's backbone
     backbone, streams = getattr(member, "backbone", None), getattr(member, "frame_streams", None)
     if backbone is None or not streams:
         return None
+    key = (id(backbone), tuple(streams))
+    if cache is not None and key in cache:
+        return cache[key]
     images = np.stack(list(frames))
     parts = [backbone.encode_frames(images[i:i + 16], streams, instruction).float().cpu().numpy()
              for i in range(0, len(images), 16)]
-    return np.concatenate(parts)
+    features = np.concatenate(parts)
+    if cache is not None:
+        cache[key] = features
+    return features
 
 
 def twin_seed(base_seed: int, name: str) -> int:
@@ -379,14 +387,17 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
             instruction = real.info.instruction
             twin = play_twin(env, real, twin_seed(cfg.seed, real.name)) if cfg.twins else None
             first_gap: list[dict[str, Any]] = []
+            real_features: dict = {}
+            twin_features: dict = {}
             for name, policy in policies.items():
                 predictions = act_along(policy, real.frames, instruction)
                 rows.extend(step_rows(name, real, predictions))
                 if twin is None:
                     continue
                 sim_predictions = act_along(policy, twin.frames, instruction)
-                gap = twin_gap(predictions, sim_predictions, frame_features(policy, real.frames, instruction),
-                               frame_features(policy, twin.frames, instruction))
+                gap = twin_gap(predictions, sim_predictions,
+                               frame_features(policy, real.frames, instruction, real_features),
+                               frame_features(policy, twin.frames, instruction, twin_features))
                 for g in gap:
                     g.update(policy=name, episode=real.name, layout=twin.layout, distance=twin.distance)
                 gaps.extend(gap)
@@ -463,16 +474,10 @@ def summarize_offline(cfg: OfflineConfig, rows: Sequence[dict[str, Any]], gaps: 
     return summary
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
-
-
 def offline_markdown(summary: dict[str, Any]) -> str:
     """``summary.md``: the comparison, the offline metrics, the sim-real gap per scenario."""
+    from sim.evaluation.report import num, pct
+
     lines = [f"# Offline evaluation on real episodes: {', '.join(summary['policies'])}", "",
              f"- {summary['episodes']} episodes from {summary['files']} files ({len(summary['invalid'])} invalid, "
              f"skipped); families: {', '.join(summary['families'])}"]
@@ -484,9 +489,9 @@ def offline_markdown(summary: dict[str, Any]) -> str:
     for r in summary["comparison"]["table"]:
         ci = r.get("success_ci95")
         success = "-" if r["success_rate"] is None else (
-            f"{_pct(r['success_rate'])} [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}] of {r['closed_loop_episodes']}")
-        lines.append(f"| {r['policy']} | {_num(r['mae'])} | {success} | {_pct(r['direction_agreement'])} | "
-                     f"{_num(r['action_gap'])} | {_num(r['image_cosine'])} |")
+            f"{pct(r['success_rate'])} [{100 * ci[0]:.0f}-{100 * ci[1]:.0f}] of {r['closed_loop_episodes']}")
+        lines.append(f"| {r['policy']} | {num(r['mae'], '.3f')} | {success} | {pct(r['direction_agreement'])} | "
+                     f"{num(r['action_gap'], '.3f')} | {num(r['image_cosine'], '.3f')} |")
     lines += ["", summary["comparison"]["sentence"], "", "## Offline metrics (the team's definitions)", "",
               "| policy | group | MAE | RMSE | acc<0.3 | acc<0.2 | acc<0.15 | x dir acc | y dir acc | steps |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -494,16 +499,17 @@ def offline_markdown(summary: dict[str, Any]) -> str:
         groups = {"overall": p["overall"], **{f"distance {k}": v for k, v in p["per_distance"].items()},
                   **{f"layout {k}": v for k, v in p["per_layout"].items()}, **{k: v for k, v in p["per_kind"].items()}}
         for group, m in groups.items():
-            lines.append(f"| {name} | {group} | {_num(m['mae'])} | {_num(m['rmse'])} | {_num(m['accuracy_0.3'], '.1f')} "
-                         f"| {_num(m['accuracy_0.2'], '.1f')} | {_num(m['accuracy_0.15'], '.1f')} | "
-                         f"{_num(m['linear_x_direction_accuracy'], '.1f')} | "
-                         f"{_num(m['linear_y_direction_accuracy'], '.1f')} | {m['n']} |")
+            lines.append(f"| {name} | {group} | {num(m['mae'], '.3f')} | {num(m['rmse'], '.3f')} | "
+                         f"{num(m['accuracy_0.3'], '.1f')} | {num(m['accuracy_0.2'], '.1f')} | "
+                         f"{num(m['accuracy_0.15'], '.1f')} | "
+                         f"{num(m['linear_x_direction_accuracy'], '.1f')} | "
+                         f"{num(m['linear_y_direction_accuracy'], '.1f')} | {m['n']} |")
     lines += ["", "## Sim-real gap per scenario", "", "| policy | scenario | steps | same key | action gap | image cosine |",
               "|---|---|---|---|---|---|"]
     for name, p in summary["policies"].items():
         for scenario, g in p["sim_real_gap"]["per_scenario"].items():
-            lines.append(f"| {name} | {scenario} | {g['steps']} | {_pct(g['direction_agreement'])} | "
-                         f"{_num(g['action_mae'])} | {_num(g['image_cosine'])} |")
+            lines.append(f"| {name} | {scenario} | {g['steps']} | {pct(g['direction_agreement'])} | "
+                         f"{num(g['action_mae'], '.3f')} | {num(g['image_cosine'], '.3f')} |")
     return "\n".join(lines) + "\n"
 
 

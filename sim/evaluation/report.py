@@ -85,16 +85,18 @@ def summarize(records: Sequence[dict[str, Any]], config: EvalConfig, real_result
     return summary
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f}%"
+def pct(x: float | None) -> str:
+    """A rate in [0, 1] as ``"83%"``; ``"-"`` for None or NaN (the tables of every report)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
 
 
 def _ci(stats: dict[str, Any]) -> str:
     lo, hi = stats["success_ci95"]
-    return f"{_pct(stats['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]"
+    return f"{pct(stats['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]"
 
 
-def _num(x: float | None, fmt: str = ".2f") -> str:
+def num(x: float | None, fmt: str = ".2f") -> str:
+    """A number in ``fmt``; ``"-"`` for None or NaN."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
@@ -115,18 +117,18 @@ def to_markdown(summary: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         o = pols[name]["overall"]
-        lines.append(f"| {name} | {_ci(o)} | {_pct(o['success_on_instructed_side'])} | {_pct(o['side_compliance'])} | {_num(o['spl'])} | "
-                     f"{_pct(o['collision_rate'])} | {_pct(o['timeout_rate'])} | {_pct(o['out_of_bounds_rate'])} | {_pct(o['error_rate'])} | "
-                     f"{_num(o['latency_p50_ms'], '.1f')} / {_num(o['latency_p95_ms'], '.1f')} |")
+        lines.append(f"| {name} | {_ci(o)} | {pct(o['success_on_instructed_side'])} | {pct(o['side_compliance'])} | {num(o['spl'])} | "
+                     f"{pct(o['collision_rate'])} | {pct(o['timeout_rate'])} | {pct(o['out_of_bounds_rate'])} | {pct(o['error_rate'])} | "
+                     f"{num(o['latency_p50_ms'], '.1f')} / {num(o['latency_p95_ms'], '.1f')} |")
     lines += ["", "## Offline metrics on the same rollouts (against the expert's action at every visited state)", "",
               "| policy | steps | MAE | RMSE | acc 0.3 | acc 0.2 | acc 0.15 | R2 x / y | corr x / y | direction x / y |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         m = pols[name]["offline_metrics"]
-        lines.append(f"| {name} | {m['n']} | {_num(m['mae'], '.3f')} | {_num(m['rmse'], '.3f')} | {_num(m['accuracy_0.3'], '.1f')}% | "
-                     f"{_num(m['accuracy_0.2'], '.1f')}% | {_num(m['accuracy_0.15'], '.1f')}% | {_num(m['linear_x_r2'])} / {_num(m['linear_y_r2'])} | "
-                     f"{_num(m['linear_x_correlation'])} / {_num(m['linear_y_correlation'])} | "
-                     f"{_num(m['linear_x_direction_accuracy'], '.0f')}% / {_num(m['linear_y_direction_accuracy'], '.0f')}% |")
+        lines.append(f"| {name} | {m['n']} | {num(m['mae'], '.3f')} | {num(m['rmse'], '.3f')} | {num(m['accuracy_0.3'], '.1f')}% | "
+                     f"{num(m['accuracy_0.2'], '.1f')}% | {num(m['accuracy_0.15'], '.1f')}% | {num(m['linear_x_r2'])} / {num(m['linear_y_r2'])} | "
+                     f"{num(m['linear_x_correlation'])} / {num(m['linear_y_correlation'])} | "
+                     f"{num(m['linear_x_direction_accuracy'], '.0f')}% / {num(m['linear_y_direction_accuracy'], '.0f')}% |")
     lines += ["", "## Per layout x distance: success [95% CI] / SPL / side compliance", "",
               "| layout | distance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     combos = sorted({c for n in names for c in pols[n]["per_combo"]})
@@ -135,13 +137,13 @@ def to_markdown(summary: dict[str, Any]) -> str:
         cells = []
         for name in names:
             s = pols[name]["per_combo"].get(combo)
-            cells.append("-" if s is None else f"{_ci(s)} / {_num(s['spl'])} / {_pct(s['side_compliance'])}")
+            cells.append("-" if s is None else f"{_ci(s)} / {num(s['spl'])} / {pct(s['side_compliance'])}")
         lines.append(f"| {layout} | {distance} | " + " | ".join(cells) + " |")
     if "sim_vs_real" in summary:
         svr = summary["sim_vs_real"]
         lines += ["", "## Sim vs real", "", "| policy | sim | real |", "|---|---|---|"]
-        lines += [f"| {n} | {_pct(s)} | {_pct(r)} |" for n, s, r in zip(svr["policies"], svr["sim"], svr["real"])]
-        lines += ["", f"Pearson r = {_num(svr['pearson_r'], '.3f')}, MMRV = {_num(svr['mmrv'], '.3f')} (0 = same ranking)"]
+        lines += [f"| {n} | {pct(s)} | {pct(r)} |" for n, s, r in zip(svr["policies"], svr["sim"], svr["real"])]
+        lines += ["", f"Pearson r = {num(svr['pearson_r'], '.3f')}, MMRV = {num(svr['mmrv'], '.3f')} (0 = same ranking)"]
     errors = [e for n in names for e in pols[n]["errors"]]
     if errors:
         lines += ["", "## Errors (first lines)", ""] + [f"- {e}" for e in errors]
@@ -160,19 +162,19 @@ def console_table(summary: dict[str, Any]) -> str:
         cells = []
         for n in names:
             s = pols[n]["per_combo"].get(combo)
-            cells.append("-" if s is None else f"{s['successes']}/{s['episodes']} {_pct(s['success_rate'])}")
+            cells.append("-" if s is None else f"{s['successes']}/{s['episodes']} {pct(s['success_rate'])}")
         rows.append(f"{combo:28}" + "".join(f"{c:>{width + 2}}" for c in cells))
     rows.append("-" * len(head))
     rows.append(f"{'success [95% CI]':28}" + "".join(f"{_ci(pols[n]['overall']):>{width + 2}}" for n in names))
-    rows.append(f"{'side compliance':28}" + "".join(f"{_pct(pols[n]['overall']['side_compliance']):>{width + 2}}" for n in names))
-    rows.append(f"{'SPL':28}" + "".join(f"{_num(pols[n]['overall']['spl']):>{width + 2}}" for n in names))
+    rows.append(f"{'side compliance':28}" + "".join(f"{pct(pols[n]['overall']['side_compliance']):>{width + 2}}" for n in names))
+    rows.append(f"{'SPL':28}" + "".join(f"{num(pols[n]['overall']['spl']):>{width + 2}}" for n in names))
     rows.append(f"{'collision / timeout':28}" + "".join(
-        f"{_pct(pols[n]['overall']['collision_rate']) + ' / ' + _pct(pols[n]['overall']['timeout_rate']):>{width + 2}}" for n in names))
-    rows.append(f"{'offline MAE vs expert':28}" + "".join(f"{_num(pols[n]['offline_metrics']['mae'], '.3f'):>{width + 2}}" for n in names))
-    rows.append(f"{'latency p50 ms':28}" + "".join(f"{_num(pols[n]['overall']['latency_p50_ms'], '.1f'):>{width + 2}}" for n in names))
+        f"{pct(pols[n]['overall']['collision_rate']) + ' / ' + pct(pols[n]['overall']['timeout_rate']):>{width + 2}}" for n in names))
+    rows.append(f"{'offline MAE vs expert':28}" + "".join(f"{num(pols[n]['offline_metrics']['mae'], '.3f'):>{width + 2}}" for n in names))
+    rows.append(f"{'latency p50 ms':28}" + "".join(f"{num(pols[n]['overall']['latency_p50_ms'], '.1f'):>{width + 2}}" for n in names))
     if "sim_vs_real" in summary:
         svr = summary["sim_vs_real"]
-        rows.append(f"sim vs real: Pearson r {_num(svr['pearson_r'], '.3f')}, MMRV {_num(svr['mmrv'], '.3f')}")
+        rows.append(f"sim vs real: Pearson r {num(svr['pearson_r'], '.3f')}, MMRV {num(svr['mmrv'], '.3f')}")
     return "\n".join(rows)
 
 

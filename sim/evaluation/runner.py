@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import re
 import signal
 import sys
 import threading
@@ -28,7 +27,7 @@ import numpy as np
 from envs.keys import key_to_action
 from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write_text
-from sim.evaluation.config import EvalConfig
+from sim.evaluation.config import EvalConfig, safe_name
 from sim.evaluation.episode import Episode, EpisodeRecord
 from sim.evaluation.metrics import spl
 from sim.evaluation.pool import run_tasks
@@ -232,10 +231,6 @@ def _policy(name: str):
     return policies[name]
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
-
-
 def run_task(task: Task) -> dict[str, Any]:
     """Run one episode in this worker; returns its ``episodes.jsonl`` record (never raises for a policy)."""
     cfg: EvalConfig = _WORKER["config"]
@@ -260,7 +255,7 @@ def run_task(task: Task) -> dict[str, Any]:
             title=f"{task.policy} | {task.layout} {task.distance} | episode {task.episode} seed {task.seed}",
             instruction=record.instruction, status=record.status or "error",
         )
-        name = _safe(f"{task.policy}_{task.layout}_{task.distance}_ep{task.episode:03d}_{record.status}") + ".mp4"
+        name = safe_name(f"{task.policy}_{task.layout}_{task.distance}_ep{task.episode:03d}_{record.status}") + ".mp4"
         record.video = str(write_video(cfg.output.video_dir / name, frames))
     return record.to_json()
 

@@ -65,6 +65,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from envs.settings import MAX_IMAGE_SIZE  # largest accepted image: the robot camera's 1280x720
 from policies.base import Policy
 from scenarios.errors import ConfigError
 
@@ -72,8 +73,6 @@ log = logging.getLogger("sim.serving")
 
 #: Largest accepted request body (bytes).
 MAX_BODY_BYTES = 4 * 1024 * 1024
-#: Largest accepted image ``(width, height)`` px: the robot camera's resolution.
-MAX_IMAGE_SIZE = (1280, 720)
 #: Longest accepted instruction (characters).
 MAX_INSTRUCTION_CHARS = 1024
 #: Seconds a client has to send a whole request (headers and body), counted from its first byte.
