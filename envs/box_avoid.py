@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 import scenarios
+from envs.geometry import passing_side
 from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
 from envs.robot import RobotConfig, ramp, wheel_speeds
 from envs.scene import PHYSICS_HZ, Scene
@@ -41,8 +42,10 @@ class BoxAvoidEnv(gym.Env):
     """Box avoidance with an onboard camera, faithful to the Mobile VLA robot.
 
     Args:
-        scenario: layout name (``scenarios.names()``), e.g. ``"1box_hori_left"``.
+        scenario: layout name (``scenarios.names(family=family)``), e.g. ``"1box_hori_left"``.
         distance: ``"close"``, ``"medium"`` or ``"far"``.
+        family: scenario family (``scenarios.FAMILIES``): ``"cup"`` (the 2025 set-up, calibrated to the operators'
+            key guides; default) or ``"basket"`` (the 2026 set-up at the spec's measured distances).
         actuation: ``"keypress"`` (default: one step = one 0.4 s key press at the fixed throttle, then a stop)
             or ``"velocity"`` (continuous body velocities in m/s and rad/s held for ``1 / control_hz`` s).
         control_hz: control rate of the velocity mode (Hz).
@@ -88,7 +91,8 @@ class BoxAvoidEnv(gym.Env):
     - ``distance_to_goal`` (float, m): robot centre to the goal point. ``path_length`` (float, m): driven so far.
     - ``passed_side`` (``"left"``/``"right"``/None): the side every box reached so far was passed on;
       ``side_ok`` (bool | None): whether that is the instructed side (None before any box is reached).
-    - ``instruction`` (str), ``scenario`` (layout name), ``distance`` (preset name) of the current scene.
+    - ``instruction`` (str), ``scenario`` (layout name), ``distance`` (preset name), ``family`` (scenario family)
+      of the current scene.
     - ``steps`` (int): steps taken. ``sim_time`` (float, s): simulated time elapsed, latency included.
     - ``key`` (str): the robot key the action maps to (``envs.keys``; ``"SPACE"`` = stop, and at reset).
     - ``action`` (float32 ``(3,)``): the action executed after clipping to the action space (zeros at reset).
@@ -104,6 +108,7 @@ class BoxAvoidEnv(gym.Env):
         scenario: str = "1box_hori_left",
         distance: str = "medium",
         *,
+        family: str = scenarios.DEFAULT_FAMILY,
         actuation: str = "keypress",
         control_hz: float = 10.0,
         image_size: str | Sequence[int] = (224, 224),
@@ -165,7 +170,7 @@ class BoxAvoidEnv(gym.Env):
         press_time = self.robot.press_duration + self.robot.brake_time
         self.max_steps = int(max_steps) if max_steps is not None else (30 if actuation == "keypress" else round(30 * press_time / self.step_duration))
 
-        self.scenario = scenarios.load(scenario, distance, scenario_dir)
+        self.scenario = scenarios.load(scenario, distance, scenario_dir, family)
         self.scene = Scene(self.robot, renderer=renderer)
 
         w, h = self.image_size
@@ -185,18 +190,18 @@ class BoxAvoidEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Sample a scene and place the robot at its start.
 
-        ``options`` may hold ``"scenario"`` and/or ``"distance"`` to switch layout without a new env (the same
-        bodies are reused), and ``"scene"`` (a :class:`scenarios.SceneSpec`) to replay an exact scene.
+        ``options`` may hold ``"scenario"``, ``"distance"`` and/or ``"family"`` to switch layout without a new env, and ``"scene"`` (a :class:`scenarios.SceneSpec`) to replay an exact scene.
         ``info`` holds ``"instruction"`` and ``"scene"`` (the sampled :class:`scenarios.SceneSpec` as a dict,
         which a privileged policy may read) besides the per-step keys.
         """
         super().reset(seed=seed)
         options = options or {}
-        if "scenario" in options or "distance" in options:
+        if {"scenario", "distance", "family"} & set(options):
             self.scenario = scenarios.load(
                 options.get("scenario", self.scenario.name),
                 options.get("distance", self.scenario.distance),
                 self.scenario_dir,
+                options.get("family", self.scenario.family),
             )
         if options.get("scene") is not None:
             self.spec_scene = options["scene"]
@@ -367,17 +372,14 @@ class BoxAvoidEnv(gym.Env):
         return math.hypot(self._pose[0] - gx, self._pose[1] - gy)
 
     def _record_sides(self, previous: tuple[float, float, float], current: tuple[float, float, float]) -> None:
-        """Note on which side the robot passed each box: its lateral position (relative to the box centre) the
-        first time its path overlaps the box's extent along x."""
-        (x0, y0, _), (x1, y1, _) = previous, current
-        lo, hi = min(x0, x1), max(x0, x1)
+        """Note on which side the robot passed each obstacle (:func:`envs.geometry.passing_side`), the first time
+        its path overlaps the obstacle's extent along x."""
         for i, box in enumerate(self.spec_scene.obstacles):
-            bx0, bx1 = box.center[0] - box.size[0] / 2, box.center[0] + box.size[0] / 2
-            if i in self._sides or hi < bx0 or lo > bx1:
-                continue
-            xm = (max(lo, bx0) + min(hi, bx1)) / 2  # middle of the overlap
-            ym = y0 if x0 == x1 else y0 + (y1 - y0) * (xm - x0) / (x1 - x0)
-            self._sides[i] = "left" if ym > box.center[1] else "right"
+            if i not in self._sides:
+                extent = (box.center[0] - box.size[0] / 2, box.center[0] + box.size[0] / 2)
+                side = passing_side(previous[:2], current[:2], extent, box.center[1])
+                if side is not None:
+                    self._sides[i] = side
 
     @property
     def passed_side(self) -> str | None:
@@ -416,6 +418,7 @@ class BoxAvoidEnv(gym.Env):
             "instruction": self.spec_scene.instruction,
             "scenario": self.spec_scene.scenario,
             "distance": self.spec_scene.distance,
+            "family": self.spec_scene.family,
             "steps": self._steps,
             "sim_time": self._sim_time,
             "key": key,

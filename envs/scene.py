@@ -1,7 +1,7 @@
 """The PyBullet world of one environment: bodies, contacts and cameras.
 
 One ``p.DIRECT`` client per :class:`Scene`; every call passes ``physicsClientId``. Bodies are created once and
-moved on :meth:`Scene.place`: boxes are cached per distinct size (scenario sizes are quantised, so the cache is
+moved on :meth:`Scene.place`: obstacle shapes are cached per distinct size (scenario sizes are quantised, so the cache is
 bounded) and parked below the floor when unused, so thousands of resets load nothing new.
 """
 
@@ -19,7 +19,7 @@ import pybullet_data
 
 from envs.robot import RobotConfig
 from envs.textures import texture_files
-from scenarios import SceneSpec
+from scenarios import ObstacleSpec, SceneSpec
 from scenarios.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
@@ -40,6 +40,19 @@ LIGHTING = {
     "night": ((0.75, 0.80, 0.95), 0.40, 0.35),
 }
 TARGET_COLOURS = {"cup": (0.80, 0.15, 0.12, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1)}
+#: Target bodies (m, *chosen*): ``("cylinder", radius, height)`` or ``("box", half_x, half_y, half_z)``; a body
+#: stands on the floor.
+TARGET_SHAPES = {
+    "cup": ("cylinder", 0.045, 0.10),
+    "bottle": ("cylinder", 0.035, 0.22),
+    "basket": ("box", 0.17, 0.13, 0.08),
+}
+
+
+def target_half_height(kind: str) -> float:
+    """Height of a target body's centre above the floor (m), from :data:`TARGET_SHAPES`."""
+    geometry, *dims = TARGET_SHAPES[kind]
+    return dims[2] if geometry == "box" else dims[1] / 2
 
 
 class Scene:
@@ -104,21 +117,23 @@ class Scene:
 
     def _make_target(self, kind: str) -> int:
         cid, colour = self.client, TARGET_COLOURS[kind]
-
-        def make() -> tuple[int, int]:
-            if kind == "basket":
-                half = (0.17, 0.13, 0.08)
-                return (p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid),
-                        p.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=colour, physicsClientId=cid))
-            radius, height = (0.045, 0.10) if kind == "cup" else (0.035, 0.22)
-            return (p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=cid),
-                    p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, rgbaColor=colour,
-                                        physicsClientId=cid))
-
+        geometry, *dims = TARGET_SHAPES[kind]
+        make = (lambda: self._box_shapes(tuple(dims), colour)) if geometry == "box" else \
+            (lambda: self._cylinder_shapes(*dims, colour))
         col, vis = self._shape(("target", kind), make)
         body = p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
         self._names[body] = "target"
         return body
+
+    def _box_shapes(self, half: tuple[float, ...], rgba: tuple[float, ...] | None = None) -> tuple[int, int]:
+        cid, extra = self.client, {} if rgba is None else {"rgbaColor": rgba}
+        return (p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid),
+                p.createVisualShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid, **extra))
+
+    def _cylinder_shapes(self, radius: float, height: float, rgba: tuple[float, ...] | None = None) -> tuple[int, int]:
+        cid, extra = self.client, {} if rgba is None else {"rgbaColor": rgba}
+        return (p.createCollisionShape(p.GEOM_CYLINDER, radius=radius, height=height, physicsClientId=cid),
+                p.createVisualShape(p.GEOM_CYLINDER, radius=radius, length=height, physicsClientId=cid, **extra))
 
     def _make_wall(self) -> int:
         """A visual-only wall panel (no collision shape: the arena bounds end the episode, not walls)."""
@@ -140,16 +155,14 @@ class Scene:
             orn = p.getQuaternionFromEuler((0, 0, yaw))
             p.resetBasePositionAndOrientation(body, (x, y, WALL_HEIGHT / 2), orn, physicsClientId=self.client)
 
-    def _make_box(self, size: tuple[float, float, float]) -> int:
-        cid = self.client
-        half = [v / 2 for v in size]
-
-        def make() -> tuple[int, int]:
-            return (p.createCollisionShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid),
-                    p.createVisualShape(p.GEOM_BOX, halfExtents=half, physicsClientId=cid))
-
-        col, vis = self._shape(("box", *(round(v, 6) for v in size)), make)
-        return p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=cid)
+    def _make_obstacle(self, obstacle: ObstacleSpec) -> int:
+        """A static body for a box or a pot (upright cylinder of diameter ``size[0]``)."""
+        size = tuple(round(v, 6) for v in obstacle.size)
+        if obstacle.shape == "pot":
+            col, vis = self._shape(("pot", *size), lambda: self._cylinder_shapes(size[0] / 2, size[2]))
+        else:
+            col, vis = self._shape(("box", *size), lambda: self._box_shapes(tuple(v / 2 for v in size)))
+        return p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=self.client)
 
     def _renew_colliders(self, spec: SceneSpec) -> None:
         """Replace the robot, the boxes and the target by new bodies (see :meth:`place`)."""
@@ -160,7 +173,7 @@ class Scene:
                 self._names.pop(body, None)
                 self._colours.pop(body, None)
         self.robot_id = self._make_robot()
-        self._active = [self._make_box(box.size) for box in spec.obstacles]
+        self._active = [self._make_obstacle(obstacle) for obstacle in spec.obstacles]
         self._active_target = self._make_target(spec.target_kind)
 
     # ------------------------------------------------------------------ episode
@@ -174,10 +187,10 @@ class Scene:
         cid = self.client
         self._renew_colliders(spec)
         for i, (body, box) in enumerate(zip(self._active, spec.obstacles)):
-            self._names[body] = f"box{i}"
+            self._names[body] = f"obstacle_{i}"
             p.resetBasePositionAndOrientation(body, box.center, (0, 0, 0, 1), physicsClientId=cid)
             self._set_colour(body, (*box.colour, 1.0))
-        z = 0.08 if spec.target_kind == "basket" else (0.05 if spec.target_kind == "cup" else 0.11)
+        z = target_half_height(spec.target_kind)
         p.resetBasePositionAndOrientation(self._active_target, (*spec.target_position, z), (0, 0, 0, 1),
                                           physicsClientId=cid)
 
@@ -208,7 +221,7 @@ class Scene:
         p.stepSimulation(physicsClientId=self.client)
 
     def contact(self) -> str | None:
-        """Name of a body the robot touches (``"box0"``, ``"box1"``, ``"target"``), or None."""
+        """Name of a body the robot touches (``"obstacle_0"``, ``"obstacle_1"``, ``"target"``), or None."""
         for point in p.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client):
             name = self._names.get(point[2])
             if name is not None:

@@ -1,7 +1,15 @@
-"""Box-avoidance layouts as data.
+"""Box-avoidance layouts as data, in two families.
 
-Every layout is a TOML file (``scenarios/layouts/*.toml``, or a user's folder passed as ``scenario_dir``) merged
-over ``scenarios/defaults.toml``. :func:`load` validates it and returns a :class:`Scenario`; its
+A *family* is one physical set-up of the team's data collection (:data:`FAMILIES`):
+
+- ``cup``: the 2025 data set (cup or beverage-bottle target, cardboard boxes), geometry calibrated to the
+  operators' key guides by ``python -m sim.calibrate`` (README, "Scenario calibration");
+- ``basket``: the 2026 set-up (gray basket target, brown pot obstacles) at the spec's measured distances
+  (``ROBOT_AND_DATA.md`` section 4), its files named ``basket_...``.
+
+Every layout is a TOML file (``scenarios/<family>/layouts/*.toml``, or a user's folder passed as
+``scenario_dir``) merged over ``scenarios/<family>/defaults.toml``. :func:`load` validates it and returns a
+:class:`Scenario`; its
 :meth:`Scenario.sample` draws a concrete :class:`SceneSpec` (poses, colours, light, instruction) from a numpy
 ``Generator``, so the environment owns the randomness and the same seed gives the same scene.
 
@@ -27,8 +35,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-LAYOUT_DIR = Path(__file__).parent / "layouts"
-DEFAULTS_FILE = Path(__file__).parent / "defaults.toml"
+SCENARIO_ROOT = Path(__file__).parent
+#: The data-collection set-ups, each a folder ``scenarios/<family>/`` (``defaults.toml`` + ``layouts/``).
+FAMILIES = ("cup", "basket")
+DEFAULT_FAMILY = "cup"
 DISTANCES = ("close", "medium", "far")
 #: Longest box side a layout may give (m): the operators' boxes are under 0.6 m.
 MAX_BOX_SIDE = 3.0
@@ -80,8 +90,10 @@ class Range(_Strict):
 
 
 class DistancePreset(_Strict):
-    obstacle: Range = Field(description="start -> near face of the first obstacle (m)")
-    target: Range = Field(description="start -> target object's centre (m)")
+    obstacle: Range = Field(description="start -> near face of the first obstacle, along x (m)")
+    target: Range = Field(description="start -> target object's centre, along x (m)")
+    obstacle_y: float = Field(0.0, description="sideways position of the obstacles' reference point (m, +left)")
+    target_y: float = Field(0.0, description="sideways position of the target's centre (m, +left)")
 
 
 class Arena(_Strict):
@@ -96,9 +108,16 @@ class TargetSpec(_Strict):
 
 
 class Obstacle(_Strict):
-    size: Vec3 = Field(description="[depth along x, width along y, height] (m)")
+    size: Vec3 = Field(description="[depth along x, width along y, height] (m); a pot's depth and width are its diameter")
     offset: Vec2 = (0.0, 0.0)
     colour: Vec3 = (0.62, 0.45, 0.28)
+    shape: Literal["box", "pot"] = Field("box", description="a box, or a round pot (an upright cylinder)")
+
+    @model_validator(mode="after")
+    def _round_pot(self) -> "Obstacle":
+        if self.shape == "pot" and self.size[0] != self.size[1]:
+            raise ValueError(f"a pot is round: its depth and width must be equal, got {self.size[:2]}")
+        return self
 
     @field_validator("size")
     @classmethod
@@ -154,13 +173,15 @@ class LayoutFile(_Strict):
 
 
 @dataclass(frozen=True)
-class BoxSpec:
-    """A box obstacle in the world frame: centre ``(x, y, z)`` (m), ``size`` (depth x, width y, height z, m),
-    ``colour`` RGB in [0, 1]."""
+class ObstacleSpec:
+    """An obstacle in the world frame: centre ``(x, y, z)`` (m), ``size`` (depth x, width y, height z, m; a pot's
+    depth and width are its diameter), ``colour`` RGB in [0, 1], ``shape`` ``"box"`` or ``"pot"`` (upright
+    cylinder)."""
 
     center: Vec3
     size: Vec3
     colour: Vec3
+    shape: str = "box"
 
 
 @dataclass(frozen=True)
@@ -169,9 +190,10 @@ class SceneSpec:
 
     Attributes:
         scenario, distance, side: layout name, distance preset, side to pass (``"left"``/``"right"``).
+        family: the scenario family (:data:`FAMILIES`).
         instruction: the language instruction of the episode.
         start: robot start pose ``(x, y, yaw)``.
-        obstacles: the boxes.
+        obstacles: the boxes or pots.
         target_kind, target_position: target object and its centre ``(x, y)`` on the floor.
         goal: the point in front of the target the robot must stop at ``(x, y)``.
         arena: ``(x_min, x_max, y_min, y_max)`` bounds for the robot's centre.
@@ -184,11 +206,12 @@ class SceneSpec:
     side: str
     instruction: str
     start: Vec3
-    obstacles: tuple[BoxSpec, ...]
+    obstacles: tuple[ObstacleSpec, ...]
     target_kind: str
     target_position: Vec2
     goal: Vec2
     arena: tuple[float, float, float, float]
+    family: str = DEFAULT_FAMILY
     floor_texture: str = "concrete"
     light_direction: Vec3 = (0.4, 0.3, 0.85)
     time_period: str = "morning"
@@ -207,6 +230,7 @@ class Scenario:
     distance: str
     path: Path
     layout: LayoutFile = field(repr=False)
+    family: str = DEFAULT_FAMILY
 
     def sample(
         self, rng: np.random.Generator, *, jitter: bool = True, domain_randomization: bool = False
@@ -226,7 +250,7 @@ class Scenario:
         target_d = preset.target.sample(rng) if jitter else preset.target.mid
         start = (jit(rnd.start_xy[0]), jit(rnd.start_xy[1]), math.radians(jit(rnd.start_yaw)))
         shift = (jit(rnd.obstacle_xy[0]), jit(rnd.obstacle_xy[1]))
-        target_xy = (target_d + jit(rnd.target_xy[0]), jit(rnd.target_xy[1]))
+        target_xy = (target_d + jit(rnd.target_xy[0]), preset.target_y + jit(rnd.target_xy[1]))
 
         dr = domain_randomization
         boxes = []
@@ -237,8 +261,8 @@ class Scenario:
             size = (ob.size[0] * scale, ob.size[1] * scale, ob.size[2] * scale)
             colour = tuple(rnd.box_colours[int(rng.integers(len(rnd.box_colours)))]) if dr else ob.colour
             near_x = obstacle_d + ob.offset[0] + shift[0]
-            center = (near_x + size[0] / 2, ob.offset[1] + shift[1], size[2] / 2)
-            boxes.append(BoxSpec(center=center, size=size, colour=colour))
+            center = (near_x + size[0] / 2, preset.obstacle_y + ob.offset[1] + shift[1], size[2] / 2)
+            boxes.append(ObstacleSpec(center=center, size=size, colour=colour, shape=ob.shape))
 
         kind = lay.target.kinds[int(rng.integers(len(lay.target.kinds)))] if dr else lay.target.kinds[0]
         template = lay.instructions[int(rng.integers(len(lay.instructions)))] if dr else lay.instructions[0]
@@ -246,6 +270,7 @@ class Scenario:
         arena = (lay.arena.x_min, target_d + lay.arena.x_beyond_target, -lay.arena.half_width, lay.arena.half_width)
         spec = dict(
             scenario=self.name,
+            family=self.family,
             distance=self.distance,
             side=lay.side,
             instruction=template.format(target=TARGET_NAMES[kind]),
@@ -289,8 +314,24 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _layout_files(scenario_dir: str | Path | None) -> dict[str, Path]:
-    files = {p.stem: p for p in sorted(LAYOUT_DIR.glob("*.toml"))}
+def check_family(family: str) -> str:
+    """Return ``family`` if it is one of :data:`FAMILIES`.
+
+    Raises:
+        ScenarioError: any other value (the message lists the families).
+    """
+    if family not in FAMILIES:
+        raise ScenarioError(f"unknown scenario family {family!r}; choose from {', '.join(FAMILIES)}")
+    return family
+
+
+def family_dir(family: str = DEFAULT_FAMILY) -> Path:
+    """The folder of a family's ``defaults.toml`` and ``layouts/`` (raises :class:`ScenarioError` if unknown)."""
+    return SCENARIO_ROOT / check_family(family)
+
+
+def _layout_files(scenario_dir: str | Path | None, family: str) -> dict[str, Path]:
+    files = {p.stem: p for p in sorted((family_dir(family) / "layouts").glob("*.toml"))}
     if scenario_dir is not None:
         user_dir = Path(scenario_dir)
         if not user_dir.is_dir():
@@ -299,23 +340,25 @@ def _layout_files(scenario_dir: str | Path | None) -> dict[str, Path]:
     return files
 
 
-def names(scenario_dir: str | Path | None = None) -> list[str]:
-    """Layout names available (built-in, plus ``*.toml`` in ``scenario_dir``, which override built-ins)."""
-    return sorted(_layout_files(scenario_dir))
+def names(scenario_dir: str | Path | None = None, family: str = DEFAULT_FAMILY) -> list[str]:
+    """Layout names of ``family`` (built-in, plus ``*.toml`` in ``scenario_dir``, which override built-ins)."""
+    return sorted(_layout_files(scenario_dir, family))
 
 
-def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = None) -> Scenario:
-    """Load and validate layout ``name`` at distance preset ``distance``.
+def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = None,
+         family: str = DEFAULT_FAMILY) -> Scenario:
+    """Load and validate layout ``name`` of ``family`` at distance preset ``distance``; a file from
+    ``scenario_dir`` is merged over the family's ``defaults.toml`` like a built-in one.
 
     Raises:
-        ScenarioError: unknown name or distance, unreadable TOML, or a field that fails validation (the
+        ScenarioError: unknown family, name or distance, unreadable TOML, or a field that fails validation (the
             message names the file and the field path, e.g. ``obstacles.0.size``).
     """
-    files = _layout_files(scenario_dir)
+    files = _layout_files(scenario_dir, family)
     if name not in files:
-        raise ScenarioError(f"unknown scenario {name!r}; available: {', '.join(sorted(files))}")
+        raise ScenarioError(f"unknown scenario {name!r} in the {family} family; available: {', '.join(sorted(files))}")
     path = files[name]
-    raw = _merge(_read_toml(DEFAULTS_FILE), _read_toml(path))
+    raw = _merge(_read_toml(family_dir(family) / "defaults.toml"), _read_toml(path))
     try:
         layout = LayoutFile.model_validate(raw)
     except ValidationError as exc:
@@ -328,7 +371,7 @@ def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = 
     problem = geometry_problem(layout)
     if problem:
         raise ScenarioError(f"{path}: {problem}")
-    return Scenario(name=name, distance=distance, path=path, layout=layout)
+    return Scenario(name=name, distance=distance, path=path, layout=layout, family=family)
 
 
 def geometry_problem(layout: LayoutFile) -> str | None:
@@ -342,26 +385,30 @@ def geometry_problem(layout: LayoutFile) -> str | None:
         if preset.target.low - rnd.target_xy[0] - layout.target.standoff <= START_CLEARANCE:
             return (f"distances.{name}.target: the target ({preset.target.low} m) is behind the start or closer "
                     f"than its standoff ({layout.target.standoff} m)")
-        if rnd.target_xy[1] >= layout.arena.half_width:
-            return f"randomization.target_xy: the target can leave the arena (half width {layout.arena.half_width} m)"
+        if abs(preset.target_y) + rnd.target_xy[1] >= layout.arena.half_width:
+            return (f"distances.{name}.target_y ({preset.target_y:+.2f} m) with randomization.target_xy "
+                    f"(+-{rnd.target_xy[1]} m): the target can leave the arena (half width {layout.arena.half_width} m)")
         for i, ob in enumerate(layout.obstacles):
+            y = preset.obstacle_y + ob.offset[1]
             near = preset.obstacle.low + ob.offset[0] - rnd.obstacle_xy[0]
             half_width = ob.size[1] * scale / 2 + rnd.obstacle_xy[1]
             dx = max(near - rnd.start_xy[0], -(near + ob.size[0] * scale) - rnd.start_xy[0], 0.0)
-            dy = max(abs(ob.offset[1]) - half_width - rnd.start_xy[1], 0.0)
+            dy = max(abs(y) - half_width - rnd.start_xy[1], 0.0)
             if math.hypot(dx, dy) < START_CLEARANCE:
                 return (f"obstacles.{i} at distance {name!r} can reach the robot's start (nearest face "
-                        f"{near:.2f} m ahead, offset {ob.offset[1]:+.2f} m): keep {START_CLEARANCE} m clear")
+                        f"{near:.2f} m ahead, sideways {y:+.2f} m): keep {START_CLEARANCE} m clear")
             far = preset.obstacle.high + ob.offset[0] + rnd.obstacle_xy[0] + ob.size[0] * scale
             if far > preset.target.high + layout.arena.x_beyond_target or \
-                    abs(ob.offset[1]) + half_width > layout.arena.half_width:
+                    abs(y) + half_width > layout.arena.half_width:
                 return f"obstacles.{i} at distance {name!r} reaches outside the arena"
     return None
 
 
 __all__ = [
     "DISTANCES",
-    "BoxSpec",
+    "DEFAULT_FAMILY",
+    "FAMILIES",
+    "ObstacleSpec",
     "Scenario",
     "ScenarioError",
     "SceneSpec",

@@ -7,6 +7,7 @@
   of policy arguments, on every command that builds a policy (``sim.eval``, ``sim.offline``, ``sim.serve``,
   ``sim.export``, ``sim.train``).
 - The flags naming where a VLA policy's weights come from (:func:`add_model_source_arguments`).
+- ``--family`` (:func:`add_family_argument`) on every command that builds an environment.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import scenarios
 from policies.catalog import BACKBONE_NAMES
 from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, MobileVLAError
 
@@ -95,6 +97,14 @@ def parse_policy_args(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         target, _, pair = item.rpartition("@") if "@" in item.partition("=")[0] else ("*", "", item)
         out.setdefault(target, {}).update(parse_policy_kwargs([pair]))
     return out
+
+
+def add_family_argument(parser: argparse.ArgumentParser) -> None:
+    """``--family {cup,basket}``: the scenario family (``scenarios.FAMILIES``) of every environment the command
+    builds; default ``cup``."""
+    parser.add_argument("--family", choices=scenarios.FAMILIES, default=scenarios.DEFAULT_FAMILY,
+                        help="scenario family: cup (2025 set-up, calibrated to the operators' guides) or basket "
+                             "(2026 set-up at the spec's distances); default %(default)s")
 
 
 def add_policy_arg_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:

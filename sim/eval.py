@@ -27,7 +27,14 @@ from envs.settings import ACTUATIONS, ImageSize
 from policies import describe
 from policies import names as policy_names
 from scenarios.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
-from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from sim.cli import (
+    add_family_argument,
+    add_model_source_arguments,
+    add_policy_arg_argument,
+    command,
+    model_source_kwargs,
+    parse_policy_args,
+)
 from sim.evaluation import EvalConfig, EvalResult, evaluate
 from sim.evaluation.config import (
     MAX_LATENCY_S,
@@ -84,8 +91,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     latency = Latency(measured=True) if args.latency == "measured" else Latency(seconds=(args.latency_ms or 0.0) / 1e3)
     return EvalConfig(
         policies=[policy_spec(name, model_source=source, policy_args=policy_args) for name in names],
-        env=EnvSettings(actuation=args.actuation, image_size=ImageSize.parse(args.image_size, "--image-size"), max_steps=args.max_steps, latency=latency),
-        sweep=Sweep(layouts=scenarios.names() if args.layouts == ["all"] else args.layouts,
+        env=EnvSettings(family=args.family, actuation=args.actuation,
+                        image_size=ImageSize.parse(args.image_size, "--image-size"), max_steps=args.max_steps,
+                        latency=latency),
+        sweep=Sweep(layouts=scenarios.names(family=args.family) if args.layouts == ["all"] else args.layouts,
                     distances=scenarios.DISTANCES if args.distances == ["all"] else args.distances,
                     episodes_per_combo=args.episodes_per_combo, seed=args.seed),
         output=OutputSettings(out=out, video_dir=Path("videos") / out.name, record=args.record,
@@ -99,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list the registered policies and exit")
     add_model_source_arguments(parser)
     add_policy_arg_argument(parser)
+    add_family_argument(parser)
     parser.add_argument("--layouts", nargs="+", default=["all"])
     parser.add_argument("--distances", nargs="+", default=["all"])
     parser.add_argument("--episodes-per-combo", type=int, default=10)

@@ -27,7 +27,14 @@ import torch
 import scenarios
 from policies.catalog import EXECUTION_MODES, HEAD_NAMES
 from scenarios.errors import EXIT_FAILED, EXIT_OK
-from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from sim.cli import (
+    add_family_argument,
+    add_model_source_arguments,
+    add_policy_arg_argument,
+    command,
+    model_source_kwargs,
+    parse_policy_args,
+)
 from sim.deploy.closed_loop import format_verify, verify_closed_loop
 from sim.deploy.onnx_export import (
     DEFAULT_CHECK_STEPS,
@@ -76,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="latency in the loop of both --verify policies, the same fixed value for both so that "
                              "the comparison is deterministic (default: the artifact's measured onnxruntime p95 "
                              "with --latency-budget-ms, else 0)")
+    add_family_argument(parser)
     parser.add_argument("--verify-layouts", nargs="+", default=["all"], help="layouts for --verify (default all)")
     parser.add_argument("--verify-distances", nargs="+", default=["all"], help="distances for --verify (default all)")
     parser.add_argument("--check-only", default=None, metavar="MODEL",
@@ -135,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency_ms = result.latency["onnx"].p95_ms if result.latency else 0.0
         report = verify_closed_loop(
             args.policy, result.model_path, args.out, latency_ms=latency_ms, episodes=args.verify_episodes,
-            seed=args.seed, layouts=scenarios.names() if args.verify_layouts == ["all"] else args.verify_layouts,
+            seed=args.seed, family=args.family,
+            layouts=scenarios.names(family=args.family) if args.verify_layouts == ["all"] else args.verify_layouts,
             distances=scenarios.DISTANCES if args.verify_distances == ["all"] else args.verify_distances,
             model_source=model_source_kwargs(args), policy_args=policy_args, threads=args.threads)
         print(format_verify(report))

@@ -5,6 +5,7 @@ Usage::
     python -m sim.generate --out data/synth --episodes 48 --image-size 224x224 --workers 2 --seed 0
     python -m sim.generate --out data/synth --episodes 480                      # 1280x720 like the robot
     python -m sim.generate --out D --episodes 8 --layouts 1box_hori_left 2box_vert_right --distances medium far
+    python -m sim.generate --family basket --out data/basket --episodes 24   # basket_... files, the 2026 set-up
 
 What each episode is, the determinism rule and resuming: :mod:`sim.data.generation`. Exit 0: every episode
 written; 1: some episodes failed (listed); 2: bad arguments, or a folder holding files of other settings.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import scenarios
 from envs.settings import ImageSize
-from sim.cli import command
+from sim.cli import add_family_argument, command
 from sim.data import h5format
 from sim.data.generation import GenerateConfig, generate
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output folder (created; resumable)")
     p.add_argument("--episodes", required=True, type=int, help="number of episodes (indices 0..N-1)")
+    add_family_argument(p)
     p.add_argument("--layouts", nargs="+", default=None, metavar="NAME",
                    help=f"layouts (default: all: {' '.join(scenarios.names())})")
     p.add_argument("--distances", nargs="+", default=list(scenarios.DISTANCES), choices=list(scenarios.DISTANCES))
@@ -53,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    layouts = tuple(args.layouts or scenarios.names())
-    unknown = sorted(set(layouts) - set(scenarios.names()))
+    available = scenarios.names(family=args.family)
+    layouts = tuple(args.layouts or available)
+    unknown = sorted(set(layouts) - set(available))
     if unknown:
-        parser.error(f"unknown layouts {unknown}; available: {scenarios.names()}")
+        parser.error(f"unknown layouts {unknown}; available: {available}")
     bad = [lay for lay in layouts if not h5format.FILENAME_RE.match(f"episode_20250101_000000_{lay}_core_medium.h5")]
     if bad:
         parser.error(f"layouts {bad} cannot be named in the collector's file-name pattern "
@@ -73,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--epsilon must be in [0, 1], --slack >= 0 and --max-attempts >= 1")
     size = ImageSize.parse(args.image_size, "--image-size")
     cfg = GenerateConfig(
-        out=args.out, episodes=args.episodes, layouts=layouts, distances=tuple(args.distances), image_size=size,
+        out=args.out, episodes=args.episodes, layouts=layouts, distances=tuple(args.distances), family=args.family,
+        image_size=size,
         variant_ratio=args.variant_ratio, seed=args.seed, randomize=args.randomize, epsilon=args.epsilon,
         slack=args.slack, max_attempts=args.max_attempts, workers=args.workers,
         collector_format=args.collector_format,

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import scenarios
 from envs.settings import ImageSize
 from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
 from sim.evaluation.config import policy_spec
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--twin-image-size", default="640x360", help="the twins' camera WIDTHxHEIGHT (16:9 as the "
                                                                      "robot's)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the closed loop")
+    parser.add_argument("--family", choices=scenarios.FAMILIES, default=None,
+                        help="scenario family of the closed-loop sweep (default: the data's; twins always play in "
+                             "their file's family)")
     parser.add_argument("--skip-invalid", action="store_true", help="skip invalid files (listed in the summary)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
@@ -61,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=tuple(Path(d) for d in args.data), out=Path(args.out), twins=not args.no_twins,
         videos=not args.no_videos, seed=args.seed, skip_invalid=args.skip_invalid,
         closed_loop_episodes=args.closed_loop_episodes, eval_run=Path(args.eval_run) if args.eval_run else None,
-        twin_image_size=tuple(ImageSize.parse(args.twin_image_size, "--twin-image-size")), workers=args.workers)
+        twin_image_size=tuple(ImageSize.parse(args.twin_image_size, "--twin-image-size")), workers=args.workers,
+        family=args.family)
     summary = evaluate_offline(cfg, progress=not args.no_progress)
     from sim.evaluation.offline import offline_markdown
 

@@ -20,7 +20,7 @@ from envs import ENV_ID  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
 from scenarios.files import atomic_write  # noqa: E402
-from sim.cli import command  # noqa: E402
+from sim.cli import add_family_argument, command  # noqa: E402
 from sim.evaluation.episode import Episode, EpisodeRecord  # noqa: E402
 from sim.evaluation.report import OUTCOME_COLOURS  # noqa: E402
 
@@ -45,13 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domain-randomization", action="store_true", help="randomise colours, floor, light")
     parser.add_argument("--scenario-dir", default=None, help="extra folder of layout TOML files")
+    add_family_argument(parser)
     args = parser.parse_args(argv)
 
-    layouts, distances = scenarios.names(args.scenario_dir), scenarios.DISTANCES
+    layouts, distances = scenarios.names(args.scenario_dir, args.family), scenarios.DISTANCES
     top_size = (480, 270)
     env = gym.make(
         ENV_ID, scenario=layouts[0], render_mode="rgb_array", render_size=top_size,
-        domain_randomization=args.domain_randomization, scenario_dir=args.scenario_dir,
+        domain_randomization=args.domain_randomization, scenario_dir=args.scenario_dir, family=args.family,
     )
     fig, axes = plt.subplots(len(layouts), 2 * len(distances), figsize=(4.2 * len(distances), 1.75 * len(layouts)),
                              gridspec_kw={"width_ratios": [1, 1.78] * len(distances)})
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ax.set_xticks([])
                 ax.set_yticks([])
     env.close()
-    fig.suptitle(f"mobile-vla-sim preview (seed {args.seed}): onboard camera at reset | top-down with the expert's path", fontsize=9)
+    fig.suptitle(f"mobile-vla-sim preview, {args.family} family (seed {args.seed}): onboard camera at reset | top-down with the expert's path", fontsize=9)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import scenarios
 from envs.settings import ACTUATIONS
-from sim.cli import command
+from sim.cli import add_family_argument, command
 from sim.training.rl import ALGOS, DEFAULT_DISTANCE, DEFAULT_LAYOUT, train
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--algo", choices=ALGOS, default="ppo", help="RL algorithm")
     parser.add_argument("--timesteps", type=int, required=True, help="environment steps to train (this run)")
     parser.add_argument("--out", required=True, help="model zip to write (atomically), e.g. runs/ppo.zip")
+    add_family_argument(parser)
     parser.add_argument("--layout", default=DEFAULT_LAYOUT, help="the one layout trained on (state-only policy)")
     parser.add_argument("--distance", default=DEFAULT_DISTANCE, help="the one distance preset trained on")
     parser.add_argument("--n-envs", type=int, default=2, help="parallel environments (SubprocVecEnv if > 1)")
@@ -85,8 +86,8 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error("--max-steps must be at least 1")
     if args.check_episodes < 0:
         parser.error("--check-episodes must be >= 0")
-    if args.layout not in scenarios.names():
-        parser.error(f"unknown --layout {args.layout!r}; available: {', '.join(scenarios.names())}")
+    if args.layout not in scenarios.names(family=args.family):
+        parser.error(f"unknown --layout {args.layout!r}; available: {', '.join(scenarios.names(family=args.family))}")
     if args.distance not in scenarios.DISTANCES:
         parser.error(f"unknown --distance {args.distance!r}; available: {', '.join(scenarios.DISTANCES)}")
     if not args.out.endswith(".zip"):

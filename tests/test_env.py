@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import resource
@@ -124,7 +125,7 @@ def test_collision_terminates_with_penalty(make_env):
         if terminated:
             break
     assert terminated and not truncated
-    assert info["status"] == "collision" and info["collided"] and info["collided_with"] == "box0"
+    assert info["status"] == "collision" and info["collided"] and info["collided_with"] == "obstacle_0"
     assert reward < -5
     with pytest.raises(RuntimeError, match="already ended"):
         env.step(W)
@@ -257,3 +258,25 @@ def test_an_episode_does_not_depend_on_the_episodes_before_it(make_env):
     drive_into_the_box(used, first)
     assert fresh[0] == "collision"
     assert drive_into_the_box(used, second) == fresh  # before the fix: 0.3 mm further, another end pose
+
+
+def test_basket_family_pot_is_round_and_solid(make_env):
+    """A pot collides as a cylinder: driving straight at it collides; passing its bounding square's corner does
+    not (a box of the same size would be hit there)."""
+    from sim.evaluation.episode import Episode
+
+    env = make_env(family="basket", scenario="1box_vert_left", distance="medium", obs_keys=("state",), jitter=False)
+    episode = Episode(env, 0)
+    pot = episode.reset_info["scene"]["obstacles"][0]
+    assert pot["shape"] == "pot" and episode.info["family"] == "basket"
+    for _ in episode.run(lambda obs: key_to_action("w")):
+        pass
+    assert episode.status == "collision" and episode.info["collided_with"] == "obstacle_0"
+    radius = env.unwrapped.robot.radius
+    # start beside the pot so that the robot's edge sweeps through the bounding square's corner only
+    lateral = pot["size"][1] / 2 + radius - 0.02
+    corner = Episode(env, 0, {"scene": dataclasses.replace(env.unwrapped.spec_scene, start=(0.0, lateral, 0.0))})
+    for step in corner.run(lambda obs: key_to_action("w")):
+        if step.info["state"][0] > pot["center"][0] + 0.3:
+            break
+    assert corner.info["collided_with"] is None

@@ -111,6 +111,9 @@ def test_filename_helpers():
     fields = h5format.parse_filename(name)
     assert fields["layout"] == "2box_vert_right" and fields["kind"] == "variant" and fields["side"] == "right"
     assert h5format.parse_filename("other.h5") is None
+    basket = h5format.episode_filename(datetime(2026, 1, 12, 10, 15), "1box_hori_left", "core", "close", "basket")
+    assert basket == "episode_20260112_101500_basket_1box_hori_left_core_close.h5"
+    assert h5format.parse_filename(basket)["family"] == "basket" and fields["family"] == "cup"
     with pytest.raises(ValueError):
         h5format.episode_filename(datetime(2025, 1, 1), "3box_diag_left", "core", "far")
     assert h5format.instruction_from_filename(name).endswith("beverage bottle on the right")

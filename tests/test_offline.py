@@ -33,8 +33,13 @@ def real_dir(tmp_path_factory):
 def run(real_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("offline") / "run"
     assert main(["--policy", "lstm-recon", "--policy", "case2", "--data", str(real_dir), "--out", str(out),
-                 "--closed-loop-episodes", "1", "--workers", "1", "--no-progress"]) == 0
+                 "--closed-loop-episodes", "1", "--workers", "1", "--no-progress", "--family", "cup"]) == 0
     return out
+
+
+def test_mixed_families_need_a_family_for_the_closed_loop(real_dir, tmp_path, capsys):
+    assert main(["--policy", "case2", "--data", str(real_dir), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "mixes the basket and cup families" in capsys.readouterr().err
 
 
 def _independent(rows):
@@ -86,7 +91,9 @@ def test_twins_replay_the_recorded_presses_and_the_gap_is_recomputable(run):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["twins"]) == {name.removesuffix(".h5") for name in EPISODES}
     basket = summary["twins"]["episode_20260112_101500_basket_2box_vert_right_core_close"]
-    assert basket["family"] == "basket" and basket["layout"] == "2box_vert_right" and "basket" in summary["note"]
+    assert basket["family"] == "basket" and basket["layout"] == "2box_vert_right", "played in the basket set-up"
+    assert summary["twins"]["episode_20251203_182233_1box_hori_left_core_medium"]["family"] == "cup"
+    assert json.loads((run / "closed_loop" / "config.json").read_text())["env"]["family"] == "cup"
     gaps = list(csv.DictReader((run / "twin_steps.csv").open()))
     for policy, p in summary["policies"].items():
         mine = [g for g in gaps if g["policy"] == policy]

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+import scenarios
 from envs import ENV_ID
 from scenarios.errors import MobileVLAError
 from scenarios.files import atomic_write_text
@@ -67,7 +68,8 @@ class GenerateConfig:
 
     Attributes:
         out: output folder. episodes: number of episodes (indices ``0..episodes-1``).
-        layouts / distances: scenario names (``scenarios.names()``) and presets (``scenarios.DISTANCES``).
+        layouts / distances: scenario names (``scenarios.names(family=family)``) and presets (``scenarios.DISTANCES``).
+        family: the scenario family (``scenarios.FAMILIES``); ``basket`` files are named ``basket_...``.
         image_size: ``(width, height)`` px of the stored frames (robot: 1280x720).
         variant_ratio: share of variant episodes in [0, 1].
         seed: master seed. randomize: the env's ``domain_randomization``.
@@ -83,6 +85,7 @@ class GenerateConfig:
     episodes: int
     layouts: tuple[str, ...]
     distances: tuple[str, ...]
+    family: str = scenarios.DEFAULT_FAMILY
     image_size: tuple[int, int] = (1280, 720)
     variant_ratio: float = 0.4
     seed: int = 0
@@ -177,7 +180,7 @@ def make_envs(cfg: GenerateConfig):
     cost no rendering), then its keys are replayed open-loop on ``render_env`` (same settings plus the camera)."""
     import gymnasium as gym
 
-    common = dict(scenario=cfg.layouts[0], distance=cfg.distances[0], image_size=cfg.image_size,
+    common = dict(scenario=cfg.layouts[0], distance=cfg.distances[0], family=cfg.family, image_size=cfg.image_size,
                   domain_randomization=cfg.randomize, max_steps=cfg.max_steps)
     plan_env = gym.make(ENV_ID, obs_keys=("instruction", "state"), **common)
     render_env = gym.make(ENV_ID, obs_keys=("image", "instruction", "state"), **common)
@@ -283,7 +286,7 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
     ro = render_rollout(env, cfg, plan, planned)
     scene = ro.info["scene"]
     when = episode_datetime(index, scene["time_period"])
-    name = h5format.episode_filename(when, plan.layout, plan.kind, plan.distance)
+    name = h5format.episode_filename(when, plan.layout, plan.kind, plan.distance, cfg.family)
     images_bgr, actions, events = episode_arrays(ro)
     step_duration = float(env.unwrapped.step_duration)
     attrs = h5format.collector_attributes(
@@ -295,7 +298,7 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
         "scene_seed": ro.scene_seed,
         "expert": {"name": "expert", "epsilon": cfg.epsilon if plan.kind == "variant" else 0.0,
                    "slack": cfg.slack, "seed": ro.expert_seed},
-        "env": {"id": ENV_ID, "scenario": plan.layout, "distance": plan.distance,
+        "env": {"id": ENV_ID, "scenario": plan.layout, "distance": plan.distance, "family": cfg.family,
                 "image_size": list(cfg.image_size), "domain_randomization": cfg.randomize,
                 "max_steps": cfg.max_steps, "step_duration_s": step_duration},
         "episode_index": index, "attempt": attempt, "kind": plan.kind, "keys": ro.keys,

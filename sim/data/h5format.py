@@ -136,15 +136,15 @@ class InvalidEpisodeError(MobileVLAError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------- names
-def episode_filename(
-    when: datetime, layout: str, kind: str, distance: str
-) -> str:
-    """``episode_YYYYMMDD_HHMMSS_{layout}_{kind}_{distance}.h5`` (``layout`` like ``"1box_hori_left"``).
+def episode_filename(when: datetime, layout: str, kind: str, distance: str, family: str = "cup") -> str:
+    """``episode_YYYYMMDD_HHMMSS_[basket_]{layout}_{kind}_{distance}.h5`` (``layout`` like ``"1box_hori_left"``;
+    ``basket_`` for the ``basket`` family, as the team named its 2026 files).
 
     Raises:
         ConfigError: if the result does not match :data:`FILENAME_RE` (unknown layout/kind/distance).
     """
-    name = f"episode_{when:%Y%m%d_%H%M%S}_{layout}_{kind}_{distance}.h5"
+    prefix = "basket_" if family == "basket" else ""
+    name = f"episode_{when:%Y%m%d_%H%M%S}_{prefix}{layout}_{kind}_{distance}.h5"
     if not FILENAME_RE.match(name):
         raise ConfigError(f"cannot build a collector file name from layout={layout!r} kind={kind!r} "
                          f"distance={distance!r}: {name!r} does not match {FILENAME_RE.pattern}")

@@ -21,9 +21,9 @@ ALLOWED_COMBO_DIFFERENCE = 1
 
 
 def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[str], distances: Sequence[str],
-                              seed: int = 0) -> dict[str, float]:
+                              seed: int = 0, family: str = "cup") -> dict[str, float]:
     """Per-step action difference on the same observations: ``reference`` drives one episode per layout x
-    distance, ``exported`` is queried on every observation it sees. Returns max / mean abs difference (label
+    distance of scenario ``family``, ``exported`` is queried on every observation it sees. Returns max / mean abs difference (label
     units), the share of steps whose key differs, and the largest difference of driving heading (degrees, over
     steps where both translate): the robot drives along ``atan2(linear_y, linear_x)`` itself, not the snapped key,
     so a heading difference well under the 45 degrees between keys still moves the trajectory."""
@@ -46,7 +46,7 @@ def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[s
             heading_diffs.append(abs((ha - hb + 180.0) % 360.0 - 180.0))
         return a
 
-    env = gym.make(ENV_ID)
+    env = gym.make(ENV_ID, family=family)
     diffs: list[float] = []
     key_changes, heading_diffs = 0, [0.0]
     try:
@@ -66,9 +66,9 @@ def action_difference_in_loop(reference: Any, exported: Any, layouts: Sequence[s
 
 def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, latency_ms: float,
                        episodes: int = 4, seed: int = 0, layouts: Sequence[str], distances: Sequence[str],
-                       model_source: Mapping[str, Any] | None = None, policy_args: Mapping[str, Any] | None = None,
+                       family: str = "cup", model_source: Mapping[str, Any] | None = None, policy_args: Mapping[str, Any] | None = None,
                        threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``policy`` and ``onnx:model_path`` on the same seeds in ``out/verify`` (resumed if it is there),
+    """Evaluate ``policy`` and ``onnx:model_path`` on the same seeds of scenario ``family`` in ``out/verify`` (resumed if it is there),
     compare success per layout x distance, measure the per-step action difference, and write
     ``out/verify.json``; returns that report (``verdict`` ``"PASS"`` when no combo differs by more than
     :data:`ALLOWED_COMBO_DIFFERENCE` episode).
@@ -93,7 +93,7 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
         cfg = EvalConfig(
             policies=[policy_spec(policy, model_source=model_source, policy_args={"*": dict(policy_args or {})}),
                       policy_spec(exported_name)],
-            env=EnvSettings(latency=Latency(seconds=latency_ms / 1e3)),
+            env=EnvSettings(family=family, latency=Latency(seconds=latency_ms / 1e3)),
             sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=episodes, seed=seed),
             output=OutputSettings(out=run, video_dir=run / "videos", record="none"))
     result = evaluate(cfg, workers=1, resume=resume, progress=progress)
@@ -103,7 +103,7 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
     worst = max((abs(a - b) for a, b in combos.values()), default=0)
     kwargs = {**(model_source or {}), **(policy_args or {}), "num_threads": threads or 1}
     diff = action_difference_in_loop(make_policy(policy, **kwargs), make_policy(exported_name),
-                                     cfg.sweep.layouts, cfg.sweep.distances, cfg.sweep.seed)
+                                     cfg.sweep.layouts, cfg.sweep.distances, cfg.sweep.seed, cfg.env.family)
     report = {"max_combo_difference": worst,
               "verdict": "PASS" if worst <= ALLOWED_COMBO_DIFFERENCE and not result.errors else "FAIL",
               "latency_ms": round(cfg.env.latency.seconds * 1e3, 1), "episode_errors": result.errors,

@@ -76,6 +76,7 @@ class Latency(_Frozen):
 class EnvSettings(_Frozen):
     """Environment settings of every episode (see :class:`envs.box_avoid.BoxAvoidEnv` for their meaning)."""
 
+    family: str = scenarios.DEFAULT_FAMILY
     actuation: Actuation = "keypress"
     image_size: ImageSize = ImageSize(224, 224)
     max_steps: int | None = Field(None, ge=1)
@@ -91,6 +92,11 @@ class EnvSettings(_Frozen):
     def _latency(cls, value: Any) -> Latency:
         return Latency.parse(value)
 
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        return scenarios.check_family(value)
+
     @field_serializer("image_size")
     def _image_size_text(self, value: ImageSize) -> str:
         return str(value)
@@ -98,7 +104,7 @@ class EnvSettings(_Frozen):
     def gym_kwargs(self, layout: str, distance: str) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(ENV_ID, **...)``: these settings on ``layout`` at ``distance``, with the
         top-down view used by videos. A measured latency starts at 0 s and is set per step."""
-        return {"scenario": layout, "distance": distance, "image_size": tuple(self.image_size),
+        return {"scenario": layout, "distance": distance, "family": self.family, "image_size": tuple(self.image_size),
                 "actuation": self.actuation, "max_steps": self.max_steps, "render_mode": "rgb_array",
                 "action_latency": 0.0 if self.latency.measured else self.latency.seconds}
 
@@ -138,12 +144,6 @@ class Sweep(_Frozen):
             raise ValueError(f"unknown distance {unknown[0]!r}; choose from {', '.join(scenarios.DISTANCES)}")
         return value
 
-    @model_validator(mode="after")
-    def _loadable(self) -> Sweep:
-        for layout in self.layouts:
-            scenarios.load(layout, self.distances[0])  # ScenarioError names the file and field
-        return self
-
 
 class OutputSettings(_Frozen):
     """Where results go: the run folder, the video folder and which episodes get a video; ``real_results`` is an
@@ -176,6 +176,12 @@ class EvalConfig(_Frozen):
         if len(set(names)) != len(names):
             raise ValueError(f"policy names must be unique, got {names}")
         return value
+
+    @model_validator(mode="after")
+    def _loadable(self) -> EvalConfig:
+        for layout in self.sweep.layouts:
+            scenarios.load(layout, self.sweep.distances[0], family=self.env.family)  # names the file and field
+        return self
 
     @property
     def policy_names(self) -> list[str]:

@@ -152,5 +152,5 @@ def offline_page(out: Path, summary: dict[str, Any]) -> str:
             for name, t in twins]),
     ]
     intro = [f"{summary['episodes']} real episodes from {summary['files']} files; {len(summary['invalid'])} invalid "
-             "(skipped)."] + ([summary["note"]] if summary.get("note") else [])
+             f"(skipped); families: {', '.join(summary['families'])}."]
     return render(f"Offline evaluation on real episodes: {', '.join(summary['policies'])}", intro, sections)

@@ -16,8 +16,9 @@ which press ``t`` was made. The policy then acts along the twin's frames as alon
 **sim-real action gap** is its action on the real frame against its action on the twin's frame (MAE over
 ``[linear_x, linear_y]``; direction agreement = the share of steps where both map to the same robot key), and the
 **image gap** is the cosine similarity of the policy's backbone features of the two frames. A twin that collides
-before the recording ends is compared on the steps it has. ``basket_`` episodes are played in the same layouts
-(the basket family of scenarios is not built yet); the summary says so.
+before the recording ends is compared on the steps it has. A twin is played in its file's scenario family
+(``basket_`` files in the ``basket`` family, the others in ``cup``), and so is the closed-loop sweep (one family:
+the data's, or ``family``).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def twin_seed(base_seed: int, name: str) -> int:
 @dataclasses.dataclass
 class Twin:
     """A real episode replayed in simulation: frames (the image each press was made on, ``frames[0]`` the reset
-    image), poses ``(x, y, yaw)``, the final record, and the scenario it was played in."""
+    image), poses ``(x, y, yaw)``, the final record, and the scenario (family, layout, distance) it was played in."""
 
     frames: list[np.ndarray]
     poses: list[tuple[float, float, float]]
@@ -138,10 +139,11 @@ class Twin:
     layout: str
     distance: str
     seed: int
+    family: str
 
 
 def play_twin(env, real: RealEpisode, seed: int) -> Twin:
-    """Replay ``real``'s presses in its scenario (``env`` must render the onboard ``image``).
+    """Replay ``real``'s presses in its scenario and family (``env`` must render the onboard ``image``).
 
     Raises:
         ConfigError: the file name names no scenario (layout and distance are needed).
@@ -152,14 +154,14 @@ def play_twin(env, real: RealEpisode, seed: int) -> Twin:
     if not (layout and distance and layout.count("_") == 2):
         raise ConfigError(f"{real.info.path.name}: the file name names no scenario (layout and distance)")
     keys = real.keys
-    episode = Episode(env, seed, {"scenario": layout, "distance": distance})
+    episode = Episode(env, seed, {"scenario": layout, "distance": distance, "family": real.info.family})
     frames = [episode.obs["image"]]
     presses = iter(keys)
     for step in episode.run(lambda obs: key_to_action(next(presses))) if keys else ():
         frames.append(step.obs["image"])
         if step.index == len(keys) - 1:
             break
-    return Twin(frames, list(episode.poses), episode.status, layout, distance, seed)
+    return Twin(frames, list(episode.poses), episode.status, layout, distance, seed, episode.reset_info["family"])
 
 
 def twin_gap(real_actions: np.ndarray, sim_actions: np.ndarray, real_features: np.ndarray | None,
@@ -272,6 +274,7 @@ class OfflineConfig:
         eval_run: an existing ``sim.eval`` run folder to take the closed-loop figures from instead.
         twin_image_size: the twins' camera image (16:9 like the robot's 1280x720).
         workers: processes of the closed-loop evaluation.
+        family: scenario family of the closed-loop sweep; None: the data's (one family only).
     """
 
     policies: tuple
@@ -285,6 +288,7 @@ class OfflineConfig:
     eval_run: Path | None = None
     twin_image_size: tuple[int, int] = (640, 360)
     workers: int = 1
+    family: str | None = None
 
 
 def _twin_video(path: Path, real: RealEpisode, twin: Twin, env, gap: Sequence[dict[str, Any]], policy: str) -> Path:
@@ -315,11 +319,13 @@ def _twin_video(path: Path, real: RealEpisode, twin: Twin, env, gap: Sequence[di
     return write_video(path, out)
 
 
-def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], progress: bool) -> dict[str, Any]:
-    """Closed-loop success of each policy on the data's layouts x distances (or from ``cfg.eval_run``)."""
+def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], family: str | None,
+                 progress: bool) -> dict[str, Any]:
+    """Closed-loop success of each policy on the data's layouts x distances in ``family`` (or from
+    ``cfg.eval_run``)."""
     import json
 
-    from sim.evaluation.config import EvalConfig, OutputSettings, Sweep
+    from sim.evaluation.config import EnvSettings, EvalConfig, OutputSettings, Sweep
     from sim.evaluation.runner import evaluate
 
     if cfg.eval_run is not None:
@@ -328,7 +334,7 @@ def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], p
         run = cfg.out / "closed_loop"
         resume = (run / "episodes.jsonl").exists()
         eval_cfg = EvalConfig.load(run) if resume else EvalConfig(
-            policies=cfg.policies,
+            policies=cfg.policies, env=EnvSettings(family=family),
             sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=cfg.closed_loop_episodes,
                         seed=cfg.seed),
             output=OutputSettings(out=run, video_dir=run / "videos", record="none"))
@@ -336,6 +342,23 @@ def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], p
     else:
         return {}
     return {name: p["overall"] for name, p in summary["policies"].items()}
+
+
+def closed_loop_family(cfg: OfflineConfig, episodes: Sequence[RealEpisode]) -> str | None:
+    """The scenario family of the closed-loop sweep: ``cfg.family``, else the data's; None when no sweep runs.
+
+    Raises:
+        ConfigError: a sweep runs, the data mixes families and ``cfg.family`` is None.
+    """
+    from scenarios.errors import ConfigError
+
+    if cfg.family is not None or cfg.eval_run is not None or cfg.closed_loop_episodes == 0:
+        return cfg.family
+    families = sorted({e.info.family for e in episodes})
+    if len(families) > 1:
+        raise ConfigError(f"the data mixes the {' and '.join(families)} families: choose the closed-loop sweep's "
+                          "with --family")
+    return families[0]
 
 
 def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -368,6 +391,7 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
             tqdm.write(f"warning: skipping {exc}")
     if not episodes:
         raise ConfigError(f"no valid episode in {', '.join(map(str, cfg.data))}")
+    family = closed_loop_family(cfg, episodes)  # before the long part: a mixed data set without --family fails now
     policies = {}
     for spec in cfg.policies:
         if "num_threads" in spec.kwargs:  # one process here: let torch use every core (the closed loop keeps 1)
@@ -409,7 +433,7 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
                                         next(iter(policies)))
                 twins_info[real.name] = {"layout": twin.layout, "distance": twin.distance, "seed": twin.seed,
                                          "status": twin.status, "frames": len(twin.frames),
-                                         "real_frames": len(real.frames), "family": real.info.family,
+                                         "real_frames": len(real.frames), "family": twin.family,
                                          "video": str(video.relative_to(cfg.out)) if video else None}
     finally:
         if env is not None:
@@ -419,7 +443,7 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
 
     layouts = sorted({e.info.layout for e in episodes if e.info.layout and e.info.distance})
     distances = [d for d in ("close", "medium", "far") if any(e.info.distance == d for e in episodes)]
-    closed = _closed_loop(cfg, layouts, distances, progress)
+    closed = _closed_loop(cfg, layouts, distances, family, progress)
     summary = summarize_offline(cfg, rows, gaps, twins_info, closed, invalid, len(files))
     write_offline_outputs(cfg.out, rows, gaps, summary)
     return summary
@@ -466,9 +490,6 @@ def summarize_offline(cfg: OfflineConfig, rows: Sequence[dict[str, Any]], gaps: 
         "twins": twins, "policies": policies,
         "comparison": {"table": table, "sentence": comparison_sentence(table)},
     }
-    if "basket" in summary["families"]:
-        summary["note"] = ("basket_ episodes were played in the cup set-up's layouts: the basket family of "
-                           "scenarios is not built yet")
     if len(cfg.policies) == 1:
         summary["overall"] = policies[cfg.policies[0].name]["overall"]
     return summary
@@ -481,8 +502,6 @@ def offline_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Offline evaluation on real episodes: {', '.join(summary['policies'])}", "",
              f"- {summary['episodes']} episodes from {summary['files']} files ({len(summary['invalid'])} invalid, "
              f"skipped); families: {', '.join(summary['families'])}"]
-    if summary.get("note"):
-        lines.append(f"- {summary['note']}")
     lines += ["", "## Comparison", "",
               "| policy | offline MAE (real) | closed-loop success (sim) [95% CI] | sim-real: same key | action gap | "
               "image cosine |", "|---|---|---|---|---|---|"]

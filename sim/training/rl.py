@@ -114,17 +114,19 @@ def make_env(
     layout: str = DEFAULT_LAYOUT,
     distance: str = DEFAULT_DISTANCE,
     actuation: str = "keypress",
+    family: str = "cup",
     action_dims: int = 2,
     side_penalty: float = 0.0,
     max_steps: int | None = None,
     action_cost: float = 0.0,
 ) -> gym.Env:
-    """One training environment: state observations, jitter on, the training-only wrappers."""
+    """One training environment of scenario ``family``: state observations, jitter on, the training-only
+    wrappers."""
     import envs  # noqa: F401  (registers the environment; needed in spawned subprocesses)
 
     env = gym.make(
-        ENV_ID, scenario=layout, distance=distance, obs_keys=("state",), actuation=actuation, jitter=True,
-        max_steps=max_steps,
+        ENV_ID, scenario=layout, distance=distance, family=family, obs_keys=("state",), actuation=actuation,
+        jitter=True, max_steps=max_steps,
     )
     if side_penalty or action_cost:
         env = TrainingShaping(env, side_penalty=side_penalty, action_cost=action_cost)
@@ -202,14 +204,14 @@ def atomic_save(model, path: Path) -> Path:
 
 
 def closed_loop_check(model, layout: str, distance: str, episodes: int, seed: int, actuation: str = "keypress",
-                      max_steps: int | None = None) -> dict[str, Any]:
+                      max_steps: int | None = None, family: str = "cup") -> dict[str, Any]:
     """Run the deterministic policy on the plain environment (no training wrapper, state only).
 
     Returns ``{"episodes", "success_rate", "side_ok_rate", "statuses"}``. Seeds ``seed + 10_000 + i``, apart from
     the training seeds.
     """
-    env = gym.make(ENV_ID, scenario=layout, distance=distance, obs_keys=("state",), actuation=actuation,
-                   jitter=True, max_steps=max_steps)
+    env = gym.make(ENV_ID, scenario=layout, distance=distance, family=family, obs_keys=("state",),
+                   actuation=actuation, jitter=True, max_steps=max_steps)
 
     def act(obs: dict[str, Any]) -> np.ndarray:
         action, _ = model.predict(obs, deterministic=True)
@@ -246,8 +248,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)  # the environment processes already use the cores; tiny MLPs gain nothing
     out = Path(args.out)
     env_kwargs = {
-        "layout": args.layout, "distance": args.distance, "actuation": args.actuation, "action_dims": args.action_dims,
-        "side_penalty": args.side_penalty, "max_steps": args.max_steps, "action_cost": args.action_cost,
+        "layout": args.layout, "distance": args.distance, "actuation": args.actuation, "family": args.family,
+        "action_dims": args.action_dims, "side_penalty": args.side_penalty, "max_steps": args.max_steps, "action_cost": args.action_cost,
     }
     vec_cls = SubprocVecEnv if args.n_envs > 1 else DummyVecEnv
     venv = make_vec_env(make_env, n_envs=args.n_envs, seed=args.seed, vec_env_cls=vec_cls, env_kwargs=env_kwargs)
@@ -282,7 +284,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     trained = model.num_timesteps - start_steps
     print(f"[train_rl] saved {out} ({trained} steps this run, {model.num_timesteps} in all, {wall:.0f} s)", flush=True)
     meta: dict[str, Any] = {
-        "algo": args.algo, "env": ENV_ID, "layout": args.layout, "distance": args.distance,
+        "algo": args.algo, "env": ENV_ID, "family": args.family, "layout": args.layout, "distance": args.distance,
         "actuation": args.actuation, "action_dims": args.action_dims, "obs_keys": ["state"],
         "side_penalty": args.side_penalty, "action_cost": args.action_cost, "n_envs": args.n_envs, "seed": args.seed,
         "timesteps_this_run": int(trained), "timesteps_total": int(model.num_timesteps),
@@ -290,13 +292,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.check_episodes and not interrupted:
         check = closed_loop_check(model, args.layout, args.distance, args.check_episodes, args.seed,
-                                  args.actuation, args.max_steps)
+                                  args.actuation, args.max_steps, args.family)
         meta["check"] = check
         print(f"[train_rl] closed-loop check on {args.layout}/{args.distance}, {check['episodes']} episodes: "
               f"success {check['success_rate']:.0%} (on the instructed side {check['success_on_instructed_side']:.0%})"
               f", outcomes {check['statuses']}", flush=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
-    print(f"[train_rl] evaluate with: python -m sim.eval --policy sb3:{out} --layouts {args.layout} "
-          f"--distances {args.distance}" + (f" --actuation {args.actuation}" if args.actuation != "keypress" else ""),
+    print(f"[train_rl] evaluate with: python -m sim.eval --policy sb3:{out} --family {args.family} "
+          f"--layouts {args.layout} --distances {args.distance}" + (f" --actuation {args.actuation}" if args.actuation != "keypress" else ""),
           flush=True)
     return meta
