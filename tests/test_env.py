@@ -272,11 +272,12 @@ def test_basket_family_pot_is_round_and_solid(make_env):
     for _ in episode.run(lambda obs: key_to_action("w")):
         pass
     assert episode.status == "collision" and episode.info["collided_with"] == "obstacle_0"
-    radius = env.unwrapped.robot.radius
-    # start beside the pot so that the robot's edge sweeps through the bounding square's corner only
-    lateral = pot["size"][1] / 2 + radius - 0.02
-    corner = Episode(env, 0, {"scene": dataclasses.replace(env.unwrapped.spec_scene, start=(0.0, lateral, 0.0))})
-    for step in corner.run(lambda obs: key_to_action("w")):
-        if step.info["state"][0] > pot["center"][0] + 0.3:
+    # Drive diagonally (q) along a line 0.33 m from the pot's centre: beyond the pot's radius plus the robot's
+    # (0.15 + 0.15 m), yet 0.12 m from the corner of the pot's bounding square, which a box would have there.
+    cx = pot["center"][0]
+    start = (cx - 0.33 * math.sqrt(2), 0.0, 0.0)
+    corner = Episode(env, 0, {"scene": dataclasses.replace(env.unwrapped.spec_scene, start=start)})
+    for step in corner.run(lambda obs: key_to_action("q")):
+        if step.info["state"][1] > 0.8:
             break
-    assert corner.info["collided_with"] is None
+    assert corner.info["collided_with"] is None and corner.info["state"][0] > cx
