@@ -19,7 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 import scenarios
-from envs.geometry import passing_side
+from envs.geometry import LEFT, NOT_PASSED, passing_side
 from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
 from envs.robot import RobotConfig, ramp, wheel_speeds
 from envs.scene import PHYSICS_HZ, Scene
@@ -376,10 +376,10 @@ class BoxAvoidEnv(gym.Env):
         its path overlaps the obstacle's extent along x."""
         for i, box in enumerate(self.spec_scene.obstacles):
             if i not in self._sides:
-                extent = (box.center[0] - box.size[0] / 2, box.center[0] + box.size[0] / 2)
-                side = passing_side(previous[:2], current[:2], extent, box.center[1])
-                if side is not None:
-                    self._sides[i] = side
+                side = passing_side(*previous[:2], *current[:2], box.center[0] - box.size[0] / 2,
+                                    box.center[0] + box.size[0] / 2, box.center[1])
+                if side != NOT_PASSED:
+                    self._sides[i] = "left" if side == LEFT else "right"
 
     @property
     def passed_side(self) -> str | None:

@@ -330,6 +330,19 @@ def family_dir(family: str = DEFAULT_FAMILY) -> Path:
     return SCENARIO_ROOT / check_family(family)
 
 
+def default_distances(family: str = DEFAULT_FAMILY) -> dict[str, DistancePreset]:
+    """The distance presets of a family's ``defaults.toml`` (what a layout gets unless it overrides them).
+
+    Raises:
+        ScenarioError: unknown family, or a preset that fails validation (names the file).
+    """
+    path = family_dir(family) / "defaults.toml"
+    try:
+        return {name: DistancePreset.model_validate(raw) for name, raw in _read_toml(path)["distances"].items()}
+    except (KeyError, ValidationError) as exc:
+        raise ScenarioError(f"{path}: invalid distances: {exc}") from None
+
+
 def _layout_files(scenario_dir: str | Path | None, family: str) -> dict[str, Path]:
     files = {p.stem: p for p in sorted((family_dir(family) / "layouts").glob("*.toml"))}
     if scenario_dir is not None:

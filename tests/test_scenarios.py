@@ -117,7 +117,7 @@ def test_unknown_names_are_clear():
 
 def test_every_operator_guide_names_a_layout_and_distance():
     from policies.replay import load_patterns
-    from sim.replay_patterns import GUIDE_FILES, pattern_scenarios
+    from sim.calibration.guides import GUIDE_FILES, pattern_scenarios
 
     names = [name for path in GUIDE_FILES for name in load_patterns(path)]
     assert any(n.startswith("2box_") for n in names) and any(n.startswith("1box_") for n in names)
