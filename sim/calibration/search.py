@@ -9,11 +9,13 @@ The press length (0.15-0.2 m in the spec) is searched on a grid over all layouts
 
 **Objective** (maximised by SciPy's differential evolution, seeded): over every guide of the layout x
 ``samples`` pose-jitter draws (the family's ``randomization`` ranges, common to every candidate) plus the nominal
-scene, ``share passing + 0.2 * robustness margin (clearance, counted where the side is right) - 0.3 * mean distance (m, capped at 1) from the end of each guide
-that ends with SPACE to the goal - 0.1 * distance from the prior``: collision-free and on the named side first,
-then clearance, then the operator's stop near the target, then, only to break ties, the prior (the boxes chosen
-before calibration, the spec's distances). The kinematic model (:mod:`sim.calibration.kinematics`) stands in for the simulator during the
-search; the chosen geometry is then replayed in the simulator itself (:func:`verify`), and that table is the result.
+scene, ``share passing + 0.2 * margin - 0.3 * end distance - 0.1 * distance from the prior``, where the margin is
+the clearance (up to 5 cm) of replays on the right side, and the end distance the mean distance (m, capped at 1)
+from the end of each guide that stops (SPACE) to the goal: collision-free and on the named side first, then
+clearance, then the operator's stop near the target, then, only to break ties, the prior (the boxes chosen before
+calibration, the spec's distances). The kinematic model (:mod:`sim.calibration.kinematics`) stands in for the
+simulator during the search; the chosen geometry is then replayed in the simulator itself (:func:`verify`), and
+that table is the result.
 """
 
 from __future__ import annotations
