@@ -107,11 +107,13 @@ class LiteBackbone(Backbone):
         return self.text_model.encode(texts)  # ``text`` and its ``clip_text`` stand-in
 
     def image_split(self, layers: int) -> ImageSplit:
-        """EfficientNet-Lite0 cut below its last ``layers`` MBConv blocks (1..16): the trunk gives their input
-        activations, float32 ``(N, C, 7|14, 7|14)``; LoRA targets are those blocks' 1x1 expand / project convolutions
-        and ``_conv_head`` (:mod:`policies.backbones.lora`)."""
+        """EfficientNet-Lite0 cut below its top ``layers`` layers (1..17), counting the 1x1 head convolution as the
+        first and the MBConv blocks below it as the next: ``layers = 1`` adapts ``_conv_head`` alone (its input,
+        float32 ``(N, 320, 7, 7)`` at 224 x 224, is what the trunk gives), ``layers = 2`` adds the last block, and
+        so on. LoRA targets: ``_conv_head`` and the adapted blocks' 1x1 expand / project convolutions
+        (:mod:`policies.backbones.lora`; the depthwise convolutions stay frozen)."""
         net = self.image_model
-        cut = check_layers(layers, len(net._blocks), "lite (EfficientNet-Lite0 MBConv blocks)")
+        cut = check_layers(layers, len(net._blocks) + 1, "lite (the head convolution + 16 MBConv blocks)")
         targets = [f"_blocks.{i}.{conv}" for i in range(cut, len(net._blocks))
                    for conv in (("_expand_conv",) if net._blocks[i].expand else ()) + ("_project_conv",)]
 

@@ -7,8 +7,9 @@ What is adapted here (our choice, stated): the **top** ``layers`` layers of the 
 
 - Kosmos-2 (``kosmos2``, ``tiny-kosmos2``): the last ``layers`` encoder layers of ``vision_model`` (``q/k/v/out_proj``,
   ``mlp.fc1/fc2``), then ``post_layernorm`` over the class token, as ``vision_model(...).pooler_output``;
-- ``lite`` (EfficientNet-Lite0, convolutions only): the last ``layers`` MBConv blocks' 1x1 expand / project
-  convolutions and the 1x1 head convolution (the depthwise convolutions stay frozen).
+- ``lite`` (EfficientNet-Lite0, convolutions only): the 1x1 head convolution counts as the top layer, the MBConv
+  blocks below it as the next ones (their 1x1 expand / project convolutions; the depthwise convolutions stay
+  frozen): ``layers = 1`` adapts the head convolution alone.
 
 The instruction streams stay frozen (RoboVLMs also adapted the language model; here instruction features are
 cached once per string). Everything below the adapted layers is frozen, so training caches its output once per
@@ -44,8 +45,8 @@ class LoraSettings:
         r: rank of ``B A`` (32: the team's LoRA run, seed 001 / ``finetune_mobile_vla_lora_20251106.json``).
         alpha: ``lora_alpha``; the update is scaled by ``alpha / r`` (16: theirs).
         dropout: ``lora_dropout`` on the adapters' input during training (0.1: theirs).
-        layers: top layers of the vision tower adapted (Kosmos-2 encoder layers, EfficientNet MBConv blocks);
-            1 by default, to keep CPU training affordable (theirs: every linear layer).
+        layers: top layers of the vision tower adapted (Kosmos-2 encoder layers; EfficientNet's head convolution,
+            then its MBConv blocks); 1 by default, to keep CPU training affordable (theirs: every linear layer).
     """
 
     r: int = 32
