@@ -34,17 +34,21 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 }
 
 
-def apply_strategy(strategy: str | None, policy: str, explicit: Mapping[str, Any],
-                   head_overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The keyword arguments of :func:`sim.training.supervised.train` and the head overrides once ``strategy``'s
-    preset is applied under the ``explicit`` values (only those the user gave) and ``head_overrides``.
+def apply_strategy(strategy: str | None, policy: str, explicit: Mapping[str, Any], head_overrides: Mapping[str, Any],
+                   *, defaults: Mapping[str, Any] | None = None, head_defaults: Mapping[str, Any] | None = None
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training values (``lr``, ``weight_decay``, ``epochs``, ``patience``, ...) and head config values of a
+    run: ``defaults`` < ``strategy``'s preset < ``explicit`` for the former, ``head_defaults`` < the preset's head
+    values < ``head_overrides`` for the latter (the ``explicit`` / ``head_overrides`` values are those the user gave
+    for this run; the defaults, e.g. a spec file's shared ``[train]`` table, give way to the preset).
 
-    ``patience: None`` (no early stopping) becomes the number of epochs.
+    A preset's ``patience: None`` (no early stopping) becomes the run's number of epochs.
 
     Raises:
-        ConfigError: an unknown strategy, or a head without a ``dropout`` config field.
+        ConfigError: an unknown strategy, or a head without a config field the preset sets (``dropout``).
     """
-    kwargs, head = dict(explicit), dict(head_overrides)
+    kwargs = {**(defaults or {}), **explicit}
+    head = {**(head_defaults or {}), **head_overrides}
     if strategy is None:
         return kwargs, head
     if strategy not in STRATEGIES:
@@ -55,8 +59,7 @@ def apply_strategy(strategy: str | None, policy: str, explicit: Mapping[str, Any
     missing = sorted(set(preset["head"]) - config_fields(policy))
     if missing:
         raise ConfigError(f"strategy {strategy} sets {', '.join(missing)}, which head {policy} does not have")
-    for key in ("lr", "weight_decay", "epochs"):
-        kwargs.setdefault(key, preset[key])
-    if "patience" not in kwargs:
+    kwargs = {**(defaults or {}), **{k: preset[k] for k in ("lr", "weight_decay", "epochs")}, **explicit}
+    if "patience" not in explicit:
         kwargs["patience"] = preset["patience"] if preset["patience"] is not None else kwargs["epochs"]
-    return kwargs, {**preset["head"], **head}
+    return kwargs, {**(head_defaults or {}), **preset["head"], **head_overrides}

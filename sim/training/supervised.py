@@ -459,7 +459,7 @@ def train(
             raise ConfigError(f"{state_path}: was training {state['policy']} on {state['backbone']}, not {policy} on {bb.name}")
         if bool(state.get("lora")) != (split is not None):
             raise ConfigError(f"{state_path}: was training {'with' if state.get('lora') else 'without'} LoRA, "
-                              f"not {'with' if split is not None else 'without'}")
+                              f"this run is {'with' if split is not None else 'without'} LoRA")
         head.load_state_dict(state["head"])
         if split is not None:
             from peft import set_peft_model_state_dict
