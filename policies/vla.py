@@ -379,7 +379,8 @@ class VLAPolicy(Policy):
 
 
 class EnsemblePolicy(Policy):
-    """Weighted average of two VLA policies (seed 000's ``HybridEnsembleModel``, weight 0.6 on the first).
+    """Weighted average of two separately trained VLA policies with a fixed weight (0.6 on the first, as seed 000's
+    ``HybridEnsembleModel`` starts; its learnable-weight version is the head ``hybrid-ensemble-recon``).
 
     Each step both policies advance (each with its own history and execution mode) and return normalised
     actions ``a1``, ``a2``; the ensemble returns ``post(weight * a1 + (1 - weight) * a2)``. When both share
@@ -536,7 +537,9 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             carries the Kosmos-2 weights); ``lite``: EfficientNet-Lite0 ``.pth``.
         clip_path: CLIP weights for the ``clip_*`` streams when the checkpoint carries none (open_clip file or
             ``save_pretrained`` folder).
-        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``). ``None`` = the
+        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``); a head trained
+            with ``sim.train --lora`` also carries its backbone's LoRA adapter, merged into a copy of the backbone
+            built for it (:func:`policies.backbones.lora.merge_lora`). ``None`` = the
             bundled weights (:func:`policies.checkpoints.default_checkpoint`) on the ``lite`` backbone unless
             ``head_overrides`` asks for another architecture; otherwise a randomly initialised head seeded with
             ``seed`` (the global torch RNG is left untouched).

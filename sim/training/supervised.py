@@ -389,7 +389,8 @@ def train(
         split = bb.image_split(lora.layers)
         lora_params = add_lora(split, lora, seed)
     cache = FeatureCache(cache_dir, bb, head.frame_streams, prefetch)
-    trunk_name = f"lora-trunk-{lora.layers}" if lora is not None else ""
+    # the activations entering the adapted modules, named by them (another split is another cache entry)
+    trunk_name = f"lora-trunk-below:{','.join(split.targets)}" if split is not None else ""
 
     def frame_inputs(ep: Episode, copy: AugmentedCopy | None = None) -> np.ndarray:
         if split is not None:
@@ -397,7 +398,8 @@ def train(
         return cache.vision(ep.path, ep.instruction, copy=copy)
 
     vision, readable = [], []
-    for ep in tqdm(episodes, desc=f"features ({bb.name}: {trunk_name or '+'.join(head.frame_streams)})", unit="ep",
+    for ep in tqdm(episodes, desc=f"features ({bb.name}: {'LoRA trunk' if split else '+'.join(head.frame_streams)})",
+                   unit="ep",
                    disable=not progress):
         try:  # the check reads the first and last frames only: a corrupt chunk in between shows up here
             vision.append(frame_inputs(ep))
