@@ -93,8 +93,24 @@ def test_small_spec_end_to_end_then_resume_skips_finished_variants(tmp_path, cap
     real_train = sim.training.supervised.train
     monkeypatch.setattr(sim.training.supervised, "train", lambda policy, *a, **k: trained.append(policy) or
                         real_train(policy, *a, **k))
+    evaluated = []
+    real_evaluate = sim.evaluation.evaluate
+    monkeypatch.setattr(sim.evaluation, "evaluate", lambda cfg, **k: evaluated.append(k["resume"]) or
+                        real_evaluate(cfg, **k))
     redone = run_ablation(load_spec(spec_path), out, progress=False)
     assert trained == ["case1"] and not (lora / "train" / "stale.txt").exists()
+    assert evaluated == [False]  # a new checkpoint: evaluated afresh, not resumed from the old one's episodes
+
+    # an interrupted evaluation (its episode not written yet): completed with evaluate's resume, no training
+    base = out / "variants" / "baseline"
+    (base / "result.json").unlink()
+    (base / "eval" / "episodes.jsonl").write_text("")
+    trained.clear()
+    evaluated.clear()
+    resumed = run_ablation(load_spec(spec_path), out, progress=False)
+    assert trained == [] and evaluated == [True]
+    assert {k: v for k, v in resumed.rows[0].items() if k != "eval_seconds"} == \
+        {k: v for k, v in rows[0].items() if k != "eval_seconds"}
     assert [r["variant"] for r in redone.rows] == [r["variant"] for r in rows]
     assert redone.rows[3]["val_mae"] == rows[3]["val_mae"] and redone.rows[3]["successes"] == rows[3]["successes"]
 

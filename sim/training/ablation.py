@@ -479,15 +479,16 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, workers: int = 1, progr
         row = _read_json(vdir / RESULT_FILE)
         if row is None:
             trained = _read_json(vdir / "train" / "summary.json")
+            eval_dir = vdir / "eval"
             if trained is None:
-                _reset_dir(vdir / "train")  # an interrupted training restarts cleanly
+                _reset_dir(vdir / "train")  # an interrupted training restarts cleanly ...
+                shutil.rmtree(eval_dir, ignore_errors=True)  # ... and nothing is kept of an earlier checkpoint's run
                 torch.set_num_threads(workers)
                 start = time.perf_counter()
                 trained = train(run.policy, [data], vdir / "train", backbone=run.backbone, cache_dir=cache,
                                 head_overrides=run.head_overrides, progress=progress, **run.train_kwargs)
                 trained["wall_seconds"] = round(time.perf_counter() - start, 1)
                 _write_json(vdir / "train" / "summary.json", trained)
-            eval_dir = vdir / "eval"
             cfg = eval_config(spec, run, Path(trained["checkpoint"]), eval_dir)
             resume = (eval_dir / "config.json").is_file()
             if resume and EvalConfig.load(eval_dir) != cfg:
