@@ -124,6 +124,8 @@ def test_small_spec_end_to_end_then_resume_skips_finished_variants(tmp_path, cap
     (("name = \"baseline\"", "name = \"baseline\"\npolicy_args = { nope = 1 }"),
      "variant 'baseline': head case1 has no config field nope"),
     (("name = \"baseline\"", "name = \"baseline\"\nstrategy = \"fast\""), "unknown strategy 'fast'"),
+    (("name = \"baseline\"", "name = \"baseline\"\npolicy_args = { dropout = \"high\" }"),
+     "variant 'baseline': Case1Config.dropout must be a number"),
     (("name = \"lora\"", "name = \"baseline\""), "variant names must be unique"),
     (("episodes = 4", "episodes = \"many\""), "data.episodes"),
     (("distances = [\"close\"]", "distances = [\"near\"]"), "unknown distance 'near'"),

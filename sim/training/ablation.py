@@ -191,10 +191,7 @@ class TrainOptions(_Strict):
     @classmethod
     def _factors(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            try:
-                check_factors(value, "copies per distance")
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
+            check_factors(value, "copies per distance")  # a ConfigError is a ValueError: pydantic reports it
         return value
 
     @field_validator("lora")
@@ -203,10 +200,7 @@ class TrainOptions(_Strict):
         if isinstance(value, dict):
             from policies.backbones.lora import LoraSettings
 
-            try:
-                LoraSettings.from_dict(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
+            LoraSettings.from_dict(value)
         return value
 
 
@@ -297,7 +291,7 @@ def resolve_variant(spec: AblationSpec, variant: VariantSpec) -> VariantRun:
         ConfigError: no head named anywhere, a head config field the head lacks, a strategy that does not fit.
     """
     from policies.backbones.lora import LoraSettings
-    from policies.heads import config_fields
+    from policies.heads import config_fields, config_from_dict
 
     base, own = spec.train, variant.model_fields_set
     policy = variant.policy or base.policy
@@ -313,6 +307,7 @@ def resolve_variant(spec: AblationSpec, variant: VariantSpec) -> VariantRun:
     unknown = sorted(set(head) - config_fields(policy))
     if unknown:
         raise ConfigError(f"head {policy} has no config field {', '.join(unknown)}")
+    config_from_dict(policy, head).validate()  # value types and ranges, before any training
     aug = variant.distance_augmentation if "distance_augmentation" in own else base.distance_augmentation
     kwargs["distance_augmentation"] = (dict(DISTANCE_FACTORS) if aug is True else dict(aug) if aug else None)
     lora = variant.lora if "lora" in own else base.lora
@@ -507,7 +502,6 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, workers: int = 1, progr
         rows.append(row)
         if on_row is not None:
             on_row(row)
-        table = format_table(rows)
-        atomic_write_text(out / "table.md", table)
+        atomic_write_text(out / "table.md", format_table(rows))
         _write_json(out / "results.json", {"rows": rows, "spec": recorded})
     return AblationResult(out, rows, format_table(rows), errors)
