@@ -1,5 +1,7 @@
-"""The team's training ideas measured in closed loop: every variant of a spec file trained on the same synthetic data
-and seed, evaluated on the same sweep, one table.
+"""Train and evaluate in closed loop every variant of an ablation spec file, and write one table.
+
+Every variant is trained on the same synthetic data with the same seed and evaluated on the same sweep (the team's
+training ideas: ``ablations/ideas.toml``).
 
 ``python -m sim.ablate SPEC.toml [--out runs/ablation-NAME] [--workers N] [--no-progress]``
 
