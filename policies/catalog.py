@@ -22,6 +22,8 @@ HEADS: dict[str, str] = {
     "case4-recon": "policies.heads.case4_recon:Case4Reconstruction",
     "lstm-recon": "policies.heads.lstm_recon:LSTMReconstruction",
     "clip-lstm-recon": "policies.heads.lstm_recon:CLIPLSTMReconstruction",
+    "final-fixed-recon": "policies.heads.final_fixed:FinalFixedReconstruction",
+    "hybrid-ensemble-recon": "policies.heads.final_fixed:HybridEnsembleReconstruction",
 }
 HEAD_NAMES: tuple[str, ...] = tuple(HEADS)
 

@@ -10,7 +10,11 @@ nothing is ever unpickled):
          "head_class": "LSTMReconstruction", "head_config": {...}, "backbone": "lite",
          "action_dim": 2, "window_size": 8, "chunk_size": 10, "output_activation": "tanh",
          "team_class": null, "stored_dtype": "float16" | null,
-         "meta": {... free metadata: training data, epochs, metrics ...}}
+         "meta": {... free metadata: training data, epochs, metrics ...},
+         "backbone_lora": {"settings": {"r": 32, ...}, "targets": [...]}}   # only after LoRA training
+
+    A LoRA-trained head also carries its backbone adapter's tensors, under ``backbone_lora.`` in the same file
+    (:class:`policies.backbones.lora.LoraAdapter`, merged into the backbone when the policy is built).
 
 ``pth`` (the team's training scripts, ``../shared/reference/TEAM_MODELS.md``)
     ``torch.save`` dict with ``model_state_dict`` and ``model_config`` (or ``config``; case 3, the original
@@ -48,6 +52,7 @@ from typing import Any
 import torch
 
 from policies.backbones import FROZEN_PREFIXES
+from policies.backbones.lora import TENSOR_PREFIX, LoraAdapter
 from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write
 
@@ -58,6 +63,8 @@ FORMAT_VERSION = 1
 LIGHTNING_PREFIX = "model."
 #: Non-head tensors the team's models keep beside the head (RoboVLMs' learned action token).
 EXTRA_KEYS = ("action_token",)
+#: Prefix of a LoRA-trained backbone adapter's tensors.
+LORA_PREFIX = TENSOR_PREFIX
 #: How many key names an error message lists per category before summarising.
 MAX_KEYS_IN_MESSAGE = 12
 
@@ -110,6 +117,8 @@ class Checkpoint:
         extra: non-head tensors kept beside the head (``action_token``).
         keys: the file's top-level dict keys (``None`` for a bare state dict or safetensors).
         config_source: where the config came from (``"sidecar"``, ``"model_config"``, ``"none"``).
+        backbone_lora: the backbone's LoRA adapter (:class:`policies.backbones.lora.LoraAdapter`) of a head trained
+            with ``sim.train --lora``, else ``None``.
     """
 
     path: Path
@@ -123,6 +132,7 @@ class Checkpoint:
     extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     keys: list[str] | None = None
     config_source: str = "none"
+    backbone_lora: Any = None
 
     @property
     def config_file(self) -> str:
@@ -175,7 +185,8 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, Any] | None = None, *,
-                    backbone: str | None = None, dtype: torch.dtype | None = None) -> Path:
+                    backbone: str | None = None, dtype: torch.dtype | None = None,
+                    backbone_lora: Any = None) -> Path:
     """Write ``head`` in the project's format: ``path`` (safetensors) + :func:`sidecar_path` (JSON), atomically.
 
     Each file is written with :func:`scenarios.files.atomic_write` (weights first, sidecar last), so a reader
@@ -188,6 +199,8 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
         backbone: the backbone name the head's features come from (``"lite"``, ``"kosmos2"``, ...).
         dtype: store floating-point tensors in this dtype (e.g. ``torch.float16`` halves the file; they are
             cast back to the head's dtype on load); ``None`` = as they are.
+        backbone_lora: a :class:`policies.backbones.lora.LoraAdapter` trained with the head (its tensors are
+            stored under ``backbone_lora.``, its settings in the sidecar).
 
     Returns:
         The weights path.
@@ -220,12 +233,17 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
         "stored_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
         "meta": dict(meta or {}),
     }
+    if backbone_lora is not None:
+        sidecar["backbone_lora"] = backbone_lora.sidecar()
     try:
         sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True)
     except TypeError as exc:
         raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
+    state = dict(head.state_dict())
+    if backbone_lora is not None:
+        state.update({LORA_PREFIX + k: v for k, v in backbone_lora.tensors.items()})
     tensors = {k: v.detach().to("cpu", dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
-               .contiguous() for k, v in head.state_dict().items()}
+               .contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "head": name, "sidecar": sidecar_path(path).name})
@@ -359,7 +377,7 @@ def _split(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
         prefix = next((p for p in FROZEN_PREFIXES if key.startswith(p)), None)
         if prefix is not None:
             frozen.setdefault(prefix, {})[key[len(prefix):]] = value
-        elif key in EXTRA_KEYS:
+        elif key in EXTRA_KEYS or key.startswith(LORA_PREFIX):
             extra[key] = value
         else:
             head[key] = value
@@ -412,9 +430,15 @@ def _load_safetensors(path: Path, key_map: Mapping[str, str]) -> Checkpoint:
     if config is not None and not isinstance(config, dict):
         raise CheckpointFormatError(f"{side}: head_config must be a JSON object, got {type(config).__name__}")
     head, frozen, extra = _split(apply_key_map(state, key_map))
+    lora = None
+    if info.get("backbone_lora") is not None:
+        try:
+            lora = LoraAdapter.from_checkpoint(info["backbone_lora"], extra, str(side))
+        except ConfigError as exc:
+            raise CheckpointFormatError(str(exc)) from None
     return Checkpoint(path=path, format="safetensors", state_dict=head, head_name=info.get("head"),
                       head_config=config, backbone=info.get("backbone"), meta=dict(info.get("meta") or {}),
-                      frozen=frozen, extra=extra, config_source="sidecar")
+                      frozen=frozen, extra=extra, config_source="sidecar", backbone_lora=lora)
 
 
 def _load_torch(path: Path, key_map: Mapping[str, str]) -> Checkpoint:

@@ -379,7 +379,8 @@ class VLAPolicy(Policy):
 
 
 class EnsemblePolicy(Policy):
-    """Weighted average of two VLA policies (seed 000's ``HybridEnsembleModel``, weight 0.6 on the first).
+    """Weighted average of two separately trained VLA policies with a fixed weight (0.6 on the first, as seed 000's
+    ``HybridEnsembleModel`` starts; its learnable-weight version is the head ``hybrid-ensemble-recon``).
 
     Each step both policies advance (each with its own history and execution mode) and return normalised
     actions ``a1``, ``a2``; the ensemble returns ``post(weight * a1 + (1 - weight) * a2)``. When both share
@@ -536,7 +537,9 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             carries the Kosmos-2 weights); ``lite``: EfficientNet-Lite0 ``.pth``.
         clip_path: CLIP weights for the ``clip_*`` streams when the checkpoint carries none (open_clip file or
             ``save_pretrained`` folder).
-        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``). ``None`` = the
+        checkpoint: head weights (``.safetensors`` + sidecar, team ``.pth``, Lightning ``.ckpt``); a head trained
+            with ``sim.train --lora`` also carries its backbone's LoRA adapter, merged into a copy of the backbone
+            built for it (:func:`policies.backbones.lora.merge_lora`). ``None`` = the
             bundled weights (:func:`policies.checkpoints.default_checkpoint`) on the ``lite`` backbone unless
             ``head_overrides`` asks for another architecture; otherwise a randomly initialised head seeded with
             ``seed`` (the global torch RNG is left untouched).
@@ -631,13 +634,30 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     if ckpt is not None:
         load_into_head(model, ckpt)
     _check_widths(model, widths, bb_name, ckpt)
+    lora = ckpt.backbone_lora if ckpt is not None else None
     if built is not None:
+        if lora is not None:
+            raise ConfigError(f"{ckpt.path}: carries a LoRA adapter for its backbone; give the backbone by name, "
+                              "not as a built object (it is adapted when the policy is built)")
         bb = built
     elif head == "robovlms":
         bb = _robovlms_backbone(bb_name, backbone_path, ckpt, settings, device)
     else:
-        bb = make_backbone(bb_name, backbone_path, device, streams=(*model.frame_streams, *model.instruction_streams),
-                           weights=weights, weights_id=ckpt.weights_id if weights else "", clip_path=clip_path)
+        def build_backbone(cache: bool = True) -> Backbone:
+            return make_backbone(bb_name, backbone_path, device, streams=(*model.frame_streams,
+                                                                         *model.instruction_streams),
+                                 weights=weights, weights_id=ckpt.weights_id if weights else "", clip_path=clip_path,
+                                 cache=cache)
+
+        if lora is None:
+            bb = build_backbone()
+        else:  # its own adapted copy, shared by the policies of this checkpoint only
+            from policies.backbones import shared_backbone
+            from policies.backbones.lora import merge_lora
+
+            key = ("lora", bb_name, str(backbone_path or ""), str(torch.device(device)), ckpt.weights_id,
+                   model.frame_streams, model.instruction_streams, str(clip_path or ""))
+            bb = shared_backbone(key, lambda: merge_lora(build_backbone(cache=False), lora))
     scale = settings.scale if settings is not None else PostProcessing.scale
     post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step,
                           scale=scale)

@@ -32,9 +32,13 @@ EXPECTED = {  # name: (class name, team class, frame streams, instruction stream
     "case4-recon": ("Case4Reconstruction", False, ("image",), ("text",), 8, 5, "linear"),
     "lstm-recon": ("LSTMReconstruction", False, ("image",), ("text",), 8, 10, "tanh"),
     "clip-lstm-recon": ("CLIPLSTMReconstruction", False, ("image", "clip_image"), ("text",), 8, 10, "tanh"),
+    "final-fixed-recon": ("FinalFixedReconstruction", False, ("image",), ("text",), 1, 1, "linear"),
+    "hybrid-ensemble-recon": ("HybridEnsembleReconstruction", False, ("image",), ("text",), 8, 10, "linear"),
 }
 POLICY_KW = {"robovlms": {"config": {"act_head": {"hidden_size": 16}, "image_size": 56,
-                                     "tokenizer": {"max_text_len": 24}}}}
+                                     "tokenizer": {"max_text_len": 24}}},
+             "final-fixed-recon": {"action_dim": 2},  # 3-DoF by default (seed 000's Final-Fixed)
+             "hybrid-ensemble-recon": {"action_dim": 2}}
 
 
 def small_head(name: str, **overrides) -> torch.nn.Module:
@@ -100,11 +104,14 @@ def test_every_head_acts_on_every_backbone(name, backbone):
 @pytest.mark.parametrize("name", HEAD_NAMES)
 def test_three_dim_variant_outputs_angular_z(name):
     head = small_head(name, action_dim=3).eval()
-    assert head.z_axis_weight.tolist() == pytest.approx([1.0, 1.0, 0.05])
+    weights = [head.final_fixed.z_axis_weight, head.advanced.z_axis_weight] if name == "hybrid-ensemble-recon" \
+        else [head.z_axis_weight]  # the ensemble's members weight their own outputs
+    assert all(w.tolist() == pytest.approx([1.0, 1.0, 0.05]) for w in weights)
     vision, text = inputs(head, seed=1)
     with torch.inference_mode():
         weighted = head(vision, text)
-        head.z_axis_weight[2] = 1.0
+        for w in weights:
+            w[2] = 1.0
         unweighted = head(vision, text)
     assert weighted.shape == (1, head.chunk_size, 3)
     assert torch.allclose(weighted[..., 2], 0.05 * unweighted[..., 2], atol=1e-6)

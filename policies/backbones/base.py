@@ -245,5 +245,17 @@ class Backbone:
         """Distinct strings -> ``(N, text_dim)`` (called under ``inference_mode``)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ LoRA
+    def image_split(self, layers: int) -> Any:
+        """The ``image`` stream cut below its top ``layers`` layers, for LoRA training
+        (:class:`policies.backbones.lora.ImageSplit`).
+
+        Raises:
+            ConfigError: this backbone offers no such split, or ``layers`` is out of range.
+        """
+        from scenarios.errors import ConfigError
+
+        raise ConfigError(f"backbone {self.name!r} cannot be LoRA-adapted (lite, kosmos2 and tiny-kosmos2 can)")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, streams={self.stream_dims()}, device={self.device})"

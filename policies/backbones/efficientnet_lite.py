@@ -66,6 +66,12 @@ class SameConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+def pointwise(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 1x1, stride-1 convolution without bias: "SAME" padding is no padding, so a plain ``nn.Conv2d`` (which
+    ``peft`` can wrap with LoRA: :mod:`policies.backbones.lora`)."""
+    return nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+
 class MBConvBlock(nn.Module):
     """Mobile inverted bottleneck without squeeze-and-excitation (the Lite variant).
 
@@ -78,11 +84,11 @@ class MBConvBlock(nn.Module):
         mid = in_ch * expand
         self.expand = expand != 1
         if self.expand:
-            self._expand_conv = SameConv2d(in_ch, mid, 1)
+            self._expand_conv = pointwise(in_ch, mid)
             self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid)
         self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
-        self._project_conv = SameConv2d(mid, out_ch, 1)
+        self._project_conv = pointwise(mid, out_ch)
         self._bn2 = nn.BatchNorm2d(out_ch, eps=BN_EPS)
         self.residual = stride == 1 and in_ch == out_ch
 
@@ -110,7 +116,7 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(MBConvBlock(kernel, stride if i == 0 else 1, expand,
                                           in_ch if i == 0 else out_ch, out_ch))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(320, FEATURE_DIM, 1)
+        self._conv_head = pointwise(320, FEATURE_DIM)
         self._bn1 = nn.BatchNorm2d(FEATURE_DIM, eps=BN_EPS)
         self._fc = nn.Linear(FEATURE_DIM, num_classes)
 

@@ -271,6 +271,36 @@ class Kosmos2Backbone(Backbone):
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1)
 
+    def image_split(self, layers: int) -> Any:
+        """``vision_model`` cut below its last ``layers`` encoder layers: the trunk gives their input hidden states,
+        float32 ``(N, 1 + patches, vision_dim)``; the top runs those layers and ``post_layernorm`` over the class
+        token (= ``pooler_output``); LoRA targets are those layers' ``nn.Linear`` modules
+        (:mod:`policies.backbones.lora`)."""
+        from policies.backbones.lora import ImageSplit, call_encoder_layer, check_layers
+
+        tower = self.model.vision_model.model  # Kosmos2VisionTransformer
+        blocks = tower.encoder.layers
+        cut = check_layers(layers, len(blocks), f"{self.name} (vision encoder layers)")
+        targets = tuple(f"encoder.layers.{i}.{name}" for i in range(cut, len(blocks))
+                        for name in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj",
+                                     "mlp.fc1", "mlp.fc2"))
+
+        def trunk(images: np.ndarray) -> torch.Tensor:
+            pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+            with torch.inference_mode():
+                hidden = tower.pre_layrnorm(tower.embeddings(pixels.to(self.device, self.dtype)))
+                for block in blocks[:cut]:
+                    hidden = call_encoder_layer(block, hidden)
+            return hidden.float().cpu().clone()
+
+        def top(hidden: torch.Tensor) -> torch.Tensor:
+            hidden = hidden.to(self.device, self.dtype)
+            for block in blocks[cut:]:
+                hidden = call_encoder_layer(block, hidden)
+            return tower.post_layernorm(hidden[:, 0]).float()
+
+        return ImageSplit(tower, targets, trunk, top)
+
     def _encode_instruction(self, stream: str, texts: list[str]) -> torch.Tensor:
         if stream == "clip_text":
             return self.clip_text.encode(texts)

@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from policies.backbones import efficientnet_lite as effnet
-from policies.backbones.base import Backbone, freeze, to_float_nchw
+from policies.backbones.base import Backbone, as_uint8_nhwc, freeze, to_float_nchw
+from policies.backbones.lora import ImageSplit, check_layers
 from policies.backbones.minilm import TEXT_DIM, MiniLMEncoder
 from scenarios.errors import ConfigError
 
@@ -103,3 +105,31 @@ class LiteBackbone(Backbone):
 
     def _encode_instruction(self, stream: str, texts: list[str]) -> torch.Tensor:
         return self.text_model.encode(texts)  # ``text`` and its ``clip_text`` stand-in
+
+    def image_split(self, layers: int) -> ImageSplit:
+        """EfficientNet-Lite0 cut below its top ``layers`` layers (1..17), counting the 1x1 head convolution as the
+        first and the MBConv blocks below it as the next: ``layers = 1`` adapts ``_conv_head`` alone (its input,
+        float32 ``(N, 320, 7, 7)`` at 224 x 224, is what the trunk gives), ``layers = 2`` adds the last block, and
+        so on. LoRA targets: ``_conv_head`` and the adapted blocks' 1x1 expand / project convolutions
+        (:mod:`policies.backbones.lora`; the depthwise convolutions stay frozen)."""
+        net = self.image_model
+        cut = check_layers(layers, len(net._blocks) + 1, "lite (the head convolution + 16 MBConv blocks)")
+        targets = [f"_blocks.{i}.{conv}" for i in range(cut, len(net._blocks))
+                   for conv in (("_expand_conv",) if net._blocks[i].expand else ()) + ("_project_conv",)]
+
+        def trunk(images: np.ndarray) -> torch.Tensor:
+            x = to_float_nchw(as_uint8_nhwc(images), effnet.INPUT_SIZE, effnet.INPUT_MEAN, effnet.INPUT_STD,
+                              self.device)
+            with torch.inference_mode():
+                x = F.relu6(net._bn0(net._conv_stem(x)))
+                for block in net._blocks[:cut]:
+                    x = block(x)
+            return x.float().cpu().clone()
+
+        def top(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(self.device)
+            for block in net._blocks[cut:]:
+                x = block(x)
+            return F.relu6(net._bn1(net._conv_head(x))).mean(dim=(2, 3))
+
+        return ImageSplit(net, (*targets, "_conv_head"), trunk, top)

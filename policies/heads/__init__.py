@@ -17,7 +17,9 @@ registry name             the team's class                    reads
 
 Our reconstructions of models whose source is not public (names end in ``-recon``): ``case4-recon``
 (``RoboVLMsCompleteModel``), ``lstm-recon`` ("Simple LSTM", MAE 0.222), ``clip-lstm-recon`` ("Simple CLIP-LSTM
-hybrid", MAE 0.212).
+hybrid", MAE 0.212), and the optimisation notes' (seed 000) ``final-fixed-recon`` (``FinalFixedOptimizedModel``)
+and ``hybrid-ensemble-recon`` (``HybridEnsembleModel``). :mod:`policies.heads.fusion` holds the notes'
+``AdaptiveFeatureFusion``, a switch (``adaptive_fusion``) of the heads that concatenate vision and language.
 
 :func:`make_head` builds one for given feature widths; :func:`head_from_config` rebuilds one from a saved config
 dict (the team's ``model_config`` spellings are accepted); :func:`detect_head` names the architecture of a team
@@ -39,6 +41,13 @@ from policies.heads.case1 import Case1Config, Simplified2DActionModel, Simplifie
 from policies.heads.case2 import Case2Config, CLIPNormalized2DActionModelV2
 from policies.heads.case3 import Case3Config, SimpleCase3Model
 from policies.heads.case4_recon import Case4Config, Case4Reconstruction
+from policies.heads.final_fixed import (
+    FinalFixedConfig,
+    FinalFixedReconstruction,
+    HybridEnsembleConfig,
+    HybridEnsembleReconstruction,
+)
+from policies.heads.fusion import AdaptiveFeatureFusion
 from policies.heads.hybrid import HybridConfig, Kosmos2CLIPHybridModel, PureKosmos2Config, PureKosmos2Model
 from policies.heads.lstm_recon import CLIPLSTMReconConfig, CLIPLSTMReconstruction, LSTMReconConfig, LSTMReconstruction
 from policies.heads.robovlms import RoboVLMsConfig, RoboVLMsHead
@@ -165,10 +174,11 @@ def detect_head(state: Mapping[str, torch.Tensor], *, has_model_config: bool = F
 
 
 __all__ = [
-    "CONFIG_ALIASES", "HEADS", "ActionHead", "CLIPLSTMReconConfig", "CLIPLSTMReconstruction",
-    "CLIPNormalized2DActionModelV2", "Case1Config", "Case2Config", "Case3Config", "Case4Config", "Case4Reconstruction",
-    "HeadConfig", "HeadInputError", "HybridConfig", "Kosmos2CLIPHybridModel", "LSTMReconConfig", "LSTMReconstruction",
-    "PureKosmos2Config", "PureKosmos2Model", "RoboVLMsConfig", "RoboVLMsHead", "SimpleCase3Model",
-    "Simplified2DActionModel", "Simplified2DActionModelV2", "UnknownHeadError", "config_fields", "config_from_dict",
-    "detect_head", "head_class", "head_from_config", "make_head", "provenance",
+    "CONFIG_ALIASES", "HEADS", "ActionHead", "AdaptiveFeatureFusion", "CLIPLSTMReconConfig", "CLIPLSTMReconstruction",
+    "CLIPNormalized2DActionModelV2", "Case1Config", "Case2Config", "Case3Config", "Case4Config",
+    "Case4Reconstruction", "FinalFixedConfig", "FinalFixedReconstruction", "HeadConfig", "HeadInputError",
+    "HybridConfig", "HybridEnsembleConfig", "HybridEnsembleReconstruction", "Kosmos2CLIPHybridModel",
+    "LSTMReconConfig", "LSTMReconstruction", "PureKosmos2Config", "PureKosmos2Model", "RoboVLMsConfig",
+    "RoboVLMsHead", "SimpleCase3Model", "Simplified2DActionModel", "Simplified2DActionModelV2", "UnknownHeadError",
+    "config_fields", "config_from_dict", "detect_head", "head_class", "head_from_config", "make_head", "provenance",
 ]

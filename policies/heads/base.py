@@ -103,6 +103,9 @@ class ActionHead(nn.Module):
     output_activation: ClassVar[str] = "linear"
     #: The team's class this head reproduces (``minuum/vla``), or ``None`` for our reconstruction.
     team_class: ClassVar[str | None] = None
+    #: Whether :meth:`forward` multiplies a 3-DoF output by ``z_axis_weight``; ``False`` for a head whose parts
+    #: already weight their own outputs (``hybrid-ensemble-recon``).
+    applies_z_axis_weight: ClassVar[bool] = True
 
     @classmethod
     def frame_inputs(cls, config: HeadConfig) -> tuple[tuple[str, str], ...]:
@@ -126,7 +129,7 @@ class ActionHead(nn.Module):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         config.validate()
         self.config = config
-        if config.action_dim == 3:
+        if config.action_dim == 3 and self.applies_z_axis_weight:
             self.register_buffer("z_axis_weight", torch.tensor([1.0, 1.0, float(config.z_axis_weight)]))
 
     @property
@@ -186,7 +189,7 @@ class ActionHead(nn.Module):
                                  f"{self.instruction_dim}), got {tuple(text.shape)}")
         out = self._forward(vision[:, -self.window_size:], text)
         out = out.reshape(vision.shape[0], self.chunk_size, self.action_dim)
-        if self.action_dim == 3:
+        if self.action_dim == 3 and self.applies_z_axis_weight:
             out = out * self.z_axis_weight
         return out
 

@@ -27,24 +27,29 @@ import torch
 from torch import nn
 
 from policies.heads.base import ActionHead, HeadConfig, linear_in_out
+from policies.heads.fusion import AdaptiveFeatureFusion, concat_or_fuse
 
 
 @dataclasses.dataclass
 class Case1Config(HeadConfig):
     """The team's ``model_config`` fields (``hidden_dim`` 256, ``action_dim`` 2, ``dropout`` 0.4); one frame, one
     action. ``final_norm`` = False drops the final ``LayerNorm(action_dim)``: **not** the team's architecture, an
-    ablation switch (README: why the team's single-frame heads fail)."""
+    ablation switch (README: why the team's single-frame heads fail). ``adaptive_fusion`` = True joins the adapted
+    vision and language features with the team's :class:`~policies.heads.fusion.AdaptiveFeatureFusion` (seed 000)
+    instead of ``torch.cat`` (an ablation switch too; adds the ``fusion.*`` parameters)."""
 
     hidden_dim: int = 256
     dropout: float = 0.4
     final_norm: bool = True
+    adaptive_fusion: bool = False
     window_size: int = 1
     chunk_size: int = 1
 
 
 def adapter_sizes(state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with ``vision_dim`` / ``hidden_dim`` / ``text_dim`` read off the team's ``feature_adapter`` and
-    ``language_adapter`` weights, and ``final_norm`` (+ ``action_dim``) off ``final_norm.weight``."""
+    ``language_adapter`` weights, ``final_norm`` (+ ``action_dim``) off ``final_norm.weight``, and
+    ``adaptive_fusion`` when the state holds its ``fusion.*`` weights."""
     out = dict(values)
     vision = linear_in_out(state, "feature_adapter.weight")
     text = linear_in_out(state, "language_adapter.weight")
@@ -54,6 +59,8 @@ def adapter_sizes(state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> 
         out["text_dim"] = text[0]
     norm = state.get("final_norm.weight")
     out["final_norm"] = norm is not None
+    if "fusion.adaptive_weights.0.weight" in state:  # the ablation switch's extra parameters
+        out["adaptive_fusion"] = True
     if norm is not None and "action_dim" not in values:
         out["action_dim"] = int(norm.shape[0])
     return out
@@ -90,6 +97,7 @@ class Simplified2DActionModelV2(ActionHead):
         self.layer_norm_language = nn.LayerNorm(h)
         self.dropout_vision = nn.Dropout(config.dropout)
         self.dropout_language = nn.Dropout(config.dropout)
+        self.fusion = AdaptiveFeatureFusion(h, h, 2 * h) if config.adaptive_fusion else None
         self.action_head = _mlp(self._head_dims(h), config.dropout)
         self.final_norm = nn.LayerNorm(self.out_features) if config.final_norm else nn.Identity()
         if not config.final_norm:
@@ -105,7 +113,7 @@ class Simplified2DActionModelV2(ActionHead):
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         v = self.dropout_vision(self.layer_norm_vision(self.feature_adapter(vision[:, -1])))
         t = self.dropout_language(self.layer_norm_language(self.language_adapter(text)))
-        return self.final_norm(self.action_head(torch.cat([v, t], dim=-1)))
+        return self.final_norm(self.action_head(concat_or_fuse(self.fusion, v, t)))
 
 
 class Simplified2DActionModel(Simplified2DActionModelV2):

@@ -22,17 +22,22 @@ import torch
 from torch import nn
 
 from policies.heads.base import ActionHead, HeadConfig
+from policies.heads.fusion import AdaptiveFeatureFusion, concat_or_fuse
 from policies.heads.layers import MLPTanhHead
 
 
 @dataclasses.dataclass
 class LSTMReconConfig(HeadConfig):
-    """Window 8, chunk 10, LSTM hidden 512 x 4 layers; ``in_features`` = per-frame token width."""
+    """Window 8, chunk 10, LSTM hidden 512 x 4 layers; ``in_features`` = per-frame token width.
+    ``adaptive_fusion`` = True joins each frame's ``image`` and the ``text`` feature with the team's
+    :class:`~policies.heads.fusion.AdaptiveFeatureFusion` (seed 000) before ``input_proj`` instead of
+    ``torch.cat``."""
 
     in_features: int = 512
     hidden_size: int = 512
     num_layers: int = 4
     policy_rnn_dropout_p: float = 0.0
+    adaptive_fusion: bool = False
     window_size: int = 8
     chunk_size: int = 10
 
@@ -49,6 +54,8 @@ class LSTMReconstruction(ActionHead):
 
     def __init__(self, config: LSTMReconConfig) -> None:
         super().__init__(config)
+        self.fusion = (AdaptiveFeatureFusion(config.vision_dim, config.text_dim, config.in_features)
+                       if config.adaptive_fusion else None)
         self.input_proj = nn.Sequential(nn.Linear(config.vision_dim + config.text_dim, config.in_features),
                                         nn.LayerNorm(config.in_features), nn.ReLU())
         self.rnn = nn.LSTM(config.in_features, config.hidden_size, config.num_layers, batch_first=True,
@@ -57,7 +64,7 @@ class LSTMReconstruction(ActionHead):
 
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         text_seq = text.unsqueeze(1).expand(-1, vision.shape[1], -1)
-        tokens = self.input_proj(torch.cat([vision, text_seq], dim=-1))
+        tokens = self.input_proj(concat_or_fuse(self.fusion, vision, text_seq))
         out, _ = self.rnn(tokens)
         return self.velocities(out[:, -1])
 
