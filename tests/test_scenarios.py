@@ -57,7 +57,8 @@ def test_sampling_is_seeded_and_nominal_without_jitter():
     b = sc.sample(np.random.default_rng(3), domain_randomization=True)
     assert a == b
     nominal = sc.sample(np.random.default_rng(3), jitter=False)
-    assert nominal.start == (0.0, 0.0, 0.0) and nominal.obstacles[0].center[1] == 0.0
+    assert nominal.start == (0.0, 0.0, 0.0)
+    assert nominal.obstacles[0].center[1] == sc.layout.distances["medium"].obstacle_y
 
 
 def test_lateral_positions_shift_the_obstacles_and_the_target(tmp_path):

@@ -70,7 +70,7 @@ def test_translation_only_pads_and_side_penalty_applies_once():
         for env, dims in ((plain, 3), (shaped, 2)):
             env.reset(seed=3)
             total, sides = 0.0, []
-            for key in ["d"] * 3 + ["w"] * 12:  # sidestep right, then drive past the box: the wrong side
+            for key in ["d"] * 5 + ["w"] * 12:  # sidestep right, then drive past the box: the wrong side
                 _, reward, terminated, truncated, info = env.step(key_to_action(key)[:dims])
                 total += reward
                 sides.append(info["side_ok"])
