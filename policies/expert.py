@@ -22,6 +22,7 @@ import numpy as np
 
 from envs.keys import MOVE_KEYS, key_to_action
 from envs.robot import RobotConfig
+from envs.scene import TARGET_SHAPES
 from policies.base import Policy
 
 #: Body-frame direction of each translation key (rad, CCW from forward).
@@ -108,8 +109,10 @@ class ExpertPolicy(Policy):
             else:
                 self._blocked.append(Rect(rect.x0, rect.x1, cy, y_max + 1.0))
         tx, ty = scene["target_position"]
-        t_inflate = self.robot.radius + 0.06
-        self._blocked.append(Rect(tx - t_inflate, tx + 0.5, ty - t_inflate, ty + t_inflate))
+        shape, *dims = TARGET_SHAPES[scene["target_kind"]]
+        half_x, half_y = (dims[0], dims[1]) if shape == "box" else (dims[0], dims[0])
+        margin_x, margin_y = half_x + self.robot.radius + 0.06, half_y + self.robot.radius + 0.06
+        self._blocked.append(Rect(tx - margin_x, tx + 0.5, ty - margin_y, ty + margin_y))
         margin = self.robot.radius
         self._bounds = Rect(x_min + margin, x_max - margin, y_min + margin, y_max - margin)
         self._plan, self._expected, self._last_key = [], None, None
