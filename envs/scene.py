@@ -19,7 +19,7 @@ import pybullet_data
 
 from envs.robot import RobotConfig
 from envs.textures import texture_files
-from scenarios import ObstacleSpec, SceneSpec
+from scenarios import TARGET_SHAPES, ObstacleSpec, SceneSpec
 from scenarios.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
@@ -40,13 +40,6 @@ LIGHTING = {
     "night": ((0.75, 0.80, 0.95), 0.40, 0.35),
 }
 TARGET_COLOURS = {"cup": (0.80, 0.15, 0.12, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1)}
-#: Target bodies (m, *chosen*): ``("cylinder", radius, height)`` or ``("box", half_x, half_y, half_z)``; a body
-#: stands on the floor.
-TARGET_SHAPES = {
-    "cup": ("cylinder", 0.045, 0.10),
-    "bottle": ("cylinder", 0.035, 0.22),
-    "basket": ("box", 0.17, 0.13, 0.08),
-}
 
 
 def target_half_height(kind: str) -> float:

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+import scenarios
 from envs.keys import MOVE_KEYS, key_to_action
 from envs.robot import RobotConfig
-from envs.scene import TARGET_SHAPES
 from policies.base import Policy
 
 #: Body-frame direction of each translation key (rad, CCW from forward).
@@ -109,7 +109,7 @@ class ExpertPolicy(Policy):
             else:
                 self._blocked.append(Rect(rect.x0, rect.x1, cy, y_max + 1.0))
         tx, ty = scene["target_position"]
-        shape, *dims = TARGET_SHAPES[scene["target_kind"]]
+        shape, *dims = scenarios.TARGET_SHAPES[scene["target_kind"]]
         half_x, half_y = (dims[0], dims[1]) if shape == "box" else (dims[0], dims[0])
         margin_x, margin_y = half_x + self.robot.radius + 0.06, half_y + self.robot.radius + 0.06
         self._blocked.append(Rect(tx - margin_x, tx + 0.5, ty - margin_y, ty + margin_y))

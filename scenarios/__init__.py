@@ -47,6 +47,13 @@ MAX_BOX_SIDE = 3.0
 START_CLEARANCE = 0.15
 #: Display names used in instructions, from the spec's instructions ("cup", "beverage bottle", "gray basket").
 TARGET_NAMES = {"cup": "cup", "bottle": "beverage bottle", "basket": "gray basket"}
+#: Target bodies (m, *chosen*): ``("cylinder", radius, height)`` or ``("box", half_x, half_y, half_z)``, standing on
+#: the floor; the environment builds them, the expert and the calibration keep clear of them.
+TARGET_SHAPES = {
+    "cup": ("cylinder", 0.045, 0.10),
+    "bottle": ("cylinder", 0.035, 0.22),
+    "basket": ("box", 0.17, 0.13, 0.08),
+}
 
 Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
@@ -421,6 +428,7 @@ __all__ = [
     "DISTANCES",
     "DEFAULT_FAMILY",
     "FAMILIES",
+    "TARGET_SHAPES",
     "ObstacleSpec",
     "Scenario",
     "ScenarioError",

@@ -31,7 +31,6 @@ import numpy as np
 
 import scenarios
 from envs.robot import RobotConfig
-from envs.scene import TARGET_SHAPES
 from scenarios.files import atomic_write_text
 from sim.calibration.guides import Guide, passes, replay_all
 from sim.calibration.kinematics import Paths, Placement, guide_paths, score_paths
@@ -200,7 +199,7 @@ def placement(geometry: Geometry, scenario: scenarios.Scenario, replays: Replays
     halves = np.array([[depth / 2, width / 2] for depth, width in geometry.sizes])
     round_ = np.array([ob.shape == "pot" for ob in lay.obstacles])
     kind = lay.target.kinds[0]
-    shape, *dims = TARGET_SHAPES[kind]
+    shape, *dims = scenarios.TARGET_SHAPES[kind]
     target_half = np.array(dims[:2]) if shape == "box" else np.array([dims[0], dims[0]])
     target = np.stack([tx + tshift[:, 0], ty + tshift[:, 1]], 1)
     arena = np.stack([np.full_like(tx, lay.arena.x_min), tx + lay.arena.x_beyond_target,
