@@ -48,7 +48,7 @@ import torch
 
 from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
 from policies.backbones import Backbone, MissingStreamError, make_backbone, stream_widths
-from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc
+from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc, autocast, device_key
 from policies.base import Policy
 from policies.catalog import EXECUTION_MODES
 from policies.checkpoints import (
@@ -257,7 +257,8 @@ class VLAPolicy(Policy):
         window_size: frames kept in the history (the head reads its own ``window_size`` newest of them).
         postprocess: :class:`PostProcessing` (default: all four steps on).
         ensemble_k: temporal-ensembling constant for ``execution="ensemble"``.
-        device: where the head runs (the backbone has its own device); the head stays float32.
+        device: where the head runs (the backbone has its own device); float32 weights, run under bf16 autocast
+            on CUDA (:func:`policies.backbones.base.autocast`), plain float32 elsewhere.
 
     Attributes:
         backbone_latencies_ms: per step, milliseconds spent encoding frames (0 when nothing was encoded).
@@ -339,7 +340,7 @@ class VLAPolicy(Policy):
         self.backbone_latencies_ms[-1] += ms
         text = self._text_features(instruction)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             chunk = self.head(frames.unsqueeze(0).to(self.device), text)[0]
         chunk_np = chunk.float().cpu().numpy().astype(np.float32)
         self.head_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
@@ -655,7 +656,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             from policies.backbones import shared_backbone
             from policies.backbones.lora import merge_lora
 
-            key = ("lora", bb_name, str(backbone_path or ""), str(torch.device(device)), ckpt.weights_id,
+            key = ("lora", bb_name, str(backbone_path or ""), device_key(device), ckpt.weights_id,
                    model.frame_streams, model.instruction_streams, str(clip_path or ""))
             bb = shared_backbone(key, lambda: merge_lora(build_backbone(cache=False), lora))
     scale = settings.scale if settings is not None else PostProcessing.scale
@@ -691,7 +692,7 @@ def _robovlms_backbone(name: str, path: str | Path | None, ckpt: Checkpoint | No
                  else torch.zeros(int(model.config.text_config.embed_dim)))  # RoboVLMs' initial value
         return RoboVLMsBackbone(model, processor.tokenizer, token, settings, name=name, device=device)
 
-    key = ("robovlms", name, "" if path is None else str(path), str(torch.device(device)),
+    key = ("robovlms", name, "" if path is None else str(path), device_key(device),
            ckpt.weights_id if ckpt is not None else "", settings)
     return shared_backbone(key, build)
 

@@ -6,7 +6,8 @@
 - ``--policy-arg [POLICY@]KEY=VALUE`` (:func:`add_policy_arg_argument`, :func:`parse_policy_args`): the one style
   of policy arguments, on every command that builds a policy (``sim.eval``, ``sim.offline``, ``sim.serve``,
   ``sim.export``, ``sim.train``).
-- The flags naming where a VLA policy's weights come from (:func:`add_model_source_arguments`).
+- The flags naming where a VLA policy's weights come from and where it runs (:func:`add_model_source_arguments`,
+  ``--device``: :func:`add_device_argument`, :func:`check_device`).
 - ``--family`` (:func:`add_family_argument`) on every command that builds an environment.
 """
 
@@ -16,18 +17,21 @@ import argparse
 import ast
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import scenarios
 from policies.catalog import BACKBONE_NAMES
-from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, MobileVLAError
+from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, MobileVLAError
 
 #: ``--backbone`` choices: ``auto`` and the registered backbones (:data:`policies.catalog.BACKBONE_NAMES`).
 BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
-#: Destinations of :func:`add_model_source_arguments`.
-MODEL_SOURCE_FLAGS = ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map", "config")
+#: Destinations of :func:`add_model_source_arguments` (``device``: :func:`add_device_argument`, which it adds).
+MODEL_SOURCE_FLAGS = ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map", "config", "device")
+#: What ``--device`` accepts.
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
@@ -50,11 +54,49 @@ def add_model_source_arguments(parser: argparse.ArgumentParser, *, checkpoint: b
                                             "checkpoint carries none")
     parser.add_argument("--key-map", help="JSON {old prefix: new prefix} for a checkpoint layout not known here")
     parser.add_argument("--config", help="robovlms: the team's RoboVLMs config JSON (their VLA_CONFIG_PATH)")
+    add_device_argument(parser)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device cpu|cuda|cuda:N``: the torch device of the VLA policies (backbone and head; bf16 on CUDA, float32
+    on CPU). Default None: not passed on, so the policies' own default, ``cpu``. Checked by :func:`check_device`."""
+    parser.add_argument("--device", metavar="cpu|cuda|cuda:N",
+                        help="torch device of the VLA policies (default cpu; CUDA runs them in bf16)")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it is ``cpu``, ``cuda`` or ``cuda:N`` and usable on this machine.
+
+    Raises:
+        ConfigError: another spelling, CUDA asked for where torch sees no CUDA device, or ``cuda:N`` beyond the
+            devices torch sees (one line, naming ``--device``).
+    """
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if device == "cpu":
+        return device
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        raise ConfigError(f"--device {device}: torch sees no CUDA device on this machine (use --device cpu)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ConfigError(f"--device {device}: torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    return device
 
 
 def model_source_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The :data:`MODEL_SOURCE_FLAGS` given in ``args`` (``None`` ones left out), as policy keyword arguments."""
-    return {flag: getattr(args, flag) for flag in MODEL_SOURCE_FLAGS if getattr(args, flag, None) is not None}
+    """The :data:`MODEL_SOURCE_FLAGS` given in ``args`` (``None`` ones left out), as policy keyword arguments;
+    ``device`` checked (:func:`check_device`).
+
+    Raises:
+        ConfigError: an unusable ``--device``.
+    """
+    kwargs = {flag: getattr(args, flag) for flag in MODEL_SOURCE_FLAGS if getattr(args, flag, None) is not None}
+    if "device" in kwargs:
+        check_device(kwargs["device"])
+    return kwargs
 
 
 def parse_policy_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
@@ -66,8 +108,6 @@ def parse_policy_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
     Raises:
         ConfigError: an item without ``=`` or with an empty or non-identifier key.
     """
-    from scenarios.errors import ConfigError
-
     kwargs: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")

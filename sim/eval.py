@@ -2,13 +2,15 @@
 
 ``python -m sim.eval --policy NAME [--policy NAME2 ...] [--checkpoint PATH] [--backbone auto] [--backbone-path P]
 [--clip-path P] [--key-map MAP.json] [--config ROBOVLMS.json] [--policy-arg [POLICY@]KEY=VALUE] [--layouts all]
-[--distances all] [--episodes-per-combo 10] [--seed 0] [--workers N] [--record failures|all|none]
+[--distances all] [--episodes-per-combo 10] [--seed 0] [--workers N] [--backend local|ray [--ray-address ADDR]]
+[--device cpu|cuda|cuda:N] [--record failures|all|none]
 [--latency-ms X | --latency measured] [--step-timeout S] [--out runs/NAME-TIMESTAMP] [--resume RUN_DIR
 [--retry-errors]] [--real-results CSV]``
 
 The command builds an :class:`~sim.evaluation.config.EvalConfig` from its arguments (every value is checked
 before anything is written: a bad one prints one line and exits 2) and runs :func:`sim.evaluation.evaluate`
-(seeds, workers and resuming: :mod:`sim.evaluation.runner`). Exit 0: done; 1: an episode ended in ``error``;
+(seeds, workers and resuming: :mod:`sim.evaluation.runner`; the Ray backend: :mod:`sim.evaluation.ray_backend`).
+Exit 0: done; 1: an episode ended in ``error``;
 2: bad arguments; 130: interrupted (``--resume RUN_DIR`` completes the run).
 """
 
@@ -46,6 +48,7 @@ from sim.evaluation.config import (
     default_run_dir,
     policy_spec,
 )
+from sim.evaluation.runner import BACKENDS
 
 
 def read_real_results(path: str | Path) -> dict[str, float]:
@@ -113,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--distances", nargs="+", default=["all"])
     parser.add_argument("--episodes-per-combo", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes, or Ray actors with --backend ray (default: the CPUs here)")
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="local: worker processes on this machine; ray: actors on a Ray cluster (pip install -e "
+                             "'.[ray]'); the same episodes and records")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="--backend ray: the cluster to join (e.g. auto, HOST:6379; default: a new local one)")
     parser.add_argument("--record", choices=RECORD_MODES, default="failures", help="which episodes get a video")
     lat = parser.add_mutually_exclusive_group()
     lat.add_argument("--latency-ms", type=float, help="apply every action this many ms late (simulated time)")
@@ -162,10 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--retry-errors re-runs the errors of an existing run: give --resume RUN_DIR")
     if args.step_timeout is not None and not args.step_timeout > 0:
         parser.error(f"--step-timeout must be positive (s), got {args.step_timeout}")
+    if args.ray_address and args.backend != "ray":
+        parser.error("--ray-address is for --backend ray")
     cfg = EvalConfig.load(args.resume) if args.resume else config_from_args(args)
     real = read_real_results(cfg.output.real_results) if cfg.output.real_results else None
     result = evaluate(cfg, workers=args.workers, resume=bool(args.resume), retry_errors=args.retry_errors,
-                      step_timeout=args.step_timeout, real_results=real)
+                      step_timeout=args.step_timeout, real_results=real, backend=args.backend,
+                      ray_address=args.ray_address)
     if result.interrupted:
         print(f"\ninterrupted: finished episodes are in {result.out / 'episodes.jsonl'}; complete with "
               f"--resume {result.out}")

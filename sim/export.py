@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.out:
             parser.error("--out is required (unless --check-only)")
+        source = model_source_kwargs(args)  # checks --device
         policy_args = parse_policy_args(args.policy_arg)
         unknown = sorted(set(policy_args) - {"*", args.policy})
         if unknown:
@@ -123,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             window_size=args.window_size, execution=args.execution, action_dim=args.action_dim, seed=args.seed,
             opset=args.opset, check=not args.no_check, observations=args.observations,
             check_steps=args.check_steps, latency_budget_ms=args.latency_budget_ms,
-            latency_steps=args.latency_steps, num_threads=args.threads, policy_args=policy_args)
+            latency_steps=args.latency_steps, num_threads=args.threads, policy_args=policy_args,
+            device=source.get("device", "cpu"))
     except ParityError as exc:
         print(f"numerical check FAILED: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -146,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed, family=args.family,
             layouts=scenarios.names(family=args.family) if args.verify_layouts == ["all"] else args.verify_layouts,
             distances=scenarios.DISTANCES if args.verify_distances == ["all"] else args.verify_distances,
-            model_source=model_source_kwargs(args), policy_args=policy_args, threads=args.threads)
+            model_source=source, policy_args=policy_args, threads=args.threads)
         print(format_verify(report))
         status = max(status, EXIT_FAILED if report["verdict"] == "FAIL" else EXIT_OK)
     return status

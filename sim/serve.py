@@ -56,7 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--policy", required=True, help="registered policy name, e.g. robovlms, case2, sb3:PATH.zip")
     add_model_source_arguments(parser)
-    parser.add_argument("--device", help="torch device of VLA policies: cpu, cuda, cuda:N (default cpu)")
     add_policy_arg_argument(parser)
     parser.add_argument("--dead-zone", action="store_true",
                         help="apply the robot node's 0.15 dead-zone here too (off: the team's server leaves it to "
@@ -80,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-sessions, --max-body-mb, --max-connections and --read-timeout must be positive")
     base = args.policy.partition(":")[0]
     vla = base in vla_names()
-    source = model_source_kwargs(args) | ({"device": args.device} if args.device is not None else {})
+    source = model_source_kwargs(args)
     if source and not vla:
         parser.error(f"--{next(iter(source)).replace('_', '-')} applies to the VLA policies ({', '.join(vla_names())})")
     spec = policy_spec(args.policy, model_source=source, policy_args=parse_policy_args(args.policy_arg),

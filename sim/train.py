@@ -3,7 +3,7 @@
 ``python -m sim.train --policy case2 --backbone lite --data DIR [--data DIR2 ...] --out CKPT_DIR [--epochs N]
 [--batch-size B] [--lr LR] [--sampling random|stratified|sequential|hard-negative] [--policy-arg KEY=VALUE]
 [--strategy final-fixed|balanced-hybrid|advanced] [--loss huber|final-fixed] [--distance-augmentation [FACTORS]]
-[--lora [--lora-r R --lora-alpha A --lora-dropout P --lora-layers L]] [--resume]``
+[--lora [--lora-r R --lora-alpha A --lora-dropout P --lora-layers L]] [--device cpu|cuda|cuda:N] [--resume]``
 
 The recipe, the cache and the outputs: :mod:`sim.training.supervised`. ``--policy-arg KEY=VALUE`` sets a head
 config field (``hidden_dim=256``, ``final_norm=false``, ``adaptive_fusion=true``; ``--head-arg`` is the older
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES
 from scenarios.errors import ConfigError
-from sim.cli import add_policy_arg_argument, command, parse_policy_args
+from sim.cli import add_device_argument, add_policy_arg_argument, check_device, command, parse_policy_args
 from sim.training.augmentation import DISTANCE_FACTORS, check_factors
 from sim.training.recipes import STRATEGIES, apply_strategy
 from sim.training.sampling import DEFAULT_FRACTION, DEFAULT_POOL
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="head to train (robovlms reads the language model's action token: not cacheable here)")
     parser.add_argument("--backbone", default="lite", choices=BACKBONE_NAMES)
     parser.add_argument("--backbone-path")
+    add_device_argument(parser)
     parser.add_argument("--data", action="append", required=True, help="folder of H5 episodes (repeatable)")
     parser.add_argument("--out", required=True, help="checkpoint folder")
     parser.add_argument("--epochs", type=int, help="default 30 (or the strategy's)")
@@ -96,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    device = check_device(args.device or "cpu")
     policy_args = parse_policy_args(args.policy_arg)
     head_overrides = {**policy_args.pop("*", {}), **policy_args.pop(args.policy, {})}
     if policy_args:
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed, cache_dir=args.cache_dir, resume=args.resume, stop_weight=args.stop_weight,
                     head_overrides=head_overrides, skip_invalid=args.skip_invalid, loss=args.loss,
                     hard_negative_fraction=args.hard_negative_fraction, hard_negative_pool=args.hard_negative_pool,
-                    distance_augmentation=factors, lora=lora, **recipe)
+                    distance_augmentation=factors, lora=lora, device=device, **recipe)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -11,7 +11,7 @@ from sim.evaluation.config import policy_spec
 
 def test_every_command_reads_the_same_model_source_flags():
     given = ["--checkpoint", "run.ckpt", "--backbone", "kosmos2", "--backbone-path", "kosmos2_dir",
-             "--clip-path", "clip.bin", "--key-map", "map.json", "--config", "robovlms.json"]
+             "--clip-path", "clip.bin", "--key-map", "map.json", "--config", "robovlms.json", "--device", "cpu"]
     exported = sim_export.build_parser().parse_args(["--policy", "robovlms", *given])
     evaluated = sim_eval.build_parser().parse_args(["--policy", "robovlms", *given])
     assert model_source_kwargs(evaluated) == model_source_kwargs(exported)

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from policies.backbones.base import STREAMS, Backbone, BackboneInputError, MissingStreamError
+from policies.backbones.base import STREAMS, Backbone, BackboneInputError, MissingStreamError, device_key
 from policies.catalog import BACKBONE_NAMES  # the names make_backbone accepts
 from scenarios.errors import MobileVLAError
 
@@ -132,7 +132,7 @@ def make_backbone(name: str = "lite", path: str | Path | None = None, device: st
         weights: frozen weights from a checkpoint, role (:data:`FROZEN_PREFIXES` values) -> state dict.
         weights_id: identifies ``weights`` in the cache key (e.g. the checkpoint path and modification time).
         clip_path: CLIP weights (open_clip file or ``save_pretrained`` folder) when ``weights`` carry none.
-        cache: reuse one instance per (name, path, device, weights, CLIP parts) in this process (backbones are
+        cache: reuse one instance per (name, path, device and dtype, weights, CLIP parts) in this process (backbones are
             frozen and stateless apart from their instruction-feature cache, so sharing is safe; one model object
             is never shared across devices).
 
@@ -144,7 +144,7 @@ def make_backbone(name: str = "lite", path: str | Path | None = None, device: st
     dev = torch.device(device)
     weights = weights or {}
     wants_clip = tuple(s for s in ("clip_image", "clip_text") if s in streams)
-    key = (name, "" if path is None or name == "tiny-kosmos2" else str(path), str(dev), weights_id,
+    key = (name, "" if path is None or name == "tiny-kosmos2" else str(path), device_key(dev), weights_id,
            str(clip_path or ""), wants_clip)
 
     def build() -> Backbone:
@@ -174,5 +174,5 @@ def shared_backbone(key: tuple[Any, ...], build: Any) -> Backbone:
 
 __all__ = [
     "BACKBONE_NAMES", "FROZEN_PREFIXES", "STREAMS", "Backbone", "BackboneInputError",
-    "MissingStreamError", "UnknownBackboneError", "make_backbone", "shared_backbone", "stream_widths",
+    "MissingStreamError", "UnknownBackboneError", "device_key", "make_backbone", "shared_backbone", "stream_widths",
 ]

@@ -9,6 +9,7 @@ every call under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +86,28 @@ def to_float_nchw(images: np.ndarray, size: int, mean: Sequence[float], std: Seq
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x - mean_t) / std_t
+
+
+def inference_dtype(device: str | torch.device) -> torch.dtype:
+    """Inference dtype on ``device``: float32 off CUDA; bfloat16 on CUDA where supported, else float16."""
+    if torch.device(device).type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def device_key(device: str | torch.device) -> str:
+    """``"cuda:0/torch.bfloat16"``: the device and inference dtype that every backbone cache key includes, so one
+    model object is never shared across devices or dtypes."""
+    return f"{torch.device(device)}/{inference_dtype(device)}"
+
+
+def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision for inference on ``device``: ``torch.autocast`` to :func:`inference_dtype` on CUDA; on any
+    other device nothing (float32, bit-identical to running without it)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=inference_dtype(device))
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -179,7 +202,7 @@ class Backbone:
             raise BackboneInputError(f"instruction must be str, got {type(instruction).__name__}")
         if not streams:
             return torch.zeros(len(arr), 0)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             parts = self._encode_frames(arr, streams, instruction)
             out = torch.cat([parts[s].float().cpu() for s in streams], dim=-1)
         # clone outside inference mode: a plain tensor can feed a trainable head (inference tensors cannot)

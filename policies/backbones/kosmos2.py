@@ -46,10 +46,11 @@ class Kosmos2LoadError(MobileVLAError, ValueError):
 
 
 def kosmos2_dtype(device: torch.device) -> torch.dtype:
-    """Inference dtype: float32 on CPU, bfloat16 on CUDA when supported, else float16."""
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """Inference dtype: float32 on CPU, bfloat16 on CUDA when supported, else float16
+    (:func:`~policies.backbones.base.inference_dtype`)."""
+    from policies.backbones.base import inference_dtype
+
+    return inference_dtype(device)
 
 
 def _local(ref: str | Path | None) -> Path | None:

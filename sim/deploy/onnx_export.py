@@ -162,7 +162,7 @@ def build_graph(policy: Any, *, head_only: bool, fp16: bool) -> nn.Module:
         except ValueError as exc:
             raise ExportError(f"{policy.head.head_name}: {exc}; export the head alone with --head-only") from None
         graph = PerStepGraph(encoder, head, _effective_window(policy), effnet.INPUT_MEAN, effnet.INPUT_STD, dtype)
-    graph = graph.to(dtype).eval().requires_grad_(False)
+    graph = graph.to("cpu", dtype).eval().requires_grad_(False)  # traced on the CPU whatever the policy's device
     return graph
 
 
@@ -540,7 +540,8 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
                   check_steps: int = DEFAULT_CHECK_STEPS, bounds: tuple[float, float] | None = None,
                   latency_budget_ms: float | None = None, latency_steps: int = DEFAULT_LATENCY_STEPS,
                   num_threads: int | None = None, model_name: str = MODEL_NAME,
-                  source_policy: Any | None = None, policy_args: Mapping[str, Any] | None = None) -> ExportResult:
+                  source_policy: Any | None = None, policy_args: Mapping[str, Any] | None = None,
+                  device: str = "cpu") -> ExportResult:
     """Export a VLA policy to ``out/model.onnx`` + ``out/model.json`` and check it.
 
     Args:
@@ -554,6 +555,8 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
         fp16: half-precision weights and compute (inputs/outputs stay float32/uint8).
         head_only: export the head alone (required for ``kosmos2`` / ``tiny-kosmos2``).
         window_size, execution, action_dim, seed: the source policy's settings (window baked into the graph).
+        device: torch device of the source policy (the parity reference and the torch latency); the graph is
+            always traced on the CPU, so the artifact does not depend on it.
         opset: ONNX opset.
         check: run :func:`check_parity` before writing (a failure raises and writes nothing).
         observations: observation dicts, an ``.npz`` (:func:`load_observations`) or ``None`` (record
@@ -585,7 +588,7 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
                               "Python); export the head alone with --head-only")
         explicit = {"backbone": backbone, "backbone_path": backbone_path, "checkpoint": checkpoint,
                     "clip_path": clip_path, "key_map": key_map, "config": config, "window_size": window_size,
-                    "execution": execution, "action_dim": action_dim, "seed": seed}
+                    "execution": execution, "action_dim": action_dim, "seed": seed, "device": device}
         clash = sorted(set(policy_args or {}) & set(explicit))
         if clash:
             raise ConfigError(f"--policy-arg {clash[0]}: use the --{clash[0].replace('_', '-')} flag")

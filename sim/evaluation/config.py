@@ -235,8 +235,8 @@ def policy_spec(name: str, *, model_source: Mapping[str, Any] | None = None,
                 policy_args: Mapping[str, Mapping[str, Any]] | None = None, threads: int | None = 1) -> PolicySpec:
     """How the command-line flags become one policy's keyword arguments (the one place of this rule):
     ``policy_args["*"]`` then ``policy_args[name]`` (``--policy-arg [POLICY@]KEY=VALUE``), and, for the VLA family
-    (``policies.registry.vla_names``), the model-source flags (``checkpoint``, ``backbone``, ... ``config``:
-    ``sim.cli.MODEL_SOURCE_FLAGS``) and ``threads`` intra-op threads (default one per process: the evaluation
+    (``policies.registry.vla_names``), the model-source flags (``checkpoint``, ``backbone``, ... ``config``, and
+    ``device``: ``sim.cli.MODEL_SOURCE_FLAGS``; saved in the run's ``config.json``, so ``--resume`` keeps them) and ``threads`` intra-op threads (default one per process: the evaluation
     workers fill the cores; None: torch's default)."""
     from policies.registry import vla_names
 

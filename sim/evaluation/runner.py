@@ -34,6 +34,8 @@ from sim.evaluation.pool import run_tasks
 
 EVAL_STREAM = 0xE7A1  # seed-stream tag; data generation uses another one
 EPISODES_FILE = "episodes.jsonl"
+#: Where the episodes run: worker processes on this machine, or actors on a Ray cluster (:mod:`.ray_backend`).
+BACKENDS = ("local", "ray")
 
 
 class PolicyBuildError(MobileVLAError, ValueError):
@@ -354,24 +356,30 @@ def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout:
 
 def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_errors: bool = False,
              step_timeout: float | None = None, progress: bool = True, real_results: dict[str, float] | None = None,
-             plots: bool = True) -> EvalResult:
+             plots: bool = True, backend: str = "local", ray_address: str | None = None) -> EvalResult:
     """Run (or, with ``resume``, complete) the evaluation ``cfg`` in ``cfg.output.out``.
 
     Writes ``config.json`` (a new run), appends each finished episode to ``episodes.jsonl``, then writes
     ``summary.json``, ``summary.md`` and (``plots``) one ``trajectories_<layout>_<distance>.png`` per combo.
 
     Args:
-        workers: processes (spawned), each with its own env and policies; the records do not depend on it.
+        workers: processes (spawned), or Ray actors, each with its own env and policies; the records do not
+            depend on it.
         resume: complete the run already in ``cfg.output.out`` (episodes recorded there are not re-run).
         retry_errors: with ``resume``, also re-run the episodes recorded as ``error`` (e.g. a server that was down).
         step_timeout: seconds a policy's ``reset``/``act`` may take before its episode ends as ``error``
             (:func:`step_deadline`); None: no limit.
         progress: show a progress bar.
         real_results: ``policy -> success rate`` on the robot, for the sim-vs-real figures.
+        backend: ``"local"`` (worker processes here) or ``"ray"`` (actors on a Ray cluster:
+            :func:`~sim.evaluation.ray_backend.run_tasks_on_ray`); the same episodes, seeds and records.
+        ray_address: ``backend="ray"``: the cluster to join (None: the one this process joined, else a new local
+            one).
 
     Raises:
         ConfigError: a new run in a folder that already holds one; ``retry_errors`` without ``resume``; a
-            ``step_timeout`` that is not positive.
+            ``step_timeout`` that is not positive; an unknown ``backend``, ``ray_address`` without the Ray backend,
+            or the Ray backend without Ray installed.
         PolicyBuildError: see :func:`preflight` (nothing is written).
     """
     from tqdm import tqdm
@@ -387,6 +395,14 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
         raise ConfigError("retry_errors re-runs the errors of an existing run: use it with resume")
     if step_timeout is not None and not step_timeout > 0:
         raise ConfigError(f"step_timeout must be positive (s), got {step_timeout}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if ray_address is not None and backend != "ray":
+        raise ConfigError("a Ray address is for the ray backend: use it with backend ray")
+    if backend == "ray":
+        from sim.evaluation.ray_backend import import_ray, run_tasks_on_ray
+
+        import_ray()  # fails before anything is written
     provenance = preflight(cfg, workers)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
@@ -402,11 +418,15 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     interrupted = False
     if pending:
         if progress:
-            print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} worker(s) -> {out}")
+            where = "Ray actor(s)" if backend == "ray" else "worker(s)"
+            print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} {where} -> {out}")
         successes = sum(1 for r in records if r["status"] == "success")
         finished = len(done)
-        results = (_run_in_process(cfg, pending, step_timeout) if workers == 1
-                   else _run_in_pool(cfg, pending, workers, step_timeout))
+        if backend == "ray":
+            results = run_tasks_on_ray(cfg, pending, workers=workers, step_timeout=step_timeout, address=ray_address)
+        else:
+            results = (_run_in_process(cfg, pending, step_timeout) if workers == 1
+                       else _run_in_pool(cfg, pending, workers, step_timeout))
         try:
             with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
                                                       disable=not progress) as bar:

@@ -75,7 +75,8 @@ class FeatureCache:
 
     The key hashes the backbone name, the stream, the instruction (for streams that read it), the episode
     file's resolved path, size and modification time, and the augmented copy (:class:`~sim.training.augmentation.
-    AugmentedCopy`) if any, so an edited or regenerated file is encoded again. Streams missing for a file are
+    AugmentedCopy`) if any, so an edited or regenerated file is encoded again; features computed in another dtype
+    than float32 (a Kosmos-2 backbone in bf16 on CUDA) are keyed apart from the CPU's float32 ones. Streams missing for a file are
     computed in one backbone call (``prefetch`` adds streams other heads will need, so a backbone that derives
     several streams from one pass, like ``lite``, runs once per file). :meth:`activations` caches any other frozen
     function of the frames the same way (a LoRA trunk). Files are written atomically.
@@ -101,6 +102,9 @@ class FeatureCache:
             key += f"|{instruction}"
         if copy is not None:
             key += f"|{copy.tag}"
+        dtype = getattr(self.backbone, "dtype", torch.float32)
+        if dtype != torch.float32:
+            key += f"|{dtype}"
         return self.root / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npy"
 
     def _read(self, path: Path) -> np.ndarray | None:
@@ -255,6 +259,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def on_device(batch: dict[str, torch.Tensor], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a :class:`FeatureWindows` batch on ``device`` (the same objects on their own device)."""
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _device_of(head) -> torch.device:
+    return next(head.parameters()).device
+
+
 def predict(head, vision: torch.Tensor, text: torch.Tensor, split=None) -> torch.Tensor:
     """The head's chunk for a batch: ``vision`` are cached features ``(B, T, frame_dim)``, or, with a LoRA
     ``split`` (:class:`policies.backbones.lora.ImageSplit`), its trunk activations ``(B, T, ...)`` that the
@@ -281,6 +294,7 @@ def evaluate(head, loader, loss: str = "huber", split=None) -> tuple[float, floa
     total, mae_sum, count = 0.0, 0.0, 0.0
     with torch.no_grad():
         for batch in loader:
+            batch = on_device(batch, _device_of(head))
             pred = predict(head, batch["vision"], batch["text"], split)
             total += float(masked_loss(pred, batch["actions"], batch["mask"], loss)) * len(pred)
             err = (pred[..., :2] - batch["actions"][..., :2]).abs().mean(-1) * batch["mask"]
@@ -297,8 +311,9 @@ def window_losses(head, dataset: Dataset, loss: str = "huber", split=None, batch
     out = []
     with torch.no_grad():
         for batch in DataLoader(dataset, batch_size=batch_size):
+            batch = on_device(batch, _device_of(head))
             pred = predict(head, batch["vision"], batch["text"], split)
-            out.append(sample_losses(pred, batch["actions"], batch["mask"], loss))
+            out.append(sample_losses(pred, batch["actions"], batch["mask"], loss).cpu())
     return torch.cat(out)
 
 
@@ -331,6 +346,7 @@ def train(
     hard_negative_pool: float = DEFAULT_POOL,
     distance_augmentation: dict[str, int] | None = None,
     lora: Any = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train ``policy``'s head by behaviour cloning; returns a summary (best epoch, losses, files, cache stats).
 
@@ -344,6 +360,8 @@ def train(
             :data:`sim.training.augmentation.DISTANCE_FACTORS`); ``None``: no augmentation.
         lora: :class:`policies.backbones.lora.LoraSettings` to train LoRA adapters on the backbone's vision tower
             with the head (the head must read the ``image`` frame stream only); ``None``: the backbone stays frozen.
+        device: torch device of the backbone (feature extraction) and of the head's training (float32 on any
+            device; the cached features are device-independent float32).
 
     Returns:
         ``best`` (``epoch``, ``val_loss``, ``val_mae``: MAE over linear_x/linear_y, :func:`evaluate`),
@@ -374,7 +392,7 @@ def train(
         raise ConfigError(f"need at least two episodes to split train/validation, found {len(episodes)}")
 
     vla = build_vla_policy(policy, backbone=backbone, backbone_path=backbone_path, seed=seed,
-                           head_overrides=head_overrides or {}, use_bundled=False)
+                           head_overrides=head_overrides or {}, use_bundled=False, device=device)
     bb, head = vla.backbone, vla.head
     split, lora_params = None, []
     if lora is not None:
@@ -384,7 +402,7 @@ def train(
         if head.frame_streams != ("image",):
             raise ConfigError(f"LoRA adapts the backbone's image stream; head {policy} reads "
                               f"{'+'.join(head.frame_streams)} frames (use a head that reads image + instruction)")
-        bb = make_backbone(bb.name, backbone_path, streams=(*head.frame_streams, *head.instruction_streams),
+        bb = make_backbone(bb.name, backbone_path, device, streams=(*head.frame_streams, *head.instruction_streams),
                            cache=False)  # adapted in place: never the shared instance
         split = bb.image_split(lora.layers)
         lora_params = add_lora(split, lora, seed)
@@ -493,6 +511,7 @@ def train(
         _set_training(head, split, True)
         train_loss, seen = 0.0, 0
         for batch in train_loader:
+            batch = on_device(batch, device)
             pred = predict(head, batch["vision"], batch["text"], split)
             batch_loss = masked_loss(pred, batch["actions"], batch["mask"], loss, weight=batch["weight"])
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,124 @@
+"""The evaluation's episodes on a Ray cluster (``sim.eval --backend ray [--ray-address ADDR]``).
+
+Each env worker is a Ray actor (``num_cpus=1``) set up as a local worker process is (``runner._init_worker``) and
+running episodes with the same ``runner.run_task``, so the records are the local backend's (timing fields aside)
+and :func:`~sim.evaluation.runner.evaluate` writes, resumes and shows progress the same way. An actor holds one
+episode at a time, so an actor that dies (its process killed, out of memory, its node lost) names its episode:
+that episode is re-run on a new actor at most ``max_retries`` times, then recorded as ``error`` with the cause;
+nothing waits on a dead actor. Ray is imported only here, and only when this backend is used (``pip install -e
+".[ray]"``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from scenarios.errors import ConfigError
+from sim.evaluation.config import EvalConfig
+from sim.evaluation.pool import MAX_WORKER_RETRIES
+from sim.evaluation.runner import Task, _failed_record, _init_worker, run_task
+
+#: CPUs each env actor reserves (one environment and its policies, one torch thread).
+ACTOR_NUM_CPUS = 1
+_ROOT = Path(__file__).resolve().parents[2]  # this checkout: what the actors import
+
+
+def import_ray():
+    """The ``ray`` module.
+
+    Raises:
+        ConfigError: Ray is not installed (one line saying how to install it).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('--backend ray needs Ray: pip install -e ".[ray]"') from None
+    return ray
+
+
+class EpisodeWorker:
+    """One env worker: the state of a local worker process (env, expert, policies), in a Ray actor."""
+
+    def __init__(self, cfg: EvalConfig, step_timeout: float | None) -> None:
+        _init_worker(cfg, step_timeout)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        """``runner.run_task(task)``: the episode's record."""
+        return run_task(task)
+
+    def pid(self) -> int:
+        """The actor's process id (to kill it in tests)."""
+        return os.getpid()
+
+
+def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, step_timeout: float | None = None,
+                     address: str | None = None, max_retries: int = MAX_WORKER_RETRIES) -> Iterator[dict[str, Any]]:
+    """Yield the record of every task (completion order), computed on ``workers`` Ray actors.
+
+    Args:
+        workers: actors at once (each reserves :data:`ACTOR_NUM_CPUS` CPU; more than the cluster has wait).
+        address: the cluster to join (``ray.init(address=...)``, e.g. ``"auto"`` or ``"10.0.0.1:6379"``); None:
+            the Ray instance this process already joined, else a new local one. A Ray instance started here is
+            shut down when the iterator ends.
+        max_retries: times an episode is re-run after its actor died before it is recorded as ``error``.
+
+    Raises:
+        ConfigError: Ray is not installed, or the cluster at ``address`` cannot be joined.
+    """
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        from policies.registry import REGISTERED_ENV
+
+        env_vars = {"PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
+        if os.environ.get(REGISTERED_ENV):  # policies registered here exist in the actors too
+            env_vars[REGISTERED_ENV] = os.environ[REGISTERED_ENV]
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": env_vars})
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"--ray-address {address}: cannot join the Ray cluster: {exc}") from None
+        started = True
+    remote_worker = ray.remote(num_cpus=ACTOR_NUM_CPUS, max_restarts=0)(EpisodeWorker)
+    queue = collections.deque(tasks)
+    deaths: collections.Counter = collections.Counter()
+    idle: list[Any] = []
+    in_flight: dict[Any, tuple[Any, Task]] = {}  # ObjectRef -> (actor, task)
+    try:
+        idle = [remote_worker.remote(cfg, step_timeout) for _ in range(max(1, min(workers, len(queue))))]
+        while queue or in_flight:
+            while queue and idle:
+                actor, task = idle.pop(), queue.popleft()
+                in_flight[actor.run.remote(task)] = (actor, task)
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            actor, task = in_flight.pop(ref)
+            try:
+                record = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # the actor's process is gone: a new one, same episode
+                ray.kill(actor)
+                idle.append(remote_worker.remote(cfg, step_timeout))
+                deaths[task.key] += 1
+                if deaths[task.key] > max_retries:
+                    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    yield _failed_record(task, f"its Ray actor died {deaths[task.key]} times while running it "
+                                               f"(killed, out of memory, a native crash or a lost node: "
+                                               f"{type(exc).__name__}: {cause})")
+                else:
+                    queue.appendleft(task)
+                continue
+            except ray.exceptions.RayTaskError as exc:  # whatever the task raised ends that task only
+                record = _failed_record(task, f"the worker raised {type(exc.cause).__name__}: {exc.cause}")
+            idle.append(actor)
+            yield record
+    finally:
+        for actor in [*idle, *(a for a, _ in in_flight.values())]:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["ACTOR_NUM_CPUS", "EpisodeWorker", "import_ray", "run_tasks_on_ray"]
