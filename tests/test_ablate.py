@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -130,6 +131,7 @@ def test_small_spec_end_to_end_then_resume_skips_finished_variants(tmp_path, cap
     (("episodes = 4", "episodes = \"many\""), "data.episodes"),
     (("distances = [\"close\"]", "distances = [\"near\"]"), "unknown distance 'near'"),
     (("[train]", "[train"), "small.toml"),
+    (("episodes = 4", "episodes = 4\nfamily = \"mug\""), "unknown scenario family 'mug'"),
 ])
 def test_bad_spec_files_are_one_line_errors(edit, message, tmp_path, capsys):
     text = SMALL_SPEC.replace("[[variants]]\nname = \"baseline\"", "[[variants]]\nname = \"baseline\"\nlr = 0.01", 1)
@@ -174,3 +176,16 @@ def test_the_readme_spec_holds_every_idea_of_the_notes():
     for name in ("baseline", "adaptive-fusion", "distance-aug", "hard-negative", "lora"):  # one idea each
         kwargs = runs[name].train_kwargs
         assert (kwargs["lr"], kwargs["epochs"], kwargs["patience"]) == (1e-3, 60, 12)
+
+
+def test_the_spec_chooses_the_family_of_the_data_and_of_the_sweep(tmp_path):
+    """``[data] family`` generates there; the sweep follows it unless ``[eval] family`` says otherwise."""
+    from sim.training.ablation import eval_config, load_spec
+
+    basket = load_spec(write_spec(tmp_path, SMALL_SPEC.replace("episodes = 4", 'episodes = 4\nfamily = "basket"', 1)))
+    assert basket.data.family == "basket"
+    run = SimpleNamespace(policy="case1", backbone="tiny-kosmos2")
+    assert eval_config(basket, run, tmp_path / "c.safetensors", tmp_path / "e").env.family == "basket"
+    text = SMALL_SPEC.replace("episodes_per_combo = 1", 'episodes_per_combo = 1\nfamily = "cup"', 1)
+    crossed = load_spec(write_spec(tmp_path, text.replace("episodes = 4", 'episodes = 4\nfamily = "basket"', 1)))
+    assert eval_config(crossed, run, tmp_path / "c.safetensors", tmp_path / "e").env.family == "cup"

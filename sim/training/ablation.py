@@ -6,6 +6,7 @@ a bad value is refused before anything runs, naming the file and the field)::
 
     seed = 0                                 # training seed of every variant
     [data]                                   # sim.generate settings (generated once, into OUT/data)
+    family = "cup"                           # scenario family of the data and (unless [eval] says) of the sweep
     episodes = 240
     image_size = "96x96"
     [eval]                                   # the closed-loop sweep (sim.evaluation.evaluate), same for all
@@ -107,13 +108,19 @@ def _distances(value: Any) -> Any:
     return _names(value, scenarios.DISTANCES, "distance")
 
 
+def _family(value: str | None) -> str | None:
+    return None if value is None else scenarios.check_family(value)
+
+
 def _size(value: str | None) -> str | None:
     return None if value is None else str(ImageSize.parse(value, "image_size"))
 
 
 class DataSpec(_Strict):
-    """The synthetic episodes every variant trains on (:class:`sim.data.generation.GenerateConfig`)."""
+    """The synthetic episodes every variant trains on (:class:`sim.data.generation.GenerateConfig`); ``family``: the
+    scenario family they are generated in (``scenarios.FAMILIES``)."""
 
+    family: str = scenarios.DEFAULT_FAMILY
     episodes: int = Field(ge=2, le=100_000)
     image_size: str = "96x96"
     seed: int = Field(0, ge=0, lt=2**32)
@@ -123,14 +130,16 @@ class DataSpec(_Strict):
     variant_ratio: float = Field(0.4, ge=0.0, le=1.0)
 
     _check_size = field_validator("image_size")(_size)
+    _check_family = field_validator("family")(_family)
     _check_layouts = field_validator("layouts")(_layouts)
     _check_distances = field_validator("distances")(_distances)
 
 
 class EvalSpec(_Strict):
     """The closed-loop sweep every variant faces (:class:`sim.evaluation.config.Sweep`); ``image_size``: the
-    camera's (default: the data's)."""
+    camera's, ``family`` the scenario family (defaults: the data's)."""
 
+    family: str | None = None
     episodes_per_combo: int = Field(2, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)
     layouts: Any = "all"
@@ -139,6 +148,7 @@ class EvalSpec(_Strict):
     max_steps: int | None = Field(None, ge=1)
 
     _check_size = field_validator("image_size")(_size)
+    _check_family = field_validator("family")(_family)
     _check_layouts = field_validator("layouts")(_layouts)
     _check_distances = field_validator("distances")(_distances)
 
@@ -353,7 +363,8 @@ def eval_config(spec: AblationSpec, run: VariantRun, checkpoint: Path, out: Path
     ev = spec.eval
     return EvalConfig(
         policies=[policy_spec(run.policy, model_source={"checkpoint": str(checkpoint), "backbone": run.backbone})],
-        env=EnvSettings(image_size=ev.image_size or spec.data.image_size, max_steps=ev.max_steps),
+        env=EnvSettings(family=ev.family or spec.data.family, image_size=ev.image_size or spec.data.image_size,
+                        max_steps=ev.max_steps),
         sweep=Sweep(layouts=scenarios.names() if ev.layouts == "all" else ev.layouts,
                     distances=scenarios.DISTANCES if ev.distances == "all" else ev.distances,
                     episodes_per_combo=ev.episodes_per_combo, seed=ev.seed),
@@ -368,7 +379,8 @@ def _generate(spec: AblationSpec, out: Path, workers: int, progress: bool) -> Pa
     cfg = GenerateConfig(out=out, episodes=d.episodes, image_size=tuple(ImageSize.parse(d.image_size)),
                          layouts=tuple(scenarios.names() if d.layouts == "all" else d.layouts),
                          distances=tuple(scenarios.DISTANCES if d.distances == "all" else d.distances),
-                         seed=d.seed, randomize=d.randomize, variant_ratio=d.variant_ratio, workers=workers)
+                         family=d.family, seed=d.seed, randomize=d.randomize, variant_ratio=d.variant_ratio,
+                         workers=workers)
     result = generate(cfg, progress=progress)
     if result["failed"]:
         raise AblationError(f"{len(result['failed'])} of {d.episodes} episodes could not be generated into {out} "
