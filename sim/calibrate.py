@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(presses) > 1:
         print("press length (m) | kinematic model: replays passing | objective")
         for p, rs in results.items():
-            print(f"{p:.2f} | {sum(r.model_after for r in rs) / len(rs):.1%} | {sum(r.score for r in rs):.3f}")
+            print(f"{p:.2f} | {sum(r.model_share for r in rs) / len(rs):.1%} | {sum(r.score for r in rs):.3f}")
         best = max(results, key=lambda p: sum(r.score for r in results[p]))
         print(f"best fit: {best:.2f} m; the layouts are written for the robot's {press:.2f} m "
               "(envs.robot.RobotConfig: speed x press_duration)")

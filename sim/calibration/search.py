@@ -154,7 +154,6 @@ class Replays:
     distance: np.ndarray
     jitter: np.ndarray
     stops: np.ndarray
-    guide: np.ndarray  # index into the guides list
     weight: np.ndarray
 
 
@@ -165,7 +164,7 @@ def draw_replays(guides: Sequence[Guide], scenario: scenarios.Scenario, press: f
     rnd = scenario.layout.randomization
     half = np.array([rnd.start_xy[0], rnd.start_xy[1], math.radians(rnd.start_yaw),
                      rnd.obstacle_xy[0], rnd.obstacle_xy[1], rnd.target_xy[0], rnd.target_xy[1]])
-    points, ends, distance, jitter, stops, index, weight = [], [], [], [], [], [], []
+    points, ends, distance, jitter, stops, weight = [], [], [], [], [], []
     for g, guide in enumerate(guides):
         rng = np.random.default_rng([seed, g])
         u = np.vstack([np.zeros(7), rng.uniform(-1, 1, (samples, 7))]) * half
@@ -175,13 +174,12 @@ def draw_replays(guides: Sequence[Guide], scenario: scenarios.Scenario, press: f
         distance += [guide.distance] * len(u)
         jitter.append(u[:, 3:])
         stops += [guide.stops] * len(u)
-        index += [g] * len(u)
         weight += [guide.weight] * len(u)
     width = max(p.shape[1] for p in points)  # guides differ in length: repeat the last point / end
     pad = lambda a, n: np.concatenate([a, np.repeat(a[:, -1:], n - a.shape[1], 1)], 1)  # noqa: E731
     n_ends = max(e.shape[1] for e in ends)
     return Replays(Paths(np.concatenate([pad(p, width) for p in points]), np.concatenate([pad(e, n_ends) for e in ends])),
-                   np.array(distance), np.concatenate(jitter), np.array(stops), np.array(index), np.array(weight))
+                   np.array(distance), np.concatenate(jitter), np.array(stops), np.array(weight))
 
 
 def placement(geometry: Geometry, scenario: scenarios.Scenario, replays: Replays) -> Placement:
@@ -222,14 +220,13 @@ def objective(vector: np.ndarray, space: ParamSpace, replays: Replays, robot_rad
 
 @dataclass(frozen=True)
 class LayoutResult:
-    """The calibration of one layout: the chosen geometry, and the kinematic model's share of passing replays
-    before (the present files) and after."""
+    """The calibration of one layout: the chosen geometry, the kinematic model's share of passing replays with it,
+    and its objective."""
 
     layout: str
     press: float
     geometry: Geometry
-    model_before: float
-    model_after: float
+    model_share: float
     score: float
 
 
@@ -244,12 +241,9 @@ def calibrate_layout(layout: str, guides: Sequence[Guide], press: float, *, fami
     args = (space, replays, robot.radius)
     result = differential_evolution(objective, space.bounds, args=args, seed=seed, maxiter=maxiter, popsize=12,
                                     tol=1e-8, polish=False, init="sobol", x0=np.array(space.prior))
-
-    def share_of(geometry: Geometry) -> float:
-        return float(score_paths(replays.paths, placement(geometry, space.scenario, replays), robot.radius).passes.mean())
-
-    return LayoutResult(layout, press, space.decode(result.x), share_of(Geometry.of(space.scenario)),
-                        share_of(space.decode(result.x)), -float(result.fun))
+    geometry = space.decode(result.x)
+    outcome = score_paths(replays.paths, placement(geometry, space.scenario, replays), robot.radius)
+    return LayoutResult(layout, press, geometry, float(outcome.passes.mean()), -float(result.fun))
 
 
 def _calibrate_job(job: tuple) -> LayoutResult:
