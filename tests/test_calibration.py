@@ -13,7 +13,7 @@ import scenarios
 from envs.geometry import LEFT, NOT_PASSED, RIGHT, passing_side
 from envs.robot import RobotConfig
 from sim.calibrate import main
-from sim.calibration.guides import Guide, load_guides, passes, replay
+from sim.calibration.guides import Guide, load_guides, passes, replay_all
 from sim.calibration.kinematics import Placement, guide_paths, score_paths
 from sim.calibration.search import (
     Geometry,
@@ -75,7 +75,7 @@ def test_model_agrees_with_the_simulator_on_every_guide():
         scenario = scenarios.load(guide.layout, guide.distance)
         reps = draw_replays([guide], scenario, ROBOT.press_distance, 0, 0, ROBOT)
         outcome = score_paths(reps.paths, placement(Geometry.of(scenario), scenario, reps), ROBOT.radius)
-        sim = replay(guide, 0)
+        sim = replay_all([guide], 1)[0]
         assert bool(outcome.passes[0]) == passes(sim), guide.name
         if guide.stops and sim["collision_free"]:
             assert outcome.end_distance[0] == pytest.approx(sim["distance_to_goal"], abs=0.02), guide.name

@@ -67,40 +67,51 @@ def load_guides(paths: Iterable[str | Path] = GUIDE_FILES) -> list[Guide]:
             for pairs in [pattern_scenarios(name)] for layout, distance in pairs]
 
 
-def replay(guide: Guide, seed: int, *, family: str = scenarios.DEFAULT_FAMILY,
-           scenario_dir: str | Path | None = None) -> dict[str, Any]:
-    """Play ``guide`` open loop in its layout of ``family`` (seed 0: the nominal scene; others: pose jitter drawn
-    from ``seed``); returns the final outcome: ``status`` (``"running"`` if the keys ran out first),
-    ``collision_free``, ``passed_side``, ``side_ok``, ``distance_to_goal`` (m), ``presses``."""
+def replay_all(guides: Sequence[Guide], seeds: int, *, family: str = scenarios.DEFAULT_FAMILY,
+               scenario_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Play every guide open loop in its layout of ``family`` with seeds ``0..seeds-1`` (seed 0: the nominal scene;
+    others: pose jitter drawn from the seed), in order; one row per replay: ``pattern``, ``layout``, ``distance``,
+    ``seed``, ``status`` (``"running"`` if the keys ran out first), ``collision_free``, ``passed_side``,
+    ``side_ok``, ``distance_to_goal`` (m), ``presses``. Two environments (nominal, jittered) serve every replay."""
     import gymnasium as gym
 
     from envs import ENV_ID
+
+    envs: dict[bool, Any] = {}
+    longest = max((len(g.keys) for g in guides), default=0)
+    try:
+        rows = []
+        for guide in guides:
+            for seed in range(seeds):
+                jitter = seed > 0
+                if jitter not in envs:
+                    envs[jitter] = gym.make(ENV_ID, scenario=guide.layout, distance=guide.distance, family=family,
+                                            scenario_dir=scenario_dir, obs_keys=("state",), jitter=jitter,
+                                            max_steps=longest + 1)
+                rows.append(_replay_in(envs[jitter], guide, seed))
+        return rows
+    finally:
+        for env in envs.values():
+            env.close()
+
+
+def _replay_in(env, guide: Guide, seed: int) -> dict[str, Any]:
     from policies import make_policy
     from sim.evaluation.episode import Episode
 
-    env = gym.make(ENV_ID, scenario=guide.layout, distance=guide.distance, family=family, scenario_dir=scenario_dir,
-                   obs_keys=("state",), jitter=seed > 0, max_steps=len(guide.keys) + 1)
     policy = make_policy("replay", keys=list(guide.keys))
-    try:
-        episode = Episode(env, seed)
-        policy.reset(episode.instruction, episode.reset_info)
-        for step in episode.run(policy.act) if guide.keys else ():
-            if step.index == len(guide.keys) - 1:
-                break
-        record = episode.record()
-    finally:
-        env.close()
+    episode = Episode(env, seed, {"scenario": guide.layout, "distance": guide.distance})
+    policy.reset(episode.instruction, episode.reset_info)
+    for step in episode.run(policy.act) if guide.keys else ():
+        if step.index == len(guide.keys) - 1:
+            break
+    record = episode.record()
     return {
         "pattern": guide.name, "layout": guide.layout, "distance": guide.distance, "seed": seed,
         "status": record.status or "running", "collision_free": record.collided_with is None,
         "passed_side": record.passed_side, "side_ok": bool(record.side_ok),
         "distance_to_goal": round(episode.info["distance_to_goal"], 3), "presses": record.steps,
     }
-
-
-def replay_all(guides: Sequence[Guide], seeds: int, **kwargs: Any) -> list[dict[str, Any]]:
-    """:func:`replay` of every guide with seeds ``0..seeds-1`` (0 nominal), in order."""
-    return [replay(g, seed, **kwargs) for g in guides for seed in range(seeds)]
 
 
 def passes(row: dict[str, Any]) -> bool:
