@@ -20,6 +20,7 @@ that table is the result.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -262,19 +263,9 @@ def calibrate(guides: Sequence[Guide], presses: Sequence[float], *, family: str 
     layouts = sorted({g.layout for g in guides})
     kwargs = dict(family=family, samples=samples, seed=seed, maxiter=maxiter, robot=robot)
     jobs = [(layout, [g for g in guides if g.layout == layout], press, kwargs) for press in presses for layout in layouts]
-    bar = tqdm(total=len(jobs), desc="calibrating", unit="layout", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            results = []
-            for r in pool.map(_calibrate_job, jobs):
-                results.append(r)
-                bar.update()
-    else:
-        results = []
-        for job in jobs:
-            results.append(_calibrate_job(job))
-            bar.update()
-    bar.close()
+    with ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        mapped = (pool.map if pool else map)(_calibrate_job, jobs)
+        results = list(tqdm(mapped, total=len(jobs), desc="calibrating", unit="layout", disable=not progress))
     return {press: [r for r in results if r.press == press] for press in presses}
 
 
