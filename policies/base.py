@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,3 +91,37 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Compute the next action (array-like of shape (3,) or (2,))."""
+
+
+class BatchablePolicy(Policy):
+    """A policy whose per-episode state lives in an object of its own, apart from the model, so that one model
+    advances many environments' episodes in one forward pass (:mod:`policies.batching`).
+
+    Subclasses implement :meth:`new_episode`, :meth:`start_episode` and :meth:`act_batch`; the single-environment
+    :meth:`~Policy.reset` / :meth:`~Policy.act` run the batch of one, so batched and unbatched execution share
+    every line but the stacking (their actions agree to float tolerance).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.episode: Any = self.new_episode()
+
+    @abc.abstractmethod
+    def new_episode(self) -> Any:
+        """A fresh per-episode state (frame history, chunk executor, step counter, ...)."""
+
+    @abc.abstractmethod
+    def start_episode(self, episode: Any, instruction: str) -> None:
+        """Reset ``episode`` for a new episode with ``instruction`` (the batched :meth:`~Policy.reset`)."""
+
+    @abc.abstractmethod
+    def act_batch(self, episodes: Sequence[Any], observations: Sequence[Mapping[str, Any]]) -> list[np.ndarray]:
+        """Advance each episode by one step on its observation (same order); returns one action per episode,
+        array-like ``(3,)`` or ``(2,)``, unvalidated (:func:`validate_action`)."""
+
+    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
+        del info  # learned policies never read the privileged scene
+        self.start_episode(self.episode, instruction)
+
+    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        return self.act_batch([self.episode], [observation])[0]

@@ -48,8 +48,8 @@ import torch
 
 from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
 from policies.backbones import Backbone, MissingStreamError, make_backbone, stream_widths
-from policies.backbones.base import STREAM_REMEDIES, as_uint8_nhwc, autocast, device_key
-from policies.base import Policy
+from policies.backbones.base import STREAM_REMEDIES, STREAMS, as_uint8_nhwc, autocast, device_key
+from policies.base import BatchablePolicy
 from policies.catalog import EXECUTION_MODES
 from policies.checkpoints import (
     Checkpoint,
@@ -154,9 +154,36 @@ class FrameHistory:
         """Frames queued but not encoded yet."""
         return len(self._pending)
 
+    def take_pending(self) -> np.ndarray:
+        """The queued frames, uint8 ``(N, H, W, 3)`` (oldest first), no longer queued: encode them and hand the
+        features to :meth:`extend`."""
+        frames = np.stack(self._pending)
+        self._pending.clear()
+        return frames
+
+    def extend(self, features: torch.Tensor) -> None:
+        """Append encoded frames, float ``(N, frame_dim)``, oldest first."""
+        for f in features:
+            self._append(f)
+
+    def features(self) -> torch.Tensor:
+        """The window, float ``(T, frame_dim)``: ``T = window_size`` when padding, else the frames seen so far.
+
+        Raises:
+            RuntimeError: no frame was pushed yet, or frames are still pending (encode them first).
+        """
+        if self._pending:
+            raise RuntimeError("frames still pending: encode them (take_pending / extend) first")
+        if not self._features or self._first is None:
+            raise RuntimeError("no frame in the history: push a frame before predicting")
+        frames = list(self._features)
+        if self.pad and len(frames) < self.window_size:
+            frames = [self._first] * (self.window_size - len(frames)) + frames
+        return torch.stack(frames)
+
     def window(self, encode: Callable[[np.ndarray], torch.Tensor]) -> tuple[torch.Tensor, float]:
         """Encode pending frames with ``encode`` (uint8 ``(N, H, W, 3)`` -> ``(N, frame_dim)``) and return
-        ``(features (T, frame_dim), encode_ms)``, ``T = window_size`` when padding, else the frames seen so far.
+        ``(features (T, frame_dim), encode_ms)`` (see :meth:`features`).
 
         Raises:
             RuntimeError: no frame was pushed yet.
@@ -164,17 +191,10 @@ class FrameHistory:
         ms = 0.0
         if self._pending:
             start = time.perf_counter()
-            feats = encode(np.stack(self._pending))
+            feats = encode(self.take_pending())
             ms = (time.perf_counter() - start) * 1e3
-            self._pending.clear()
-            for f in feats:
-                self._append(f)
-        if not self._features or self._first is None:
-            raise RuntimeError("no frame in the history: push a frame before predicting")
-        frames = list(self._features)
-        if self.pad and len(frames) < self.window_size:
-            frames = [self._first] * (self.window_size - len(frames)) + frames
-        return torch.stack(frames), ms
+            self.extend(feats)
+        return self.features(), ms
 
 
 # ------------------------------------------------------------------------------------- ensembling
@@ -232,23 +252,78 @@ class ChunkExecutor:
         self._queue.clear()
         self.ensembler.reset()
 
+    def needs_chunk(self, execution: str) -> bool:
+        """Whether this step needs a new chunk: always for ``"first"`` and ``"ensemble"``; for ``"all"`` when the
+        previous chunk is used up."""
+        return execution != "all" or not self._queue
+
+    def take(self, execution: str, chunk: np.ndarray | None) -> np.ndarray:
+        """This step's action, float32 ``(action_dim,)``, from this step's new chunk ``(chunk_size, action_dim)``
+        (``None`` exactly when :meth:`needs_chunk` said no)."""
+        if execution == "first":
+            return np.array(chunk[0], dtype=np.float32)
+        if execution == "all":
+            if chunk is not None:
+                self._queue.extend(chunk)
+            return np.array(self._queue.popleft(), dtype=np.float32)
+        return self.ensembler(chunk)
+
     def next_action(self, execution: str, predict_chunk: Callable[[], np.ndarray]) -> np.ndarray:
         """This step's action, float32 ``(action_dim,)``; ``predict_chunk()`` is called only when one is needed
         and returns ``(chunk_size, action_dim)``."""
-        if execution == "first":
-            return predict_chunk()[0].copy()
-        if execution == "all":
-            if not self._queue:
-                self._queue.extend(predict_chunk())
-            return self._queue.popleft().copy()
-        return self.ensembler(predict_chunk())
+        return self.take(execution, predict_chunk() if self.needs_chunk(execution) else None)
 
 
 # ------------------------------------------------------------------------------------------ policy
 
 
-class VLAPolicy(Policy):
+@dataclasses.dataclass
+class VLAEpisode:
+    """The per-episode state of a :class:`VLAPolicy` in one environment: everything but the model.
+
+    Attributes:
+        history: the episode's frames as features (:class:`FrameHistory`).
+        chunks: the chunk executor (:class:`ChunkExecutor`).
+        instruction: the episode's instruction.
+        step: actions returned so far (the first-step rule reads it).
+        backbone_latencies_ms: per step, milliseconds spent encoding frames (0 when nothing was encoded; in a
+            batch, the whole batch's time).
+        head_latencies_ms: per step, milliseconds in the head's forward pass (0 on steps without a prediction).
+        num_predictions: head calls this episode.
+        last_chunk: the latest predicted chunk, float32 ``(chunk_size, action_dim)``, normalised units.
+    """
+
+    history: FrameHistory
+    chunks: ChunkExecutor
+    instruction: str = ""
+    step: int = 0
+    backbone_latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    head_latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    num_predictions: int = 0
+    last_chunk: np.ndarray | None = None
+
+    def reset(self, instruction: str) -> None:
+        """Forget the previous episode; start one with ``instruction``."""
+        self.history.reset()
+        self.chunks.reset()
+        self.instruction = instruction
+        self.step = 0
+        self.backbone_latencies_ms = []
+        self.head_latencies_ms = []
+        self.num_predictions = 0
+        self.last_chunk = None
+
+
+def _instruction(observation: Mapping[str, Any], episode_instruction: str) -> str:
+    return str(observation.get("instruction", episode_instruction) or episode_instruction)
+
+
+class VLAPolicy(BatchablePolicy):
     """A frozen backbone + an action head, executed like the robot's deployment.
+
+    The model (backbone, head, text cache) is shared; each environment's episode is a :class:`VLAEpisode`, so
+    :meth:`act_batch` advances many environments with one backbone call per instruction and one head forward per
+    window length (:mod:`policies.batching`); :meth:`act` is the batch of one on :attr:`episode`.
 
     Args:
         head: the action head (the backbone must offer its streams at its widths).
@@ -261,10 +336,9 @@ class VLAPolicy(Policy):
             on CUDA (:func:`policies.backbones.base.autocast`), plain float32 elsewhere.
 
     Attributes:
-        backbone_latencies_ms: per step, milliseconds spent encoding frames (0 when nothing was encoded).
-        head_latencies_ms: per step, milliseconds in the head's forward pass (0 on steps without a prediction).
-        num_predictions: head calls this episode.
-        last_chunk: the latest predicted chunk, float32 ``(chunk_size, action_dim)``, normalised units.
+        episode: the :class:`VLAEpisode` that :meth:`reset` / :meth:`act` drive; its fields are readable here too
+            (``history``, ``chunks``, ``backbone_latencies_ms``, ``head_latencies_ms``, ``num_predictions``,
+            ``last_chunk``).
         checkpoint: the :class:`~policies.checkpoints.Checkpoint` the head was loaded from, or ``None``.
         settings: ``robovlms``: the :class:`~policies.backbones.robovlms.RoboVLMsSettings` it runs with.
 
@@ -276,9 +350,10 @@ class VLAPolicy(Policy):
     def __init__(self, head: ActionHead, backbone: Backbone, *, execution: str = "first", window_size: int = 8,
                  postprocess: PostProcessing | None = None, ensemble_k: float = DEFAULT_ENSEMBLE_K,
                  device: str | torch.device = "cpu") -> None:
-        super().__init__()
         if execution not in EXECUTION_MODES:
             raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
+        if window_size < 1:
+            raise ConfigError(f"window_size must be >= 1, got {window_size}")
         self.frame_streams, self.instruction_streams = head.frame_streams, head.instruction_streams
         got = (backbone.width(self.frame_streams), backbone.width(self.instruction_streams))
         if got != (head.frame_dim, head.instruction_dim):
@@ -290,17 +365,22 @@ class VLAPolicy(Policy):
         self.backbone = backbone
         self.execution = execution
         self.window_size = int(window_size)
+        self.ensemble_k = float(ensemble_k)
         self.postprocess = postprocess or PostProcessing()
-        self.history = FrameHistory(self.window_size, pad=getattr(head, "pad_history", True))
-        self.chunks = ChunkExecutor(self.head.chunk_size, ensemble_k)
         self.checkpoint: Checkpoint | None = None
         self.settings: Any = None  # robovlms: the RoboVLMsSettings of its config JSON
         self._text: dict[str, torch.Tensor] = {}
-        self._step = 0
-        self.backbone_latencies_ms: list[float] = []
-        self.head_latencies_ms: list[float] = []
-        self.num_predictions = 0
-        self.last_chunk: np.ndarray | None = None
+        # frame streams read with the instruction: frames of different instructions cannot share a backbone call
+        self._conditioned = any(STREAMS[s][0] == "frame+instruction" for s in self.frame_streams)
+        super().__init__()
+
+    # the single-environment episode's fields, as attributes of the policy
+    history = property(lambda self: self.episode.history)
+    chunks = property(lambda self: self.episode.chunks)
+    backbone_latencies_ms = property(lambda self: self.episode.backbone_latencies_ms)
+    head_latencies_ms = property(lambda self: self.episode.head_latencies_ms)
+    num_predictions = property(lambda self: self.episode.num_predictions)
+    last_chunk = property(lambda self: self.episode.last_chunk)
 
     @property
     def action_dim(self) -> int:
@@ -312,20 +392,45 @@ class VLAPolicy(Policy):
         """Actions per head call."""
         return self.head.chunk_size
 
-    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
-        del info  # learned policies never read the privileged scene
-        self.history.reset()
-        self.chunks.reset()
-        self._step = 0
-        self.backbone_latencies_ms = []
-        self.head_latencies_ms = []
-        self.num_predictions = 0
-        self.last_chunk = None
+    def new_episode(self) -> VLAEpisode:
+        """A fresh :class:`VLAEpisode` for one more environment."""
+        return VLAEpisode(FrameHistory(self.window_size, pad=getattr(self.head, "pad_history", True)),
+                          ChunkExecutor(self.head.chunk_size, self.ensemble_k))
+
+    def start_episode(self, episode: VLAEpisode, instruction: str) -> None:
+        """Reset ``episode`` for a new episode with ``instruction`` (its text features are encoded now)."""
+        episode.reset(instruction)
         self._text_features(instruction)
 
     def encode_frames(self, images: Any, instruction: str) -> torch.Tensor:
         """This policy's per-frame features of uint8 ``(N, H, W, 3)`` frames: float32 ``(N, frame_dim)``."""
         return self.backbone.encode_frames(images, self.frame_streams, instruction)
+
+    def encode_groups(self, frame_sets: list[np.ndarray], instructions: list[str]
+                      ) -> tuple[list[torch.Tensor], list[float]]:
+        """Encode several environments' frames with as few backbone calls as possible: one per instruction when
+        the frame streams read it, else one per frame size.
+
+        Args:
+            frame_sets: per environment, uint8 ``(N_i, H, W, 3)``.
+            instructions: per environment, its instruction.
+
+        Returns:
+            ``(features, ms)``: per environment float32 ``(N_i, frame_dim)``, and the milliseconds of the backbone
+            call it was part of.
+        """
+        groups: dict[tuple[str, tuple[int, ...]], list[int]] = collections.defaultdict(list)
+        for i, (frames, instruction) in enumerate(zip(frame_sets, instructions)):
+            groups[(instruction if self._conditioned else "", frames.shape[1:])].append(i)
+        features: list[torch.Tensor] = [torch.empty(0)] * len(frame_sets)
+        ms = [0.0] * len(frame_sets)
+        for members in groups.values():
+            start = time.perf_counter()
+            feats = self.encode_frames(np.concatenate([frame_sets[i] for i in members]), instructions[members[0]])
+            elapsed = (time.perf_counter() - start) * 1e3
+            for i, part in zip(members, torch.split(feats, [len(frame_sets[i]) for i in members])):
+                features[i], ms[i] = part, elapsed
+        return features, ms
 
     def _text_features(self, instruction: str) -> torch.Tensor:
         feat = self._text.get(instruction)
@@ -334,44 +439,78 @@ class VLAPolicy(Policy):
             self._text[instruction] = feat
         return feat
 
-    def _predict_chunk(self, instruction: str) -> np.ndarray:
-        """Run the head on the current window: float32 ``(chunk_size, action_dim)`` normalised actions."""
-        frames, ms = self.history.window(lambda images: self.encode_frames(images, instruction))
-        self.backbone_latencies_ms[-1] += ms
-        text = self._text_features(instruction)
-        start = time.perf_counter()
-        with torch.inference_mode(), autocast(self.device):
-            chunk = self.head(frames.unsqueeze(0).to(self.device), text)[0]
-        chunk_np = chunk.float().cpu().numpy().astype(np.float32)
-        self.head_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
-        self.num_predictions += 1
-        self.last_chunk = chunk_np
-        return chunk_np
+    def _predict_chunks(self, episodes: list[VLAEpisode], instructions: list[str]) -> list[np.ndarray]:
+        """Encode the episodes' pending frames and run the head on their windows: per episode float32
+        ``(chunk_size, action_dim)`` normalised actions. One head forward per window length (an unpadded history
+        is shorter at the start of an episode)."""
+        waiting = [i for i, ep in enumerate(episodes) if ep.history.pending]
+        if waiting:
+            feats, ms = self.encode_groups([episodes[i].history.take_pending() for i in waiting],
+                                           [instructions[i] for i in waiting])
+            for i, f, t in zip(waiting, feats, ms):
+                episodes[i].history.extend(f)
+                episodes[i].backbone_latencies_ms[-1] += t
+        windows = [ep.history.features() for ep in episodes]
+        by_length: dict[int, list[int]] = collections.defaultdict(list)
+        for i, window in enumerate(windows):
+            by_length[len(window)].append(i)
+        chunks: list[np.ndarray] = [np.empty(0, np.float32)] * len(episodes)
+        for members in by_length.values():
+            frames = torch.stack([windows[i] for i in members]).to(self.device)
+            text = torch.cat([self._text_features(instructions[i]) for i in members])
+            start = time.perf_counter()
+            with torch.inference_mode(), autocast(self.device):
+                out = self.head(frames, text)
+            out_np = out.float().cpu().numpy().astype(np.float32)
+            elapsed = (time.perf_counter() - start) * 1e3
+            for j, i in enumerate(members):
+                ep = episodes[i]
+                chunks[i] = ep.last_chunk = out_np[j]
+                ep.head_latencies_ms[-1] += elapsed
+                ep.num_predictions += 1
+        return chunks
+
+    def advance(self, episodes: list[VLAEpisode], observations: list[Mapping[str, Any]],
+                frame_features: list[torch.Tensor | None] | None = None) -> list[np.ndarray]:
+        """Advance each episode one step and return the actions to execute in normalised units (before
+        post-processing).
+
+        Args:
+            episodes: the environments' :class:`VLAEpisode` (each at most once).
+            observations: their observations, same order (``image`` is read unless a frame feature is given).
+            frame_features: per episode, this step's frame already encoded into this policy's streams,
+                ``(frame_dim,)``, or None.
+
+        Returns:
+            per episode float32 ``(action_dim,)``.
+        """
+        features = frame_features or [None] * len(episodes)
+        instructions = []
+        for ep, obs, feat in zip(episodes, observations, features):
+            ep.backbone_latencies_ms.append(0.0)
+            ep.head_latencies_ms.append(0.0)
+            if feat is not None and not ep.history.pending:
+                ep.history.push_feature(feat)
+            else:
+                ep.history.push_image(obs["image"])
+            instructions.append(_instruction(obs, ep.instruction))
+        needing = [i for i, ep in enumerate(episodes) if ep.chunks.needs_chunk(self.execution)]
+        new = dict(zip(needing, self._predict_chunks([episodes[i] for i in needing], [instructions[i] for i in needing])
+                       if needing else []))
+        return [ep.chunks.take(self.execution, new.get(i)) for i, ep in enumerate(episodes)]
 
     def predict_normalized(self, observation: Mapping[str, Any], frame_feature: torch.Tensor | None = None
                            ) -> np.ndarray:
-        """Advance one step and return the action to execute in normalised units (before post-processing).
+        """:meth:`advance` of :attr:`episode` alone: float32 ``(action_dim,)``."""
+        return self.advance([self.episode], [observation], [frame_feature])[0]
 
-        Args:
-            observation: the environment observation (``image`` is read unless ``frame_feature`` is given).
-            frame_feature: this step's frame already encoded into this policy's streams, ``(frame_dim,)``.
-
-        Returns:
-            float32 ``(action_dim,)``.
-        """
-        self.backbone_latencies_ms.append(0.0)
-        self.head_latencies_ms.append(0.0)
-        if frame_feature is not None and not self.history.pending:
-            self.history.push_feature(frame_feature)
-        else:
-            self.history.push_image(observation["image"])
-        instruction = str(observation.get("instruction", self.instruction) or self.instruction)
-        return self.chunks.next_action(self.execution, lambda: self._predict_chunk(instruction))
-
-    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
-        action = self.postprocess(self.predict_normalized(observation), self._step)
-        self._step += 1
-        return action
+    def act_batch(self, episodes: list[VLAEpisode], observations: list[Mapping[str, Any]]) -> list[np.ndarray]:
+        """:meth:`advance`, then post-processing: per episode float32 ``(action_dim,)`` in label units."""
+        actions = []
+        for ep, action in zip(episodes, self.advance(episodes, observations)):
+            actions.append(self.postprocess(action, ep.step))
+            ep.step += 1
+        return actions
 
     def backbone_share(self) -> float:
         """Fraction of this episode's ``act()`` time spent in the backbone (``nan`` before the first step)."""
@@ -379,7 +518,16 @@ class VLAPolicy(Policy):
         return sum(self.backbone_latencies_ms) / total if total > 0 else math.nan
 
 
-class EnsemblePolicy(Policy):
+@dataclasses.dataclass
+class EnsembleEpisode:
+    """The per-episode state of an :class:`EnsemblePolicy`: each member's :class:`VLAEpisode` and the step."""
+
+    first: VLAEpisode
+    second: VLAEpisode
+    step: int = 0
+
+
+class EnsemblePolicy(BatchablePolicy):
     """Weighted average of two separately trained VLA policies with a fixed weight (0.6 on the first, as seed 000's
     ``HybridEnsembleModel`` starts; its learnable-weight version is the head ``hybrid-ensemble-recon``).
 
@@ -393,42 +541,48 @@ class EnsemblePolicy(Policy):
 
     def __init__(self, first: VLAPolicy, second: VLAPolicy, weight: float = 0.6,
                  postprocess: PostProcessing | None = None) -> None:
-        super().__init__()
         if not 0.0 <= weight <= 1.0:
             raise ConfigError(f"ensemble weight must be in [0, 1], got {weight}")
         if first.action_dim != second.action_dim:
             raise ConfigError(f"ensemble members disagree on action_dim: {first.action_dim} vs {second.action_dim}")
         self.first, self.second, self.weight = first, second, float(weight)
         self.postprocess = postprocess or PostProcessing()
-        self._step = 0
+        super().__init__()
 
     @property
     def action_dim(self) -> int:
         """Shared ``action_dim`` of the members."""
         return self.first.action_dim
 
-    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
-        self.first.reset(instruction, info)
-        self.second.reset(instruction, info)
-        self._step = 0
+    def new_episode(self) -> EnsembleEpisode:
+        """A fresh :class:`EnsembleEpisode` (the members' own :attr:`VLAPolicy.episode` stay theirs)."""
+        return EnsembleEpisode(self.first.new_episode(), self.second.new_episode())
 
-    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
-        feature = None
+    def start_episode(self, episode: EnsembleEpisode, instruction: str) -> None:
+        """Reset both members' episodes."""
+        self.first.start_episode(episode.first, instruction)
+        self.second.start_episode(episode.second, instruction)
+        episode.step = 0
+
+    def act_batch(self, episodes: list[EnsembleEpisode], observations: list[Mapping[str, Any]]) -> list[np.ndarray]:
+        """Per episode the post-processed mix of both members' normalised actions, float32 ``(action_dim,)``."""
+        features: list[torch.Tensor | None] | None = None
         shared = (self.first.backbone is self.second.backbone and self.first.frame_streams == self.second.frame_streams
                   and self.first.execution != "all" and self.second.execution != "all")
         if shared:
-            start = time.perf_counter()
-            instruction = str(observation.get("instruction", self.instruction) or self.instruction)
-            feature = self.first.encode_frames(observation["image"], instruction)[0]
-            ms = (time.perf_counter() - start) * 1e3
-        a1 = self.first.predict_normalized(observation, feature)
-        a2 = self.second.predict_normalized(observation, feature)
-        if feature is not None:
-            self.first.backbone_latencies_ms[-1] += ms
-        mixed = self.weight * a1 + (1.0 - self.weight) * a2
-        action = self.postprocess(mixed, self._step)
-        self._step += 1
-        return action
+            images = [as_uint8_nhwc(obs["image"]) for obs in observations]
+            encoded, ms = self.first.encode_groups(images, [_instruction(o, ep.first.instruction)
+                                                            for o, ep in zip(observations, episodes)])
+            features = [f[0] for f in encoded]
+        a1 = self.first.advance([ep.first for ep in episodes], observations, features)
+        a2 = self.second.advance([ep.second for ep in episodes], observations, features)
+        actions = []
+        for i, ep in enumerate(episodes):
+            if shared:
+                ep.first.backbone_latencies_ms[-1] += ms[i]
+            actions.append(self.postprocess(self.weight * a1[i] + (1.0 - self.weight) * a2[i], ep.step))
+            ep.step += 1
+        return actions
 
     def close(self) -> None:
         self.first.close()
@@ -724,6 +878,6 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 
 
 __all__ = [
-    "EXECUTION_MODES", "ChunkExecutor", "EnsemblePolicy", "FrameHistory", "PostProcessing",
-    "TemporalEnsembler", "VLAPolicy", "build_vla_policy", "ensemble", "resolve_backbone",
+    "EXECUTION_MODES", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory", "PostProcessing",
+    "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "resolve_backbone",
 ]
