@@ -35,11 +35,11 @@ def main() -> None:
         cfg = config(Path(tmp) / "alone")
         tasks = plan_tasks(cfg)
         start = time.perf_counter()
-        runner._init_worker(cfg)
+        runner.init_worker(cfg)
         for task in tasks:
             runner.run_task(task)
         alone = time.perf_counter() - start
-        runner._close_worker()
+        runner.close_worker()
 
         walls = {}
         for workers in (1, 2):

@@ -10,14 +10,14 @@ requests (or until ``max_batch`` are in), then advances every waiting episode of
 length. The actions equal unbatched execution to float tolerance (``tests/test_batching.py``).
 
 :class:`BatchedPolicyClient` is the worker's side: a :class:`~policies.base.Policy` whose ``reset``/``act`` are
-round trips. Requests carry a sequence number, so an answer that arrives after its caller gave up (a step timeout)
-is discarded instead of being read as the next one. A server that is gone makes ``act`` raise
-:class:`PolicyServerError` at once; nothing waits on it for ever.
+round trips over the worker's :class:`ServerLink`. A call cut short (a step timeout) drops its connection, so a
+late answer is never read as the next one; a server that is gone makes ``act`` raise :class:`PolicyServerError`
+at once; nothing waits on it for ever.
 
 Wire format (pickled tuples, only between processes that share the random ``authkey``)::
 
-    worker -> server  (seq, "reset", policy, instruction) | (seq, "act", policy, {"image": uint8 (H, W, 3), "instruction": str})
-    server -> worker  (seq, "ok", action float32 (action_dim,) | None) | (seq, "error", "Type: message")
+    worker -> server  ("reset", policy, instruction) | ("act", policy, {"image": uint8 (H, W, 3), "instruction": str})
+    server -> worker  ("ok", action float32 (action_dim,) | None) | ("error", "Type: message")
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from policies.backbones.base import as_uint8_nhwc
 from policies.base import BatchablePolicy, Policy
 from scenarios.errors import ConfigError, MobileVLAError
 
@@ -78,7 +77,7 @@ class ServerAddress:
 
 @dataclasses.dataclass
 class BatchStats:
-    """What a server did: ``requests`` act requests answered in ``batches`` batched calls (``mean_batch``)."""
+    """What a server did for one policy: ``requests`` act requests answered in ``batches`` batched calls."""
 
     requests: int = 0
     batches: int = 0
@@ -118,7 +117,7 @@ class PolicyBatchServer:
         authkey = secrets.token_bytes(32)
         self._listener = Listener(address, "AF_INET" if isinstance(address, tuple) else "AF_UNIX", authkey=authkey)
         self.address = ServerAddress(self._listener.address, authkey, tuple(policies))
-        self.stats = BatchStats()
+        self.stats = {name: BatchStats() for name in policies}
         self._policies: dict[str, Policy] = {}
         self._build_errors: dict[str, str] = {}
         self._clients: dict[Connection, dict[str, Any]] = {}  # connection -> policy name -> episode state
@@ -228,9 +227,9 @@ class PolicyBatchServer:
             self._clients.pop(conn, None)
         conn.close()
 
-    def _reply(self, conn: Connection, seq: int, status: str, value: Any) -> None:
+    def _reply(self, conn: Connection, status: str, value: Any) -> None:
         try:
-            conn.send((seq, status, value))
+            conn.send((status, value))
         except (OSError, ValueError):
             self._drop(conn)
 
@@ -254,11 +253,12 @@ class PolicyBatchServer:
         return self._policies[name]  # type: ignore[return-value]
 
     def _handle(self, batch: dict[Connection, tuple]) -> None:
-        acts: dict[str, list[tuple[Connection, int, Any, Mapping[str, Any]]]] = collections.defaultdict(list)
+        from policies.backbones.base import as_uint8_nhwc
+
+        acts: dict[str, list[tuple[Connection, Any, Mapping[str, Any]]]] = collections.defaultdict(list)
         for conn, message in batch.items():
-            seq = message[0] if isinstance(message, tuple) and message else -1
             try:
-                _, kind, name, payload = message
+                kind, name, payload = message
                 policy = self._policy(name)
                 states = self._clients.get(conn)
                 if states is None:
@@ -266,34 +266,80 @@ class PolicyBatchServer:
                 if kind == "reset":
                     states[name] = states.get(name) or policy.new_episode()
                     policy.start_episode(states[name], str(payload))
-                    self._reply(conn, seq, "ok", None)
+                    self._reply(conn, "ok", None)
                 elif kind == "act":
                     if name not in states:
                         raise PolicyServerError(f"{name}: act before reset")
                     as_uint8_nhwc(payload["image"])  # a bad frame fails its own request, not the batch
-                    acts[name].append((conn, seq, states[name], payload))
+                    acts[name].append((conn, states[name], payload))
                 else:
                     raise PolicyServerError(f"unknown request {kind!r}")
             except Exception as exc:  # noqa: BLE001 - a bad request fails that request only
-                self._reply(conn, seq, "error", f"{type(exc).__name__}: {exc}")
+                self._reply(conn, "error", f"{type(exc).__name__}: {exc}")
         for name, items in acts.items():
             policy = self._policies[name]
             try:
-                actions = policy.act_batch([state for _, _, state, _ in items], [obs for *_, obs in items])
+                actions = policy.act_batch([state for _, state, _ in items], [obs for *_, obs in items])
             except Exception as exc:  # noqa: BLE001 - the policy's failure ends these episodes, not the server
-                for conn, seq, _, _ in items:
-                    self._reply(conn, seq, "error", f"{type(exc).__name__}: {exc}")
+                for conn, _, _ in items:
+                    self._reply(conn, "error", f"{type(exc).__name__}: {exc}")
                 continue
-            self.stats.requests += len(items)
-            self.stats.batches += 1
-            for (conn, seq, _, _), action in zip(items, actions):
-                self._reply(conn, seq, "ok", np.asarray(action, dtype=np.float32))
+            self.stats[name].requests += len(items)
+            self.stats[name].batches += 1
+            for (conn, _, _), action in zip(items, actions):
+                self._reply(conn, "ok", np.asarray(action, dtype=np.float32))
+
+
+class ServerLink:
+    """One worker's connection to a :class:`PolicyBatchServer`, shared by its :class:`BatchedPolicyClient` s (one
+    call at a time). Connects on first use; a call cut short (a step timeout, a lost server) closes the connection,
+    whose stream may hold half a message or a late answer, and the next call connects afresh (a new connection has
+    no episode state: its next call is a ``reset``).
+
+    Args:
+        address: the server's :class:`ServerAddress`.
+    """
+
+    def __init__(self, address: ServerAddress) -> None:
+        self.address = address
+        self._conn: Connection | None = None
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        """The policy names the server serves."""
+        return self.address.policies
+
+    def call(self, kind: str, name: str, payload: Any) -> Any:
+        """One request and its answer (see the module docstring).
+
+        Raises:
+            PolicyServerError: the server refused the request, or cannot be reached.
+        """
+        if self._conn is None:
+            self._conn = self.address.connect()
+        try:
+            self._conn.send((kind, name, payload))
+            status, value = self._conn.recv()
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, (EOFError, OSError)) and not isinstance(exc, TimeoutError):
+                raise PolicyServerError(f"the batched policy server is gone ({type(exc).__name__}: {exc}); its "
+                                        "process was stopped or died") from None
+            raise
+        if status != "ok":
+            raise PolicyServerError(f"batched policy server: {value}")
+        return value
+
+    def close(self) -> None:
+        """Close the connection (the server forgets this worker's episodes). Safe to call twice."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class BatchedPolicyClient(Policy):
-    """The policy ``name`` as served by a :class:`PolicyBatchServer`: ``reset``/``act`` are round trips over
-    ``connection`` (shared by the policies of one worker, used by one thread at a time); this environment's
-    episode state lives in the server.
+    """The policy ``name`` as served by a :class:`PolicyBatchServer`: ``reset``/``act`` are round trips over the
+    worker's :class:`ServerLink`; this environment's episode state lives in the server.
 
     Observations: ``{"image": uint8 (H, W, 3) RGB, "instruction": str, ...}`` (only those two are sent).
     Actions: what the served policy returns (float32 ``(action_dim,)``, label units).
@@ -303,35 +349,19 @@ class BatchedPolicyClient(Policy):
             a policy error, a bad frame) or is gone.
     """
 
-    def __init__(self, connection: Connection, name: str) -> None:
+    def __init__(self, link: ServerLink, name: str) -> None:
         super().__init__()
         self.name = name
-        self._conn = connection
-        self._seq = 0
-
-    def _call(self, kind: str, payload: Any) -> Any:
-        self._seq += 1
-        try:
-            self._conn.send((self._seq, kind, self.name, payload))
-            while True:
-                seq, status, value = self._conn.recv()
-                if seq == self._seq:  # older answers belong to calls abandoned by a step timeout
-                    break
-        except (EOFError, OSError) as exc:
-            raise PolicyServerError(f"the batched policy server is gone ({type(exc).__name__}: {exc}); its process "
-                                    "was stopped or died") from None
-        if status != "ok":
-            raise PolicyServerError(f"batched policy server: {value}")
-        return value
+        self.link = link
 
     def _reset(self, instruction: str, info: dict[str, Any]) -> None:
         del info  # the served policies never read the privileged scene
-        self._call("reset", instruction)
+        self.link.call("reset", self.name, instruction)
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
-        return self._call("act", {"image": observation["image"],
-                                  "instruction": observation.get("instruction", self.instruction)})
+        return self.link.call("act", self.name, {"image": observation["image"],
+                                                 "instruction": observation.get("instruction", self.instruction)})
 
 
 __all__ = ["DEFAULT_MAX_WAIT_MS", "BatchStats", "BatchedPolicyClient", "PolicyBatchServer", "PolicyServerError",
-           "ServerAddress"]
+           "ServerAddress", "ServerLink"]

@@ -554,6 +554,11 @@ class EnsemblePolicy(BatchablePolicy):
         """Shared ``action_dim`` of the members."""
         return self.first.action_dim
 
+    @property
+    def device(self) -> torch.device:
+        """The first member's device (both are built with the same one)."""
+        return self.first.device
+
     def new_episode(self) -> EnsembleEpisode:
         """A fresh :class:`EnsembleEpisode` (the members' own :attr:`VLAPolicy.episode` stay theirs)."""
         return EnsembleEpisode(self.first.new_episode(), self.second.new_episode())

@@ -3,13 +3,14 @@
 ``python -m sim.eval --policy NAME [--policy NAME2 ...] [--checkpoint PATH] [--backbone auto] [--backbone-path P]
 [--clip-path P] [--key-map MAP.json] [--config ROBOVLMS.json] [--policy-arg [POLICY@]KEY=VALUE] [--layouts all]
 [--distances all] [--episodes-per-combo 10] [--seed 0] [--workers N] [--backend local|ray [--ray-address ADDR]]
-[--device cpu|cuda|cuda:N] [--record failures|all|none]
+[--device cpu|cuda|cuda:N] [--batch auto|on|off [--batch-wait-ms MS]] [--record failures|all|none]
 [--latency-ms X | --latency measured] [--step-timeout S] [--out runs/NAME-TIMESTAMP] [--resume RUN_DIR
 [--retry-errors]] [--real-results CSV]``
 
 The command builds an :class:`~sim.evaluation.config.EvalConfig` from its arguments (every value is checked
 before anything is written: a bad one prints one line and exits 2) and runs :func:`sim.evaluation.evaluate`
-(seeds, workers and resuming: :mod:`sim.evaluation.runner`; the Ray backend: :mod:`sim.evaluation.ray_backend`).
+(seeds, workers and resuming: :mod:`sim.evaluation.runner`; the Ray backend: :mod:`sim.evaluation.ray_backend`;
+batched inference: :mod:`policies.batching`).
 Exit 0: done; 1: an episode ended in ``error``;
 2: bad arguments; 130: interrupted (``--resume RUN_DIR`` completes the run).
 """
@@ -28,6 +29,7 @@ import scenarios
 from envs.settings import ACTUATIONS, ImageSize
 from policies import describe
 from policies import names as policy_names
+from policies.batching import DEFAULT_MAX_WAIT_MS
 from scenarios.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from sim.cli import (
     add_family_argument,
@@ -48,7 +50,7 @@ from sim.evaluation.config import (
     default_run_dir,
     policy_spec,
 )
-from sim.evaluation.runner import BACKENDS
+from sim.evaluation.runner import BACKENDS, BATCH_MODES
 
 
 def read_real_results(path: str | Path) -> dict[str, float]:
@@ -123,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "'.[ray]'); the same episodes and records")
     parser.add_argument("--ray-address", metavar="ADDR",
                         help="--backend ray: the cluster to join (e.g. auto, HOST:6379; default: a new local one)")
+    parser.add_argument("--batch", choices=BATCH_MODES, default="auto",
+                        help="on: the VLA policies run on one batched policy server that advances every waiting "
+                             "environment in one forward; off: each worker runs its own; auto (default): on when "
+                             "they run on CUDA with more than one worker")
+    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS, metavar="MS",
+                        help=f"batched: longest wait for more environments once one is waiting (default "
+                             f"{DEFAULT_MAX_WAIT_MS:g})")
     parser.add_argument("--record", choices=RECORD_MODES, default="failures", help="which episodes get a video")
     lat = parser.add_mutually_exclusive_group()
     lat.add_argument("--latency-ms", type=float, help="apply every action this many ms late (simulated time)")
@@ -173,11 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--step-timeout must be positive (s), got {args.step_timeout}")
     if args.ray_address and args.backend != "ray":
         parser.error("--ray-address is for --backend ray")
+    if not args.batch_wait_ms >= 0:
+        parser.error(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
     cfg = EvalConfig.load(args.resume) if args.resume else config_from_args(args)
     real = read_real_results(cfg.output.real_results) if cfg.output.real_results else None
     result = evaluate(cfg, workers=args.workers, resume=bool(args.resume), retry_errors=args.retry_errors,
                       step_timeout=args.step_timeout, real_results=real, backend=args.backend,
-                      ray_address=args.ray_address)
+                      ray_address=args.ray_address, batch=args.batch, batch_wait_ms=args.batch_wait_ms)
     if result.interrupted:
         print(f"\ninterrupted: finished episodes are in {result.out / 'episodes.jsonl'}; complete with "
               f"--resume {result.out}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
 import pytest
 
 from policies import make_policy
-from policies.batching import BatchedPolicyClient, PolicyBatchServer, PolicyServerError
+from policies.batching import BatchedPolicyClient, PolicyBatchServer, PolicyServerError, ServerLink
 from policies.vla import VLAPolicy
 from tests.conftest_vla import INSTRUCTION, observation
 
@@ -105,7 +106,7 @@ def drive_clients(address, scripts_, name: str) -> list[np.ndarray]:
 
     def run(k: int) -> None:
         try:
-            client = BatchedPolicyClient(address.connect(), name)
+            client = BatchedPolicyClient(ServerLink(address), name)
             results[k] = unbatched(client, scripts_[k])
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             errors.append(exc)
@@ -125,7 +126,7 @@ def test_the_server_batches_concurrent_workers_and_their_actions_equal_unbatched
     expected = [unbatched(reference, s) for s in obs]
     with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",), max_wait_ms=500) as server:
         got = drive_clients(server.address, obs, "lstm-recon")
-        stats = server.stats
+        stats = server.stats["lstm-recon"]
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, atol=1e-5, rtol=1e-5)
     assert stats.requests == ENVS * STEPS
@@ -134,16 +135,16 @@ def test_the_server_batches_concurrent_workers_and_their_actions_equal_unbatched
 
 def test_server_errors_reach_the_caller_and_leave_the_other_episodes_running():
     with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon", "broken"), max_wait_ms=1) as server:
-        good = BatchedPolicyClient(server.address.connect(), "lstm-recon")
+        good = BatchedPolicyClient(ServerLink(server.address), "lstm-recon")
         with pytest.raises(PolicyServerError, match="act before reset"):
             good.act(observation(0))
         good.reset(INSTRUCTION)
         with pytest.raises(PolicyServerError, match="images must be uint8"):
             good.act({"image": np.zeros((8, 8, 3), np.float32), "instruction": INSTRUCTION})
-        unknown = BatchedPolicyClient(server.address.connect(), "case9")
+        unknown = BatchedPolicyClient(ServerLink(server.address), "case9")
         with pytest.raises(PolicyServerError, match="does not serve policy 'case9'"):
             unknown.reset(INSTRUCTION)
-        broken = BatchedPolicyClient(server.address.connect(), "broken")
+        broken = BatchedPolicyClient(ServerLink(server.address), "broken")
         with pytest.raises(PolicyServerError, match="building the policy: UnknownPolicyError"):
             broken.reset(INSTRUCTION)
         assert np.all(np.isfinite(good.act(observation(1))))
@@ -153,22 +154,27 @@ def test_server_errors_reach_the_caller_and_leave_the_other_episodes_running():
 
 def test_a_policy_that_cannot_batch_is_refused_with_its_type():
     with PolicyBatchServer(lambda name: make_policy(name), ("expert",)) as server:
-        client = BatchedPolicyClient(server.address.connect(), "expert")
+        client = BatchedPolicyClient(ServerLink(server.address), "expert")
         with pytest.raises(PolicyServerError, match="ExpertPolicy, which cannot run batched"):
             client.reset(INSTRUCTION)
 
 
-def test_an_answer_to_an_abandoned_call_is_not_read_as_the_next_one():
-    with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",), max_wait_ms=1) as server:
-        client = BatchedPolicyClient(server.address.connect(), "lstm-recon")
+def test_a_call_cut_short_by_the_step_timeout_leaves_the_next_episode_clean():
+    from sim.evaluation.runner import StepTimeout, step_deadline
+
+    with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",), max_wait_ms=3000) as server:
+        waiting, idle = ServerLink(server.address), ServerLink(server.address)
+        client, other = BatchedPolicyClient(waiting, "lstm-recon"), BatchedPolicyClient(idle, "lstm-recon")
+        other.reset(INSTRUCTION)  # connected but silent: the server waits for its request up to 3 s
         client.reset(INSTRUCTION)
-        client._conn.send((client._seq + 1, "act", "lstm-recon", observation(0)))  # a call whose caller gave up
-        client._seq += 1
-        first = client.act(observation(1))  # the stale answer (to seq - 1) must be skipped
-        reference = make_policy("lstm-recon")
-        reference.reset(INSTRUCTION)
-        reference.act(observation(0))
-        np.testing.assert_allclose(first, reference.act(observation(1)), atol=1e-5)
+        with pytest.raises(StepTimeout), step_deadline(0.3, "act"):
+            client.act(observation(0))
+        idle.close()
+        client.reset(INSTRUCTION)  # a new connection: no answer of the abandoned call can be read as this one's
+        got = [client.act(observation(i)) for i in (1, 2)]
+    reference = make_policy("lstm-recon")
+    reference.reset(INSTRUCTION)
+    np.testing.assert_allclose(got, [reference.act(observation(i)) for i in (1, 2)], atol=1e-5)
 
 
 def test_bad_server_arguments_are_refused():
@@ -178,3 +184,66 @@ def test_bad_server_arguments_are_refused():
         PolicyBatchServer(make_policy, ("x",), max_batch=0)
     with pytest.raises(ConfigError, match="max_wait_ms"):
         PolicyBatchServer(make_policy, ("x",), max_wait_ms=-1)
+
+
+# ------------------------------------------------------------------------------------------ in the evaluation
+
+
+def _sweep(out, *extra):
+    from sim.eval import build_parser, config_from_args
+
+    return config_from_args(build_parser().parse_args([
+        "--policy", "lstm-recon", "--policy", "expert", "--layouts", "1box_vert_left", "2box_hori_right",
+        "--distances", "close", "--episodes-per-combo", "2", "--image-size", "64x64", "--record", "none",
+        "--out", str(out), *extra]))
+
+
+TIMING = ("latency_p50_ms", "latency_p95_ms")
+
+
+def outcomes(records: list[dict], policy: str | None = None) -> list[dict]:
+    """Records without their wall-clock fields, in plan order."""
+    key = lambda r: (r["policy"], r["layout"], r["distance"], r["episode"])  # noqa: E731
+    return [{k: v for k, v in r.items() if k not in TIMING}
+            for r in sorted(records, key=key) if policy is None or r["policy"] == policy]
+
+
+def test_a_batched_evaluation_serves_every_vla_step_and_gives_the_unbatched_records(tmp_path):
+    """One worker: every batch holds one environment, so the records are the unbatched ones bit for bit. Two
+    workers: the VLA's steps share forwards; a batch of N rounds like N batches of one only to float tolerance
+    (~1e-6), which a keypress threshold can amplify, so there only the expert's records (run in the workers) must be
+    identical, and the VLA's episodes the same ones with the same seeds."""
+    from sim.evaluation import evaluate
+
+    plain = evaluate(_sweep(tmp_path / "off"), workers=1, batch="off", progress=False, plots=False)
+    single = evaluate(_sweep(tmp_path / "on1"), workers=1, batch="on", progress=False, plots=False)
+    assert outcomes(single.records) == outcomes(plain.records)
+    two = evaluate(_sweep(tmp_path / "on2", "--batch-wait-ms", "50"), workers=2, batch="on", progress=False,
+                   plots=False)
+    assert two.errors == 0 and outcomes(two.records, "expert") == outcomes(plain.records, "expert")
+    assert [(r["layout"], r["episode"], r["seed"]) for r in outcomes(two.records, "lstm-recon")] == \
+        [(r["layout"], r["episode"], r["seed"]) for r in outcomes(plain.records, "lstm-recon")]
+    inference = two.summary["policies"]["lstm-recon"]["provenance"]["inference"]
+    steps = sum(r["steps"] for r in two.records if r["policy"] == "lstm-recon")
+    served, forwards = map(int, re.match(r"batched: (\d+) steps in (\d+) forwards", inference).groups())
+    assert served == steps and forwards < steps  # every VLA step went through the server, some of them together
+    assert "inference" not in two.summary["policies"]["expert"]["provenance"]  # the expert ran in the workers
+    assert "inference" not in plain.summary["policies"]["lstm-recon"]["provenance"]
+
+
+def test_auto_batches_only_policies_on_cuda_with_more_than_one_worker():
+    from sim.evaluation.runner import batched_policies
+
+    assert batched_policies("auto", 2, {"a": "cpu", "b": "cuda:0"}) == ("b",)
+    assert batched_policies("auto", 1, {"b": "cuda:0"}) == () and batched_policies("off", 4, {"b": "cuda"}) == ()
+    assert batched_policies("on", 1, {"a": "cpu"}) == ("a",)
+
+
+def test_the_eval_command_checks_its_batch_flags(tmp_path, capsys):
+    from sim.eval import main
+
+    for flags, message in ((["--batch", "sometimes"], "invalid choice: 'sometimes'"),
+                           (["--batch-wait-ms", "-1"], "--batch-wait-ms must be >= 0")):
+        assert main(["--policy", "lstm-recon", "--out", str(tmp_path / "x"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -103,3 +103,16 @@ def test_the_ray_backend_without_ray_is_one_line_and_exit_2(monkeypatch, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ['error: --backend ray needs Ray: pip install -e ".[ray]"']
     assert not (tmp_path / "run").exists()
+
+
+def test_batched_inference_on_ray_serves_the_vla_from_one_actor(cluster, tmp_path):
+    from tests.test_batching import _sweep, outcomes
+
+    local = evaluate(_sweep(tmp_path / "local"), workers=1, batch="off", progress=False, plots=False)
+    remote = evaluate(_sweep(tmp_path / "ray", "--batch-wait-ms", "50"), workers=2, backend="ray",
+                      ray_address=cluster.address, batch="on", progress=False, plots=False)
+    assert remote.errors == 0 and outcomes(remote.records, "expert") == outcomes(local.records, "expert")
+    assert [r["seed"] for r in outcomes(remote.records, "lstm-recon")] == \
+        [r["seed"] for r in outcomes(local.records, "lstm-recon")]
+    steps = sum(r["steps"] for r in remote.records if r["policy"] == "lstm-recon")
+    assert remote.summary["policies"]["lstm-recon"]["provenance"]["inference"].startswith(f"batched: {steps} steps")

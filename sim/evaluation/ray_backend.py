@@ -1,29 +1,34 @@
 """The evaluation's episodes on a Ray cluster (``sim.eval --backend ray [--ray-address ADDR]``).
 
-Each env worker is a Ray actor (``num_cpus=1``) set up as a local worker process is (``runner._init_worker``) and
+Each env worker is a Ray actor (``num_cpus=1``) set up as a local worker process is (``runner.init_worker``) and
 running episodes with the same ``runner.run_task``, so the records are the local backend's (timing fields aside)
 and :func:`~sim.evaluation.runner.evaluate` writes, resumes and shows progress the same way. An actor holds one
 episode at a time, so an actor that dies (its process killed, out of memory, its node lost) names its episode:
 that episode is re-run on a new actor at most ``max_retries`` times, then recorded as ``error`` with the cause;
-nothing waits on a dead actor. Ray is imported only here, and only when this backend is used (``pip install -e
+nothing waits on a dead actor. With batched inference the VLA policies run in one more actor, :class:`PolicyServer`
+(``num_gpus=1`` when they run on CUDA), which every env actor reaches over TCP. Ray is imported only here, and only when this backend is used (``pip install -e
 ".[ray]"``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from policies.batching import DEFAULT_MAX_WAIT_MS, BatchStats, PolicyBatchServer, ServerAddress
 from scenarios.errors import ConfigError
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.pool import MAX_WORKER_RETRIES
-from sim.evaluation.runner import Task, _failed_record, _init_worker, run_task
+from sim.evaluation.runner import Task, failed_record, init_worker, run_task
 
 #: CPUs each env actor reserves (one environment and its policies, one torch thread).
 ACTOR_NUM_CPUS = 1
+#: Seconds to wait for a node to take the batched policy server (a cluster without a free GPU never does).
+SERVER_START_TIMEOUT_S = 300
 _ROOT = Path(__file__).resolve().parents[2]  # this checkout: what the actors import
 
 
@@ -41,10 +46,11 @@ def import_ray():
 
 
 class EpisodeWorker:
-    """One env worker: the state of a local worker process (env, expert, policies), in a Ray actor."""
+    """One env worker: the state of a local worker process (env, expert, policies), in a Ray actor; the policies
+    ``server`` serves run there (:class:`PolicyServer`)."""
 
-    def __init__(self, cfg: EvalConfig, step_timeout: float | None) -> None:
-        _init_worker(cfg, step_timeout)
+    def __init__(self, cfg: EvalConfig, step_timeout: float | None, server: ServerAddress | None = None) -> None:
+        init_worker(cfg, step_timeout, server=server)
 
     def run(self, task: Task) -> dict[str, Any]:
         """``runner.run_task(task)``: the episode's record."""
@@ -55,8 +61,30 @@ class EpisodeWorker:
         return os.getpid()
 
 
+class PolicyServer:
+    """The batched policy server (:class:`~policies.batching.PolicyBatchServer`) in a Ray actor, listening on its
+    node's address so that env actors on every node reach it."""
+
+    def __init__(self, cfg: EvalConfig, policies: tuple[str, ...], max_wait_ms: float) -> None:
+        import ray
+
+        self.server = PolicyBatchServer(lambda name: cfg.policy(name).build(), policies, max_wait_ms=max_wait_ms,
+                                        address=(ray.util.get_node_ip_address(), 0))
+        self.server.start()
+
+    def address(self) -> ServerAddress:
+        """Where env actors connect."""
+        return self.server.address
+
+    def stats(self) -> dict[str, BatchStats]:
+        """Per served policy, what it answered so far."""
+        return self.server.stats
+
+
 def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, step_timeout: float | None = None,
-                     address: str | None = None, max_retries: int = MAX_WORKER_RETRIES) -> Iterator[dict[str, Any]]:
+                     address: str | None = None, max_retries: int = MAX_WORKER_RETRIES, batched: tuple[str, ...] = (),
+                     batch_wait_ms: float = DEFAULT_MAX_WAIT_MS, batch_stats: dict[str, BatchStats] | None = None
+                     ) -> Iterator[dict[str, Any]]:
     """Yield the record of every task (completion order), computed on ``workers`` Ray actors.
 
     Args:
@@ -65,9 +93,15 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
             the Ray instance this process already joined, else a new local one. A Ray instance started here is
             shut down when the iterator ends.
         max_retries: times an episode is re-run after its actor died before it is recorded as ``error``.
+        batched: policies served by one :class:`PolicyServer` actor instead of each env actor's own copy. It
+            reserves ``num_gpus=1`` when one of them runs on CUDA, and no CPU: its thread mostly waits on the env
+            actors, which keep every CPU (on a CPU-only cluster it shares a core with them).
+        batch_wait_ms: the server's longest wait for more requests (ms).
+        batch_stats: filled with the server's per-policy stats when the iterator ends.
 
     Raises:
-        ConfigError: Ray is not installed, or the cluster at ``address`` cannot be joined.
+        ConfigError: Ray is not installed, the cluster at ``address`` cannot be joined, or no node takes the batched
+            policy server within :data:`SERVER_START_TIMEOUT_S`.
     """
     ray = import_ray()
     started = False
@@ -84,12 +118,25 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
             raise ConfigError(f"--ray-address {address}: cannot join the Ray cluster: {exc}") from None
         started = True
     remote_worker = ray.remote(num_cpus=ACTOR_NUM_CPUS, max_restarts=0)(EpisodeWorker)
+    server, served = None, None
+    if batched:
+        gpus = 1 if any(str(cfg.policy(n).kwargs.get("device", "cpu")).startswith("cuda") for n in batched) else 0
+        server = ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=0)(PolicyServer).remote(cfg, batched, batch_wait_ms)
     queue = collections.deque(tasks)
     deaths: collections.Counter = collections.Counter()
     idle: list[Any] = []
     in_flight: dict[Any, tuple[Any, Task]] = {}  # ObjectRef -> (actor, task)
     try:
-        idle = [remote_worker.remote(cfg, step_timeout) for _ in range(max(1, min(workers, len(queue))))]
+        if server is not None:
+            try:
+                served = ray.get(server.address.remote(), timeout=SERVER_START_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                raise ConfigError(f"no node took the batched policy server within {SERVER_START_TIMEOUT_S} s (it "
+                                  f"asks for {gpus} GPU): does the cluster have one free? Or run with --batch off"
+                                  ) from None
+            except ray.exceptions.RayError as exc:
+                raise ConfigError(f"the batched policy server could not start: {exc}") from None
+        idle = [remote_worker.remote(cfg, step_timeout, served) for _ in range(max(1, min(workers, len(queue))))]
         while queue or in_flight:
             while queue and idle:
                 actor, task = idle.pop(), queue.popleft()
@@ -100,25 +147,30 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
                 record = ray.get(ref)
             except ray.exceptions.RayActorError as exc:  # the actor's process is gone: a new one, same episode
                 ray.kill(actor)
-                idle.append(remote_worker.remote(cfg, step_timeout))
+                idle.append(remote_worker.remote(cfg, step_timeout, served))
                 deaths[task.key] += 1
                 if deaths[task.key] > max_retries:
                     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    yield _failed_record(task, f"its Ray actor died {deaths[task.key]} times while running it "
+                    yield failed_record(task, f"its Ray actor died {deaths[task.key]} times while running it "
                                                f"(killed, out of memory, a native crash or a lost node: "
                                                f"{type(exc).__name__}: {cause})")
                 else:
                     queue.appendleft(task)
                 continue
             except ray.exceptions.RayTaskError as exc:  # whatever the task raised ends that task only
-                record = _failed_record(task, f"the worker raised {type(exc.cause).__name__}: {exc.cause}")
+                record = failed_record(task, f"the worker raised {type(exc.cause).__name__}: {exc.cause}")
             idle.append(actor)
             yield record
     finally:
         for actor in [*idle, *(a for a, _ in in_flight.values())]:
             ray.kill(actor)
+        if server is not None:
+            if batch_stats is not None:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    batch_stats.update(ray.get(server.stats.remote(), timeout=30))
+            ray.kill(server)
         if started:
             ray.shutdown()
 
 
-__all__ = ["ACTOR_NUM_CPUS", "EpisodeWorker", "import_ray", "run_tasks_on_ray"]
+__all__ = ["ACTOR_NUM_CPUS", "EpisodeWorker", "PolicyServer", "import_ray", "run_tasks_on_ray"]

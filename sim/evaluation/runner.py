@@ -25,6 +25,14 @@ from typing import Any
 import numpy as np
 
 from envs.keys import key_to_action
+from policies.batching import (
+    DEFAULT_MAX_WAIT_MS,
+    BatchedPolicyClient,
+    BatchStats,
+    PolicyBatchServer,
+    ServerAddress,
+    ServerLink,
+)
 from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write_text
 from sim.evaluation.config import EvalConfig, safe_name
@@ -36,6 +44,8 @@ EVAL_STREAM = 0xE7A1  # seed-stream tag; data generation uses another one
 EPISODES_FILE = "episodes.jsonl"
 #: Where the episodes run: worker processes on this machine, or actors on a Ray cluster (:mod:`.ray_backend`).
 BACKENDS = ("local", "ray")
+#: When the VLA policies run batched on one policy server (:func:`batched_policies`).
+BATCH_MODES = ("auto", "on", "off")
 
 
 class PolicyBuildError(MobileVLAError, ValueError):
@@ -204,7 +214,17 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess: bool = False) -> None:
+def init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess: bool = False,
+                server: ServerAddress | None = None) -> None:
+    """Set up this process as an env worker: its environment, the expert, and (lazily) its policies.
+
+    Args:
+        cfg: the run's config.
+        step_timeout: see :func:`evaluate`.
+        subprocess: a pool's worker process (Ctrl-C is left to the main process).
+        server: a batched policy server (:mod:`policies.batching`): the policies it serves run there, through this
+            worker's one connection; the others are built here.
+    """
     import envs  # noqa: F401  (registers the environment)
     from policies import make_policy
 
@@ -213,23 +233,28 @@ def _init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess:
     if "torch" in sys.modules:  # one intra-op thread per worker: the workers already fill the cores
         sys.modules["torch"].set_num_threads(1)
     _WORKER.clear()
-    _WORKER.update(config=cfg, policies={}, step_timeout=step_timeout)
+    _WORKER.update(config=cfg, policies={}, step_timeout=step_timeout,
+                   server=ServerLink(server) if server is not None else None)
     try:
         _WORKER.update(env=cfg.env.make_env(cfg.sweep.layouts[0], cfg.sweep.distances[0]), expert=make_policy("expert"))
     except Exception as exc:  # noqa: BLE001 - reported on each episode: a worker that raises here would respawn forever
         _WORKER["start_error"] = f"the worker could not start: {type(exc).__name__}: {exc}"
 
 
-def _close_worker() -> None:
+def close_worker() -> None:
+    """Close this worker's environment and its connection to a batched policy server."""
     if _WORKER.get("env") is not None:
         _WORKER["env"].close()
+    if _WORKER.get("server") is not None:
+        _WORKER["server"].close()
     _WORKER.clear()
 
 
 def _policy(name: str):
-    policies = _WORKER["policies"]
+    policies, server = _WORKER["policies"], _WORKER["server"]
     if name not in policies:
-        policies[name] = _WORKER["config"].policy(name).build()
+        policies[name] = (BatchedPolicyClient(server, name) if server is not None and name in server.policies
+                          else _WORKER["config"].policy(name).build())
     return policies[name]
 
 
@@ -237,12 +262,12 @@ def run_task(task: Task) -> dict[str, Any]:
     """Run one episode in this worker; returns its ``episodes.jsonl`` record (never raises for a policy)."""
     cfg: EvalConfig = _WORKER["config"]
     if "start_error" in _WORKER:
-        return _failed_record(task, _WORKER["start_error"])
+        return failed_record(task, _WORKER["start_error"])
     env = _WORKER["env"]
     try:
         policy = _policy(task.policy)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a policy that cannot be built errors its episodes
-        return _failed_record(task, f"building the policy: {type(exc).__name__}: {exc}")
+        return failed_record(task, f"building the policy: {type(exc).__name__}: {exc}")
     record_mode = cfg.output.record
     record, episode = run_policy_episode(
         env, policy, task.seed, expert=_WORKER["expert"], latency=cfg.env.latency, keep_frames=record_mode != "none",
@@ -306,57 +331,98 @@ def describe_policy(policy) -> dict[str, Any]:
     return info
 
 
-def preflight(cfg: EvalConfig, workers: int) -> dict[str, dict[str, Any]]:
+def preflight(cfg: EvalConfig, workers: int) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Build every policy once in this process, so a bad name or checkpoint fails before anything is written or
-    any worker starts; returns each policy's provenance (:func:`describe_policy`).
+    any worker starts.
+
+    Returns:
+        ``(provenance, batchable)``: each policy's provenance (:func:`describe_policy`), and the policies that can
+        run batched (:class:`~policies.base.BatchablePolicy`) with the device each runs on (``"cpu"``,
+        ``"cuda:0"``, ...).
 
     Raises:
         PolicyBuildError: a policy cannot be built, or one that shares state across clients (the robot's server,
             ``remote``) with ``workers > 1``.
     """
-    provenance = {}
+    from policies.base import BatchablePolicy
+
+    provenance, batchable = {}, {}
     for spec in cfg.policies:
         try:
             policy = spec.build()
         except Exception as exc:  # noqa: BLE001
             raise PolicyBuildError(f"cannot build policy {spec.name!r}: {type(exc).__name__}: {exc}") from None
         provenance[spec.name] = describe_policy(policy)
+        if isinstance(policy, BatchablePolicy):
+            batchable[spec.name] = str(policy.device)
         shared = getattr(policy, "shares_history", False)
         policy.close()
         if shared and workers > 1:
             raise PolicyBuildError(
                 f"{spec.name}: the server keeps one global frame history for all clients; with {workers} workers "
                 "the episodes would interleave in it: use 1 worker")
-    return provenance
+    return provenance, batchable
 
 
-def _failed_record(task: Task, cause: str) -> dict[str, Any]:
+def batched_policies(batch: str, workers: int, batchable: dict[str, str]) -> tuple[str, ...]:
+    """The policies that run on a batched policy server: ``batch="on"``: every batchable one; ``"off"``: none;
+    ``"auto"``: those on a CUDA device when there is more than one worker (on a CPU the workers' own policies
+    already fill the cores, and batching gains little: see the README's scaling figures)."""
+    if batch == "on":
+        return tuple(batchable)
+    if batch == "auto" and workers > 1:
+        return tuple(name for name, device in batchable.items() if device.startswith("cuda"))
+    return ()
+
+
+def failed_record(task: Task, cause: str) -> dict[str, Any]:
     return EpisodeRecord.failed(task.layout, task.distance, task.seed, policy=task.policy, episode=task.episode,
                                 error=cause).to_json()
 
 
-def _run_in_process(cfg: EvalConfig, tasks: list[Task], step_timeout: float | None) -> Iterator[dict[str, Any]]:
+def _run_in_process(cfg: EvalConfig, tasks: list[Task], step_timeout: float | None,
+                    server: ServerAddress | None) -> Iterator[dict[str, Any]]:
     if step_timeout and threading.current_thread() is not threading.main_thread():
         raise ConfigError("step_timeout uses SIGALRM: call evaluate() from the main thread, or with workers > 1")
-    _init_worker(cfg, step_timeout)
+    init_worker(cfg, step_timeout, server=server)
     try:
         yield from map(run_task, tasks)
     finally:
-        _close_worker()
+        close_worker()
 
 
-def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None
-                 ) -> Iterator[dict[str, Any]]:
+def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None,
+                 server: ServerAddress | None) -> Iterator[dict[str, Any]]:
     """Records of ``tasks`` run on ``workers`` processes that survive worker loss (:func:`~sim.evaluation.pool.
     run_tasks`): an episode whose worker keeps dying, or that raises in its worker (e.g. a policy's
     ``KeyboardInterrupt``), is recorded as ``error`` with the cause."""
-    return run_tasks(run_task, tasks, workers=workers, failed=_failed_record, initializer=_init_worker,
-                     initargs=(cfg, step_timeout, True), key=lambda task: task.key)
+    return run_tasks(run_task, tasks, workers=workers, failed=failed_record, initializer=init_worker,
+                     initargs=(cfg, step_timeout, True, server), key=lambda task: task.key)
+
+
+def _run_locally(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None,
+                 served: tuple[str, ...], batch_wait_ms: float, stats: dict[str, BatchStats]
+                 ) -> Iterator[dict[str, Any]]:
+    """Records of ``tasks`` on this machine; the policies ``served`` run on a batched policy server in a thread of
+    this process (its stats are copied into ``stats`` when the iterator ends)."""
+    server = None
+    if served:
+        server = PolicyBatchServer(lambda name: cfg.policy(name).build(), served, max_wait_ms=batch_wait_ms)
+        server.start()
+    address = server.address if server is not None else None
+    try:
+        yield from (_run_in_process(cfg, tasks, step_timeout, address) if workers == 1
+                    else _run_in_pool(cfg, tasks, workers, step_timeout, address))
+    finally:
+        if server is not None:
+            server.close()
+            stats.update(server.stats)
 
 
 def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_errors: bool = False,
              step_timeout: float | None = None, progress: bool = True, real_results: dict[str, float] | None = None,
-             plots: bool = True, backend: str = "local", ray_address: str | None = None) -> EvalResult:
+             plots: bool = True, backend: str = "local", ray_address: str | None = None, batch: str = "auto",
+             batch_wait_ms: float = DEFAULT_MAX_WAIT_MS) -> EvalResult:
     """Run (or, with ``resume``, complete) the evaluation ``cfg`` in ``cfg.output.out``.
 
     Writes ``config.json`` (a new run), appends each finished episode to ``episodes.jsonl``, then writes
@@ -375,11 +441,16 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
             :func:`~sim.evaluation.ray_backend.run_tasks_on_ray`); the same episodes, seeds and records.
         ray_address: ``backend="ray"``: the cluster to join (None: the one this process joined, else a new local
             one).
+        batch: ``"on"``: the VLA policies run on one batched policy server (:mod:`policies.batching`: a thread of
+            this process, or a Ray actor with a GPU when they run on CUDA) that advances all waiting environments
+            in one forward; ``"off"``: each worker runs its own; ``"auto"``: on for policies on CUDA with more
+            than one worker (:func:`batched_policies`). The actions equal unbatched ones to float tolerance.
+        batch_wait_ms: the server's longest wait for more requests once one arrived (ms).
 
     Raises:
         ConfigError: a new run in a folder that already holds one; ``retry_errors`` without ``resume``; a
-            ``step_timeout`` that is not positive; an unknown ``backend``, ``ray_address`` without the Ray backend,
-            or the Ray backend without Ray installed.
+            ``step_timeout`` that is not positive; an unknown ``backend`` or ``batch``, a negative
+            ``batch_wait_ms``, ``ray_address`` without the Ray backend, or the Ray backend without Ray installed.
         PolicyBuildError: see :func:`preflight` (nothing is written).
     """
     from tqdm import tqdm
@@ -399,11 +470,15 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if ray_address is not None and backend != "ray":
         raise ConfigError("a Ray address is for the ray backend: use it with backend ray")
+    if batch not in BATCH_MODES:
+        raise ConfigError(f"batch must be one of {', '.join(BATCH_MODES)}, got {batch!r}")
+    if not batch_wait_ms >= 0:
+        raise ConfigError(f"batch_wait_ms must be >= 0 (ms), got {batch_wait_ms}")
     if backend == "ray":
         from sim.evaluation.ray_backend import import_ray, run_tasks_on_ray
 
         import_ray()  # fails before anything is written
-    provenance = preflight(cfg, workers)
+    provenance, batchable = preflight(cfg, workers)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out)
@@ -422,11 +497,13 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
             print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} {where} -> {out}")
         successes = sum(1 for r in records if r["status"] == "success")
         finished = len(done)
+        served = batched_policies(batch, workers, batchable)
+        stats: dict[str, BatchStats] = {}
         if backend == "ray":
-            results = run_tasks_on_ray(cfg, pending, workers=workers, step_timeout=step_timeout, address=ray_address)
+            results = run_tasks_on_ray(cfg, pending, workers=workers, step_timeout=step_timeout, address=ray_address,
+                                       batched=served, batch_wait_ms=batch_wait_ms, batch_stats=stats)
         else:
-            results = (_run_in_process(cfg, pending, step_timeout) if workers == 1
-                       else _run_in_pool(cfg, pending, workers, step_timeout))
+            results = _run_locally(cfg, pending, workers, step_timeout, served, batch_wait_ms, stats)
         try:
             with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
                                                       disable=not progress) as bar:
@@ -447,6 +524,10 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     order = {t.key: i for i, t in enumerate(plan_tasks(cfg))}
     records = sorted(read_records(episodes_file),
                      key=lambda r: order.get((r["policy"], r["layout"], r["distance"], r["episode"]), 0))
+    if pending:
+        for name, st in stats.items():
+            provenance[name]["inference"] = (f"batched: {st.requests} steps in {st.batches} forwards (mean batch "
+                                             f"{st.mean_batch:.2f}) on one policy server")
     summary = summarize(records, cfg, real_results, provenance)
     write_summary(out, summary)
     written = plot_trajectories([r for r in records if r.get("scene")], out, cfg.policy_names) if plots else []
