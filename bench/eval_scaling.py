@@ -1,11 +1,12 @@
 """How the closed-loop evaluation scales (run by hand; not part of the tests).
 
 1. Episodes per minute of one sweep run with 1 and 2 local workers and on the Ray backend (a local Ray instance
-   with ``--ray-workers`` actors), each as a ratio to 1 local worker measured in the same run (wall clock, from
-   the first episode's setup to the last record; a fresh run folder each time).
-2. Policy forwards per second of one VLA head on its backbone at batch 1, 4 and 16: one new frame per
-   environment through the backbone, then the head on each environment's window (what one closed-loop step of
-   ``B`` environments costs), each as a ratio to batch 1.
+   with ``--ray-workers`` actors), each unbatched and with batched inference (``--batch on``: the VLA policies on
+   one policy server), each as a ratio to 1 local worker measured in the same run (wall clock, from the first
+   episode's setup to the last record; a fresh run folder each time).
+2. Policy forwards per second of one VLA head on its backbone at batch 1, 4 and 16: one ``act_batch`` of ``B``
+   environments' episodes (one new frame each through the backbone, then the head on each window: what the
+   batched server does per batch), each as a ratio to batch 1.
 
 Example::
 
@@ -46,20 +47,20 @@ def episodes_per_minute(argv: list[str], **kwargs) -> tuple[float, int]:
 
 
 def forwards_per_second(head: str, batch: int, steps: int, device: str, seed: int = 0) -> float:
-    """Closed-loop steps per second of ``batch`` environments sharing one ``head`` on the ``lite`` backbone."""
+    """Closed-loop steps per second of ``batch`` environments sharing one ``head`` on the ``lite`` backbone: each
+    step is one :meth:`~policies.vla.VLAPolicy.act_batch` of every environment's episode (one new frame each
+    through the backbone, then the head on every window), as the batched policy server runs it."""
     policy = build_vla_policy(head, backbone="lite", device=device, use_bundled=False, seed=seed)
-    window = policy.head.window_size
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)
-    history = torch.randn(batch, window, policy.head.frame_dim)
-    text = policy._text_features(INSTRUCTION).expand(batch, -1)
+    episodes = [policy.new_episode() for _ in range(batch)]
+    for episode in episodes:
+        policy.start_episode(episode, INSTRUCTION)
     timings = []
     for _ in range(steps + 2):  # two warm-up steps
+        observations = [{"image": image, "instruction": INSTRUCTION}
+                        for image in rng.integers(0, 256, (batch, 224, 224, 3), dtype=np.uint8)]
         start = time.perf_counter()
-        frames = policy.encode_frames(images, INSTRUCTION)
-        history = torch.cat([history[:, 1:], frames[:, None]], dim=1)
-        with torch.inference_mode():
-            policy.head(history.to(policy.device), text).float().cpu()
+        policy.act_batch(episodes, observations)
         timings.append(time.perf_counter() - start)
     return batch / float(np.median(timings[2:]))
 
@@ -85,7 +86,10 @@ def main() -> None:
                  "--distances", *args.distances, "--episodes-per-combo", str(args.episodes_per_combo),
                  "--image-size", args.image_size, "--record", "none"]
         rows = [("local, 1 worker", {"workers": 1}), ("local, 2 workers", {"workers": 2}),
-                (f"ray, {args.ray_workers} actors", {"workers": args.ray_workers, "backend": "ray"})]
+                ("local, 2 workers, batched", {"workers": 2, "batch": "on"}),
+                (f"ray, {args.ray_workers} actors", {"workers": args.ray_workers, "backend": "ray"}),
+                (f"ray, {args.ray_workers} actors, batched", {"workers": args.ray_workers, "backend": "ray",
+                                                              "batch": "on"})]
         base = None
         print("| backend | episodes | episodes/min | ratio to 1 local worker |\n|---|---|---|---|")
         for label, kwargs in rows:
