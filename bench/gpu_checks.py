@@ -11,7 +11,12 @@ of ``microsoft/kosmos-2-patch14-224``) with **random weights**:
    runs, ``model.half()``) and the largest difference of its action-token state from fp32 (relative);
 2. ``case1`` (Kosmos-2 vision pooler + cached text feature) and ``hybrid`` (Kosmos-2 over image + instruction,
    CLIP text) per-step latency in bf16;
-3. when ``open_clip`` imports (carried as a wheel), the open_clip -> transformers CLIP conversion
+3. ``compile_vision`` (:mod:`policies.backbones.compile`): the Kosmos-2 vision tower (``vision_model``) eager vs
+   ``reduce-overhead`` (inductor + CUDA graphs), then vs ``cuda-graph`` (CUDA graphs without inductor), in bf16:
+   milliseconds per forward at batch 1 and 16, the compile + warm-up time, and the largest difference of the
+   ``image`` stream (``encode_images``) from eager's (relative L2 <= 2e-2 and cosine >= 0.999 pass: bf16
+   rounding); ``--only-compile-vision`` runs it alone (a short device run);
+4. when ``open_clip`` imports (carried as a wheel), the open_clip -> transformers CLIP conversion
    (:func:`policies.backbones.clip.openclip_visual_to_hf`) against ``open_clip``'s own ViT-B-32 (random init):
    largest ``encode_image`` difference, and its preprocessing against ours.
 
@@ -168,6 +173,60 @@ def check_case_heads(model, steps: int) -> None:
             f"p95 {p(lat, 95):.1f} ms")
 
 
+def check_compile_vision(model, batches: tuple[int, ...] = (1, 16)) -> None:
+    """Eager vs compiled vision tower (module doc, item 3). Compiles ``model.vision_model`` in place and leaves it
+    eager again at the end (so it runs after, or instead of, the other checks on ``model``)."""
+    from policies.backbones.base import autocast
+    from policies.backbones.compile import compile_vision
+    from policies.backbones.kosmos2 import Kosmos2Backbone
+
+    size = int(model.config.vision_config.image_size)
+    bb = Kosmos2Backbone(model, processor_224(size), name="kosmos2-random", device=DEVICE)
+    tower = bb.model.vision_model
+    gen = torch.Generator().manual_seed(5)
+    pixels = {b: torch.randn(b, 3, size, size, generator=gen).to(DEVICE, bb.dtype) for b in batches}
+    images = {b: np.stack(frames(b)) for b in batches}
+
+    def forward_ms(x: torch.Tensor, compiled: bool) -> float:
+        def call() -> None:
+            if compiled:  # a new cudagraph-trees step: the previous call's outputs are not read again
+                torch.compiler.cudagraph_mark_step_begin()
+            tower(x)
+
+        with torch.inference_mode(), autocast(DEVICE):  # as encode_frames calls it (no recompile for autocast)
+            return p(timed(call, warmup=3, repeats=20), 50)
+
+    want = {b: bb.encode_images(images[b]) for b in batches}
+    eager_ms = {b: forward_ms(pixels[b], False) for b in batches}
+    for mode in ("reduce-overhead", "cuda-graph"):
+        if mode == "cuda-graph" and not DEVICE.startswith("cuda"):
+            continue
+        try:
+            start = time.perf_counter()
+            compile_vision(bb, mode, warmup=("image",))  # compiles the graphs: batch 1, then dynamic batch (2)
+            sync()
+            compile_s = time.perf_counter() - start
+            for b in batches:
+                first = time.perf_counter()
+                got = bb.encode_images(images[b])  # batch 16: no recompile; on CUDA a graph recorded for it
+                first_ms = (time.perf_counter() - first) * 1e3
+                ms = forward_ms(pixels[b], True)
+                rel = float(((got - want[b]).norm(dim=-1) / want[b].norm(dim=-1)).max())
+                cos = float(torch.nn.functional.cosine_similarity(got, want[b], dim=-1).min())
+                ok = rel <= 2e-2 and cos >= 0.999
+                say(f"compile_vision_{mode}_b{b}", {"eager_ms": eager_ms[b], "compiled_ms": ms, "compile_s": compile_s,
+                                                    "first_call_ms": first_ms, "max_rel_l2": rel, "min_cosine": cos,
+                                                    "pass": ok},
+                    f"vision tower {bb.dtype}, batch {b}: eager {eager_ms[b]:.2f} ms, compile_vision={mode} {ms:.2f} ms "
+                    f"({eager_ms[b] / ms:.2f}x; compile + warm-up {compile_s:.1f} s, first encode at this batch "
+                    f"{first_ms:.0f} ms); image stream vs eager: relative L2 <= {rel:.3g}, cosine >= {cos:.5f} "
+                    f"({'PASS' if ok else 'FAIL'})")
+        finally:  # eager again for the next mode (or check)
+            tower._compiled_call_impl = None
+            bb.vision_compile = "off"
+            torch._dynamo.reset()
+
+
 def check_open_clip() -> None:
     try:
         import open_clip
@@ -207,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", choices=["full", "tiny"], default="full")
     parser.add_argument("--only-open-clip", action="store_true", help="run the open_clip conversion check alone")
+    parser.add_argument("--only-compile-vision", action="store_true",
+                        help="run the compile_vision check (eager vs compiled vision tower) alone")
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = args.device
@@ -222,8 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     say("kosmos2_parameters", sum(x.numel() for x in model.parameters()),
         f"random {args.size} Kosmos-2: {sum(x.numel() for x in model.parameters()) / 1e9:.3f} B parameters, built in "
         f"{time.perf_counter() - start:.1f} s")
-    checks = [lambda: check_robovlms(model, args.steps), lambda: check_case_heads(model, args.steps), check_open_clip]
-    for check in checks[2:] if args.only_open_clip else checks:
+    checks = [lambda: check_robovlms(model, args.steps), lambda: check_case_heads(model, args.steps),
+              lambda: check_compile_vision(model), check_open_clip]
+    if args.only_open_clip or args.only_compile_vision:
+        checks = ([checks[2]] if args.only_compile_vision else []) + ([checks[3]] if args.only_open_clip else [])
+    for check in checks:
         try:
             check()
         except Exception as exc:  # noqa: BLE001 - report every check, keep going

@@ -682,7 +682,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
                      seed: int = DEFAULT_SEED, ensemble_k: float = DEFAULT_ENSEMBLE_K, denormalize: bool = True,
                      clip: bool = True, dead_zone: bool = True, zero_first_step: bool = True,
                      head_overrides: Mapping[str, Any] | None = None, num_threads: int | None = None,
-                     use_bundled: bool = True, **head_fields: Any) -> VLAPolicy:
+                     use_bundled: bool = True, compile_vision: str = "off", **head_fields: Any) -> VLAPolicy:
     """Build a :class:`VLAPolicy` for head ``head`` (a :data:`policies.heads.HEADS` name).
 
     The order matters for big team files: the checkpoint is memory-mapped, the head is built and loaded strictly,
@@ -720,6 +720,11 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide!). On a busy 2-core
             machine (physics + other workers) ``1`` is often several times faster than torch's default.
         use_bundled: without ``checkpoint``, load the bundled weights (False: a fresh head, e.g. for training).
+        compile_vision: ``torch.compile`` the backbone's frozen vision tower(s): ``"off"`` (default), ``"default"``
+            (inductor), ``"reduce-overhead"`` (inductor + CUDA graphs on CUDA; plain inductor elsewhere) or
+            ``"cuda-graph"`` (CUDA graphs without inductor; CUDA only) (:mod:`policies.backbones.compile`). The
+            graphs are compiled while the policy is built (batch 1 and 2), and the compiled backbone is cached
+            apart from eager ones. Only for a backbone given by name.
         head_fields: further head config fields, as ``head_overrides`` (so ``--policy-arg hidden_dim=64`` works on
             every command).
 
@@ -730,8 +735,11 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         RoboVLMsConfigError: an unusable RoboVLMs config.
         Kosmos2LoadError / ClipWeightsError / FileNotFoundError: the backbone's weights or processor are missing.
         TypeError: both ``checkpoint`` and ``path`` given, or ``config`` for another head than ``robovlms``.
-        ConfigError: a head config field the head does not have.
+        ConfigError: a head config field the head does not have; a bad ``compile_vision`` (unknown mode, a
+            CUDA-only mode off CUDA, no C++ compiler for inductor on the CPU, or a built ``backbone``).
     """
+    from policies.backbones.compile import check_compile_mode
+    from policies.backbones.compile import compile_vision as compile_towers
     from policies.backbones.robovlms import RoboVLMsSettings
 
     if checkpoint is not None and path is not None:
@@ -745,7 +753,8 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     _check_types(head, {"window_size": window_size, "action_dim": action_dim, "seed": seed, "num_threads": num_threads},
                  int)
     _check_types(head, {"ensemble_k": ensemble_k}, float)
-    _check_types(head, {"device": device}, str)
+    _check_types(head, {"device": device, "compile_vision": compile_vision}, str)
+    check_compile_mode(compile_vision, device, f"{head}: compile_vision")
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     overrides = {**(head_overrides or {}), **head_fields}
@@ -754,6 +763,9 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
         raise ConfigError(f"{head} has no argument or config field {', '.join(unknown)}; config fields: "
                           f"{', '.join(sorted(config_fields(head)))}")
     built = backbone if isinstance(backbone, Backbone) else None
+    if built is not None and compile_vision != "off":
+        raise ConfigError(f"{head}: compile_vision applies to a backbone given by name, not to a built one (compile "
+                          "that with policies.backbones.compile.compile_vision)")
     if checkpoint is None and use_bundled and not overrides and built is None and backbone in ("auto", "lite"):
         checkpoint = default_checkpoint(head, "lite")  # bundled weights describe the lite backbone
     ckpt = load_checkpoint(checkpoint, key_map) if checkpoint is not None else None
@@ -801,13 +813,13 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
                               "not as a built object (it is adapted when the policy is built)")
         bb = built
     elif head == "robovlms":
-        bb = _robovlms_backbone(bb_name, backbone_path, ckpt, settings, device)
+        bb = _robovlms_backbone(bb_name, backbone_path, ckpt, settings, device, compile_vision)
     else:
-        def build_backbone(cache: bool = True) -> Backbone:
+        def build_backbone(cache: bool = True, compile_mode: str = compile_vision) -> Backbone:
             return make_backbone(bb_name, backbone_path, device, streams=(*model.frame_streams,
                                                                          *model.instruction_streams),
                                  weights=weights, weights_id=ckpt.weights_id if weights else "", clip_path=clip_path,
-                                 cache=cache)
+                                 cache=cache, compile_vision=compile_mode)
 
         if lora is None:
             bb = build_backbone()
@@ -816,8 +828,10 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             from policies.backbones.lora import merge_lora
 
             key = ("lora", bb_name, str(backbone_path or ""), device_key(device), ckpt.weights_id,
-                   model.frame_streams, model.instruction_streams, str(clip_path or ""))
-            bb = shared_backbone(key, lambda: merge_lora(build_backbone(cache=False), lora))
+                   model.frame_streams, model.instruction_streams, str(clip_path or ""), compile_vision)
+            bb = shared_backbone(key, lambda: compile_towers(  # compiled after the merge: the merged weights
+                merge_lora(build_backbone(cache=False, compile_mode="off"), lora), compile_vision,
+                warmup=model.frame_streams))
     scale = settings.scale if settings is not None else PostProcessing.scale
     post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step,
                           scale=scale)
@@ -831,10 +845,13 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
 
 
 def _robovlms_backbone(name: str, path: str | Path | None, ckpt: Checkpoint | None, settings: Any,
-                       device: str) -> Backbone:
+                       device: str, compile_vision: str = "off") -> Backbone:
     """The :class:`~policies.backbones.robovlms.RoboVLMsBackbone`: Kosmos-2 from the checkpoint's ``backbone.*``
-    tensors (or ``path`` / the hub cache / the toy model), and its learned ``action_token``."""
+    tensors (or ``path`` / the hub cache / the toy model), and its learned ``action_token``; its ``vision_model``
+    compiled with ``compile_vision`` (:func:`policies.backbones.compile.compile_vision`, cached apart from eager
+    ones)."""
     from policies.backbones import shared_backbone
+    from policies.backbones.compile import compile_vision as compile_towers
     from policies.backbones.kosmos2 import load_kosmos2_parts
     from policies.backbones.robovlms import RoboVLMsBackbone
 
@@ -849,10 +866,11 @@ def _robovlms_backbone(name: str, path: str | Path | None, ckpt: Checkpoint | No
         model, processor = load_kosmos2_parts(name, path, weights)
         token = (ckpt.extra["action_token"] if ckpt is not None
                  else torch.zeros(int(model.config.text_config.embed_dim)))  # RoboVLMs' initial value
-        return RoboVLMsBackbone(model, processor.tokenizer, token, settings, name=name, device=device)
+        backbone = RoboVLMsBackbone(model, processor.tokenizer, token, settings, name=name, device=device)
+        return compile_towers(backbone, compile_vision, warmup=("action_token",))
 
     key = ("robovlms", name, "" if path is None else str(path), device_key(device),
-           ckpt.weights_id if ckpt is not None else "", settings)
+           ckpt.weights_id if ckpt is not None else "", settings, compile_vision)
     return shared_backbone(key, build)
 
 

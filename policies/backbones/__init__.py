@@ -118,7 +118,8 @@ def stream_widths(name: str, path: str | Path | None = None, *, weights: Mapping
 
 def make_backbone(name: str = "lite", path: str | Path | None = None, device: str | torch.device = "cpu", *,
                   streams: Sequence[str] = ("image", "text"), weights: Mapping[str, Any] | None = None,
-                  weights_id: str = "", clip_path: str | Path | None = None, cache: bool = True) -> Backbone:
+                  weights_id: str = "", clip_path: str | Path | None = None, cache: bool = True,
+                  compile_vision: str = "off") -> Backbone:
     """Build (or reuse) a frozen backbone offering at least ``streams``.
 
     Args:
@@ -132,22 +133,37 @@ def make_backbone(name: str = "lite", path: str | Path | None = None, device: st
         weights: frozen weights from a checkpoint, role (:data:`FROZEN_PREFIXES` values) -> state dict.
         weights_id: identifies ``weights`` in the cache key (e.g. the checkpoint path and modification time).
         clip_path: CLIP weights (open_clip file or ``save_pretrained`` folder) when ``weights`` carry none.
-        cache: reuse one instance per (name, path, device and dtype, weights, CLIP parts) in this process (backbones are
-            frozen and stateless apart from their instruction-feature cache, so sharing is safe; one model object
-            is never shared across devices).
+        cache: reuse one instance per (name, path, device and dtype, weights, CLIP parts, ``compile_vision``) in this
+            process (backbones are frozen and stateless apart from their instruction-feature cache, so sharing is
+            safe; one model object is never shared across devices, nor between compiled and eager users).
+        compile_vision: compile the vision tower(s) with ``torch.compile``, one of
+            :data:`~policies.backbones.compile.COMPILE_MODES` (``"off"``: eager, the default); the graphs are
+            compiled while building, for the frame streams among ``streams``
+            (:func:`policies.backbones.compile.compile_vision`).
 
     Raises:
         UnknownBackboneError: unknown ``name``. FileNotFoundError / ModuleNotFoundError: missing weights.
         Kosmos2LoadError / ClipWeightsError: unusable weights or processor.
+        ConfigError: an unknown ``compile_vision`` mode, a CUDA-only one off CUDA, or inductor on the CPU without a
+            C++ compiler (checked before anything is built).
     """
+    from policies.backbones.compile import check_compile_mode, frame_streams
+    from policies.backbones.compile import compile_vision as compile_towers
+
     _check_name(name)
+    check_compile_mode(compile_vision, device)
     dev = torch.device(device)
     weights = weights or {}
     wants_clip = tuple(s for s in ("clip_image", "clip_text") if s in streams)
     key = (name, "" if path is None or name == "tiny-kosmos2" else str(path), device_key(dev), weights_id,
-           str(clip_path or ""), wants_clip)
+           str(clip_path or ""), wants_clip, compile_vision)
 
     def build() -> Backbone:
+        backbone = build_eager()
+        warm = [s for s in streams if s in frame_streams(backbone)]  # what the caller reads: compiled now
+        return compile_towers(backbone, compile_vision, warmup=warm)
+
+    def build_eager() -> Backbone:
         if name == "lite":
             from policies.backbones.lite import LiteBackbone
 

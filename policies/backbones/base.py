@@ -133,6 +133,8 @@ class Backbone:
     name: str = "backbone"
     vision_dim: int = 0
     text_dim: int = 0
+    #: How the vision tower(s) were compiled (:func:`policies.backbones.compile.compile_vision`); ``"off"``: eager.
+    vision_compile: str = "off"
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -268,6 +270,13 @@ class Backbone:
         """Distinct strings -> ``(N, text_dim)`` (called under ``inference_mode``)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ compilation
+    def vision_modules(self) -> dict[str, torch.nn.Module]:
+        """The frozen vision tower(s) the frame streams run through, name -> module, each invoked as a module call
+        (``module(x)``, so ``nn.Module.compile`` takes effect): what
+        :func:`~policies.backbones.compile.compile_vision` compiles. Default: none."""
+        return {}
+
     # ------------------------------------------------------------------ LoRA
     def image_split(self, layers: int) -> Any:
         """The ``image`` stream cut below its top ``layers`` layers, for LoRA training
@@ -281,4 +290,6 @@ class Backbone:
         raise ConfigError(f"backbone {self.name!r} cannot be LoRA-adapted (lite, kosmos2 and tiny-kosmos2 can)")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, streams={self.stream_dims()}, device={self.device})"
+        compiled = f", vision_compile={self.vision_compile!r}" if self.vision_compile != "off" else ""
+        return (f"{type(self).__name__}(name={self.name!r}, streams={self.stream_dims()}, device={self.device}"
+                f"{compiled})")

@@ -248,6 +248,14 @@ class Kosmos2Backbone(Backbone):
         """The Kosmos-2 text transformer (``Kosmos2TextTransformer``)."""
         return self.model.text_model.model
 
+    def vision_modules(self) -> dict[str, torch.nn.Module]:
+        """``vision_model`` (``image``, and inside the whole model for ``multimodal``) and, when attached, the CLIP
+        image model (``clip_image``)."""
+        modules = {"vision_model": self.model.vision_model}
+        if self.clip_image is not None:
+            modules["clip_image"] = self.clip_image.model
+        return modules
+
     def _encode_frames(self, images: np.ndarray, streams: tuple[str, ...], instruction: str | None
                        ) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

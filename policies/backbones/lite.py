@@ -41,6 +41,20 @@ STREAM_DIMS = {"image": effnet.FEATURE_DIM, "text": TEXT_DIM, "clip_image": CLIP
 CLIP_STANDIN_SEED = 20251218
 
 
+class ImageFeatures(nn.Module):
+    """``image_model.features`` as a module call: normalised float32 pixels ``(N, 3, 224, 224)`` -> the pooled
+    ``image`` feature ``(N, 1280)``. It holds no weights of its own (``image_model``'s are shared), so compiling it
+    (:func:`policies.backbones.compile.compile_vision`) leaves ``image_model``, its LoRA split and its export
+    eager."""
+
+    def __init__(self, image_model: nn.Module) -> None:
+        super().__init__()
+        self.image_model = image_model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.image_model.features(pixels)
+
+
 class LiteFrameEncoder(nn.Module):
     """Normalised pixels ``(N, 3, 224, 224)`` -> the concatenated pixel-only lite streams (``image``,
     ``clip_image``) in the order given: the module an ONNX export puts in its graph."""
@@ -79,6 +93,7 @@ class LiteBackbone(Backbone):
                  text_model_dir: str | Path | None = None) -> None:
         super().__init__(device)
         self.image_model = freeze(effnet.load_efficientnet_lite0(image_weights).to(self.device))
+        self.image_tower = ImageFeatures(self.image_model)  # what _encode_frames calls (and compile_vision compiles)
         self.text_model = MiniLMEncoder(text_model_dir, device=self.device)
         gen = torch.Generator().manual_seed(CLIP_STANDIN_SEED)
         projection = torch.randn(CLIP_STANDIN_DIM, self.vision_dim, generator=gen) / self.vision_dim ** 0.5
@@ -87,6 +102,10 @@ class LiteBackbone(Backbone):
     def stream_dims(self) -> dict[str, int]:
         return dict(STREAM_DIMS)
 
+    def vision_modules(self) -> dict[str, nn.Module]:
+        """The EfficientNet-Lite0 feature extractor (:class:`ImageFeatures`), which every frame stream runs."""
+        return {"image_model": self.image_tower}
+
     def frame_encoder(self, streams: tuple[str, ...]) -> LiteFrameEncoder:
         """A module computing the pixel-only ``streams`` from normalised pixels (for a graph export)."""
         return LiteFrameEncoder(self.image_model, self.clip_projection, tuple(streams))
@@ -94,7 +113,7 @@ class LiteBackbone(Backbone):
     def _encode_frames(self, images: np.ndarray, streams: tuple[str, ...], instruction: str | None
                        ) -> dict[str, torch.Tensor]:
         x = to_float_nchw(images, effnet.INPUT_SIZE, effnet.INPUT_MEAN, effnet.INPUT_STD, self.device)
-        image = self.image_model.features(x)
+        image = self.image_tower(x)
         out = {"image": image}
         if "clip_image" in streams:
             out["clip_image"] = image @ self.clip_projection.T

@@ -247,6 +247,10 @@ class RoboVLMsBackbone(Backbone):
     def stream_dims(self) -> dict[str, int]:
         return {"action_token": self.hidden_size}
 
+    def vision_modules(self) -> dict[str, torch.nn.Module]:
+        """Kosmos-2's ``vision_model`` (step 2 of :meth:`merged_inputs`); the language model stays eager."""
+        return {"vision_model": self.model.vision_model}
+
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``(N, H, W, 3)`` RGB -> float32 ``(N, 3, S, S)``: PIL bicubic resize to ``image_size`` (no crop),
         ``/ 255``, ``(x - mean) / std``."""
