@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -36,14 +37,18 @@ INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bot
 BATCHES = (1, 4, 16)
 
 
-def episodes_per_minute(argv: list[str], **kwargs) -> tuple[float, int]:
-    """``(episodes/min, episodes)`` of one fresh run of the sweep ``argv`` (``sim.eval`` flags)."""
+def episodes_per_minute(argv: list[str], **kwargs) -> tuple[float, int, str]:
+    """``(episodes/min, episodes, mean batch)`` of one fresh run of the sweep ``argv`` (``sim.eval`` flags); the
+    mean batch of the batched policy server over the served policies ("-" without one)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config_from_args(build_parser().parse_args([*argv, "--out", str(Path(tmp) / "run")]))
         start = time.perf_counter()
         result = evaluate(cfg, progress=False, plots=False, **kwargs)
         elapsed = time.perf_counter() - start
-    return len(result.records) / elapsed * 60, len(result.records)
+    batches = [re.search(r"mean batch ([\d.]+)", pol["provenance"].get("inference", ""))
+               for pol in result.summary["policies"].values()]
+    mean = ", ".join(m.group(1) for m in batches if m) or "-"
+    return len(result.records) / elapsed * 60, len(result.records), mean
 
 
 def forwards_per_second(head: str, batch: int, steps: int, device: str, seed: int = 0) -> float:
@@ -91,11 +96,11 @@ def main() -> None:
                 (f"ray, {args.ray_workers} actors, batched", {"workers": args.ray_workers, "backend": "ray",
                                                               "batch": "on"})]
         base = None
-        print("| backend | episodes | episodes/min | ratio to 1 local worker |\n|---|---|---|---|")
+        print("| backend | episodes | episodes/min | ratio to 1 local worker | mean batch |\n|---|---|---|---|---|")
         for label, kwargs in rows:
-            rate, n = episodes_per_minute(sweep, **kwargs)
+            rate, n, mean = episodes_per_minute(sweep, **kwargs)
             base = base or rate
-            print(f"| {label} | {n} | {rate:.1f} | {rate / base:.2f} |", flush=True)
+            print(f"| {label} | {n} | {rate:.1f} | {rate / base:.2f} | {mean} |", flush=True)
         print()
     base = None
     print(f"| {args.head} on lite: batch | forwards/s | ratio to batch 1 |\n|---|---|---|")

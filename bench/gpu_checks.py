@@ -16,7 +16,9 @@ of ``microsoft/kosmos-2-patch14-224``) with **random weights**:
    milliseconds per forward at batch 1 and 16, the compile + warm-up time, and the largest difference of the
    ``image`` stream (``encode_images``) from eager's (relative L2 <= 2e-2 and cosine >= 0.999 pass: bf16
    rounding); ``--only-compile-vision`` runs it alone (a short device run);
-4. when ``open_clip`` imports (carried as a wheel), the open_clip -> transformers CLIP conversion
+4. batched inference (:mod:`policies.batching`): ``case1``'s ``act_batch`` at batch 1 / 8 / 32 (ms per batched
+   step, environment steps per second) and a batch of 8 against the same 8 steps one by one;
+5. when ``open_clip`` imports (carried as a wheel), the open_clip -> transformers CLIP conversion
    (:func:`policies.backbones.clip.openclip_visual_to_hf`) against ``open_clip``'s own ViT-B-32 (random init):
    largest ``encode_image`` difference, and its preprocessing against ours.
 
@@ -173,6 +175,44 @@ def check_case_heads(model, steps: int) -> None:
             f"p95 {p(lat, 95):.1f} ms")
 
 
+def check_batched(model, steps: int, batches: tuple[int, ...] = (1, 8, 32)) -> None:
+    """``act_batch`` (:mod:`policies.batching`'s forward) of ``case1`` on Kosmos-2 in bf16 at several batch sizes:
+    milliseconds per batched step and environment steps per second; and batched vs one-by-one actions."""
+    from policies.backbones.kosmos2 import Kosmos2Backbone
+    from policies.heads import make_head
+    from policies.vla import PostProcessing, VLAPolicy
+
+    bb = Kosmos2Backbone(model, processor_224(int(model.config.vision_config.image_size)), name="kosmos2-random",
+                         device=DEVICE)
+    policy = VLAPolicy(make_head("case1", bb.vision_dim, bb.text_dim), bb, device=DEVICE,
+                       postprocess=PostProcessing(dead_zone=False, zero_first_step=False))
+    imgs = frames(max(batches) * 2)
+    base = None
+    for batch in batches:
+        episodes = [policy.new_episode() for _ in range(batch)]
+        for ep in episodes:
+            policy.start_episode(ep, INSTRUCTION)
+        obs = [{"image": img, "instruction": INSTRUCTION} for img in imgs[:batch]]
+        t = timed(lambda episodes=episodes, obs=obs: policy.act_batch(episodes, obs), repeats=max(3, steps // 3))
+        rate = batch / p(t, 50) * 1e3
+        base = base or rate
+        say(f"batched_case1_b{batch}", {"ms": p(t, 50), "steps_per_s": rate},
+            f"case1 act_batch, batch {batch}: {p(t, 50):.1f} ms per batched step, {rate:.0f} env steps/s "
+            f"({rate / base:.1f}x batch 1)")
+    episodes = [policy.new_episode() for _ in range(8)]
+    for ep in episodes:
+        policy.start_episode(ep, INSTRUCTION)
+    obs = [{"image": img, "instruction": INSTRUCTION} for img in imgs[:8]]
+    together = np.stack(policy.act_batch(episodes, obs))
+    alone = []
+    for o in obs:
+        policy.reset(INSTRUCTION)
+        alone.append(policy.act(o)[:together.shape[1]])
+    diff = float(np.abs(together - np.stack(alone)).max())
+    say("batched_vs_alone_max_abs", diff, f"  batch of 8 vs one by one: largest action difference {diff:.2e} "
+        f"({'PASS' if diff <= 2e-2 else 'FAIL'} at bf16 tolerance 2e-2, label units)")
+
+
 def check_compile_vision(model, batches: tuple[int, ...] = (1, 16)) -> None:
     """Eager vs compiled vision tower (module doc, item 3). Compiles ``model.vision_model`` in place and leaves it
     eager again at the end (so it runs after, or instead of, the other checks on ``model``)."""
@@ -284,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         f"random {args.size} Kosmos-2: {sum(x.numel() for x in model.parameters()) / 1e9:.3f} B parameters, built in "
         f"{time.perf_counter() - start:.1f} s")
     checks = [lambda: check_robovlms(model, args.steps), lambda: check_case_heads(model, args.steps),
-              lambda: check_compile_vision(model), check_open_clip]
+              lambda: check_compile_vision(model), check_open_clip, lambda: check_batched(model, args.steps)]
     if args.only_open_clip or args.only_compile_vision:
         checks = ([checks[2]] if args.only_compile_vision else []) + ([checks[3]] if args.only_open_clip else [])
     for check in checks:

@@ -3,7 +3,9 @@
 Every policy faces the same episodes: episode seeds derive from the sweep's ``seed``, the layout and distance
 names and the episode index only (a stream separate from data generation's, so evaluation seeds are never
 training seeds). Each worker process owns one environment and its policies; results are identical whatever the
-number of workers (wall-clock latencies aside). Finished episodes are appended to ``episodes.jsonl`` as they
+number of workers (wall-clock latencies aside). With batched inference (``batch``, :mod:`policies.batching`) the VLA
+policies run instead on one policy server in this process, which advances every waiting worker's episode in one
+forward; its actions equal unbatched ones to float tolerance, so such a run is reproducible to that tolerance. Finished episodes are appended to ``episodes.jsonl`` as they
 complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run_dir), resume=True)`` completes it.
 """
 
