@@ -247,3 +247,17 @@ def test_the_eval_command_checks_its_batch_flags(tmp_path, capsys):
         assert main(["--policy", "lstm-recon", "--out", str(tmp_path / "x"), *flags]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_worker_that_vanishes_mid_request_costs_the_others_nothing():
+    with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",), max_wait_ms=200) as server:
+        doomed, survivor = ServerLink(server.address), BatchedPolicyClient(ServerLink(server.address), "lstm-recon")
+        doomed.call("reset", "lstm-recon", INSTRUCTION)
+        doomed._conn.send(("act", "lstm-recon", observation(0)))  # ... and its process dies before the answer
+        doomed.close()
+        survivor.reset(INSTRUCTION)
+        got = [survivor.act(observation(i)) for i in (1, 2)]
+        assert server.stats["lstm-recon"].requests >= 2
+    reference = make_policy("lstm-recon")
+    reference.reset(INSTRUCTION)
+    np.testing.assert_allclose(got, [reference.act(observation(i)) for i in (1, 2)], atol=1e-5)
