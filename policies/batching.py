@@ -12,7 +12,7 @@ length. The actions equal unbatched execution to float tolerance (``tests/test_b
 :class:`BatchedPolicyClient` is the worker's side: a :class:`~policies.base.Policy` whose ``reset``/``act`` are
 round trips over the worker's :class:`ServerLink`. A call cut short (a step timeout) drops its connection, so a
 late answer is never read as the next one; a server that is gone makes ``act`` raise :class:`PolicyServerError`
-at once; nothing waits on it for ever.
+at once, and one that stops answering (a lost node) after :data:`ANSWER_TIMEOUT_S`; nothing waits on it for ever.
 
 Wire format (pickled tuples, only between processes that share the random ``authkey``)::
 
@@ -23,8 +23,10 @@ Wire format (pickled tuples, only between processes that share the random ``auth
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +44,19 @@ from scenarios.errors import ConfigError, MobileVLAError
 #: adds latency.
 DEFAULT_MAX_WAIT_MS = 5.0
 _IDLE_POLL_S = 0.05  # how often an idle server notices new workers and a stop request
+
+
+#: Longest wait (s) for the server's answer to one call: a server on a lost node is given up after it (a batch of the
+#: largest model on a CPU takes seconds; the policies are built before the server accepts anyone).
+ANSWER_TIMEOUT_S = 600.0
+
+
+def _poke(address: str | tuple[str, int]) -> None:
+    """Connect to ``address`` and hang up at once, without the handshake: wakes a thread blocked in ``accept()``."""
+    family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        sock.connect(address)
 
 
 class PolicyServerError(MobileVLAError, RuntimeError):
@@ -92,9 +107,9 @@ class PolicyBatchServer:
     """Serves batchable policies to many workers with dynamic batching (see the module docstring).
 
     Args:
-        build: ``name -> policy`` (called once per name, in the serving thread, on first use); a policy that is not
-            a :class:`~policies.base.BatchablePolicy`, or whose build raises, answers every request for it with
-            an error naming the cause.
+        build: ``name -> policy``, called once per name by :meth:`start`; a policy that is not a
+            :class:`~policies.base.BatchablePolicy`, or whose build raises, answers every request for it with an
+            error naming the cause.
         policies: the names served (others are refused).
         max_batch: most requests in one batch (None: no limit).
         max_wait_ms: longest wait for more requests once one arrived (ms, >= 0).
@@ -127,7 +142,14 @@ class PolicyBatchServer:
 
     # ------------------------------------------------------------------ lifetime
     def start(self) -> ServerAddress:
-        """Serve in two daemon threads (accepting, batching); returns :attr:`address`."""
+        """Build every served policy (here, so that no worker's first step waits for a build; a build that fails
+        is reported to each request for that policy), then serve in two daemon threads (accepting, batching);
+        returns :attr:`address`."""
+        for name in self.address.policies:
+            try:
+                self._policy(name)
+            except PolicyServerError:
+                pass
         for target in (self._accept_loop, self._serve_loop):
             thread = threading.Thread(target=target, name=f"policy-batch-{target.__name__}", daemon=True)
             thread.start()
@@ -138,17 +160,11 @@ class PolicyBatchServer:
         """Stop serving, close every connection (workers' pending calls fail at once) and the policies."""
         self._stop.set()
         if self._threads:  # wake the accepting thread: closing its socket does not interrupt accept()
-            try:
-                Client(self.address.address, authkey=self.address.authkey).close()
-            except (OSError, EOFError):
-                pass
-        try:
-            self._listener.close()
-        except OSError:
-            pass
+            _poke(self.address.address)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5)
+        self._close_listener()
         with self._lock:
             for conn in self._clients:
                 conn.close()
@@ -156,6 +172,12 @@ class PolicyBatchServer:
         for policy in self._policies.values():
             policy.close()
         self._policies.clear()
+
+    def _close_listener(self) -> None:
+        try:
+            self._listener.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> PolicyBatchServer:
         self.start()
@@ -166,16 +188,19 @@ class PolicyBatchServer:
 
     # ------------------------------------------------------------------ threads
     def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn = self._listener.accept()
-            except (OSError, EOFError, AuthenticationError):  # closed (stopping), or a peer that failed the handshake
-                continue
-            if self._stop.is_set():
-                conn.close()
-                return
-            with self._lock:
-                self._clients[conn] = {}
+        try:
+            while not self._stop.is_set():
+                try:
+                    conn = self._listener.accept()
+                except (OSError, EOFError, AuthenticationError):  # closed, or a peer that failed the handshake
+                    continue
+                if self._stop.is_set():
+                    conn.close()
+                    return
+                with self._lock:
+                    self._clients[conn] = {}
+        finally:  # nobody accepts any more: new workers are refused at once instead of waiting
+            self._close_listener()
 
     def _serve_loop(self) -> None:
         try:
@@ -185,6 +210,7 @@ class PolicyBatchServer:
                     self._handle(batch)
         finally:  # whatever stops this loop, no worker is left waiting for an answer
             self._stop.set()
+            _poke(self.address.address)
             with self._lock:
                 for conn in self._clients:
                     conn.close()
@@ -298,10 +324,12 @@ class ServerLink:
 
     Args:
         address: the server's :class:`ServerAddress`.
+        answer_timeout_s: longest wait for one answer (s), after which the call raises :class:`PolicyServerError`.
     """
 
-    def __init__(self, address: ServerAddress) -> None:
+    def __init__(self, address: ServerAddress, answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
         self.address = address
+        self.answer_timeout_s = float(answer_timeout_s)
         self._conn: Connection | None = None
 
     @property
@@ -319,6 +347,9 @@ class ServerLink:
             self._conn = self.address.connect()
         try:
             self._conn.send((kind, name, payload))
+            if not self._conn.poll(self.answer_timeout_s):
+                raise PolicyServerError(f"the batched policy server at {self.address.address} did not answer within "
+                                        f"{self.answer_timeout_s:g} s (its node lost?)")
             status, value = self._conn.recv()
         except BaseException as exc:
             self.close()
@@ -363,5 +394,5 @@ class BatchedPolicyClient(Policy):
                                                  "instruction": observation.get("instruction", self.instruction)})
 
 
-__all__ = ["DEFAULT_MAX_WAIT_MS", "BatchStats", "BatchedPolicyClient", "PolicyBatchServer", "PolicyServerError",
+__all__ = ["ANSWER_TIMEOUT_S", "DEFAULT_MAX_WAIT_MS", "BatchStats", "BatchedPolicyClient", "PolicyBatchServer", "PolicyServerError",
            "ServerAddress", "ServerLink"]

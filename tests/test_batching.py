@@ -18,8 +18,10 @@ ENVS, STEPS = 4, 6
 
 
 def scripts(seed: int = 0) -> list[list[dict]]:
-    """Per environment, its observations: two instructions, frames of two sizes apart, all different."""
-    return [[observation(seed + 100 * env + step, instruction=INSTRUCTION if env % 2 else OTHER)
+    """Per environment, its observations: two instructions, frames of two sizes (the last environment's are
+    160 x 200), all different."""
+    return [[observation(seed + 100 * env + step, size=(160, 200) if env == ENVS - 1 else (224, 224),
+                         instruction=INSTRUCTION if env % 2 else OTHER)
              for step in range(STEPS)] for env in range(ENVS)]
 
 
@@ -261,3 +263,57 @@ def test_a_worker_that_vanishes_mid_request_costs_the_others_nothing():
     reference = make_policy("lstm-recon")
     reference.reset(INSTRUCTION)
     np.testing.assert_allclose(got, [reference.act(observation(i)) for i in (1, 2)], atol=1e-5)
+
+
+def _returns_within(fn, seconds: float) -> BaseException | None:
+    """Run ``fn`` in a thread; fail the test if it is still running after ``seconds``; return what it raised."""
+    raised: list[BaseException] = []
+
+    def run():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    return raised[0] if raised else None
+
+
+def test_a_stopped_server_refuses_new_workers_at_once_and_closes_without_waiting():
+    server = PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",)).__enter__()
+    server._stop.set()  # as when its serving thread has died, or while close() runs
+    first = _returns_within(lambda: ServerLink(server.address).call("reset", "lstm-recon", INSTRUCTION), 10)
+    assert isinstance(first, PolicyServerError)
+    assert _returns_within(server.close, 10) is None
+    later = _returns_within(lambda: ServerLink(server.address).call("reset", "lstm-recon", INSTRUCTION), 10)
+    assert isinstance(later, PolicyServerError) and "cannot reach" in str(later)
+
+
+def test_a_server_that_stops_answering_is_given_up_after_the_answer_timeout():
+    with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",), max_wait_ms=1500) as server:
+        client = BatchedPolicyClient(ServerLink(server.address, answer_timeout_s=0.3), "lstm-recon")
+        client.reset(INSTRUCTION)
+        silent = BatchedPolicyClient(ServerLink(server.address), "lstm-recon")
+        silent.reset(INSTRUCTION)  # connected, then silent: the server waits up to 1.5 s for its next step
+        with pytest.raises(PolicyServerError, match="did not answer within 0.3 s"):
+            client.act(observation(0))
+
+
+def test_the_policies_are_built_before_the_server_accepts_anyone():
+    built = []
+
+    def build(name):
+        built.append(name)
+        return make_policy(name)
+
+    server = PolicyBatchServer(build, ("lstm-recon", "expert"))
+    assert built == []
+    with server:
+        assert built == ["lstm-recon", "expert"]  # no worker's first step waits for a build
+        client = BatchedPolicyClient(ServerLink(server.address), "lstm-recon")
+        client.reset(INSTRUCTION)
+        client.act(observation(0))
+    assert built == ["lstm-recon", "expert"]

@@ -27,7 +27,8 @@ from sim.evaluation.runner import Task, failed_record, init_worker, run_task
 
 #: CPUs each env actor reserves (one environment and its policies, one torch thread).
 ACTOR_NUM_CPUS = 1
-#: Seconds to wait for a node to take the batched policy server (a cluster without a free GPU never does).
+#: Seconds to wait for the batched policy server to start: a node to take it (a cluster without a free GPU never
+#: does) and its policies to be built.
 SERVER_START_TIMEOUT_S = 300
 _ROOT = Path(__file__).resolve().parents[2]  # this checkout: what the actors import
 
@@ -131,9 +132,9 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
             try:
                 served = ray.get(server.address.remote(), timeout=SERVER_START_TIMEOUT_S)
             except ray.exceptions.GetTimeoutError:
-                raise ConfigError(f"no node took the batched policy server within {SERVER_START_TIMEOUT_S} s (it "
-                                  f"asks for {gpus} GPU): does the cluster have one free? Or run with --batch off"
-                                  ) from None
+                raise ConfigError(f"the batched policy server did not start within {SERVER_START_TIMEOUT_S} s: no "
+                                  f"node with {gpus} free GPU, or its policies took longer to build; or run with "
+                                  "--batch off") from None
             except ray.exceptions.RayError as exc:
                 raise ConfigError(f"the batched policy server could not start: {exc}") from None
         idle = [remote_worker.remote(cfg, step_timeout, served) for _ in range(max(1, min(workers, len(queue))))]
