@@ -116,3 +116,19 @@ def test_batched_inference_on_ray_serves_the_vla_from_one_actor(cluster, tmp_pat
         [r["seed"] for r in outcomes(local.records, "lstm-recon")]
     steps = sum(r["steps"] for r in remote.records if r["policy"] == "lstm-recon")
     assert remote.summary["policies"]["lstm-recon"]["provenance"]["inference"].startswith(f"batched: {steps} steps")
+
+
+def test_the_step_timeout_bounds_a_blocking_policy_inside_ray_actors(cluster, tmp_path):
+    import time
+
+    from tests.test_robustness import FaultyPolicy  # noqa: F401  (registers test_faulty, which blocks a minute)
+
+    cfg = config_from_args(build_parser().parse_args([
+        "--policy", "test_faulty", "--policy-arg", "mode=block", "--layouts", "1box_vert_left", "--distances", "close",
+        "--episodes-per-combo", "2", "--image-size", "48x48", "--record", "none", "--out", str(tmp_path / "run")]))
+    start = time.perf_counter()
+    result = evaluate(cfg, workers=2, backend="ray", ray_address=cluster.address, step_timeout=0.5, progress=False,
+                      plots=False)
+    assert time.perf_counter() - start < 45
+    assert len(result.records) == 2 and all("step 1: act took longer than the 0.5 s step timeout" in r["error"]
+                                            for r in result.records)
