@@ -236,9 +236,28 @@ def test_a_batched_evaluation_serves_every_vla_step_and_gives_the_unbatched_reco
 def test_auto_batches_only_policies_on_cuda_with_more_than_one_worker():
     from sim.evaluation.runner import batched_policies
 
-    assert batched_policies("auto", 2, {"a": "cpu", "b": "cuda:0"}) == ("b",)
-    assert batched_policies("auto", 1, {"b": "cuda:0"}) == () and batched_policies("off", 4, {"b": "cuda"}) == ()
-    assert batched_policies("on", 1, {"a": "cpu"}) == ("a",)
+    assert batched_policies("auto", 2, {"a": "cpu", "b": "cuda:0"}) == [("b",)]
+    assert batched_policies("auto", 1, {"b": "cuda:0"}) == [] and batched_policies("off", 4, {"b": "cuda"}) == []
+    assert batched_policies("on", 1, {"a": "cpu"}) == [("a",)]
+    # one server per device
+    assert batched_policies("auto", 4, {"a": "cuda:0", "b": "cuda:1", "c": "cuda:0", "d": "cpu"}) == [("a", "c"), ("b",)]
+
+
+def test_each_device_gets_its_own_policy_server(tmp_path, monkeypatch):
+    """Two groups, as two devices would give (here both on the CPU): each policy is served by its own server."""
+    import sim.evaluation.runner as runner
+    from sim.evaluation import evaluate
+
+    monkeypatch.setattr(runner, "batched_policies", lambda *args: [("lstm-recon",), ("case1",)])
+    cfg = _sweep(tmp_path / "run", "--policy", "case1")
+    result = evaluate(cfg, workers=1, batch="on", progress=False, plots=False)
+    plain = evaluate(_sweep(tmp_path / "plain", "--policy", "case1"), workers=1, batch="off", progress=False,
+                     plots=False)
+    assert outcomes(result.records) == outcomes(plain.records)
+    for name in ("lstm-recon", "case1"):
+        steps = sum(r["steps"] for r in result.records if r["policy"] == name)
+        inference = result.summary["policies"][name]["provenance"]["inference"]
+        assert inference.startswith(f"batched: {steps} steps in {steps} forwards") and inference.endswith("of cpu")
 
 
 def test_the_eval_command_checks_its_batch_flags(tmp_path, capsys):

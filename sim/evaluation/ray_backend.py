@@ -5,7 +5,7 @@ running episodes with the same ``runner.run_task``, so the records are the local
 and :func:`~sim.evaluation.runner.evaluate` writes, resumes and shows progress the same way. An actor holds one
 episode at a time, so an actor that dies (its process killed, out of memory, its node lost) names its episode:
 that episode is re-run on a new actor at most ``max_retries`` times, then recorded as ``error`` with the cause;
-nothing waits on a dead actor. With batched inference the VLA policies run in one more actor, :class:`PolicyServer`
+nothing waits on a dead actor. With batched inference the VLA policies run in one more actor per device, :class:`PolicyServer`
 (``num_gpus=1`` when they run on CUDA), which every env actor reaches over TCP. Ray is imported only here, and only when this backend is used (``pip install -e
 ".[ray]"``).
 """
@@ -48,10 +48,10 @@ def import_ray():
 
 class EpisodeWorker:
     """One env worker: the state of a local worker process (env, expert, policies), in a Ray actor; the policies
-    ``server`` serves run there (:class:`PolicyServer`)."""
+    ``servers`` serve run there (:class:`PolicyServer`)."""
 
-    def __init__(self, cfg: EvalConfig, step_timeout: float | None, server: ServerAddress | None = None) -> None:
-        init_worker(cfg, step_timeout, server=server)
+    def __init__(self, cfg: EvalConfig, step_timeout: float | None, servers: tuple[ServerAddress, ...] = ()) -> None:
+        init_worker(cfg, step_timeout, servers=servers)
 
     def run(self, task: Task) -> dict[str, Any]:
         """``runner.run_task(task)``: the episode's record."""
@@ -66,10 +66,15 @@ class PolicyServer:
     """The batched policy server (:class:`~policies.batching.PolicyBatchServer`) in a Ray actor, listening on its
     node's address so that env actors on every node reach it."""
 
-    def __init__(self, cfg: EvalConfig, policies: tuple[str, ...], max_wait_ms: float) -> None:
+    def __init__(self, cfg: EvalConfig, policies: tuple[str, ...], max_wait_ms: float, gpu: bool) -> None:
         import ray
 
-        self.server = PolicyBatchServer(lambda name: cfg.policy(name).build(), policies, max_wait_ms=max_wait_ms,
+        def build(name: str):
+            spec = cfg.policy(name)
+            # the actor sees only the GPU Ray gave it, as cuda:0, whatever cuda:N the spec names
+            return spec.model_copy(update={"kwargs": {**spec.kwargs, "device": "cuda"}}).build() if gpu else spec.build()
+
+        self.server = PolicyBatchServer(build, policies, max_wait_ms=max_wait_ms,
                                         address=(ray.util.get_node_ip_address(), 0))
         self.server.start()
 
@@ -83,7 +88,7 @@ class PolicyServer:
 
 
 def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, step_timeout: float | None = None,
-                     address: str | None = None, max_retries: int = MAX_WORKER_RETRIES, batched: tuple[str, ...] = (),
+                     address: str | None = None, max_retries: int = MAX_WORKER_RETRIES, batched: Sequence[tuple[str, ...]] = (),
                      batch_wait_ms: float = DEFAULT_MAX_WAIT_MS, batch_stats: dict[str, BatchStats] | None = None
                      ) -> Iterator[dict[str, Any]]:
     """Yield the record of every task (completion order), computed on ``workers`` Ray actors.
@@ -94,11 +99,12 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
             the Ray instance this process already joined, else a new local one. A Ray instance started here is
             shut down when the iterator ends.
         max_retries: times an episode is re-run after its actor died before it is recorded as ``error``.
-        batched: policies served by one :class:`PolicyServer` actor instead of each env actor's own copy. It
-            reserves ``num_gpus=1`` when one of them runs on CUDA, and no CPU: its thread mostly waits on the env
-            actors, which keep every CPU (on a CPU-only cluster it shares a core with them).
+        batched: groups of policies (one per device: :func:`~sim.evaluation.runner.batched_policies`), each served by
+            one :class:`PolicyServer` actor instead of each env actor's own copy. A server reserves ``num_gpus=1``
+            when its policies run on CUDA, and no CPU: its thread mostly waits on the env actors, which keep every
+            CPU (on a CPU-only cluster it shares a core with them).
         batch_wait_ms: the server's longest wait for more requests (ms).
-        batch_stats: filled with the server's per-policy stats when the iterator ends.
+        batch_stats: filled with the servers' per-policy stats when the iterator ends.
 
     Raises:
         ConfigError: Ray is not installed, the cluster at ``address`` cannot be joined, or no node takes the batched
@@ -119,24 +125,27 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
             raise ConfigError(f"--ray-address {address}: cannot join the Ray cluster: {exc}") from None
         started = True
     remote_worker = ray.remote(num_cpus=ACTOR_NUM_CPUS, max_restarts=0)(EpisodeWorker)
-    server, served = None, None
-    if batched:
-        gpus = 1 if any(str(cfg.policy(n).kwargs.get("device", "cpu")).startswith("cuda") for n in batched) else 0
-        server = ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=0)(PolicyServer).remote(cfg, batched, batch_wait_ms)
+    servers: list[tuple[Any, int]] = []  # (actor, GPUs it asked for)
+    for group in batched:
+        gpus = 1 if str(cfg.policy(group[0]).kwargs.get("device", "cpu")).startswith("cuda") else 0
+        actor = ray.remote(num_cpus=0, num_gpus=gpus, max_restarts=0)(PolicyServer)
+        servers.append((actor.remote(cfg, group, batch_wait_ms, bool(gpus)), gpus))
     queue = collections.deque(tasks)
     deaths: collections.Counter = collections.Counter()
     idle: list[Any] = []
     in_flight: dict[Any, tuple[Any, Task]] = {}  # ObjectRef -> (actor, task)
     try:
-        if server is not None:
+        addresses = []
+        for server, gpus in servers:
             try:
-                served = ray.get(server.address.remote(), timeout=SERVER_START_TIMEOUT_S)
+                addresses.append(ray.get(server.address.remote(), timeout=SERVER_START_TIMEOUT_S))
             except ray.exceptions.GetTimeoutError:
-                raise ConfigError(f"the batched policy server did not start within {SERVER_START_TIMEOUT_S} s: no "
-                                  f"node with {gpus} free GPU, or its policies took longer to build; or run with "
+                raise ConfigError(f"a batched policy server did not start within {SERVER_START_TIMEOUT_S} s: no node "
+                                  f"with {gpus} free GPU, or its policies took longer to build; or run with "
                                   "--batch off") from None
             except ray.exceptions.RayError as exc:
-                raise ConfigError(f"the batched policy server could not start: {exc}") from None
+                raise ConfigError(f"a batched policy server could not start: {exc}") from None
+        served = tuple(addresses)
         idle = [remote_worker.remote(cfg, step_timeout, served) for _ in range(max(1, min(workers, len(queue))))]
         while queue or in_flight:
             while queue and idle:
@@ -165,7 +174,7 @@ def run_tasks_on_ray(cfg: EvalConfig, tasks: Sequence[Task], *, workers: int, st
     finally:
         for actor in [*idle, *(a for a, _ in in_flight.values())]:
             ray.kill(actor)
-        if server is not None:
+        for server, _ in servers:
             if batch_stats is not None:
                 with contextlib.suppress(ray.exceptions.RayError):
                     batch_stats.update(ray.get(server.stats.remote(), timeout=30))

@@ -4,9 +4,9 @@ Every policy faces the same episodes: episode seeds derive from the sweep's ``se
 names and the episode index only (a stream separate from data generation's, so evaluation seeds are never
 training seeds). Each worker process owns one environment and its policies; results are identical whatever the
 number of workers (wall-clock latencies aside). With batched inference (``batch``, :mod:`policies.batching`) the VLA
-policies run instead on one policy server in this process, which advances every waiting worker's episode in one
-forward; its actions equal unbatched ones to float tolerance, so such a run is reproducible to that tolerance. Finished episodes are appended to ``episodes.jsonl`` as they
-complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run_dir), resume=True)`` completes it.
+policies run instead on policy servers in this process (one per device), each advancing every waiting worker's
+episode in one forward; their actions equal unbatched ones to float tolerance, so such a run is reproducible to that
+tolerance. Finished episodes are appended to ``episodes.jsonl`` as they complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run_dir), resume=True)`` completes it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ EVAL_STREAM = 0xE7A1  # seed-stream tag; data generation uses another one
 EPISODES_FILE = "episodes.jsonl"
 #: Where the episodes run: worker processes on this machine, or actors on a Ray cluster (:mod:`.ray_backend`).
 BACKENDS = ("local", "ray")
-#: When the VLA policies run batched on one policy server (:func:`batched_policies`).
+#: When the VLA policies run batched on policy servers (one per device) (:func:`batched_policies`).
 BATCH_MODES = ("auto", "on", "off")
 
 
@@ -217,15 +217,15 @@ _WORKER: dict[str, Any] = {}
 
 
 def init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess: bool = False,
-                server: ServerAddress | None = None) -> None:
+                servers: Sequence[ServerAddress] = ()) -> None:
     """Set up this process as an env worker: its environment, the expert, and (lazily) its policies.
 
     Args:
         cfg: the run's config.
         step_timeout: see :func:`evaluate`.
         subprocess: a pool's worker process (Ctrl-C is left to the main process).
-        server: a batched policy server (:mod:`policies.batching`): the policies it serves run there, through this
-            worker's one connection; the others are built here.
+        servers: batched policy servers (:mod:`policies.batching`, one per device): the policies each serves run
+            there, through one connection of this worker to each; the others are built here.
     """
     import envs  # noqa: F401  (registers the environment)
     from policies import make_policy
@@ -236,7 +236,7 @@ def init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess: 
         sys.modules["torch"].set_num_threads(1)
     _WORKER.clear()
     _WORKER.update(config=cfg, policies={}, step_timeout=step_timeout,
-                   server=ServerLink(server) if server is not None else None)
+                   links={name: link for link in map(ServerLink, servers) for name in link.policies})
     try:
         _WORKER.update(env=cfg.env.make_env(cfg.sweep.layouts[0], cfg.sweep.distances[0]), expert=make_policy("expert"))
     except Exception as exc:  # noqa: BLE001 - reported on each episode: a worker that raises here would respawn forever
@@ -244,19 +244,18 @@ def init_worker(cfg: EvalConfig, step_timeout: float | None = None, subprocess: 
 
 
 def close_worker() -> None:
-    """Close this worker's environment and its connection to a batched policy server."""
+    """Close this worker's environment and its connections to batched policy servers."""
     if _WORKER.get("env") is not None:
         _WORKER["env"].close()
-    if _WORKER.get("server") is not None:
-        _WORKER["server"].close()
+    for link in set(_WORKER.get("links", {}).values()):
+        link.close()
     _WORKER.clear()
 
 
 def _policy(name: str):
-    policies, server = _WORKER["policies"], _WORKER["server"]
+    policies, link = _WORKER["policies"], _WORKER["links"].get(name)
     if name not in policies:
-        policies[name] = (BatchedPolicyClient(server, name) if server is not None and name in server.policies
-                          else _WORKER["config"].policy(name).build())
+        policies[name] = BatchedPolicyClient(link, name) if link is not None else _WORKER["config"].policy(name).build()
     return policies[name]
 
 
@@ -366,15 +365,25 @@ def preflight(cfg: EvalConfig, workers: int) -> tuple[dict[str, dict[str, Any]],
     return provenance, batchable
 
 
-def batched_policies(batch: str, workers: int, batchable: dict[str, str]) -> tuple[str, ...]:
-    """The policies that run on a batched policy server: ``batch="on"``: every batchable one; ``"off"``: none;
-    ``"auto"``: those on a CUDA device when there is more than one worker (on a CPU the workers' own policies
-    already fill the cores, and batching gains little: see the README's scaling figures)."""
+def batched_policies(batch: str, workers: int, batchable: dict[str, str]) -> list[tuple[str, ...]]:
+    """The policies that run on batched policy servers, one group (one server) per device: ``batch="on"``: every
+    batchable one; ``"off"``: none; ``"auto"``: those on a CUDA device when there is more than one worker (on a
+    CPU the workers' own policies already fill the cores, and batching gains little: see the README's scaling
+    figures).
+
+    Args:
+        batchable: ``policy -> device`` (:func:`preflight`).
+    """
     if batch == "on":
-        return tuple(batchable)
-    if batch == "auto" and workers > 1:
-        return tuple(name for name, device in batchable.items() if device.startswith("cuda"))
-    return ()
+        chosen = list(batchable)
+    elif batch == "auto" and workers > 1:
+        chosen = [name for name, device in batchable.items() if device.startswith("cuda")]
+    else:
+        chosen = []
+    groups: dict[str, list[str]] = {}
+    for name in chosen:
+        groups.setdefault(batchable[name], []).append(name)
+    return [tuple(names) for names in groups.values()]
 
 
 def failed_record(task: Task, cause: str) -> dict[str, Any]:
@@ -383,10 +392,10 @@ def failed_record(task: Task, cause: str) -> dict[str, Any]:
 
 
 def _run_in_process(cfg: EvalConfig, tasks: list[Task], step_timeout: float | None,
-                    server: ServerAddress | None) -> Iterator[dict[str, Any]]:
+                    servers: tuple[ServerAddress, ...]) -> Iterator[dict[str, Any]]:
     if step_timeout and threading.current_thread() is not threading.main_thread():
         raise ConfigError("step_timeout uses SIGALRM: call evaluate() from the main thread, or with workers > 1")
-    init_worker(cfg, step_timeout, server=server)
+    init_worker(cfg, step_timeout, servers=servers)
     try:
         yield from map(run_task, tasks)
     finally:
@@ -394,29 +403,29 @@ def _run_in_process(cfg: EvalConfig, tasks: list[Task], step_timeout: float | No
 
 
 def _run_in_pool(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None,
-                 server: ServerAddress | None) -> Iterator[dict[str, Any]]:
+                 servers: tuple[ServerAddress, ...]) -> Iterator[dict[str, Any]]:
     """Records of ``tasks`` run on ``workers`` processes that survive worker loss (:func:`~sim.evaluation.pool.
     run_tasks`): an episode whose worker keeps dying, or that raises in its worker (e.g. a policy's
     ``KeyboardInterrupt``), is recorded as ``error`` with the cause."""
     return run_tasks(run_task, tasks, workers=workers, failed=failed_record, initializer=init_worker,
-                     initargs=(cfg, step_timeout, True, server), key=lambda task: task.key)
+                     initargs=(cfg, step_timeout, True, servers), key=lambda task: task.key)
 
 
 def _run_locally(cfg: EvalConfig, tasks: list[Task], workers: int, step_timeout: float | None,
-                 served: tuple[str, ...], batch_wait_ms: float, stats: dict[str, BatchStats]
+                 groups: list[tuple[str, ...]], batch_wait_ms: float, stats: dict[str, BatchStats]
                  ) -> Iterator[dict[str, Any]]:
-    """Records of ``tasks`` on this machine; the policies ``served`` run on a batched policy server in a thread of
-    this process (its stats are copied into ``stats`` when the iterator ends)."""
-    server = None
-    if served:
-        server = PolicyBatchServer(lambda name: cfg.policy(name).build(), served, max_wait_ms=batch_wait_ms)
-        server.start()
-    address = server.address if server is not None else None
+    """Records of ``tasks`` on this machine; each group of policies (:func:`batched_policies`: one per device) runs
+    on a batched policy server in threads of this process (their stats are copied into ``stats`` at the end)."""
+    servers: list[PolicyBatchServer] = []
     try:
-        yield from (_run_in_process(cfg, tasks, step_timeout, address) if workers == 1
-                    else _run_in_pool(cfg, tasks, workers, step_timeout, address))
+        for group in groups:
+            servers.append(PolicyBatchServer(lambda name: cfg.policy(name).build(), group, max_wait_ms=batch_wait_ms))
+            servers[-1].start()
+        addresses = tuple(server.address for server in servers)
+        yield from (_run_in_process(cfg, tasks, step_timeout, addresses) if workers == 1
+                    else _run_in_pool(cfg, tasks, workers, step_timeout, addresses))
     finally:
-        if server is not None:
+        for server in servers:
             server.close()
             stats.update(server.stats)
 
@@ -443,9 +452,9 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
             :func:`~sim.evaluation.ray_backend.run_tasks_on_ray`); the same episodes, seeds and records.
         ray_address: ``backend="ray"``: the cluster to join (None: the one this process joined, else a new local
             one).
-        batch: ``"on"``: the VLA policies run on one batched policy server (:mod:`policies.batching`: a thread of
-            this process, or a Ray actor with a GPU when they run on CUDA) that advances all waiting environments
-            in one forward; ``"off"``: each worker runs its own; ``"auto"``: on for policies on CUDA with more
+        batch: ``"on"``: the VLA policies run on batched policy servers, one per device (:mod:`policies.batching`:
+            threads of this process, or Ray actors with a GPU when they run on CUDA), each advancing all waiting
+            environments in one forward; ``"off"``: each worker runs its own; ``"auto"``: on for policies on CUDA with more
             than one worker (:func:`batched_policies`). The actions equal unbatched ones to float tolerance.
         batch_wait_ms: the server's longest wait for more requests once one arrived (ms).
 
@@ -499,13 +508,13 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
             print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} {where} -> {out}")
         successes = sum(1 for r in records if r["status"] == "success")
         finished = len(done)
-        served = batched_policies(batch, workers, batchable)
+        groups = batched_policies(batch, workers, batchable)
         stats: dict[str, BatchStats] = {}
         if backend == "ray":
             results = run_tasks_on_ray(cfg, pending, workers=workers, step_timeout=step_timeout, address=ray_address,
-                                       batched=served, batch_wait_ms=batch_wait_ms, batch_stats=stats)
+                                       batched=groups, batch_wait_ms=batch_wait_ms, batch_stats=stats)
         else:
-            results = _run_locally(cfg, pending, workers, step_timeout, served, batch_wait_ms, stats)
+            results = _run_locally(cfg, pending, workers, step_timeout, groups, batch_wait_ms, stats)
         try:
             with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
                                                       disable=not progress) as bar:
@@ -529,7 +538,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     if pending:
         for name, st in stats.items():
             provenance[name]["inference"] = (f"batched: {st.requests} steps in {st.batches} forwards (mean batch "
-                                             f"{st.mean_batch:.2f}) on one policy server")
+                                             f"{st.mean_batch:.2f}) on the policy server of {batchable[name]}")
     summary = summarize(records, cfg, real_results, provenance)
     write_summary(out, summary)
     written = plot_trajectories([r for r in records if r.get("scene")], out, cfg.policy_names) if plots else []
