@@ -352,8 +352,6 @@ class VLAPolicy(BatchablePolicy):
                  device: str | torch.device = "cpu") -> None:
         if execution not in EXECUTION_MODES:
             raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
-        if window_size < 1:
-            raise ConfigError(f"window_size must be >= 1, got {window_size}")
         self.frame_streams, self.instruction_streams = head.frame_streams, head.instruction_streams
         got = (backbone.width(self.frame_streams), backbone.width(self.instruction_streams))
         if got != (head.frame_dim, head.instruction_dim):
