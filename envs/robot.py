@@ -24,6 +24,11 @@ class RobotConfig:
             covers 0.18 m (the spec's "roughly 0.15-0.2 m"): the value that lets most human 1-box key guides
             pass their box collision-free (calibration in the README, ``python -m sim.replay_patterns``).
         angular_speed: in-place spin rate for ``r``/``t`` (rad/s). *Chosen*: 1.5 (a press turns ~34 deg).
+        class_rotation_rate: in-place spin rate of the ROT_L / ROT_R classes (rad/s, ``class`` actuation): 0.25,
+            the team's kinematic model ("measured from data", MoNaVLA ``scripts/sim/rollout_core.py``
+            ``ACTION_VEL``); consistent with their V5 guides ``left_straight`` / ``right_straight``, which face a
+            basket slightly off-centre with one 0.4 s rotation (5.7 deg). The robot spins at a fixed rotation
+            throttle (17.5 in V6, ``vla_control_utils.py``) whose rate was never measured.
         acceleration: translation acceleration limit (m/s^2). *Chosen*: 2.5 (0.18 s to full speed).
         deceleration: translation braking limit (m/s^2). *Chosen*: 2.5 (so a press covers exactly
             ``speed * press_duration``).
@@ -45,6 +50,7 @@ class RobotConfig:
 
     speed: float = 0.45
     angular_speed: float = 1.5
+    class_rotation_rate: float = 0.25
     acceleration: float = 2.5
     deceleration: float = 2.5
     angular_acceleration: float = 7.5

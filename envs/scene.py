@@ -17,7 +17,9 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 
+from envs.camera import camera_frame
 from envs.robot import RobotConfig
+from envs.settings import PHYSICS_HZ
 from envs.textures import texture_files
 from scenarios import TARGET_SHAPES, ObstacleSpec, SceneSpec
 from scenarios.errors import ConfigError
@@ -25,8 +27,6 @@ from scenarios.errors import ConfigError
 ASSETS = Path(__file__).parent / "assets"
 ROBOT_URDF = ASSETS / "omni_robot.urdf"
 PARKED = (0.0, 0.0, -10.0)
-#: Physics rate (Hz): PyBullet steps 1/240 s, its default.
-PHYSICS_HZ = 240
 NEAR, FAR = 0.03, 15.0
 TOPDOWN_FOV = 30.0  # deg, vertical
 WALL_LENGTH, WALL_HEIGHT, WALL_MARGIN = 12.0, 1.2, 1.2  # m; walls stand this far outside the arena
@@ -39,7 +39,8 @@ LIGHTING = {
     "evening": ((1.0, 0.78, 0.58), 0.45, 0.50),
     "night": ((0.75, 0.80, 0.95), 0.40, 0.35),
 }
-TARGET_COLOURS = {"cup": (0.80, 0.15, 0.12, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1)}
+TARGET_COLOURS = {"cup": (0.80, 0.15, 0.12, 1), "bottle": (0.15, 0.55, 0.30, 1), "basket": (0.55, 0.56, 0.58, 1),
+                  "laundry_basket": (0.52, 0.53, 0.55, 1)}
 
 
 def target_half_height(kind: str) -> float:
@@ -76,6 +77,7 @@ class Scene:
         self._shapes: dict[tuple, tuple[int, int]] = {}  # geometry -> (collision, visual) shape ids, stateless
         self.robot_id = self._make_robot()
         self._active: list[int] = []
+        self._active_walls: list[int] = []
         self._active_target: int | None = None
         self._colours: dict[int, tuple[float, ...]] = {}
         self._floor: str | None = None
@@ -158,15 +160,16 @@ class Scene:
         return p.createMultiBody(0, col, vis, basePosition=PARKED, physicsClientId=self.client)
 
     def _renew_colliders(self, spec: SceneSpec) -> None:
-        """Replace the robot, the boxes and the target by new bodies (see :meth:`place`)."""
+        """Replace the robot, the boxes, the walls and the target by new bodies (see :meth:`place`)."""
         cid = self.client
-        for body in (self.robot_id, *self._active, self._active_target):
+        for body in (self.robot_id, *self._active, *self._active_walls, self._active_target):
             if body is not None:
                 p.removeBody(body, physicsClientId=cid)
                 self._names.pop(body, None)
                 self._colours.pop(body, None)
         self.robot_id = self._make_robot()
         self._active = [self._make_obstacle(obstacle) for obstacle in spec.obstacles]
+        self._active_walls = [self._make_obstacle(wall) for wall in spec.walls]
         self._active_target = self._make_target(spec.target_kind)
 
     # ------------------------------------------------------------------ episode
@@ -179,8 +182,10 @@ class Scene:
         """
         cid = self.client
         self._renew_colliders(spec)
-        for i, (body, box) in enumerate(zip(self._active, spec.obstacles)):
-            self._names[body] = f"obstacle_{i}"
+        named = [(f"obstacle_{i}", body, box) for i, (body, box) in enumerate(zip(self._active, spec.obstacles))]
+        named += [("wall", body, wall) for body, wall in zip(self._active_walls, spec.walls)]
+        for name, body, box in named:
+            self._names[body] = name
             p.resetBasePositionAndOrientation(body, box.center, (0, 0, 0, 1), physicsClientId=cid)
             self._set_colour(body, (*box.colour, 1.0))
         z = target_half_height(spec.target_kind)
@@ -214,7 +219,8 @@ class Scene:
         p.stepSimulation(physicsClientId=self.client)
 
     def contact(self) -> str | None:
-        """Name of a body the robot touches (``"obstacle_0"``, ``"obstacle_1"``, ``"target"``), or None."""
+        """Name of a body the robot touches (``"obstacle_0"``, ``"obstacle_1"``, ``"target"``, ``"wall"``), or
+        None."""
         for point in p.getContactPoints(bodyA=self.robot_id, physicsClientId=self.client):
             name = self._names.get(point[2])
             if name is not None:
@@ -247,23 +253,22 @@ class Scene:
 
     def render_onboard(self, spec: SceneSpec, size: tuple[int, int]) -> np.ndarray:
         """Onboard camera image, uint8 ``(H, W, 3)`` RGB, from the mount in :class:`RobotConfig` plus the
-        scene's camera jitter. The horizontal FOV is kept; the vertical one follows the aspect ratio."""
-        r = self.robot
-        x, y, yaw = self.robot_pose()
-        dh, dpitch, dyaw = spec.camera_offset
-        heading, pitch = yaw + dyaw, r.camera_pitch + dpitch
-        eye = (x + r.camera_forward * math.cos(yaw), y + r.camera_forward * math.sin(yaw), r.camera_height + dh)
-        fwd = (math.cos(pitch) * math.cos(heading), math.cos(pitch) * math.sin(heading), -math.sin(pitch))
-        up = (math.sin(pitch) * math.cos(heading), math.sin(pitch) * math.sin(heading), math.cos(pitch))
-        view = p.computeViewMatrix(eye, [e + f for e, f in zip(eye, fwd)], up, physicsClientId=self.client)
+        scene's camera jitter (:func:`envs.camera.camera_frame`: the pinhole model the corridor family and the
+        grounders project with). The horizontal FOV is kept; the vertical one follows the aspect ratio."""
+        cam = camera_frame(self.robot, self.robot_pose(), spec.camera_offset)
+        view = p.computeViewMatrix(cam.eye.tolist(), (cam.eye + cam.forward).tolist(), cam.up.tolist(),
+                                   physicsClientId=self.client)
         w, h = size
-        fov_v = math.degrees(2 * math.atan(math.tan(r.camera_hfov / 2) * h / w))
+        fov_v = math.degrees(2 * math.atan(math.tan(cam.hfov / 2) * h / w))
         return self._image(view, size, fov_v, spec)
 
     @staticmethod
     def _topdown_camera(spec: SceneSpec, size: tuple[int, int]) -> tuple[float, float, float]:
         """Centre ``(x, y)`` and height (m) of a camera looking straight down that frames the arena."""
         x_min, x_max, y_min, y_max = spec.arena
+        if spec.walls:  # show the walls that bound the arena
+            y_min, y_max = min(w.center[1] - w.size[1] / 2 for w in spec.walls), max(w.center[1] + w.size[1] / 2
+                                                                                     for w in spec.walls)
         w, h = size
         half_h = math.tan(math.radians(TOPDOWN_FOV / 2))
         height = max((y_max - y_min) / 2 / half_h, (x_max - x_min) / 2 / (half_h * w / h)) * 1.02

@@ -12,9 +12,13 @@ from typing import Literal, NamedTuple, get_args
 from scenarios.errors import ConfigError
 
 #: How an action moves the robot (see :class:`envs.box_avoid.BoxAvoidEnv`): one 0.4 s key press at the fixed
-#: throttle (the robot), or body velocities held for one control period.
-Actuation = Literal["keypress", "velocity"]
+#: throttle (the 2025 robot), body velocities held for one control period, or one of the eight action classes of
+#: 2026 (:mod:`envs.actions`) executed at the robot's cadence (:mod:`envs.cadence`).
+Actuation = Literal["keypress", "velocity", "class"]
 ACTUATIONS: tuple[str, ...] = get_args(Actuation)
+
+#: Physics rate (Hz): PyBullet steps 1/240 s, its default; every simulated time is a whole number of these steps.
+PHYSICS_HZ = 240
 
 #: Largest camera image (px): the robot's 1280x720 (ROBOT_AND_DATA.md section 3).
 MAX_IMAGE_SIZE = (1280, 720)
@@ -54,6 +58,15 @@ class ImageSize(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"
+
+
+#: The actuation a family's environments use unless told otherwise: the 2026 corridor drives with the classes.
+FAMILY_ACTUATION = {"corridor": "class"}
+
+
+def default_actuation(family: str) -> Actuation:
+    """The actuation of ``family`` when none is given (``keypress`` but for :data:`FAMILY_ACTUATION`)."""
+    return FAMILY_ACTUATION.get(family, "keypress")  # type: ignore[return-value]
 
 
 def check_actuation(value: str) -> Actuation:

@@ -58,6 +58,10 @@ class Policy(abc.ABC):
 
     #: Registry name, set by :func:`policies.make_policy`.
     name: str = "policy"
+    #: The latency components (``"grounder"``, ``"vision"``, ``"mlp"`` ...) the last :meth:`act` ran, for a latency
+    #: given per component (:class:`sim.evaluation.config.Latency`): a policy that grounds every third frame says so
+    #: here. None: every component, every step.
+    step_components: tuple[str, ...] | None = None
 
     def __init__(self) -> None:
         self.instruction: str = ""

@@ -1,4 +1,5 @@
-"""Privileged scripted expert: plans key presses around the boxes on the instructed side.
+"""Privileged scripted expert: plans key presses around the boxes on the instructed side (``cup``, ``basket``); in
+the ``corridor`` family it hands the episode to :class:`policies.corridor_expert.CorridorExpert`.
 
 The expert reads the true scene (``info["scene"]`` from ``env.reset()``) and the true state
 (``observation["state"]``). It searches (A*) over sequences of the robot's own key presses: every translation
@@ -21,9 +22,11 @@ from typing import Any
 import numpy as np
 
 import scenarios
+from envs.actions import class_action
 from envs.keys import MOVE_KEYS, key_to_action
 from envs.robot import RobotConfig
 from policies.base import Policy
+from policies.corridor_expert import CorridorExpert
 
 #: Body-frame direction of each translation key (rad, CCW from forward).
 KEY_ANGLES = {key: i * math.pi / 4 for i, key in enumerate(MOVE_KEYS)}
@@ -45,7 +48,9 @@ class Rect:
 
 
 class ExpertPolicy(Policy):
-    """Privileged A* planner over key presses that passes on the instructed side and stops at the goal.
+    """Privileged A* planner over key presses that passes on the instructed side and stops at the goal; in a
+    ``corridor`` scene (``info["scene"]["family"]``) the corridor expert drives instead (same ``epsilon``,
+    ``max_perturbations`` and ``seed``).
 
     Args:
         robot: robot constants (press length, footprint); must match the environment's.
@@ -85,6 +90,8 @@ class ExpertPolicy(Policy):
         self.max_perturbations = max_perturbations
         self.rng = np.random.default_rng(seed)
         self.step_length = self.robot.press_distance
+        self.corridor = CorridorExpert(epsilon=epsilon, max_perturbations=max_perturbations, seed=seed)
+        self._in_corridor = False
         self._plan: list[str] = []
         self._expected: tuple[float, float] | None = None
         self._blocked: list[Rect] = []
@@ -94,6 +101,10 @@ class ExpertPolicy(Policy):
         if "scene" not in info:
             raise KeyError("the expert needs the environment's reset() info (with 'scene'): policy.reset(instruction, info)")
         scene = info["scene"]
+        self._in_corridor = scene.get("family") == "corridor"
+        if self._in_corridor:
+            self.corridor.reset(instruction, info)
+            return
         self.goal = tuple(scene["goal"])
         self.arena = scene["arena"]
         inflate = self.robot.radius + self.clearance
@@ -119,11 +130,29 @@ class ExpertPolicy(Policy):
         self._perturbations = 0
 
     def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        if self._in_corridor:
+            return self.corridor.act(observation)
         if "state" not in observation:
             raise KeyError("the expert needs observation['state']: build the env with 'state' in obs_keys")
         x, y, yaw = (float(v) for v in observation["state"][:3])
         self.key = self.next_key(x, y, yaw)
         return key_to_action(self.key)
+
+    # ------------------------------------------------------------------ the evaluation's shadow expert
+    def shortest_path(self, start: tuple[float, float, float]) -> float | None:
+        """The shortest path (m) from ``start = (x, y, yaw)`` to the goal: the key-press plan's length (None if
+        no plan exists), or the corridor's straight line to the stop band. Call after :meth:`reset`."""
+        if self._in_corridor:
+            return self.corridor.shortest_path(start)
+        plan = self.plan(start[:2], start[2])
+        return None if plan is None else len(plan) * self.step_length
+
+    def label(self, state: np.ndarray) -> np.ndarray:
+        """The expert's action (float32 ``(3,)``) at a visited ``state = (x, y, yaw, vx, vy, wz)``: the label the
+        offline metrics compare a policy with."""
+        if self._in_corridor:
+            return class_action(self.corridor.decide(np.asarray(state, dtype=np.float64)))
+        return key_to_action(self.next_key(*(float(v) for v in state[:3])))
 
     # ------------------------------------------------------------------ planning
     def next_key(self, x: float, y: float, yaw: float) -> str:

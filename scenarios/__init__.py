@@ -1,17 +1,21 @@
-"""Box-avoidance layouts as data, in two families.
+"""Scenario families as data: the box-avoidance layouts (``cup``, ``basket``) and the corridor (``corridor``).
 
 A *family* is one physical set-up of the team's data collection (:data:`FAMILIES`):
 
 - ``cup``: the 2025 data set (cup or beverage-bottle target, cardboard boxes), geometry calibrated to the
   operators' key guides by ``python -m sim.calibrate`` (README, "Scenario calibration");
 - ``basket``: the 2026 set-up (gray basket target, brown pot obstacles) at the spec's measured distances
-  (``ROBOT_AND_DATA.md`` section 4), its files named ``basket_...``.
+  (``ROBOT_AND_DATA.md`` section 4), its files named ``basket_...``;
+- ``corridor``: the task since V5 (2026-04): a gray basket in an obstacle-free corridor, its axes the basket's
+  position and the path (:mod:`scenarios.corridor`).
 
-Every layout is a TOML file (``scenarios/<family>/layouts/*.toml``, or a user's folder passed as
-``scenario_dir``) merged over ``scenarios/<family>/defaults.toml``. :func:`load` validates it and returns a
-:class:`Scenario`; its
-:meth:`Scenario.sample` draws a concrete :class:`SceneSpec` (poses, colours, light, instruction) from a numpy
-``Generator``, so the environment owns the randomness and the same seed gives the same scene.
+Every family has two axes (:func:`axis_names`): layout x distance for the box families, position x path for the
+corridor; the code calls them ``layout`` and ``distance`` throughout (``--layouts`` / ``--distances``,
+``EpisodeRecord.layout`` ...). Every layout is a TOML file (``scenarios/<family>/layouts/*.toml``, or a user's
+folder passed as ``scenario_dir``) merged over ``scenarios/<family>/defaults.toml``. :func:`load` validates it and
+returns a :class:`Scenario`; its :meth:`Scenario.sample` draws a concrete :class:`SceneSpec` (poses, colours,
+light, instruction) from a numpy ``Generator``, so the environment owns the randomness and the same seed gives the
+same scene.
 
 Coordinates: the robot starts near the origin facing +x (REP-103: x forward, y left, z up); metres, degrees
 in the files, radians in :class:`SceneSpec`.
@@ -20,144 +24,71 @@ in the files, radians in :class:`SceneSpec`.
 from __future__ import annotations
 
 import math
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
-from scenarios.errors import MobileVLAError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from scenarios.corridor import CorridorLayout, TargetPlacer
+from scenarios.spec import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    TARGET_NAMES,
+    TARGET_SHAPES,
+    Appearance,
+    Obstacle,
+    ObstacleSpec,
+    Range,
+    ScenarioError,
+    SceneSpec,
+    Strict,
+    Vec2,
+    Vec3,
+    merge,
+    read_toml,
+    validate,
+)
 
 SCENARIO_ROOT = Path(__file__).parent
-#: The data-collection set-ups, each a folder ``scenarios/<family>/`` (``defaults.toml`` + ``layouts/``).
-FAMILIES = ("cup", "basket")
-DEFAULT_FAMILY = "cup"
+#: The box families' distance presets.
 DISTANCES = ("close", "medium", "far")
-#: Longest box side a layout may give (m): the operators' boxes are under 0.6 m.
-MAX_BOX_SIDE = 3.0
+#: Each family's two axes, as reports name them (the code's ``layout`` and ``distance``).
+AXES = {"cup": ("layout", "distance"), "basket": ("layout", "distance"), "corridor": ("position", "path")}
 #: Radius (m) around the robot's start that no box may reach: the robot's footprint (``envs.robot.RobotConfig``:
 #: 0.15 m) and a press of margin.
 START_CLEARANCE = 0.15
-#: Display names used in instructions, from the spec's instructions ("cup", "beverage bottle", "gray basket").
-TARGET_NAMES = {"cup": "cup", "bottle": "beverage bottle", "basket": "gray basket"}
-#: Target bodies (m, *chosen*): ``("cylinder", radius, height)`` or ``("box", half_x, half_y, half_z)``, standing on
-#: the floor; the environment builds them, the expert and the calibration keep clear of them.
-TARGET_SHAPES = {
-    "cup": ("cylinder", 0.045, 0.10),
-    "bottle": ("cylinder", 0.035, 0.22),
-    "basket": ("box", 0.17, 0.13, 0.08),
-}
-
-Vec2 = tuple[float, float]
-Vec3 = tuple[float, float, float]
 
 
-class ScenarioError(MobileVLAError, ValueError):
-    """A scenario file is missing, malformed or inconsistent; the message names the file and the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class Range(_Strict):
-    """Closed interval ``[low, high]`` given in TOML as a two-element list."""
-
-    low: float
-    high: float
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_list(cls, value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            if len(value) != 2:
-                raise ValueError(f"expected [low, high], got {value!r}")
-            return {"low": value[0], "high": value[1]}
-        return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "Range":
-        if self.high < self.low:
-            raise ValueError(f"high {self.high} < low {self.low}")
-        return self
-
-    def sample(self, rng: np.random.Generator) -> float:
-        return float(rng.uniform(self.low, self.high)) if self.high > self.low else self.low
-
-    @property
-    def mid(self) -> float:
-        return 0.5 * (self.low + self.high)
-
-
-class DistancePreset(_Strict):
+class DistancePreset(Strict):
     obstacle: Range = Field(description="start -> near face of the first obstacle, along x (m)")
     target: Range = Field(description="start -> target object's centre, along x (m)")
     obstacle_y: float = Field(0.0, description="sideways position of the obstacles' reference point (m, +left)")
     target_y: float = Field(0.0, description="sideways position of the target's centre (m, +left)")
 
 
-class Arena(_Strict):
+class Arena(Strict):
     x_min: float = Field(lt=0)
     x_beyond_target: float = Field(gt=0)
     half_width: float = Field(gt=0)
 
 
-class TargetSpec(_Strict):
+class TargetSpec(Strict):
     kinds: list[Literal["cup", "bottle", "basket"]] = Field(min_length=1)
     standoff: float = Field(ge=0, le=1.0)
 
 
-class Obstacle(_Strict):
-    size: Vec3 = Field(description="[depth along x, width along y, height] (m); a pot's depth and width are its diameter")
-    offset: Vec2 = (0.0, 0.0)
-    colour: Vec3 = (0.62, 0.45, 0.28)
-    shape: Literal["box", "pot"] = Field("box", description="a box, or a round pot (an upright cylinder)")
-
-    @model_validator(mode="after")
-    def _round_pot(self) -> "Obstacle":
-        if self.shape == "pot" and self.size[0] != self.size[1]:
-            raise ValueError(f"a pot is round: its depth and width must be equal, got {self.size[:2]}")
-        return self
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, v: Vec3) -> Vec3:
-        if min(v) <= 0 or max(v) > MAX_BOX_SIDE:
-            raise ValueError(f"box sides must be in (0, {MAX_BOX_SIDE}] m, got {v}")
-        return v
-
-    @field_validator("colour")
-    @classmethod
-    def _rgb(cls, v: Vec3) -> Vec3:
-        if not all(0.0 <= c <= 1.0 for c in v):
-            raise ValueError(f"colour components must be in [0, 1], got {v}")
-        return v
-
-
-class Randomization(_Strict):
+class Randomization(Appearance):
     obstacle_xy: Vec2
     target_xy: Vec2
     start_xy: Vec2
     start_yaw: float = Field(ge=0)
     box_scale: Range
     box_colours: list[Vec3] = Field(min_length=1)
-    floor_textures: list[Literal["wood", "tile", "concrete", "carpet"]] = Field(min_length=1)
-    light_azimuth: Range
-    light_elevation: Range
-    time_periods: list[Literal["dawn", "morning", "evening", "night"]] = Field(min_length=1)
-    camera_height: float = Field(ge=0)
-    camera_pitch: float = Field(ge=0)
-    camera_yaw: float = Field(ge=0)
 
 
-class LayoutFile(_Strict):
+class LayoutFile(Strict):
     """Schema of a layout file after merging over the defaults."""
 
     side: Literal["left", "right"]
@@ -180,73 +111,33 @@ class LayoutFile(_Strict):
 
 
 @dataclass(frozen=True)
-class ObstacleSpec:
-    """An obstacle in the world frame: centre ``(x, y, z)`` (m), ``size`` (depth x, width y, height z, m; a pot's
-    depth and width are its diameter), ``colour`` RGB in [0, 1], ``shape`` ``"box"`` or ``"pot"`` (upright
-    cylinder)."""
-
-    center: Vec3
-    size: Vec3
-    colour: Vec3
-    shape: str = "box"
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """A concrete episode scene sampled from a :class:`Scenario` (all SI units, radians).
-
-    Attributes:
-        scenario, distance, side: layout name, distance preset, side to pass (``"left"``/``"right"``).
-        family: the scenario family (:data:`FAMILIES`).
-        instruction: the language instruction of the episode.
-        start: robot start pose ``(x, y, yaw)``.
-        obstacles: the boxes or pots.
-        target_kind, target_position: target object and its centre ``(x, y)`` on the floor.
-        goal: the point in front of the target the robot must stop at ``(x, y)``.
-        arena: ``(x_min, x_max, y_min, y_max)`` bounds for the robot's centre.
-        floor_texture, light_direction, time_period: appearance.
-        camera_offset: ``(d_height m, d_pitch rad, d_yaw rad)`` jitter of the onboard camera mount.
-    """
-
-    scenario: str
-    distance: str
-    side: str
-    instruction: str
-    start: Vec3
-    obstacles: tuple[ObstacleSpec, ...]
-    target_kind: str
-    target_position: Vec2
-    goal: Vec2
-    arena: tuple[float, float, float, float]
-    family: str = DEFAULT_FAMILY
-    floor_texture: str = "concrete"
-    light_direction: Vec3 = (0.4, 0.3, 0.85)
-    time_period: str = "morning"
-    camera_offset: Vec3 = (0.0, 0.0, 0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class Scenario:
-    """A validated layout at one distance preset; :meth:`sample` turns it into a :class:`SceneSpec`."""
+    """A validated layout at one distance preset (a corridor position on one path); :meth:`sample` turns it into
+    a :class:`SceneSpec`."""
 
     name: str
     distance: str
     path: Path
-    layout: LayoutFile = field(repr=False)
+    layout: LayoutFile | CorridorLayout = field(repr=False)
     family: str = DEFAULT_FAMILY
 
     def sample(
-        self, rng: np.random.Generator, *, jitter: bool = True, domain_randomization: bool = False
+        self, rng: np.random.Generator, *, jitter: bool = True, domain_randomization: bool = False,
+        placer: TargetPlacer | None = None,
     ) -> SceneSpec:
         """Draw one scene. With ``jitter`` off and ``domain_randomization`` off, return the nominal scene
-        (range mid-points, first instruction, first target kind, file colours).
+        (range mid-points, first instruction, first target kind, file colours). ``placer``: the robot's camera,
+        which the corridor places its basket with (:class:`scenarios.corridor.TargetPlacer`; unused by the box
+        families).
 
         The draw order is fixed, so a given generator state always yields the same scene.
+
+        Raises:
+            ScenarioError: a corridor scene without ``placer``, or whose basket cannot stand in the corridor.
         """
+        if isinstance(self.layout, CorridorLayout):
+            return self.layout.sample(rng, name=self.name, path=self.distance, family=self.family, jitter=jitter,
+                                      domain_randomization=domain_randomization, placer=placer)
         lay, rnd = self.layout, self.layout.randomization
         preset = lay.distances[self.distance]
 
@@ -289,36 +180,8 @@ class Scenario:
             arena=arena,
         )
         if dr:
-            az = math.radians(rnd.light_azimuth.sample(rng))
-            el = math.radians(rnd.light_elevation.sample(rng))
-            spec.update(
-                floor_texture=rnd.floor_textures[int(rng.integers(len(rnd.floor_textures)))],
-                light_direction=(math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)),
-                time_period=rnd.time_periods[int(rng.integers(len(rnd.time_periods)))],
-                camera_offset=(
-                    float(rng.uniform(-rnd.camera_height, rnd.camera_height)),
-                    math.radians(float(rng.uniform(-rnd.camera_pitch, rnd.camera_pitch))),
-                    math.radians(float(rng.uniform(-rnd.camera_yaw, rnd.camera_yaw))),
-                ),
-            )
+            spec.update(rnd.sample_appearance(rng))
         return SceneSpec(**spec)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def check_family(family: str) -> str:
@@ -345,7 +208,7 @@ def default_distances(family: str = DEFAULT_FAMILY) -> dict[str, DistancePreset]
     """
     path = family_dir(family) / "defaults.toml"
     try:
-        return {name: DistancePreset.model_validate(raw) for name, raw in _read_toml(path)["distances"].items()}
+        return {name: DistancePreset.model_validate(raw) for name, raw in read_toml(path)["distances"].items()}
     except (KeyError, ValidationError) as exc:
         raise ScenarioError(f"{path}: invalid distances: {exc}") from None
 
@@ -365,32 +228,71 @@ def names(scenario_dir: str | Path | None = None, family: str = DEFAULT_FAMILY) 
     return sorted(_layout_files(scenario_dir, family))
 
 
+def axis_names(family: str = DEFAULT_FAMILY) -> tuple[str, str]:
+    """How reports name a family's two axes: ``("layout", "distance")`` or ``("position", "path")``."""
+    return AXES[check_family(family)]
+
+
+def distances(family: str = DEFAULT_FAMILY) -> tuple[str, ...]:
+    """The names of a family's second axis: the distance presets, or the corridor's paths (its defaults' order)."""
+    if check_family(family) == "corridor":
+        return tuple(read_toml(family_dir(family) / "defaults.toml")["paths"])
+    return DISTANCES
+
+
+def default_sweep(family: str = DEFAULT_FAMILY, scenario_dir: str | Path | None = None
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(layouts, distances)`` a sweep covers when none are named: every layout x distance of a box family; the
+    corridor's V6 grid (its ``default_positions`` x every path)."""
+    if check_family(family) == "corridor":
+        positions = read_toml(family_dir(family) / "defaults.toml")["default_positions"]
+        return tuple(positions), distances(family)
+    return tuple(names(scenario_dir, family)), DISTANCES
+
+
+def check_distances(family: str, values: list[str] | tuple[str, ...], flag: str = "--distances") -> tuple[str, ...]:
+    """``values`` if each is a name of the family's second axis (:func:`distances`).
+
+    Raises:
+        ScenarioError: the first unknown one, naming ``flag``, the family's axis and its names (e.g. a distance
+            preset given to the corridor, whose axis is its paths).
+    """
+    known = distances(family)
+    for value in values:
+        if value not in known:
+            axis = axis_names(family)[1]
+            raise ScenarioError(f"{flag}: {value!r} is not a {axis} of the {family} family; {axis}s: "
+                                f"{', '.join(known)}")
+    return tuple(values)
+
+
 def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = None,
          family: str = DEFAULT_FAMILY) -> Scenario:
-    """Load and validate layout ``name`` of ``family`` at distance preset ``distance``; a file from
-    ``scenario_dir`` is merged over the family's ``defaults.toml`` like a built-in one.
+    """Load and validate layout ``name`` of ``family`` at distance preset ``distance`` (a corridor position on
+    path ``distance``); a file from ``scenario_dir`` is merged over the family's ``defaults.toml`` like a built-in
+    one.
 
     Raises:
         ScenarioError: unknown family, name or distance, unreadable TOML, or a field that fails validation (the
             message names the file and the field path, e.g. ``obstacles.0.size``).
     """
     files = _layout_files(scenario_dir, family)
+    axis, second = axis_names(family)
     if name not in files:
-        raise ScenarioError(f"unknown scenario {name!r} in the {family} family; available: {', '.join(sorted(files))}")
+        raise ScenarioError(f"unknown {axis} {name!r} in the {family} family; available: {', '.join(sorted(files))}")
     path = files[name]
-    raw = _merge(_read_toml(family_dir(family) / "defaults.toml"), _read_toml(path))
-    try:
-        layout = LayoutFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg']}" for err in exc.errors()
-        )
-        raise ScenarioError(f"{path}: {problems}") from None
-    if distance not in layout.distances:
-        raise ScenarioError(f"{path}: unknown distance {distance!r}; available: {', '.join(layout.distances)}")
-    problem = geometry_problem(layout)
-    if problem:
-        raise ScenarioError(f"{path}: {problem}")
+    raw = merge(read_toml(family_dir(family) / "defaults.toml"), read_toml(path))
+    if family == "corridor":
+        layout = validate(CorridorLayout, raw, path)
+        known = layout.paths
+    else:
+        layout = validate(LayoutFile, raw, path)
+        known = layout.distances
+        problem = geometry_problem(layout)
+        if problem:
+            raise ScenarioError(f"{path}: {problem}")
+    if distance not in known:
+        raise ScenarioError(f"{path}: unknown {second} {distance!r}; available: {', '.join(known)}")
     return Scenario(name=name, distance=distance, path=path, layout=layout, family=family)
 
 
@@ -425,14 +327,22 @@ def geometry_problem(layout: LayoutFile) -> str | None:
 
 
 __all__ = [
+    "AXES",
     "DISTANCES",
     "DEFAULT_FAMILY",
     "FAMILIES",
+    "TARGET_NAMES",
     "TARGET_SHAPES",
+    "Obstacle",
     "ObstacleSpec",
+    "Range",
     "Scenario",
     "ScenarioError",
     "SceneSpec",
+    "axis_names",
+    "check_distances",
+    "default_sweep",
+    "distances",
     "load",
     "names",
 ]

@@ -140,11 +140,52 @@ def parse_policy_args(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def add_family_argument(parser: argparse.ArgumentParser) -> None:
-    """``--family {cup,basket}``: the scenario family (``scenarios.FAMILIES``) of every environment the command
-    builds; default ``cup``."""
+    """``--family {cup,basket,corridor}``: the scenario family (``scenarios.FAMILIES``) of every environment the
+    command builds; default ``cup``."""
     parser.add_argument("--family", choices=scenarios.FAMILIES, default=scenarios.DEFAULT_FAMILY,
-                        help="scenario family: cup (2025 set-up, calibrated to the operators' guides) or basket "
-                             "(2026 set-up at the spec's distances); default %(default)s")
+                        help="scenario family: cup (2025 set-up, calibrated to the operators' guides), basket "
+                             "(early 2026, pots, at the spec's distances) or corridor (since V5: a gray basket in a "
+                             "corridor; its axes are positions and paths); default %(default)s")
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--layouts`` and ``--distances``: the family's two axes (layouts x distances; the corridor's positions x
+    paths), checked by :func:`sweep_from_args`."""
+    parser.add_argument("--layouts", nargs="+", default=None, metavar="NAME",
+                        help="layouts, or the corridor's basket positions (default: the family's sweep: every layout; "
+                             "the corridor's five V6 positions; 'all': every one, V5 positions included)")
+    parser.add_argument("--distances", nargs="+", default=None, metavar="NAME",
+                        help="distance presets (close medium far), or the corridor's paths (left_curve straight "
+                             "right_curve); default and 'all': every one")
+
+
+def sweep_from_args(family: str, layouts: Sequence[str] | None, distances: Sequence[str] | None,
+                    scenario_dir: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(layouts, distances)`` of ``--layouts`` / ``--distances`` in ``family``: None gives the family's default
+    sweep (:func:`scenarios.default_sweep`), ``all`` every name.
+
+    Raises:
+        ScenarioError: a name that is not one of the family's (one line naming the flag, the family's axis and its
+            names: a distance preset given to the corridor, a path to a box family).
+    """
+    default_layouts, default_distances = scenarios.default_sweep(family, scenario_dir)
+    axis, second = scenarios.axis_names(family)
+    if layouts is None:
+        chosen_layouts = default_layouts
+    elif list(layouts) == ["all"]:
+        chosen_layouts = tuple(scenarios.names(scenario_dir, family))
+    else:
+        known = scenarios.names(scenario_dir, family)
+        for name in layouts:
+            if name not in known:
+                raise scenarios.ScenarioError(f"--layouts: {name!r} is not a {axis} of the {family} family; "
+                                              f"{axis}s: {', '.join(known)}")
+        chosen_layouts = tuple(layouts)
+    if distances is None or list(distances) == ["all"]:
+        chosen_distances = default_distances if distances is None else scenarios.distances(family)
+    else:
+        chosen_distances = scenarios.check_distances(family, distances)
+    return chosen_layouts, chosen_distances
 
 
 def add_policy_arg_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:

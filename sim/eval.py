@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import scenarios
+from envs.cadence import PRESETS, Cadence
 from envs.settings import ACTUATIONS, ImageSize
 from policies import describe
 from policies import names as policy_names
@@ -35,9 +36,11 @@ from sim.cli import (
     add_family_argument,
     add_model_source_arguments,
     add_policy_arg_argument,
+    add_sweep_arguments,
     command,
     model_source_kwargs,
     parse_policy_args,
+    sweep_from_args,
 )
 from sim.evaluation import EvalConfig, EvalResult, evaluate
 from sim.evaluation.config import (
@@ -77,6 +80,41 @@ def read_real_results(path: str | Path) -> dict[str, float]:
     return out
 
 
+def parse_latency_components(items: Sequence[str]) -> dict[str, float]:
+    """``["grounder=1.9", "mlp=0.001"]`` -> ``{"grounder": 1.9, "mlp": 0.001}`` (s).
+
+    Raises:
+        ConfigError: an item that is not NAME=SECONDS with SECONDS a number in [0, 10] (one line naming it).
+    """
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not sep or not name or not 0.0 <= seconds <= MAX_LATENCY_S:
+            raise ConfigError(f"--latency-component must be NAME=SECONDS with SECONDS in [0, {MAX_LATENCY_S:g}], "
+                              f"got {item!r}")
+        out[name] = seconds
+    return out
+
+
+def cadence_from_arg(value: str | None) -> Cadence | None:
+    """``--cadence PRESET[,FIELD=VALUE...]`` as a :class:`~envs.cadence.Cadence` (None: not given).
+
+    Raises:
+        ConfigError: an unknown preset or field, a bad value, a period faster than the physics step (one line
+            naming ``--cadence``).
+    """
+    if value is None:
+        return None
+    try:
+        return Cadence.parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"--cadence {value}: {exc}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """The :class:`EvalConfig` the command line describes.
 
@@ -93,15 +131,23 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     source = model_source_kwargs(args)
     policy_args = parse_policy_args(args.policy_arg)
     out = Path(args.out) if args.out else default_run_dir(names, time.strftime("%Y%m%d-%H%M%S"))
-    latency = Latency(measured=True) if args.latency == "measured" else Latency(seconds=(args.latency_ms or 0.0) / 1e3)
+    components = parse_latency_components(args.latency_component)
+    if args.latency == "measured":
+        if components:
+            raise ConfigError("--latency measured and --latency-component exclude each other")
+        latency = Latency(measured=True)
+    else:
+        latency = Latency(seconds=(args.latency_ms or 0.0) / 1e3, components=components)
+    cadence = cadence_from_arg(args.cadence)
+    if args.max_time is not None and not 0 < args.max_time <= 3600:
+        raise ConfigError(f"--max-time must be in (0, 3600] s, got {args.max_time}")
+    layouts, distances = sweep_from_args(args.family, args.layouts, args.distances)
     return EvalConfig(
         policies=[policy_spec(name, model_source=source, policy_args=policy_args) for name in names],
-        env=EnvSettings(family=args.family, actuation=args.actuation,
+        env=EnvSettings(family=args.family, actuation=args.actuation, cadence=cadence,
                         image_size=ImageSize.parse(args.image_size, "--image-size"), max_steps=args.max_steps,
-                        latency=latency),
-        sweep=Sweep(layouts=scenarios.names(family=args.family) if args.layouts == ["all"] else args.layouts,
-                    distances=scenarios.DISTANCES if args.distances == ["all"] else args.distances,
-                    episodes_per_combo=args.episodes_per_combo, seed=args.seed),
+                        max_time=args.max_time, latency=latency),
+        sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=args.episodes_per_combo, seed=args.seed),
         output=OutputSettings(out=out, video_dir=Path("videos") / out.name, record=args.record,
                               real_results=args.real_results),
     )
@@ -114,8 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_source_arguments(parser)
     add_policy_arg_argument(parser)
     add_family_argument(parser)
-    parser.add_argument("--layouts", nargs="+", default=["all"])
-    parser.add_argument("--distances", nargs="+", default=["all"])
+    add_sweep_arguments(parser)
     parser.add_argument("--episodes-per-combo", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -136,7 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     lat = parser.add_mutually_exclusive_group()
     lat.add_argument("--latency-ms", type=float, help="apply every action this many ms late (simulated time)")
     lat.add_argument("--latency", choices=["measured"], help="apply each action as late as the policy took")
-    parser.add_argument("--actuation", choices=ACTUATIONS, default="keypress")
+    parser.add_argument("--latency-component", action="append", default=[], metavar="NAME=SECONDS",
+                        help="a latency component (e.g. grounder=1.9, mlp=0.001; repeat): each step pays those the "
+                             "policy ran (all of them unless it says), on top of --latency-ms")
+    parser.add_argument("--actuation", choices=ACTUATIONS, default=None,
+                        help="keypress (2025 robot), velocity, or class (the eight classes of 2026; the corridor's "
+                             "default)")
+    parser.add_argument("--cadence", metavar="PRESET[,FIELD=VALUE...]",
+                        help=f"class actuation: when decisions are taken and how long commands drive: "
+                             f"{', '.join(PRESETS)} (default deployed), e.g. deployed,coast_s=1.2 (envs/cadence.py)")
+    parser.add_argument("--max-time", type=float, metavar="S",
+                        help="class actuation: episode length in simulated seconds (default 45)")
     parser.add_argument("--image-size", default="224x224", help="camera WIDTHxHEIGHT px")
     parser.add_argument("--max-steps", type=int, default=None, help="steps before a timeout (default: the env's)")
     parser.add_argument("--out", help="run folder (default runs/<policies>-<timestamp>)")

@@ -6,6 +6,7 @@ Usage::
     python -m sim.generate --out data/synth --episodes 480                      # 1280x720 like the robot
     python -m sim.generate --out D --episodes 8 --layouts 1box_hori_left 2box_vert_right --distances medium far
     python -m sim.generate --family basket --out data/basket --episodes 24   # basket_... files, the 2026 set-up
+    python -m sim.generate --family corridor --out data/corridor --episodes 30 --format lerobot   # V6 H5 + LeRobot
 
 What each episode is, the determinism rule and resuming: :mod:`sim.data.generation`. Exit 0: every episode
 written; 1: some episodes failed (listed); 2: bad arguments, or a folder holding files of other settings.
@@ -19,11 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import scenarios
-from envs.settings import ImageSize
-from sim.cli import add_family_argument, command
+from envs.settings import ImageSize, default_actuation
+from sim.cli import add_family_argument, add_sweep_arguments, command, sweep_from_args
 from sim.data import h5format
-from sim.data.generation import GenerateConfig, generate
+from sim.data.generation import OUTPUT_FORMATS, GenerateConfig, generate
+from sim.eval import cadence_from_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (created; resumable)")
     p.add_argument("--episodes", required=True, type=int, help="number of episodes (indices 0..N-1)")
     add_family_argument(p)
-    p.add_argument("--layouts", nargs="+", default=None, metavar="NAME",
-                   help=f"layouts (default: all: {' '.join(scenarios.names())})")
-    p.add_argument("--distances", nargs="+", default=list(scenarios.DISTANCES), choices=list(scenarios.DISTANCES))
+    add_sweep_arguments(p)
+    p.add_argument("--cadence", metavar="PRESET[,FIELD=VALUE...]",
+                   help="corridor: the decision cadence of the data (default v6-data: the joystick data's ~6 Hz; "
+                        "v5: 1.35 s steps)")
+    p.add_argument("--format", dest="output_format", choices=OUTPUT_FORMATS, default="h5",
+                   help="h5: the episode files; lerobot: also a LeRobot v3.0 dataset of them in OUT/lerobot")
     p.add_argument("--image-size", default="1280x720", help="WIDTHxHEIGHT px (default 1280x720 like the robot)")
     p.add_argument("--variant-ratio", type=float, default=0.4, help="share of variant episodes in [0, 1]")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
@@ -55,15 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    available = scenarios.names(family=args.family)
-    layouts = tuple(args.layouts or available)
-    unknown = sorted(set(layouts) - set(available))
-    if unknown:
-        parser.error(f"unknown layouts {unknown}; available: {available}")
-    bad = [lay for lay in layouts if not h5format.FILENAME_RE.match(f"episode_20250101_000000_{lay}_core_medium.h5")]
+    layouts, distances = sweep_from_args(args.family, args.layouts, args.distances)
+    corridor = default_actuation(args.family) == "class"
+    bad = [lay for lay in layouts if not corridor and
+           not h5format.FILENAME_RE.match(f"episode_20250101_000000_{lay}_core_medium.h5")]
     if bad:
         parser.error(f"layouts {bad} cannot be named in the collector's file-name pattern "
                      "({1box|2box}_{hori|vert}_{left|right})")
+    if args.cadence is not None and not corridor:
+        parser.error(f"--cadence is for the corridor family's class actuation (the {args.family} family presses "
+                     "keys)")
+    cadence = cadence_from_arg(args.cadence)
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     if not 0.0 <= args.variant_ratio <= 1.0:
@@ -76,17 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--epsilon must be in [0, 1], --slack >= 0 and --max-attempts >= 1")
     size = ImageSize.parse(args.image_size, "--image-size")
     cfg = GenerateConfig(
-        out=args.out, episodes=args.episodes, layouts=layouts, distances=tuple(args.distances), family=args.family,
-        image_size=size,
-        variant_ratio=args.variant_ratio, seed=args.seed, randomize=args.randomize, epsilon=args.epsilon,
-        slack=args.slack, max_attempts=args.max_attempts, workers=args.workers,
-        collector_format=args.collector_format,
+        out=args.out, episodes=args.episodes, layouts=layouts, distances=distances, family=args.family,
+        image_size=size, variant_ratio=args.variant_ratio, seed=args.seed, randomize=args.randomize,
+        epsilon=args.epsilon, slack=args.slack, max_attempts=args.max_attempts, workers=args.workers,
+        collector_format=args.collector_format, output_format=args.output_format,
+        cadence=None if cadence is None else args.cadence,
     )
     res = generate(cfg, progress=not args.no_progress)
     s = res["statistics"]
     print(f"{cfg.out}: wrote {len(res['written'])} episodes ({res['frames_written']} frames, "
           f"{res['frames_written'] / max(res['elapsed_s'], 1e-9):.1f} frames/s), skipped {res['skipped']} "
           f"finished, {len(res['failed'])} failed; folder holds {s['num_episodes']} episodes")
+    if res["lerobot"] is not None:
+        print(f"LeRobot v3.0 dataset of the folder's {s['num_episodes']} episodes: {res['lerobot']}")
     for r in res["failed"]:
         print(f"failed: {r['error']}", file=sys.stderr)
     return 1 if res["failed"] else 0

@@ -1,6 +1,7 @@
-"""Contact sheet of every layout x distance: first onboard frame and a top-down view with the expert's path.
+"""Contact sheet of every layout x distance (the corridor: every basket position x path): first onboard frame and
+a top-down view with the expert's path.
 
-``python -m sim.preview --out preview.png [--seed 0] [--domain-randomization]``
+``python -m sim.preview --out preview.png [--family cup|basket|corridor] [--seed 0] [--domain-randomization]``
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_family_argument(parser)
     args = parser.parse_args(argv)
 
-    layouts, distances = scenarios.names(args.scenario_dir, args.family), scenarios.DISTANCES
+    layouts, distances = scenarios.names(args.scenario_dir, args.family), scenarios.distances(args.family)
+    unit = "decisions" if args.family == "corridor" else "presses"
     top_size = (480, 270)
     env = gym.make(
         ENV_ID, scenario=layouts[0], render_mode="rgb_array", render_size=top_size,
@@ -68,14 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             ax_top.plot(u, v, "-o", ms=2, lw=1.2, color=OUTCOME_COLOURS.get(record.status, "k"))
             gx, gy = project(*env.unwrapped.spec_scene.goal)
             ax_top.plot([gx], [gy], "x", color="yellow", ms=6, mew=2)
-            ax_top.set_title(f"{layout} {distance}: {record.status}, {record.steps} presses, side {record.passed_side}",
-                             fontsize=6)
+            side = "" if record.passed_side is None else f", side {record.passed_side}"
+            ax_top.set_title(f"{layout} {distance}: {record.status}, {record.steps} {unit}{side}", fontsize=6)
             ax_cam.set_title(f"{layout} {distance}", fontsize=6)
             for ax in (ax_cam, ax_top):
                 ax.set_xticks([])
                 ax.set_yticks([])
     env.close()
-    fig.suptitle(f"mobile-vla-sim preview, {args.family} family (seed {args.seed}): onboard camera at reset | top-down with the expert's path", fontsize=9)
+    fig.suptitle(f"mobile-vla-sim preview, {args.family} family (seed {args.seed}): onboard camera at reset | "
+                 "top-down with the expert's path", fontsize=9)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

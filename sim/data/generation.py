@@ -1,10 +1,14 @@
 """Synthetic H5 episodes in the robot collector's exact format (the library of ``python -m sim.generate``).
 
 Each successful episode of the privileged expert (:mod:`policies.expert`) in ``MobileVLA/BoxAvoid-v0`` becomes
-one file written by :func:`sim.data.h5format.write_episode` (format: ``ROBOT_AND_DATA.md`` section 3). The folder
-also gets ``dataset_index.csv`` (``episode_path,instruction``; paths relative to the folder) and
-``dataset_statistics.json`` (see :func:`sim.data.inspection.dataset_statistics`), rebuilt from every episode file in
-the folder at the end of each run.
+one file written by :func:`sim.data.h5format.write_episode`: in the 2025 collector's layout (format:
+``ROBOT_AND_DATA.md`` section 3) for the box families, in the team's V6 layout for the ``corridor`` family (one
+frame per decision at the cadence, ``v6-data`` by default: the joystick data's ~6 Hz; the joystick form of the
+classes; consecutive stops as one frame; five injected stop frames: :mod:`sim.data.h5format`). The folder also gets
+``dataset_index.csv`` (``episode_path,instruction``; paths relative to the folder) and ``dataset_statistics.json``
+(see :func:`sim.data.inspection.dataset_statistics`), rebuilt from every episode file in the folder at the end of
+each run; with ``output_format="lerobot"``, also ``lerobot/``: every episode of the folder as a LeRobot v3.0 dataset
+(:func:`export_lerobot`), rebuilt the same way.
 
 Determinism rule: episode ``i`` depends only on ``(settings, --seed, i)``, never on the worker that runs it or
 on the order of completion:
@@ -48,14 +52,20 @@ import numpy as np
 
 import scenarios
 from envs import ENV_ID
+from envs.settings import default_actuation
 from scenarios.errors import MobileVLAError
 from scenarios.files import atomic_write_text
 from sim.data import h5format
 from sim.evaluation.episode import Episode
 from sim.evaluation.pool import run_tasks
 
-#: Date of episode 0's synthetic timestamp (see the module doc).
+#: Date of episode 0's synthetic timestamp (see the module doc); the corridor's: when V6 was collected.
 BASE_DATE = datetime(2025, 12, 1)
+BASE_DATES = {"corridor": datetime(2026, 7, 15)}
+#: The corridor data's cadence unless told otherwise: the V6 joystick data's.
+CORRIDOR_CADENCE = "v6-data"
+#: Output formats: the H5 files alone, or also the LeRobot v3.0 dataset of them.
+OUTPUT_FORMATS = ("h5", "lerobot")
 #: Hour written for each ``time_period`` of the scene (collection_hour), chosen inside each period.
 PERIOD_HOURS = {"dawn": 5, "morning": 9, "evening": 18, "night": 22}
 #: Name of this generator in ``sim_generator``.
@@ -75,10 +85,13 @@ class GenerateConfig:
         seed: master seed. randomize: the env's ``domain_randomization``.
         epsilon / slack: the expert's perturbation for variants (probability per press / extra presses allowed).
         max_attempts: attempts per episode before it is reported as failed.
-        max_steps: the env's truncation (presses) during generation.
+        max_steps: the env's truncation (presses) during generation; the ``class`` actuation's episodes (the
+            corridor) end at the env's ``max_time`` instead.
+        cadence: the corridor's decision cadence (:mod:`envs.cadence`; default ``v6-data``); None elsewhere.
         workers: processes (one env each).
         collector_format: write exactly what the robot's collector writes: no ``language_instruction`` and none of
             the ``sim_*`` attributes (so such a folder cannot be resumed: start it empty).
+        output_format: ``h5``, or ``lerobot``: the H5 files and their LeRobot v3.0 dataset in ``out/lerobot``.
     """
 
     out: Path
@@ -94,14 +107,23 @@ class GenerateConfig:
     slack: float = 1.0
     max_attempts: int = 8
     max_steps: int = 60
+    cadence: str | None = None
     workers: int = 1
     collector_format: bool = False
+    output_format: str = "h5"
+
+    @property
+    def actuation(self) -> str:
+        """The family's actuation (``class`` for the corridor, keypress otherwise)."""
+        return default_actuation(self.family)
 
     def content_settings(self) -> dict[str, Any]:
         """The settings that determine episode ``i``'s content (JSON-serialisable)."""
         d = asdict(self)
-        for k in ("out", "episodes", "workers", "collector_format"):
+        for k in ("out", "episodes", "workers", "collector_format", "output_format"):
             d.pop(k)
+        if d["cadence"] is None:  # files of before the corridor have no such setting: same fingerprint
+            d.pop("cadence")
         d["layouts"], d["distances"], d["image_size"] = list(self.layouts), list(self.distances), list(self.image_size)
         return d
 
@@ -140,10 +162,10 @@ def attempt_seeds(seed: int, index: int, attempt: int) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def episode_datetime(index: int, time_period: str) -> datetime:
+def episode_datetime(index: int, time_period: str, family: str = scenarios.DEFAULT_FAMILY) -> datetime:
     """Synthetic collection time of episode ``index`` (unique per index, hour matching ``time_period``)."""
     minute, second = divmod(index % 3600, 60)
-    day = BASE_DATE + timedelta(days=index // 3600)
+    day = BASE_DATES.get(family, BASE_DATE) + timedelta(days=index // 3600)
     return day.replace(hour=PERIOD_HOURS.get(time_period, 12), minute=minute, second=second)
 
 
@@ -169,6 +191,20 @@ class Rollout:
     scene_seed: int
     expert_seed: int
     images: list[np.ndarray] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+#: What a rollout's final key is on success: the collector's SPACE, the class actuation's STOP.
+STOP_KEYS = frozenset({"SPACE", "STOP"})
+
+
+def key_action(key: str) -> np.ndarray:
+    """The action that executes ``key`` again: a robot key (:mod:`envs.keys`) or an action class
+    (:mod:`envs.actions`); float32 ``(3,)``."""
+    from envs.actions import CLASS_ACTIONS, class_action
+    from envs.keys import key_to_action
+
+    return class_action(key) if key in CLASS_ACTIONS else key_to_action(key)
 
 
 #: Keys that drive backwards: the real data never has them (linear_x only takes 0 and 1.15, spec section 3).
@@ -181,7 +217,11 @@ def make_envs(cfg: GenerateConfig):
     import gymnasium as gym
 
     common = dict(scenario=cfg.layouts[0], distance=cfg.distances[0], family=cfg.family, image_size=cfg.image_size,
-                  domain_randomization=cfg.randomize, max_steps=cfg.max_steps)
+                  domain_randomization=cfg.randomize)
+    if cfg.actuation == "class":
+        common.update(cadence=cfg.cadence or CORRIDOR_CADENCE)
+    else:
+        common.update(max_steps=cfg.max_steps)
     plan_env = gym.make(ENV_ID, obs_keys=("instruction", "state"), **common)
     render_env = gym.make(ENV_ID, obs_keys=("image", "instruction", "state"), **common)
     return plan_env, render_env
@@ -203,7 +243,8 @@ def expert_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, attempt: int, pe
     for _ in episode.run(expert.act):
         pass
     record = episode.record()
-    return Rollout(record.keys, record.status, episode.reset_info, scene_seed, expert_seed)
+    return Rollout(record.keys, record.status, episode.reset_info, scene_seed, expert_seed,
+                   duration_s=record.sim_time_s)
 
 
 def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout) -> Rollout:
@@ -213,14 +254,12 @@ def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout
         RuntimeError: the replay diverged from the plan (other scene or outcome): the simulation must be
             deterministic for a given seed, so this is a bug, never silently written.
     """
-    from envs.keys import key_to_action
-
     episode = Episode(env, planned.scene_seed, _options(plan))
     if planned.info and episode.scene != planned.info["scene"]:
         raise RuntimeError(f"episode {plan.index}: the camera env sampled another scene than the planning env")
     images = [episode.obs["image"]]
     presses = iter(planned.keys)
-    for step in episode.run(lambda obs: key_to_action(next(presses))):
+    for step in episode.run(lambda obs: key_action(next(presses))):
         images.append(step.obs["image"])
         if step.index == len(planned.keys) - 1:
             break
@@ -228,7 +267,8 @@ def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout
     if status != planned.status or len(images) != len(planned.keys) + 1:
         raise RuntimeError(f"episode {plan.index}: replaying the expert's keys gave {status!r} after "
                            f"{len(images) - 1} presses, the plan {planned.status!r} after {len(planned.keys)}")
-    return Rollout(planned.keys, status, episode.reset_info, planned.scene_seed, planned.expert_seed, images)
+    return Rollout(planned.keys, status, episode.reset_info, planned.scene_seed, planned.expert_seed, images,
+                   planned.duration_s)
 
 
 def run_episode(env, cfg: GenerateConfig, index: int) -> tuple[EpisodePlan, Rollout, int]:
@@ -247,7 +287,7 @@ def run_episode(env, cfg: GenerateConfig, index: int) -> tuple[EpisodePlan, Roll
     fallback: tuple[Rollout, int] | None = None
     for attempt in range(cfg.max_attempts):
         ro = expert_rollout(env, cfg, plan, attempt, perturb=plan.kind == "variant")
-        if ro.status != "success" or ro.keys[-1] != "SPACE":
+        if ro.status != "success" or ro.keys[-1] not in STOP_KEYS:
             outcomes.append(f"attempt {attempt}: {ro.status}")
         elif plan.kind == "variant" and ro.keys == expert_rollout(env, cfg, plan, attempt, perturb=False).keys:
             outcomes.append(f"attempt {attempt}: same keys as the canonical expert")
@@ -274,6 +314,27 @@ def episode_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images_bgr, actions, events
 
 
+def v6_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(images_bgr (N,H,W,3) uint8, actions (N,3) float32, events)`` in the V6 dashboard's frame semantics: one
+    frame per decision (the image it was made on) with the class in the joystick's form (:func:`envs.actions.
+    joystick_action`), a STOP as ``joystick_neutral`` and consecutive STOPs as one frame (the dashboard
+    de-duplicates them), then the last image :data:`~sim.data.h5format.STOP_INJECT_N` times with zeros and
+    ``stop_inject``."""
+    from envs.actions import joystick_action
+
+    frames, actions, events = [], [], []
+    for image, key in zip(ro.images[1:], ro.keys):
+        if key == "STOP" and events and events[-1] == h5format.V6_EVENT_NEUTRAL:
+            continue
+        frames.append(image)
+        actions.append(joystick_action(key))
+        events.append(h5format.V6_EVENT_NEUTRAL if key == "STOP" else h5format.V6_EVENT_JOYSTICK)
+    frames += [frames[-1]] * h5format.STOP_INJECT_N
+    actions += [np.zeros(3, np.float32)] * h5format.STOP_INJECT_N
+    events += [h5format.V6_EVENT_INJECT] * h5format.STOP_INJECT_N
+    return np.stack(frames)[..., ::-1], np.stack(actions).astype(np.float32), events
+
+
 def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
     """Generate and atomically write episode ``index`` into ``cfg.out`` using ``(plan_env, render_env)`` from
     :func:`make_envs`; returns ``{"index", "file", "frames", "attempt"}``.
@@ -285,14 +346,20 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
     plan, planned, attempt = run_episode(plan_env, cfg, index)
     ro = render_rollout(env, cfg, plan, planned)
     scene = ro.info["scene"]
-    when = episode_datetime(index, scene["time_period"])
-    name = h5format.episode_filename(when, plan.layout, plan.kind, plan.distance, cfg.family)
-    images_bgr, actions, events = episode_arrays(ro)
+    when = episode_datetime(index, scene["time_period"], cfg.family)
     step_duration = float(env.unwrapped.step_duration)
-    attrs = h5format.collector_attributes(
-        episode_name=Path(name).stem, total_duration=len(ro.keys) * step_duration, num_frames=len(events),
-        obstacle_layout_type=plan.layout.split("_")[1], time_period=scene["time_period"], when=when,
-    )
+    if cfg.actuation == "class":  # the corridor: the V6 layout
+        name = h5format.v6_filename(when, plan.layout, plan.distance)
+        images_bgr, actions, events = v6_arrays(ro)
+        attrs = h5format.v6_attributes(Path(name).stem, ro.duration_s, len(events), plan.layout, plan.distance,
+                                       scene["time_period"], when)
+    else:
+        name = h5format.episode_filename(when, plan.layout, plan.kind, plan.distance, cfg.family)
+        images_bgr, actions, events = episode_arrays(ro)
+        attrs = h5format.collector_attributes(
+            episode_name=Path(name).stem, total_duration=len(ro.keys) * step_duration, num_frames=len(events),
+            obstacle_layout_type=plan.layout.split("_")[1], time_period=scene["time_period"], when=when,
+        )
     sim_params = {
         "scene": scene,
         "scene_seed": ro.scene_seed,
@@ -300,7 +367,8 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
                    "slack": cfg.slack, "seed": ro.expert_seed},
         "env": {"id": ENV_ID, "scenario": plan.layout, "distance": plan.distance, "family": cfg.family,
                 "image_size": list(cfg.image_size), "domain_randomization": cfg.randomize,
-                "max_steps": cfg.max_steps, "step_duration_s": step_duration},
+                "max_steps": cfg.max_steps, "step_duration_s": step_duration,
+                "cadence": ro.info["control"]["cadence"] if cfg.actuation == "class" else None},
         "episode_index": index, "attempt": attempt, "kind": plan.kind, "keys": ro.keys,
         "settings": cfg.content_settings(),
     }
@@ -310,6 +378,7 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
         "sim_fingerprint": cfg.fingerprint(),
         "sim_generator": GENERATOR,
         "sim_seed": cfg.seed,
+        "sim_kind": plan.kind,
     }
     if cfg.collector_format:
         h5format.write_episode(cfg.out / name, images_bgr, actions, events, attrs)
@@ -411,10 +480,51 @@ def write_index_and_statistics(out: Path, extra: dict[str, Any] | None = None) -
     return stats
 
 
-def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
-    """Generate the missing episodes of ``cfg`` and rewrite the index and statistics.
+#: Where :func:`export_lerobot` writes in a generation folder.
+LEROBOT_DIR = "lerobot"
 
-    Returns ``{"written": [...], "skipped": n, "failed": [...], "statistics": {...}}``.
+
+def export_lerobot(folder: Path, fps: int, root: Path | None = None) -> Path:
+    """Every episode file of ``folder`` (in name order) as one LeRobot v3.0 dataset (:mod:`sim.data.
+    lerobot_format`) at ``root`` (default ``folder/lerobot``), rebuilt from scratch: the team converts its H5
+    episodes the same way (EdgeGroundVLA ``scripts/convert/h5_v6_to_lerobot.py``: ``observation.images.cam_front``
+    RGB, ``action``, ``action.event_type``, ``robot_type`` ``mobile_base``). Frames are stored losslessly (PNG); the
+    task of an episode is its instruction (a V6 file without one: the team's converter sentence).
+
+    Raises:
+        DatasetFolderError: no episode file in ``folder``, or files of different image sizes.
+    """
+    import shutil
+
+    from sim.data.lerobot_format import LeRobotV3Writer, mobile_base_features
+
+    paths = sorted(folder.glob("episode_*.h5"))
+    if not paths:
+        raise DatasetFolderError(f"{folder}: no episode_*.h5 file to export")
+    sizes = {h5format.read_info(p).image_hw for p in paths}
+    if len(sizes) > 1:
+        raise DatasetFolderError(f"{folder}: episodes of several image sizes {sorted(sizes)}: one LeRobot dataset "
+                                 "holds one")
+    (height, width), = sizes
+    root = root or folder / LEROBOT_DIR
+    if root.exists():  # derived from the H5 files, which stay: rebuilt whole
+        shutil.rmtree(root)
+    with LeRobotV3Writer(root, fps=fps, features=mobile_base_features(height, width),
+                         robot_type="mobile_base") as writer:
+        for path in paths:
+            actions, events = h5format.read_actions(path)
+            writer.add_episode(h5format.read_info(path).instruction, {
+                "observation.images.cam_front": h5format.read_episode_frames(path), "action": actions,
+                "action.event_type": events})
+    return root
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
+    """Generate the missing episodes of ``cfg`` and rewrite the index and statistics (and, with
+    ``output_format="lerobot"``, the LeRobot dataset of the folder: :func:`export_lerobot`, at ``fps`` =
+    1 / the cadence's decision period, 6 for the V6 data).
+
+    Returns ``{"written": [...], "skipped": n, "failed": [...], "statistics": {...}, "lerobot": path or None}``.
     """
     from tqdm import tqdm
 
@@ -456,6 +566,22 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
         "settings": cfg.content_settings(), "fingerprint": cfg.fingerprint(),
         "failed_indices": sorted(r["index"] for r in failed),
     }})
+    lerobot = export_lerobot(cfg.out, fps=lerobot_fps(cfg)) if cfg.output_format == "lerobot" else None
     return {"written": sorted(written, key=lambda r: r["index"]), "skipped": len(done), "failed": failed,
             "statistics": stats, "frames_written": frames, "elapsed_s": elapsed,
-            "worker_cpu_s": sum(r.get("cpu_s", 0.0) for r in written + failed)}
+            "worker_cpu_s": sum(r.get("cpu_s", 0.0) for r in written + failed), "lerobot": lerobot}
+
+
+def lerobot_fps(cfg: GenerateConfig) -> int:
+    """Frames per second of the exported dataset: one frame per decision (the cadence's period; a press and its
+    brake for the keypress families), rounded, at least 1."""
+    if cfg.actuation == "class":
+        from envs.cadence import Cadence
+
+        period = Cadence.parse(cfg.cadence or CORRIDOR_CADENCE).period_s
+    else:
+        from envs.robot import RobotConfig
+
+        robot = RobotConfig()
+        period = robot.press_duration + robot.brake_time
+    return max(1, round(1.0 / period))

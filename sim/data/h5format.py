@@ -25,6 +25,18 @@ same view.
 
 File name: ``episode_YYYYMMDD_HHMMSS_{1box|2box}_{hori|vert}_{left|right}_{core|variant}_{close|medium|far}.h5``.
 
+**The V6 layout** (the team's joystick collector of 2026-07, EdgeGroundVLA ``robovlm_nav/serve/mona_dashboard.py``
+``DataCollectSession._save_episode_data``; the ``corridor`` family), told apart by its ``cx_position`` attribute as
+the team does: the same ``images`` (BGR, gzip), ``actions`` (``[linear_x, linear_y, angular_z]``: ``linear_x``,
+``linear_y`` in ``{0, +-1.15}``, ``angular_z`` continuous, ``+-1.15`` for a pure rotation) and
+``action_event_types`` (``joystick``, ``joystick_neutral`` for the stick released (a stop), ``stop_inject``, and the
+dashboard's other sources: ``joystick_A_<n>``, ``keyboard``) with one frame per published command (consecutive
+stops de-duplicated) and the last image repeated ``stop_inject_n`` = 5 times with zeros and ``stop_inject``;
+attributes: the nine above plus ``scenario`` (may be empty), ``cx_position``, ``cx_path``, ``stop_inject_n``;
+``total_duration`` is the time to the stop, before the injected frames; ``obstacle_layout_type`` is ``hori``.
+Name ``episode_YYYYMMDD_HHMMSS_{cx_position}_{cx_path}.h5``. ``language_instruction`` is optional here too (the
+team's V6 files have none; the simulator writes the episode's unless ``--collector-format``).
+
 Both :mod:`sim.data.generation` (writer) and :mod:`sim.data.dataset` / :mod:`sim.data.inspection` (readers) use
 this module, so the writer and the checks cannot drift apart.
 """
@@ -43,7 +55,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from envs.keys import KEY_ACTIONS
+from envs.keys import ACTION_LABEL, KEY_ACTIONS
 from scenarios import files
 from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write
@@ -119,6 +131,53 @@ MAX_ABS_ACTION = 10.0
 
 #: The exact action rows the collector writes (spec section 2), float32.
 LABEL_ROWS = np.unique(np.asarray(list(KEY_ACTIONS.values()), dtype=np.float32), axis=0)
+
+# --------------------------------------------------------------------------------------------- the V6 layout
+#: Injected stop frames at the end of a V6 file (``STOP_INJECT_N``, ``mona_dashboard.py``).
+STOP_INJECT_N = 5
+V6_EVENT_JOYSTICK = "joystick"
+V6_EVENT_NEUTRAL = "joystick_neutral"
+V6_EVENT_INJECT = "stop_inject"
+#: Event types a V6 file may hold: the ``source`` values of the dashboard's ``publish_and_move``.
+V6_EVENT_RE = re.compile(r"^(joystick|joystick_neutral|joystick_A_\d+|keyboard|stop_inject)$")
+#: Attributes a V6 file has on top of :data:`REQUIRED_ATTRS`.
+V6_EXTRA_ATTRS: dict[str, type] = {"scenario": str, "cx_position": str, "cx_path": str, "stop_inject_n": int}
+#: ``episode_YYYYMMDD_HHMMSS_[scenario_]{cx_position}_{cx_path}.h5`` (``mona_dashboard.py``).
+V6_FILENAME_RE = re.compile(r"^episode_(?P<date>\d{8})_(?P<time>\d{6})_(?:[A-Za-z0-9_]+_)?"
+                            r"(?P<cx_position>(?:v5_)?(?:center|weak_left|strong_left|weak_right|strong_right|left|"
+                            r"right))_(?P<cx_path>left_curve|straight|right_curve)\.h5$")
+
+
+def is_v6(attrs: Mapping[str, Any]) -> bool:
+    """Whether file attributes are of the V6 layout (the team's test: a ``cx_position`` attribute)."""
+    return "cx_position" in attrs
+
+
+def v6_filename(when: datetime, position: str, path: str) -> str:
+    """``episode_YYYYMMDD_HHMMSS_{position}_{path}.h5``.
+
+    Raises:
+        ConfigError: a position or path the V6 name pattern cannot hold.
+    """
+    name = f"episode_{when:%Y%m%d_%H%M%S}_{position}_{path}.h5"
+    if not V6_FILENAME_RE.match(name):
+        raise ConfigError(f"cannot build a V6 file name from position={position!r} path={path!r}")
+    return name
+
+
+def v6_attributes(episode_name: str, total_duration: float, num_frames: int, position: str, path: str,
+                  time_period: str, when: datetime) -> dict[str, Any]:
+    """The V6 file attributes with the dashboard's value types (``scenario`` empty, ``obstacle_layout_type``
+    ``hori``, ``stop_inject_n`` 5)."""
+    return {**collector_attributes(episode_name, total_duration, num_frames, "hori", time_period, when),
+            "scenario": "", "cx_position": position, "cx_path": path, "stop_inject_n": STOP_INJECT_N}
+
+
+def v6_task(position: str, path: str) -> str:
+    """The task sentence the team's LeRobot converter gives a V6 episode (EdgeGroundVLA
+    ``scripts/convert/h5_v6_to_lerobot.py``): the instruction of a V6 file that stores none."""
+    return (f"Navigate a {path.replace('_', ' ')} approach from the {position.replace('_', ' ')} extreme starting "
+            "position toward the gray basket.")
 
 
 class InvalidEpisodeError(MobileVLAError, ValueError):
@@ -243,8 +302,9 @@ def write_episode(
         path: final file path (``.h5``).
         images_bgr: uint8 ``(N, H, W, 3)`` frames in **BGR** order.
         actions: ``(N, 3)`` labels (cast to float32).
-        events: ``N`` event types from :data:`EVENT_TYPES`.
-        attrs: the required attributes (see :func:`collector_attributes`).
+        events: ``N`` event types from :data:`EVENT_TYPES` (V6: :data:`V6_EVENT_RE`).
+        attrs: the required attributes (see :func:`collector_attributes`; V6: :func:`v6_attributes`, whose
+            ``cx_position`` makes the file V6: event types gzip-compressed as the dashboard writes them).
         instruction: written as ``language_instruction`` ``(1,)`` S256 when given.
         extra_attrs: additional attributes; dicts/lists are stored as JSON strings.
         gzip_level: gzip level of ``images`` and ``actions`` (1-9).
@@ -265,9 +325,12 @@ def write_episode(
         problems.append(f"images must be uint8 (N, H, W, 3), got {images_bgr.dtype} {images_bgr.shape}")
     if actions.shape != (n, 3):
         problems.append(f"actions must be ({n}, 3), got {actions.shape}")
-    if len(events) != n or any(e not in EVENT_TYPES for e in events):
-        problems.append(f"events must be {n} values from {EVENT_TYPES}, got {list(events)[:5]}...")
-    missing = set(REQUIRED_ATTRS) - set(attrs)
+    v6 = is_v6(attrs)
+    known = (lambda e: bool(V6_EVENT_RE.match(e))) if v6 else (lambda e: e in EVENT_TYPES)
+    if len(events) != n or not all(known(e) for e in events):
+        problems.append(f"events must be {n} event types of the {'V6' if v6 else 'collector'} layout, got "
+                        f"{list(events)[:5]}...")
+    missing = (set(REQUIRED_ATTRS) | (set(V6_EXTRA_ATTRS) if v6 else set())) - set(attrs)
     if missing:
         problems.append(f"missing attributes {sorted(missing)}")
     elif int(attrs["num_frames"]) != n:
@@ -283,7 +346,8 @@ def write_episode(
         f.create_dataset("actions", data=actions, compression="gzip", compression_opts=gzip_level,
                          track_times=False)
         f.create_dataset("action_event_types", data=np.array(list(events), dtype=object),
-                         dtype=h5py.string_dtype("utf-8"), track_times=False)
+                         dtype=h5py.string_dtype("utf-8"), track_times=False,
+                         **({"compression": "gzip", "compression_opts": gzip_level} if v6 else {}))
         if instruction is not None:
             f.create_dataset("language_instruction", data=encode_instruction(instruction), track_times=False)
         for key, value in {**attrs, **(extra_attrs or {})}.items():
@@ -330,6 +394,12 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
     ``obstacle_layout_type`` / ``time_period`` from the spec's vocabularies; ``language_instruction``
     present; the file name follows :data:`FILENAME_RE`.
 
+    A V6 file (a ``cx_position`` attribute) is checked against its own layout (module doc): its event types, its
+    four further attributes; ``strict``: ``linear_x``/``linear_y`` in ``{0, +-1.15}``, ``angular_z`` within
+    ``+-1.15``, the last ``stop_inject_n`` frames zeros with ``stop_inject`` (and no other), stops
+    (``joystick_neutral``) zero, ``action_chunk_size == 8``, ``obstacle_layout_type == "hori"``, the file name
+    follows :data:`V6_FILENAME_RE`; ``language_instruction`` is not required.
+
     ``image_hw``: also require this ``(H, W)`` frame size (the robot's is :data:`ROBOT_IMAGE_HW`).
     """
     path = Path(path)
@@ -343,12 +413,13 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
     except OSError as exc:
         return [f"cannot open as HDF5 (truncated or corrupt?): {exc}"]
     with f:
+        v6 = is_v6(f.attrs)
         lengths: dict[str, int] = {}
         for spec in DATASETS:
             if spec.name not in f:
                 if spec.required:
                     problems.append(f"missing dataset '{spec.name}'")
-                elif strict:
+                elif strict and not v6:
                     problems.append(f"missing dataset '{spec.name}' (required for synthetic files)")
                 continue
             ds = f[spec.name]
@@ -403,9 +474,13 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
                                     "are 0 and +-1.15)")
             if "action_event_types" in lengths:
                 events = [_as_str(e) for e in f["action_event_types"][()]]
-                bad = sorted(set(events) - set(EVENT_TYPES))
+                if v6:
+                    bad = sorted({e for e in events if not V6_EVENT_RE.match(e)})
+                    expected = V6_EVENT_RE.pattern
+                else:
+                    bad, expected = sorted(set(events) - set(EVENT_TYPES)), list(EVENT_TYPES)
                 if bad:
-                    problems.append(f"unknown action_event_types {bad}; expected {list(EVENT_TYPES)}")
+                    problems.append(f"unknown action_event_types {bad}; expected {expected}")
             if "images" in lengths and n:
                 f["images"][n - 1]
                 f["images"][0]
@@ -420,7 +495,7 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
             problems.append(f"data unreadable (truncated or corrupt?): {exc}")
 
         attrs = dict(f.attrs)
-        for key, kind in REQUIRED_ATTRS.items():
+        for key, kind in {**REQUIRED_ATTRS, **(V6_EXTRA_ATTRS if v6 else {})}.items():
             if key not in attrs:
                 problems.append(f"missing attribute '{key}'")
             elif not _attr_type_ok(attrs[key], kind):
@@ -429,7 +504,9 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
         if n is not None and declared is not None and _attr_type_ok(declared, int) and int(declared) != n:
             problems.append(f"attribute num_frames = {int(attrs['num_frames'])} but the datasets hold {n} frames")
 
-        if strict:
+        if strict and v6:
+            problems += _v6_strict_problems(path, actions, events, attrs)
+        elif strict:
             if actions is not None and actions.shape[1:] == (3,) and len(actions):
                 off = ~(actions[:, None, :] == LABEL_ROWS[None]).all(-1).any(-1)
                 if off.any():
@@ -453,6 +530,38 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
     return problems
 
 
+def _v6_strict_problems(path: Path, actions: np.ndarray | None, events: list[str] | None,
+                        attrs: Mapping[str, Any]) -> list[str]:
+    """The strict checks of a V6 file (see :func:`check_episode`)."""
+    problems = []
+    if actions is not None and actions.shape[1:] == (3,) and len(actions):
+        lx_ly = actions[:, :2]
+        off = ~np.isin(lx_ly, np.asarray([0.0, ACTION_LABEL, -ACTION_LABEL], np.float32)).all(axis=1)
+        if off.any():
+            problems.append(f"actions rows {np.flatnonzero(off)[:5].tolist()}: linear_x/linear_y not in "
+                            "{0, +-1.15}")
+        if np.abs(actions[:, 2]).max() > ACTION_LABEL + 1e-6:
+            problems.append("angular_z beyond +-1.15")
+        n_inject = attrs.get("stop_inject_n")
+        if events is not None and len(events) == len(actions) and _attr_type_ok(n_inject, int):
+            n_inject = int(n_inject)
+            tail = events[len(events) - n_inject:] if n_inject else []
+            if n_inject > len(events) or any(e != V6_EVENT_INJECT for e in tail) or np.any(actions[len(actions) - n_inject:]):
+                problems.append(f"the last stop_inject_n = {n_inject} frames must be zeros with '{V6_EVENT_INJECT}'")
+            if events.count(V6_EVENT_INJECT) != n_inject:
+                problems.append(f"'{V6_EVENT_INJECT}' frames other than the last {n_inject}")
+            stops = [i for i, e in enumerate(events) if e == V6_EVENT_NEUTRAL]
+            if stops and np.any(actions[stops]):
+                problems.append(f"'{V6_EVENT_NEUTRAL}' rows must be zero")
+    if attrs.get("action_chunk_size") is not None and attrs.get("action_chunk_size") != ACTION_CHUNK_SIZE:
+        problems.append(f"action_chunk_size = {attrs['action_chunk_size']}, expected {ACTION_CHUNK_SIZE}")
+    if "obstacle_layout_type" in attrs and _as_str(attrs["obstacle_layout_type"]) != "hori":
+        problems.append(f"obstacle_layout_type = {attrs['obstacle_layout_type']!r}, the V6 layout writes 'hori'")
+    if not V6_FILENAME_RE.match(path.name):
+        problems.append(f"file name does not match {V6_FILENAME_RE.pattern}")
+    return problems
+
+
 def validate_episode(path: str | os.PathLike, strict: bool = False,
                      image_hw: tuple[int, int] | None = None) -> None:
     """Raise :class:`InvalidEpisodeError` (naming the file and every problem) unless :func:`check_episode`
@@ -470,7 +579,9 @@ class EpisodeInfo:
         path: the file. num_frames: ``N``. image_hw: ``(H, W)`` px. instruction: ``language_instruction`` or the
         file-name rule. has_instruction: whether the file stores one. layout / distance / kind: from the file
         name (None when it does not follow the pattern; ``layout`` falls back to ``obstacle_layout_type``).
-        attrs: the file attributes (str/int/float). family: ``"basket"`` for a ``basket_`` name, else ``"cup"``.
+        attrs: the file attributes (str/int/float). family: ``"basket"`` for a ``basket_`` name, ``"corridor"`` for
+        a V6 file (``layout`` / ``distance`` are then its ``cx_position`` / ``cx_path``, the instruction without a
+        stored one :func:`v6_task`), else ``"cup"``.
     """
 
     path: Path
@@ -503,6 +614,12 @@ def read_info(path: str | os.PathLike) -> EpisodeInfo:
             if isinstance(v, (bytes, np.bytes_, str)):
                 v = _as_str(v)
             attrs[k] = v.item() if isinstance(v, np.generic) else v
+    if is_v6(attrs):  # the corridor: position x path, no side to keep
+        position, route = str(attrs["cx_position"]), str(attrs["cx_path"])
+        return EpisodeInfo(
+            path=path, num_frames=n, image_hw=hw, instruction=instruction if has else v6_task(position, route),
+            has_instruction=has, layout=position, distance=route, kind=attrs.get("sim_kind"), side=None,
+            attrs=attrs, family="corridor")
     fields = parse_filename(path) or {}
     side = fields.get("side")
     if side is None:
@@ -531,7 +648,8 @@ def read_episode_frames(path: str | os.PathLike, start: int = 0, stop: int | Non
 __all__ = [
     "ACTION_CHUNK_SIZE", "DATASETS", "DATASET_SPECS", "EVENT_PRESS", "EVENT_START", "EVENT_STOP", "EVENT_TYPES",
     "EpisodeInfo", "FILENAME_RE", "FALLBACK_INSTRUCTION", "InvalidEpisodeError", "REQUIRED_ATTRS",
-    "ROBOT_IMAGE_HW", "check_episode", "collector_attributes", "decode_instruction", "encode_instruction",
+    "ROBOT_IMAGE_HW", "STOP_INJECT_N", "V6_FILENAME_RE", "check_episode", "is_v6", "v6_attributes", "v6_filename",
+    "v6_task", "collector_attributes", "decode_instruction", "encode_instruction",
     "episode_filename", "instruction_from_filename", "is_temp_file", "parse_filename", "read_actions",
     "read_episode_frames", "read_info", "validate_episode", "write_episode",
 ]

@@ -27,6 +27,10 @@ from sim.data import h5format
 
 #: Real robot dataset statistics (500 episodes), spec section 3: ``axis -> (mean, std)`` in label units.
 REAL_STATISTICS = {"linear_x": (1.022, 0.361), "linear_y": (-0.032, 0.878)}
+#: The V6 training set's class histogram (% of its 16,599 frames, injected stops included; EdgeGroundVLA
+#: ``docs/RESEARCH_STATUS.md``, ``TEAM_STACK_2026.md`` section 1).
+V6_CLASS_SHARES = {"STOP": 8.75, "FORWARD": 46.03, "LEFT": 4.31, "RIGHT": 5.17, "FWD+L": 15.25, "FWD+R": 18.78,
+                   "ROT_L": 0.82, "ROT_R": 0.89}
 AXES = ("linear_x", "linear_y", "angular_z")
 
 
@@ -50,10 +54,14 @@ def dataset_statistics(paths: Iterable[str | Path]) -> dict[str, Any]:
     ``episodes_per_layout_distance``; ``actions`` = per-axis ``mean``/``std``/``min``/``max`` over every frame
     (label units, as the real statistics); ``key_histogram`` over presses (``start_action`` and
     ``stop_action`` frames, key from :func:`envs.keys.action_to_key`); ``frames_per_episode`` (min, max, mean,
-    histogram); ``image_sizes`` (``"WxH"`` -> episodes); ``with_language_instruction``.
+    histogram); ``image_sizes`` (``"WxH"`` -> episodes); ``with_language_instruction``; for V6 files
+    (:func:`sim.data.h5format.is_v6`) ``class_histogram`` over every frame (:func:`envs.actions.action_class`)
+    beside the team's V6 shares (``v6_class_shares``, %).
     """
+    from envs.actions import action_class
+
     per_layout, per_distance, per_kind, per_ld, sizes = Counter(), Counter(), Counter(), Counter(), Counter()
-    keys, lengths = Counter(), Counter()
+    keys, lengths, classes = Counter(), Counter(), Counter()
     all_actions = []
     with_instr = 0
     for p in paths:
@@ -68,6 +76,9 @@ def dataset_statistics(paths: Iterable[str | Path]) -> dict[str, Any]:
         lengths[info.num_frames] += 1
         with_instr += info.has_instruction
         all_actions.append(actions)
+        if h5format.is_v6(info.attrs):
+            classes.update(action_class(a) for a in actions)
+            continue
         for a, e in zip(actions, events):
             if e == h5format.EVENT_STOP:
                 keys["SPACE"] += 1
@@ -96,6 +107,7 @@ def dataset_statistics(paths: Iterable[str | Path]) -> dict[str, Any]:
             "histogram": {str(k): v for k, v in sorted(lengths.items())},
         },
         "image_sizes": dict(sorted(sizes.items())),
+        **({"class_histogram": dict(classes), "v6_class_shares": V6_CLASS_SHARES} if classes else {}),
         "with_language_instruction": int(with_instr),
         "real_statistics": {axis: {"mean": m, "std": s} for axis, (m, s) in REAL_STATISTICS.items()},
     }
@@ -157,7 +169,13 @@ def format_report(report: dict[str, Any]) -> str:
         m, sd = REAL_STATISTICS.get(axis, (None, None))
         real_txt = f"{m:>10.3f} {sd:>9.3f}" if m is not None else f"{'-':>10} {'-':>9}"
         lines.append(f"  {axis:<10} {a['mean']:>8.3f} {a['std']:>8.3f} {real_txt}")
-    lines.append("keys: " + ", ".join(f"{k} {v}" for k, v in s["key_histogram"].items()))
+    if s["key_histogram"]:
+        lines.append("keys: " + ", ".join(f"{k} {v}" for k, v in s["key_histogram"].items()))
+    if "class_histogram" in s:
+        total = sum(s["class_histogram"].values())
+        lines.append("classes (V6 files, % of frames; the team's V6 data in brackets): " + ", ".join(
+            f"{name} {100 * s['class_histogram'].get(name, 0) / total:.1f} ({share:g})"
+            for name, share in s["v6_class_shares"].items()))
     for bad in report["invalid"]:
         lines.append(f"INVALID {bad['file']}: " + "; ".join(bad["problems"]))
     return "\n".join(lines)

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 import scenarios
 from envs import ENV_ID
-from envs.settings import Actuation, ImageSize
+from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence
+from envs.settings import Actuation, ImageSize, default_actuation
 from scenarios.errors import ConfigError
 from scenarios.files import atomic_write_text
 
@@ -45,11 +46,42 @@ class _Frozen(BaseModel):
 
 
 class Latency(_Frozen):
-    """Policy latency applied in simulated time: ``seconds`` late (0 to 10 s), or, with ``measured``, as late as
-    the policy's own ``act`` took on this machine at each step."""
+    """Policy latency applied in simulated time: ``seconds`` late (0 to 10 s) plus, per step, the latencies of the
+    ``components`` the policy ran at that step (``{"grounder": 1.9, "mlp": 0.001}``, s; a policy that does not say
+    which it ran pays them all: :attr:`policies.base.Policy.step_components`); or, with ``measured``, as late as the
+    policy's own ``act`` took on this machine at each step. A step's total is capped at 10 s.
+
+    Raises (on construction):
+        ConfigError: a negative, non-finite or too large value, an empty component name, or ``measured`` with
+            fixed values.
+    """
 
     seconds: float = Field(0.0, ge=0.0, le=MAX_LATENCY_S)
     measured: bool = False
+    components: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("components")
+    @classmethod
+    def _components(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, seconds in value.items():
+            if not name or not isinstance(seconds, (int, float)) or not 0.0 <= seconds <= MAX_LATENCY_S:
+                raise ValueError(f"component latency {name!r} = {seconds!r} must be a name and 0 to "
+                                 f"{MAX_LATENCY_S:g} s")
+        return value
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> Latency:
+        if self.measured and (self.seconds or self.components):
+            raise ValueError("a measured latency takes no fixed seconds or components")
+        return self
+
+    def step_seconds(self, measured_ms: float | None, components_used: Sequence[str] | None) -> float:
+        """The latency (s) of one step: the measured ``act`` time (``measured_ms``), or ``seconds`` plus the
+        latencies of ``components_used`` (None: every component), capped at 10 s."""
+        if self.measured:
+            return min(MAX_LATENCY_S, (measured_ms or 0.0) / 1e3)
+        used = self.components if components_used is None else {c: self.components.get(c, 0.0) for c in components_used}
+        return min(MAX_LATENCY_S, self.seconds + sum(used.values()))
 
     @classmethod
     def parse(cls, value: float | str | Mapping[str, Any] | Latency | None) -> Latency:
@@ -66,20 +98,36 @@ class Latency(_Frozen):
 
     @property
     def applied(self) -> float | str:
-        """As written in each episode record's ``latency_applied``: seconds, or ``"measured"``."""
-        return "measured" if self.measured else self.seconds
+        """As written in each episode record's ``latency_applied``: seconds, ``"measured"``, or ``"components"``
+        (the record's ``latency_steps_s`` then holds each step's)."""
+        return "measured" if self.measured else "components" if self.components else self.seconds
 
     def __str__(self) -> str:
-        return "measured" if self.measured else f"{self.seconds * 1e3:g} ms"
+        if self.measured:
+            return "measured"
+        parts = [f"{self.seconds * 1e3:g} ms"] if self.seconds or not self.components else []
+        parts += [f"{name} {seconds * 1e3:g} ms" for name, seconds in self.components.items()]
+        return " + ".join(parts)
 
 
 class EnvSettings(_Frozen):
-    """Environment settings of every episode (see :class:`envs.box_avoid.BoxAvoidEnv` for their meaning)."""
+    """Environment settings of every episode (see :class:`envs.box_avoid.BoxAvoidEnv` for their meaning).
+
+    ``actuation`` defaults to the family's (``class`` for the corridor, :func:`envs.settings.default_actuation`);
+    ``cadence`` applies to the ``class`` actuation only (default ``deployed``: :mod:`envs.cadence`); ``max_time``
+    (s) to the ``class`` actuation too (default 45 s).
+
+    Raises (on construction):
+        ConfigError: a cadence for another actuation, an invalid cadence, or one whose holds are longer than the
+            episode.
+    """
 
     family: str = scenarios.DEFAULT_FAMILY
-    actuation: Actuation = "keypress"
+    actuation: Actuation | None = None
+    cadence: Cadence | None = None
     image_size: ImageSize = ImageSize(224, 224)
     max_steps: int | None = Field(None, ge=1)
+    max_time: float | None = Field(None, gt=0, le=3600)
     latency: Latency = Latency()
 
     @field_validator("image_size", mode="before")
@@ -92,21 +140,47 @@ class EnvSettings(_Frozen):
     def _latency(cls, value: Any) -> Latency:
         return Latency.parse(value)
 
+    @field_validator("cadence", mode="before")
+    @classmethod
+    def _cadence(cls, value: Any) -> Cadence | None:
+        return None if value is None else Cadence.parse(value)
+
     @field_validator("family")
     @classmethod
     def _family(cls, value: str) -> str:
         return scenarios.check_family(value)
 
+    @model_validator(mode="after")
+    def _timing(self) -> EnvSettings:
+        if self.actuation is None:
+            object.__setattr__(self, "actuation", default_actuation(self.family))
+        if self.actuation == "class":
+            if self.cadence is None:
+                object.__setattr__(self, "cadence", Cadence.parse(DEFAULT_CADENCE))
+            self.cadence.check_fits(self.max_time or DEFAULT_MAX_TIME)
+        elif self.cadence is not None:
+            raise ValueError(f"cadence: a cadence is for the class actuation, not {self.actuation}")
+        elif self.max_time is not None:
+            raise ValueError(f"max_time: for the class actuation, not {self.actuation} (give max_steps)")
+        return self
+
     @field_serializer("image_size")
     def _image_size_text(self, value: ImageSize) -> str:
         return str(value)
 
+    @field_serializer("cadence")
+    def _cadence_fields(self, value: Cadence | None) -> dict[str, Any] | None:
+        return None if value is None else value.to_dict()
+
     def gym_kwargs(self, layout: str, distance: str) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(ENV_ID, **...)``: these settings on ``layout`` at ``distance``, with the
-        top-down view used by videos. A measured latency starts at 0 s and is set per step."""
+        top-down view used by videos. A latency that varies per step (measured, per component) starts at 0 s and is
+        set per step."""
+        per_step = self.latency.measured or bool(self.latency.components)
         return {"scenario": layout, "distance": distance, "family": self.family, "image_size": tuple(self.image_size),
-                "actuation": self.actuation, "max_steps": self.max_steps, "render_mode": "rgb_array",
-                "action_latency": 0.0 if self.latency.measured else self.latency.seconds}
+                "actuation": self.actuation, "cadence": self.cadence, "max_steps": self.max_steps,
+                "max_time": self.max_time, "render_mode": "rgb_array",
+                "action_latency": 0.0 if per_step else self.latency.seconds}
 
     def make_env(self, layout: str, distance: str):
         """``gym.make(ENV_ID, **self.gym_kwargs(layout, distance))``."""
@@ -135,14 +209,6 @@ class Sweep(_Frozen):
     distances: tuple[str, ...] = Field(min_length=1)
     episodes_per_combo: int = Field(10, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)
-
-    @field_validator("distances")
-    @classmethod
-    def _known_distances(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [d for d in value if d not in scenarios.DISTANCES]
-        if unknown:
-            raise ValueError(f"unknown distance {unknown[0]!r}; choose from {', '.join(scenarios.DISTANCES)}")
-        return value
 
 
 class OutputSettings(_Frozen):
@@ -179,8 +245,13 @@ class EvalConfig(_Frozen):
 
     @model_validator(mode="after")
     def _loadable(self) -> EvalConfig:
+        family = self.env.family
+        try:
+            scenarios.check_distances(family, self.sweep.distances, "sweep.distances")
+        except scenarios.ScenarioError as exc:
+            raise ConfigError(str(exc)) from None
         for layout in self.sweep.layouts:
-            scenarios.load(layout, self.sweep.distances[0], family=self.env.family)  # names the file and field
+            scenarios.load(layout, self.sweep.distances[0], family=family)  # names the file and field
         return self
 
     @property

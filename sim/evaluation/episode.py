@@ -18,15 +18,18 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-#: Outcomes of an episode: the env's terminal statuses plus ``"error"`` (the policy raised or returned a
-#: non-finite or wrongly shaped action).
-STATUSES = ("success", "collision", "timeout", "out_of_bounds", "error")
+from scenarios.spec import target_half_extents
+
+#: Outcomes of an episode: the env's terminal statuses (``overshoot``: the corridor's) plus ``"error"`` (the policy
+#: raised or returned a non-finite or wrongly shaped action).
+STATUSES = ("success", "collision", "timeout", "out_of_bounds", "overshoot", "error")
 
 Observation = dict[str, Any]
 Act = Callable[[Observation], np.ndarray]
@@ -61,7 +64,10 @@ class EpisodeRecord:
     The fields up to ``scene`` describe any episode; the evaluation fields (``policy`` ... ``video``) are filled by
     closed-loop evaluation and stay ``None``/empty elsewhere. ``pred_xy``/``expert_xy`` are the policy's and the
     expert's ``[linear_x, linear_y]`` per step, clamped to [-1, 1] like the training labels. ``latency_applied`` is
-    the simulated latency in s, or ``"measured"``.
+    the simulated latency in s, ``"measured"`` or ``"components"``; ``latency_steps_s`` each step's when it varies
+    (measured, per component). ``stop_distance_m`` / ``heading_error_deg``: the corridor's robot front to the basket
+    and heading to its centre at the end (``video``, ``latency_steps_s`` and these two are left out of the JSON line
+    when unset).
     """
 
     layout: str
@@ -87,23 +93,25 @@ class EpisodeRecord:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     latency_applied: float | str | None = None
+    latency_steps_s: list[float] = field(default_factory=list)
     error: str | None = None
     pred_xy: list[list[float]] = field(default_factory=list)
     expert_xy: list[list[float]] = field(default_factory=list)
     video: str | None = None
+    stop_distance_m: float | None = None
+    heading_error_deg: float | None = None
 
     #: Order of the keys in a JSON line (the evaluation's historical order first).
     _ORDER = ("policy", "episode", "layout", "distance", "seed", "instruction", "status", "success", "steps",
               "sim_time_s", "path_length_m", "shortest_path_m", "spl", "final_distance_m", "passed_side", "side_ok",
-              "latency_p50_ms", "latency_p95_ms", "latency_applied", "error", "pred_xy", "expert_xy", "path", "scene",
-              "collided_with", "keys", "video")
+              "latency_p50_ms", "latency_p95_ms", "latency_applied", "latency_steps_s", "error", "pred_xy", "expert_xy", "path", "scene",
+              "collided_with", "keys", "video", "stop_distance_m", "heading_error_deg")
+    _OPTIONAL = ("video", "latency_steps_s", "stop_distance_m", "heading_error_deg")
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-serialisable dict (``video`` only when set)."""
+        """JSON-serialisable dict (the optional fields only when set)."""
         data = dataclasses.asdict(self)
-        if data["video"] is None:
-            del data["video"]
-        return {k: data[k] for k in self._ORDER if k in data}
+        return {k: data[k] for k in self._ORDER if not (k in self._OPTIONAL and data[k] in (None, []))}
 
     @classmethod
     def failed(cls, layout: str, distance: str, seed: int, error: str, **fields: Any) -> EpisodeRecord:
@@ -114,8 +122,10 @@ class EpisodeRecord:
 
 
 def scene_summary(scene: dict[str, Any]) -> dict[str, Any]:
-    """What a record keeps of a sampled scene (m): boxes' centres and sizes, goal, target, start, arena, side."""
-    return {
+    """What a record keeps of a sampled scene (m): boxes' centres and sizes, goal, target, start, arena, side; the
+    corridor's walls, target footprint (half sizes), stop band and the basket's start-frame x-centre when it has
+    them."""
+    out = {
         "obstacles": [{"center": b["center"][:2], "size": b["size"][:2]} for b in scene["obstacles"]],
         "goal": list(scene["goal"]),
         "target": list(scene["target_position"]),
@@ -123,6 +133,11 @@ def scene_summary(scene: dict[str, Any]) -> dict[str, Any]:
         "arena": list(scene["arena"]),
         "side": scene["side"],
     }
+    if scene.get("stop_band") is not None:
+        out.update(walls=[{"center": w["center"][:2], "size": w["size"][:2]} for w in scene["walls"]],
+                   target_half=list(target_half_extents(scene["target_kind"])[:2]), stop_band=list(scene["stop_band"]),
+                   target_image_x=scene["target_image_x"])
+    return out
 
 
 class Episode:
@@ -199,5 +214,8 @@ class Episode:
             final_distance_m=round(float(info["distance_to_goal"]), 4),
             passed_side=info["passed_side"], side_ok=info["side_ok"], collided_with=info.get("collided_with"),
             keys=list(self.keys), path=[[round(x, 4), round(y, 4)] for x, y, _ in self.poses],
-            scene=scene_summary(scene), **fields,
+            scene=scene_summary(scene),
+            stop_distance_m=None if info.get("stop_distance") is None else round(float(info["stop_distance"]), 4),
+            heading_error_deg=None if info.get("heading_error") is None else
+            round(math.degrees(float(info["heading_error"])), 2), **fields,
         )

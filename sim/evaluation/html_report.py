@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from sim.evaluation.report import num, pct
+from sim.evaluation.report import axes, combo_label, num, pct
 
 #: Bytes of video embedded in one page; further videos are linked (relative paths) instead.
 EMBED_BUDGET_BYTES = 40 * 2**20
@@ -96,20 +96,22 @@ def eval_page(out: Path, summary: dict[str, Any], records: Sequence[dict[str, An
     trajectory plot, and the recorded videos."""
     embed = _Embedder(out)
     policies = summary["policies"]
-    overall = [["policy", "success [95% CI]", "SPL", "collision", "timeout", "side compliance", "offline MAE",
-                "latency p50 ms", "episodes"]]
+    cfg = summary["config"]
+    family, (first, second) = cfg["env"]["family"], axes(cfg)
+    overall = [["policy", "success [95% CI]", "SPL", "collision", "timeout", "overshoot", "side compliance",
+                "offline MAE", "latency p50 ms", "episodes"]]
     for name, p in policies.items():
         o = p["overall"]
         lo, hi = o["success_ci95"]
         overall.append([name, f"{pct(o['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]", num3(o["spl"]),
-                        pct(o["collision_rate"]), pct(o["timeout_rate"]),
+                        pct(o["collision_rate"]), pct(o["timeout_rate"]), pct(o.get("overshoot_rate")),
                         pct(o.get("side_compliance")), num3(p["offline_metrics"]["mae"]),
                         num3(o.get("latency_p50_ms")), str(o["episodes"])])
     combos = sorted({c for p in policies.values() for c in p["per_combo"]})
-    per_combo = [["layout/distance", *policies]] + [
-        [c, *(f"{p['per_combo'][c]['successes']}/{p['per_combo'][c]['episodes']}" if c in p["per_combo"] else "-"
-              for p in policies.values())] for c in combos]
-    sections = [Section("Overall", tables=[overall]), Section("Per layout x distance", tables=[per_combo])]
+    per_combo = [[f"{first}/{second}", *policies]] + [
+        [combo_label(c, family), *(f"{p['per_combo'][c]['successes']}/{p['per_combo'][c]['episodes']}"
+                                   if c in p["per_combo"] else "-" for p in policies.values())] for c in combos]
+    sections = [Section("Overall", tables=[overall]), Section(f"Per {first} x {second}", tables=[per_combo])]
     plots = sorted(out.glob("trajectories_*.png"))
     sections.append(Section("Trajectories", figures=[embed.image(p, p.stem.removeprefix("trajectories_"))
                                                      for p in plots]))
@@ -118,8 +120,7 @@ def eval_page(out: Path, summary: dict[str, Any], records: Sequence[dict[str, An
         sections.append(Section("Videos", figures=[
             embed.video(Path(r["video"]), f"{r['policy']} {r['layout']} {r['distance']} episode {r['episode']}: "
                                           f"{r['status']}") for r in videos]))
-    cfg = summary["config"]
-    intro = [f"{len(cfg['sweep']['layouts'])} layouts x {len(cfg['sweep']['distances'])} distances x "
+    intro = [f"{family} family: {len(cfg['sweep']['layouts'])} {first}s x {len(cfg['sweep']['distances'])} {second}s x "
              f"{cfg['sweep']['episodes_per_combo']} episodes, seed {cfg['sweep']['seed']}; env {cfg['env']}"]
     return render(f"Closed-loop evaluation: {', '.join(policies)}", intro, sections)
 

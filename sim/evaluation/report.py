@@ -11,13 +11,29 @@ from typing import Any
 
 import numpy as np
 
+import scenarios
+from scenarios.corridor import v5_path_type
 from scenarios.files import atomic_write, atomic_write_text
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.episode import STATUSES
 from sim.evaluation.metrics import mmrv, offline_metrics, pearson, wilson_interval
 
 OUTCOME_COLOURS = {"success": "tab:green", "collision": "tab:red", "timeout": "tab:orange",
-                   "out_of_bounds": "tab:purple", "error": "tab:gray"}
+                   "out_of_bounds": "tab:purple", "overshoot": "tab:brown", "error": "tab:gray"}
+
+
+def axes(config: dict[str, Any] | EvalConfig) -> tuple[str, str]:
+    """The names of a run's two axes (``("layout", "distance")``, the corridor's ``("position", "path")``)."""
+    family = config.env.family if isinstance(config, EvalConfig) else config["env"]["family"]
+    return scenarios.axis_names(family)
+
+
+def combo_label(combo: str, family: str) -> str:
+    """``"layout/distance"`` as the report shows it: a V5 corridor combo gets its V5 path-type name
+    (``v5_left/right_curve (left_right)``)."""
+    position, path = combo.split("/")
+    v5 = v5_path_type(position, path) if family == "corridor" else None
+    return f"{combo} ({v5})" if v5 else combo
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -105,20 +121,24 @@ def to_markdown(summary: dict[str, Any]) -> str:
     cfg, pols = EvalConfig(**summary["config"]), summary["policies"]
     names = list(pols)
     sweep, env = cfg.sweep, cfg.env
+    first, second = axes(cfg)
     lines = [f"# Closed-loop evaluation: {', '.join(names)}", ""]
-    lines += [f"- {len(sweep.layouts)} layouts x {len(sweep.distances)} distances x {sweep.episodes_per_combo} episodes, "
-              f"seed {sweep.seed}, actuation {env.actuation}, image {env.image_size}, latency {env.latency}"]
+    timing = f", cadence {env.cadence}" if env.cadence is not None else ""
+    lines += [f"- {env.family} family: {len(sweep.layouts)} {first}s x {len(sweep.distances)} {second}s x "
+              f"{sweep.episodes_per_combo} episodes, seed {sweep.seed}, actuation {env.actuation}{timing}, image "
+              f"{env.image_size}, latency {env.latency}"]
     for name in names:
         prov = pols[name]["provenance"]
         if prov:
             lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v}" for k, v in prov.items()))
     lines += ["", "## Overall", "",
-              "| policy | success [95% CI] | on instructed side | side compliance | SPL | collision | timeout | out of bounds | error | latency p50/p95 ms |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| policy | success [95% CI] | on instructed side | side compliance | SPL | collision | timeout | out of bounds | overshoot | error | latency p50/p95 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         o = pols[name]["overall"]
         lines.append(f"| {name} | {_ci(o)} | {pct(o['success_on_instructed_side'])} | {pct(o['side_compliance'])} | {num(o['spl'])} | "
-                     f"{pct(o['collision_rate'])} | {pct(o['timeout_rate'])} | {pct(o['out_of_bounds_rate'])} | {pct(o['error_rate'])} | "
+                     f"{pct(o['collision_rate'])} | {pct(o['timeout_rate'])} | {pct(o['out_of_bounds_rate'])} | "
+                     f"{pct(o.get('overshoot_rate'))} | {pct(o['error_rate'])} | "
                      f"{num(o['latency_p50_ms'], '.1f')} / {num(o['latency_p95_ms'], '.1f')} |")
     lines += ["", "## Offline metrics on the same rollouts (against the expert's action at every visited state)", "",
               "| policy | steps | MAE | RMSE | acc 0.3 | acc 0.2 | acc 0.15 | R2 x / y | corr x / y | direction x / y |",
@@ -129,11 +149,11 @@ def to_markdown(summary: dict[str, Any]) -> str:
                      f"{num(m['accuracy_0.2'], '.1f')}% | {num(m['accuracy_0.15'], '.1f')}% | {num(m['linear_x_r2'])} / {num(m['linear_y_r2'])} | "
                      f"{num(m['linear_x_correlation'])} / {num(m['linear_y_correlation'])} | "
                      f"{num(m['linear_x_direction_accuracy'], '.0f')}% / {num(m['linear_y_direction_accuracy'], '.0f')}% |")
-    lines += ["", "## Per layout x distance: success [95% CI] / SPL / side compliance", "",
-              "| layout | distance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    lines += ["", f"## Per {first} x {second}: success [95% CI] / SPL / side compliance", "",
+              f"| {first} | {second} | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     combos = sorted({c for n in names for c in pols[n]["per_combo"]})
     for combo in combos:
-        layout, distance = combo.split("/")
+        layout, distance = combo_label(combo, env.family).split("/", 1)
         cells = []
         for name in names:
             s = pols[name]["per_combo"].get(combo)
@@ -154,24 +174,33 @@ def console_table(summary: dict[str, Any]) -> str:
     """The one-screen summary printed at the end of a run."""
     pols = summary["policies"]
     names = list(pols)
+    family = summary["config"]["env"]["family"]
     width = max(16, *(len(n) for n in names))
     combos = sorted({c for n in names for c in pols[n]["per_combo"]})
-    head = f"{'layout/distance':28}" + "".join(f"{n[:width]:>{width + 2}}" for n in names)
+    head = f"{'/'.join(axes(summary['config'])):36}" + "".join(f"{n[:width]:>{width + 2}}" for n in names)
     rows = [head, "-" * len(head)]
     for combo in combos:
         cells = []
         for n in names:
             s = pols[n]["per_combo"].get(combo)
             cells.append("-" if s is None else f"{s['successes']}/{s['episodes']} {pct(s['success_rate'])}")
-        rows.append(f"{combo:28}" + "".join(f"{c:>{width + 2}}" for c in cells))
+        rows.append(f"{combo_label(combo, family):36}" + "".join(f"{c:>{width + 2}}" for c in cells))
     rows.append("-" * len(head))
-    rows.append(f"{'success [95% CI]':28}" + "".join(f"{_ci(pols[n]['overall']):>{width + 2}}" for n in names))
-    rows.append(f"{'side compliance':28}" + "".join(f"{pct(pols[n]['overall']['side_compliance']):>{width + 2}}" for n in names))
-    rows.append(f"{'SPL':28}" + "".join(f"{num(pols[n]['overall']['spl']):>{width + 2}}" for n in names))
-    rows.append(f"{'collision / timeout':28}" + "".join(
-        f"{pct(pols[n]['overall']['collision_rate']) + ' / ' + pct(pols[n]['overall']['timeout_rate']):>{width + 2}}" for n in names))
-    rows.append(f"{'offline MAE vs expert':28}" + "".join(f"{num(pols[n]['offline_metrics']['mae'], '.3f'):>{width + 2}}" for n in names))
-    rows.append(f"{'latency p50 ms':28}" + "".join(f"{num(pols[n]['overall']['latency_p50_ms'], '.1f'):>{width + 2}}" for n in names))
+    def row(label: str, cell) -> str:
+        return f"{label:36}" + "".join(f"{cell(pols[n]):>{width + 2}}" for n in names)
+
+    rows.append(row("success [95% CI]", lambda p: _ci(p["overall"])))
+    if family != "corridor":  # the corridor has no side to keep
+        rows.append(row("side compliance", lambda p: pct(p["overall"]["side_compliance"])))
+    rows.append(row("SPL", lambda p: num(p["overall"]["spl"])))
+    if family == "corridor":
+        rows.append(row("collision / overshoot / timeout", lambda p: " / ".join(
+            pct(p["overall"][f"{s}_rate"]) for s in ("collision", "overshoot", "timeout"))))
+    else:
+        rows.append(row("collision / timeout", lambda p: " / ".join(
+            pct(p["overall"][f"{s}_rate"]) for s in ("collision", "timeout"))))
+    rows.append(row("offline MAE vs expert", lambda p: num(p["offline_metrics"]["mae"], ".3f")))
+    rows.append(row("latency p50 ms", lambda p: num(p["overall"]["latency_p50_ms"], ".1f")))
     if "sim_vs_real" in summary:
         svr = summary["sim_vs_real"]
         rows.append(f"sim vs real: Pearson r {num(svr['pearson_r'], '.3f')}, MMRV {num(svr['mmrv'], '.3f')}")
@@ -198,8 +227,17 @@ def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies
                 for ob in sc["obstacles"]:
                     (cx, cy), (sx, sy) = ob["center"], ob["size"]
                     ax.add_patch(Rectangle((cx - sx / 2, cy - sy / 2), sx, sy, color="saddlebrown", alpha=0.25, lw=0))
-                ax.add_patch(Circle(sc["goal"], 0.3, fill=False, ls="--", color="gray", lw=0.6))
-                ax.plot(*sc["target"], "o", color="crimson", ms=4)
+                if "stop_band" in sc:  # the corridor: walls, the basket and the band its front must stop in
+                    for w in sc["walls"]:
+                        (cx, cy), (sx, sy) = w["center"], w["size"]
+                        ax.add_patch(Rectangle((cx - sx / 2, cy - sy / 2), sx, sy, color="0.6", lw=0))
+                    (tx, ty), (hx, hy), (lo, hi) = sc["target"], sc["target_half"], sc["stop_band"]
+                    ax.add_patch(Rectangle((tx - hx, ty - hy), 2 * hx, 2 * hy, color="slategray", alpha=0.5, lw=0))
+                    ax.add_patch(Rectangle((tx - hx - hi, ty - hy), hi - lo, 2 * hy, color="tab:green", alpha=0.12,
+                                           lw=0))
+                else:
+                    ax.add_patch(Circle(sc["goal"], 0.3, fill=False, ls="--", color="gray", lw=0.6))
+                    ax.plot(*sc["target"], "o", color="crimson", ms=4)
                 xy = np.asarray(r["path"])
                 ax.plot(xy[:, 0], xy[:, 1], "-", color=OUTCOME_COLOURS.get(r["status"], "k"), lw=1.2, alpha=0.85)
                 ax.plot(xy[-1, 0], xy[-1, 1], "o", color=OUTCOME_COLOURS.get(r["status"], "k"), ms=3)
@@ -211,7 +249,7 @@ def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies
             ax.set_xlabel("x (m)")
             ax.set_ylabel("y (m, left)")
         handles = [plt.Line2D([], [], color=c, label=s) for s, c in OUTCOME_COLOURS.items()]
-        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7, frameon=False)
+        fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
         fig.subplots_adjust(left=0.08 / len(policies), right=1 - 0.02 / len(policies), bottom=0.2, top=0.9,
                             wspace=0.25)  # fixed margins: tight_layout took 40% of the plotting time
         path = out_dir / f"trajectories_{layout}_{distance}.png"

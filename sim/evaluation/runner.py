@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from envs.keys import key_to_action
 from policies.batching import (
     DEFAULT_MAX_WAIT_MS,
     BatchedPolicyClient,
@@ -148,7 +147,8 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         expert: shadows the policy: its action at every visited state is the label for the offline metrics, and
             its plan from the start pose is the shortest path for SPL. None skips both.
         latency: a :class:`~sim.evaluation.config.Latency` (None: the env's own ``action_latency``); measured:
-            each action takes effect as late as the policy took to compute it (wall clock, at most 10 s).
+            each action takes effect as late as the policy took to compute it (wall clock, at most 10 s); per
+            component: as late as the components the policy ran at that step (``policy.step_components``).
         keep_frames: keep the onboard frames, poses and actions (in the returned :class:`Episode`) for a video.
         options: ``env.reset`` options (``{"scenario": ..., "distance": ...}``).
         fields: further :class:`EpisodeRecord` fields (``{"policy": ..., "episode": ...}``).
@@ -165,17 +165,20 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
     shortest = math.nan
     if expert is not None:
         expert.reset(episode.instruction, episode.reset_info)
-        plan = expert.plan((x, y), yaw)
-        shortest = len(plan) * expert.step_length if plan is not None else math.nan
-    if latency is not None and not latency.measured:
+        length = expert.shortest_path((x, y, yaw))
+        shortest = math.nan if length is None else length
+    per_step = latency is not None and (latency.measured or bool(latency.components))
+    if latency is not None and not per_step:
         base.set_action_latency(latency.seconds)
-    measured = latency is not None and latency.measured
+    step_latencies: list[float] = []
 
     def act(obs: dict[str, Any]) -> np.ndarray:
         with step_deadline(step_timeout, f"step {episode.steps}: act"):
             action = policy.act(obs)
-        if measured:
-            base.set_action_latency(min(10.0, policy.latencies_ms[-1] / 1e3))
+        if per_step:
+            seconds = latency.step_seconds(policy.latencies_ms[-1], getattr(policy, "step_components", None))
+            base.set_action_latency(seconds)
+            step_latencies.append(round(seconds, 4))
         return action
 
     status, error = None, None
@@ -190,8 +193,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         try:
             for step in episode.run(act):
                 if expert is not None:
-                    sx, sy, syaw = (float(v) for v in step.obs["state"][:3])
-                    label = key_to_action(expert.next_key(sx, sy, syaw))
+                    label = expert.label(step.obs["state"])
                     expert_xy.append(np.clip(label[:2], -1, 1).round(4).tolist())
                     pred_xy.append(np.clip(step.action[:2], -1, 1).round(4).tolist())
         except (Exception, SystemExit) as exc:  # noqa: BLE001
@@ -207,7 +209,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         spl=round(spl(status == "success", shortest, path_length), 4) if not math.isnan(shortest) else None,
         latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
         latency_applied=latency.applied if latency is not None else base.action_latency,
-        error=error, pred_xy=pred_xy, expert_xy=expert_xy, **(fields or {}),
+        latency_steps_s=step_latencies, error=error, pred_xy=pred_xy, expert_xy=expert_xy, **(fields or {}),
     )
     return record, episode
 
@@ -281,7 +283,7 @@ def run_task(task: Task) -> dict[str, Any]:
         frames = compose_frames(
             episode.frames, top, episode.poses, episode.actions, spec=env.unwrapped.spec_scene,
             title=f"{task.policy} | {task.layout} {task.distance} | episode {task.episode} seed {task.seed}",
-            instruction=record.instruction, status=record.status or "error",
+            instruction=record.instruction, status=record.status or "error", keys=episode.keys,
         )
         name = safe_name(f"{task.policy}_{task.layout}_{task.distance}_ep{task.episode:03d}_{record.status}") + ".mp4"
         record.video = str(write_video(cfg.output.video_dir / name, frames))

@@ -23,7 +23,7 @@ from scenarios.files import atomic_write
 TOP_SIZE = (576, 324)
 HEADER = 46
 STATUS_COLOURS = {"success": (40, 170, 60), "collision": (220, 50, 40), "timeout": (230, 140, 20),
-                  "out_of_bounds": (150, 60, 170), "error": (120, 120, 120)}
+                  "out_of_bounds": (150, 60, 170), "overshoot": (150, 90, 40), "error": (120, 120, 120)}
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -71,9 +71,11 @@ def compose_frames(
     title: str,
     instruction: str,
     status: str,
+    keys: Sequence[str] | None = None,
 ) -> list[np.ndarray]:
     """Side-by-side frames with overlays; frame k shows the observation before action k (the last frame shows
-    the final state and the outcome)."""
+    the final state and the outcome). ``keys``: what each action was executed as (the env's ``info["key"]``: a
+    key, or a class in class mode); default: the key the robot maps it to."""
     project = Scene.topdown_projection(spec, TOP_SIZE)
     h = TOP_SIZE[1]
     small, big = _font(14), _font(30)
@@ -94,7 +96,8 @@ def compose_frames(
         if k < len(actions):
             action = actions[k]
             _arrow(draw, (h / 2, HEADER + h - 40), action, 45)
-            label = f"step {k + 1}  key {action_to_key(action)}  [{action[0]:+.2f}, {action[1]:+.2f}, {action[2]:+.2f}]"
+            key = keys[k] if keys is not None else action_to_key(action)
+            label = f"step {k + 1}  {key}  [{action[0]:+.2f}, {action[1]:+.2f}, {action[2]:+.2f}]"
             draw.text((6, HEADER + 6), label, fill=(255, 255, 0), font=small)
         if last:
             colour = STATUS_COLOURS.get(status, (255, 255, 255))
