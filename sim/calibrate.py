@@ -8,11 +8,13 @@ Usage::
 
 For every layout with a guide, the free geometry (box sizes, second-box offset, per distance: box and target
 positions) is searched so that the guides run collision-free, pass on the named side and stop near the target
-under pose jitter (:mod:`sim.calibration.search`). Each guide is then replayed in the simulator with the present
-files and with the new ones (seed 0 nominal, ``--seeds - 1`` jittered) and the per-guide table is printed (and
-written as Markdown with ``--report``). The layout files are written only if the simulator confirms that at least
-as many replays pass as before. Exit 0: written (or ``--dry-run``); 1: the new geometry is not better (nothing
-written); 2: bad arguments.
+under pose jitter (:mod:`sim.calibration.search`); a guide without SPACE is a truncated episode, judged on what it
+reaches (collision-free, on the named side, nearer the goal at its end: :func:`sim.calibration.guides.judge`), and a
+layout without a ``far`` guide gets a ``far`` preset derived from its calibrated ``medium`` one (written with its
+rule). Each guide is then replayed in the simulator with the present files and with the new ones (seed 0
+nominal, ``--seeds - 1`` jittered) and the per-guide table is printed (and written as Markdown with ``--report``).
+The layout files are written only if the simulator confirms that at least as many replays pass as before.
+Exit 0: written (or ``--dry-run``); 1: the new geometry is not better (nothing written); 2: bad arguments.
 """
 
 from __future__ import annotations
@@ -54,15 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def table_markdown(guides, before, after, press: float, seeds: int) -> str:
     """The per-guide before/after table (Markdown)."""
-    lines = ["| guide | layout | distance | before: pass | after: pass | after: stops near the goal |",
+    lines = ["| guide | layout | distance | before: pass | after: pass | after: end of the guide |",
              "|---|---|---|---|---|---|"]
     for g in guides:
         b, a = before[(g.name, g.layout)], after[(g.name, g.layout)]
-        end = f"{a['end_distance']:.2f} m" if g.stops else "(no SPACE: cut at 17 presses)"
+        end = (f"stops {a['end_distance']:.2f} m from the goal" if g.stops else
+               f"truncated (no SPACE): {a['progress']:.2f} m nearer the goal")
         lines.append(f"| {g.name} | {g.layout} | {g.distance} | {b['passed']}/{b['replays']} | "
                      f"{a['passed']}/{a['replays']} | {end} |")
-    lines += ["", f"Guides collision-free on the named side (every name once, a name played in both orientations "
-              f"half in each; {seeds} replays per guide, the first nominal): before {guide_share(before):.1%}, after "
+    lines += ["", f"Guides collision-free on the named side, a truncated one (no SPACE) also nearer the goal at its "
+              f"end (every name once, a name played in both orientations half in each; {seeds} replays per guide, "
+              f"the first nominal): before {guide_share(before):.1%}, after "
               f"{guide_share(after):.1%}; replays: before {passed(before)}, after {passed(after)}. Press length "
               f"{press:.2f} m."]
     return "\n".join(lines)

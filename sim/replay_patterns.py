@@ -6,6 +6,10 @@ By default both guide files of ``scenarios/human/``: the 1-box guides and the 2-
 (``../shared/reference/core_patterns_{1box,2box}.json``). Each pattern is played open loop in its layout and distance
 (:mod:`sim.calibration.guides`). Seed 0 is the nominal scene (no jitter); further seeds jitter poses. The ``cup``
 layouts are calibrated to these guides by ``python -m sim.calibrate`` (README).
+
+A guide without SPACE (17 presses) is a truncated episode: its status reads ``truncated``, and it passes when it runs
+collision-free, on the instructed side of every box it reaches and ends nearer the goal than it started
+(``progress``), never on where it stops (:func:`sim.calibration.guides.judge`).
 """
 
 from __future__ import annotations
@@ -33,15 +37,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"{'pattern':34} {'layout':16} {'dist':7} {'seed':>4} {'status':13} {'no-hit':6} {'side':6} {'ok':3} {'d_goal':>6}")
+    print(f"{'pattern':34} {'layout':16} {'dist':7} {'seed':>4} {'status':13} {'no-hit':6} {'side':6} {'ok':3} "
+          f"{'d_goal':>6} {'progress':>8} {'pass':4}")
     for r in rows:
         print(
             f"{r['pattern']:34} {r['layout']:16} {r['distance']:7} {r['seed']:>4} {r['status']:13} "
-            f"{'yes' if r['collision_free'] else 'NO':6} {str(r['passed_side']):6} {'yes' if r['side_ok'] else 'no':3} {r['distance_to_goal']:6.2f}"
+            f"{'yes' if r['collision_free'] else 'NO':6} {str(r['passed_side']):6} {'yes' if r['side_ok'] else 'no':3} "
+            f"{r['distance_to_goal']:6.2f} {r['start_distance'] - r['distance_to_goal']:8.2f} "
+            f"{'yes' if passes(r) else 'NO':4}"
         )
     free = sum(r["collision_free"] for r in rows)
-    print(f"\n{len(rows)} replays in the {args.family} family: {free} collision-free, {sum(map(passes, rows))} "
-          "collision-free and on the instructed side")
+    truncated = [r for r in rows if not r["stops"]]
+    print(f"\n{len(rows)} replays in the {args.family} family: {free} collision-free, {sum(map(passes, rows))} pass "
+          f"(collision-free and on the instructed side; a truncated guide also nearer the goal); {len(truncated)} "
+          f"replays of truncated guides (no SPACE), {sum(map(passes, truncated))} of them pass")
     return 0
 
 

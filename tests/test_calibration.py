@@ -13,11 +13,13 @@ import scenarios
 from envs.geometry import LEFT, NOT_PASSED, RIGHT, passing_side
 from envs.robot import RobotConfig
 from sim.calibrate import main
-from sim.calibration.guides import Guide, load_guides, passes, replay_all
+from sim.calibration.guides import Guide, judge, load_guides, passes, replay_all
 from sim.calibration.kinematics import Placement, guide_paths, score_paths
 from sim.calibration.search import (
     Geometry,
+    Preset,
     calibrate_layout,
+    derived_far,
     draw_replays,
     guide_share,
     placement,
@@ -96,16 +98,27 @@ def test_search_is_deterministic_and_writes_loadable_layouts(tmp_path):
             assert sc.layout.distances[d].obstacle.low == a.geometry.presets[d].near
     depth, width = a.geometry.sizes[0]
     assert depth >= width, "a vert box stays lengthwise"
+    # no far guide in this layout: the writer derives the far preset from the calibrated medium one, rule and all
+    medium, far = a.geometry.presets["medium"], scenarios.load("2box_vert_left", "far", scenario_dir=tmp_path)
+    preset = far.layout.distances["far"]
+    assert (preset.obstacle.low, preset.obstacle.high) == (round(medium.near + 1.5, 2),) * 2
+    assert (preset.target.low, preset.target.high) == (round(medium.target + 1.75, 2),) * 2
+    assert (preset.obstacle_y, preset.target_y) == (medium.obstacle_y, medium.target_y)
+    assert "derived from the calibrated medium preset" in text and f"= {medium.near + 1.5:.2f} m" in text
 
 
 def test_cli_dry_run_prints_the_table_and_writes_nothing(tmp_path, capsys):
     guide_file = tmp_path / "guides.json"
-    guide_file.write_text(json.dumps({"1box_hori_left__core__close": load_guides()[7].keys}))
+    by_name = {g.name: g.keys for g in load_guides()}
+    guide_file.write_text(json.dumps({name: by_name[name] for name in
+                                      ("1box_hori_left__core__close", "1box_vert_left__core__far")}))
     out = tmp_path / "layouts"
     assert main(["--guides", str(guide_file), "--samples", "2", "--maxiter", "2", "--seeds", "2", "--workers", "1",
                  "--out", str(out), "--dry-run", "--no-progress", "--report", str(tmp_path / "t.md")]) == 0
     printed = capsys.readouterr().out
     assert "| 1box_hori_left__core__close | 1box_hori_left | close |" in printed and not out.exists()
+    far_row = next(line for line in printed.splitlines() if line.startswith("| 1box_vert_left__core__far |"))
+    assert "truncated (no SPACE)" in far_row and "m nearer the goal" in far_row
     assert (tmp_path / "t.md").read_text().startswith("| guide |")
     assert main(["--press", "0.3"]) == 2
     assert "--press must be within" in capsys.readouterr().err
@@ -122,3 +135,91 @@ def test_the_operators_guides_pass_in_the_cup_family():
 def test_guide_stops_only_with_space():
     assert Guide("x", ("w", "SPACE"), "1box_vert_left", "medium").stops
     assert not Guide("x", ("w",), "1box_vert_left", "medium").stops
+
+
+# ------------------------------------------------------------------------------------------------ 2-box far presets
+#: The spec's far-minus-medium differences (ROBOT_AND_DATA.md section 4, between midpoints): obstacle 1.0-1.5 m ->
+#: 2.5-3.0 m, target 2.5 m -> 4.0-4.5 m.
+SPEC_FAR_MINUS_MEDIUM = (1.5, 1.75)
+
+
+@pytest.mark.parametrize("layout", ["2box_hori_left", "2box_hori_right", "2box_vert_left", "2box_vert_right"])
+def test_2box_far_presets_follow_the_stated_rule(layout):
+    """No operator drove a 2-box ``far`` guide: the committed far preset is the calibrated medium one moved further
+    by the spec's far-minus-medium differences, the boxes and sideways positions kept, and the file says so."""
+    sc = scenarios.load(layout, "far", family="cup")
+    medium, far = sc.layout.distances["medium"], sc.layout.distances["far"]
+    d_obstacle, d_target = SPEC_FAR_MINUS_MEDIUM
+    assert far.obstacle.low == far.obstacle.high == pytest.approx(medium.obstacle.mid + d_obstacle, abs=1e-9)
+    assert far.target.low == far.target.high == pytest.approx(medium.target.mid + d_target, abs=1e-9)
+    assert (far.obstacle_y, far.target_y) == (medium.obstacle_y, medium.target_y)
+    assert sc.layout.obstacles == scenarios.load(layout, "medium", family="cup").layout.obstacles
+    text = sc.path.read_text()
+    assert "far-minus-medium differences" in text and "ROBOT_AND_DATA.md section 4" in text
+    assert f"obstacle {medium.obstacle.mid:.2f} + 1.50 = {far.obstacle.low:.2f} m" in text
+    assert f"target {medium.target.mid:.2f} + 1.75 = {far.target.low:.2f} m" in text
+    assert derived_far(Preset(medium.obstacle.mid, medium.obstacle_y, medium.target.mid, medium.target_y)) == \
+        Preset(far.obstacle.low, far.obstacle_y, far.target.low, far.target_y)
+    # the scene is valid: the goal lies beyond both boxes, inside the arena
+    scene = sc.sample(np.random.default_rng(0), jitter=False)
+    assert all(scene.goal[0] > b.center[0] + b.size[0] / 2 for b in scene.obstacles)
+
+
+# ------------------------------------------------------------------------------------------------ truncated guides
+def test_judge_holds_a_truncated_guide_to_progress_never_to_a_stop():
+    ok = dict(collision_free=True, in_bounds=True, side_ok=True)
+    assert judge(False, **ok, start_distance=2.4, end_distance=1.5), "truncated, nearer the goal: passes"
+    assert not judge(False, **ok, start_distance=2.4, end_distance=2.5), "truncated, no progress"
+    assert judge(True, **ok, start_distance=2.4, end_distance=2.5), "a stop away from the goal is scored, not failed"
+    assert not judge(False, collision_free=False, in_bounds=True, side_ok=True, start_distance=2.4, end_distance=1.0)
+    assert not judge(False, collision_free=True, in_bounds=True, side_ok=False, start_distance=2.4, end_distance=1.0)
+    assert not judge(True, collision_free=True, in_bounds=False, side_ok=True, start_distance=2.4, end_distance=0.1)
+    verdicts = judge(np.array([False, True]), True, True, True, np.array([2.0, 2.0]), np.array([2.1, 2.1]))
+    assert verdicts.tolist() == [False, True]
+
+
+def test_model_judges_truncated_paths_on_what_they_reach():
+    d = 0.18
+    around_and_back = ("a", "a", "a") + ("w",) * 8 + ("s",) * 8  # passes the box on the left, then backs off
+    cut = guide_paths(around_and_back, np.zeros((1, 3)), d)
+    stopped = guide_paths(around_and_back + ("SPACE",), np.zeros((1, 3)), d)
+    assert not cut.stops[0] and stopped.stops[0]
+    outcome = score_paths(cut, _one_box(LEFT), 0.15)
+    assert outcome.side_ok[0] and outcome.clearance[0] > 0 and outcome.end_distance[0] > outcome.start_distance[0]
+    assert not outcome.passes[0], "a truncated guide must end nearer the goal"
+    assert score_paths(stopped, _one_box(LEFT), 0.15).passes[0], "a guide that stops is scored on its stop apart"
+    around = ("a", "a", "a") + ("w",) * 8  # cut before the goal, nearer it: passes
+    assert score_paths(guide_paths(around, np.zeros((1, 3)), d), _one_box(LEFT), 0.15).passes[0]
+
+
+#: In ``1box_vert_right`` at ``medium`` the box's near face is 1.30 m ahead, 0.16 m to the left (0.20 x 0.12 m).
+RIGHT_OF_THE_BOX = ("d",) + ("w",) * 10
+
+
+def test_truncated_guide_on_the_right_side_passes_without_stopping():
+    guide = Guide("1box_vert_right__core__medium", RIGHT_OF_THE_BOX, "1box_vert_right", "medium")
+    row = replay_all([guide], 1)[0]
+    assert not guide.stops and not row["stops"]
+    assert row["status"] == "truncated" and row["collision_free"] and row["passed_side"] == "right"
+    assert row["distance_to_goal"] > 0.5, "it never reaches the goal, nor stops"
+    assert row["distance_to_goal"] < row["start_distance"]
+    assert passes(row) and row["passed"]
+    stopped = replay_all([Guide(guide.name, RIGHT_OF_THE_BOX + ("SPACE",), guide.layout, guide.distance)], 1)[0]
+    assert stopped["status"] == "missed_goal" and passes(stopped), "its stop away from the goal is scored apart"
+
+
+def test_truncated_guide_that_collides_fails():
+    guide = Guide("1box_vert_right__core__medium", ("w",) * 10, "1box_vert_right", "medium")
+    row = replay_all([guide], 1)[0]
+    assert not row["stops"] and row["status"] == "collision" and not row["collision_free"]
+    assert not passes(row) and not row["passed"]
+
+
+def test_replay_report_says_truncated(capsys):
+    from sim.replay_patterns import main as replay_main
+
+    assert replay_main(["--seeds", "1"]) == 0
+    printed = capsys.readouterr().out
+    far = [line for line in printed.splitlines() if line.startswith("1box_vert_left__core__far")]
+    assert far and all(" truncated " in line and line.rstrip().endswith("yes") for line in far)
+    assert "replays of truncated guides (no SPACE)" in printed

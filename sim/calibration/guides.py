@@ -4,6 +4,11 @@ A guide file (``scenarios/human/core_patterns_{1box,2box}.json``, copied from th
 ``../shared/reference/``) maps a pattern name to the keys an operator pressed. The name says where it was driven:
 ``2box_hori_left__core__medium``; a bare ``1box_vert_left`` means medium, and a name without an orientation
 (``1box_left__core__medium``) was driven in both the ``vert`` and the ``hori`` layout.
+
+A guide that ends with ``SPACE`` is a complete episode: the operator stopped where they meant to. One that ends
+without it (17 presses) is a **truncated** episode: the collector's 18 frames ran out before the operator arrived
+(the ``far`` guides, and a few others). :func:`judge` is the one pass rule for both, used by the simulator's rows
+(:func:`passes`) and the kinematic model (:attr:`sim.calibration.kinematics.Outcome.passes`) alike.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import scenarios
 from policies.replay import HUMAN_PATTERNS, load_patterns
@@ -41,9 +48,10 @@ def pattern_scenarios(name: str) -> list[tuple[str, str]]:
 class Guide:
     """One guide in one scenario: ``keys`` as pressed, played in ``layout`` at ``distance``.
 
-    ``stops``: the guide ends with ``SPACE``, the operator's "arrived" (a guide without it was cut by the 18-frame
-    episode before reaching the target). ``weight``: its share of the pattern name, 1 / the number of layouts the
-    name is played in (a name without an orientation counts half in ``vert`` and half in ``hori``)."""
+    ``stops``: the guide ends with ``SPACE``, the operator's "arrived" (a guide without it is truncated: cut by the
+    18-frame episode before reaching the target, :func:`judge`). ``weight``: its share of the pattern name, 1 / the
+    number of layouts the name is played in (a name without an orientation counts half in ``vert`` and half in
+    ``hori``)."""
 
     name: str
     keys: tuple[str, ...]
@@ -53,7 +61,32 @@ class Guide:
 
     @property
     def stops(self) -> bool:
-        return bool(self.keys) and self.keys[-1] == "SPACE"
+        return ends_with_stop(self.keys)
+
+
+def ends_with_stop(keys: Sequence[str]) -> bool:
+    """Whether a key sequence ends with ``SPACE`` (a complete episode); otherwise it is truncated."""
+    return bool(keys) and keys[-1] == "SPACE"
+
+
+def judge(stops, collision_free, in_bounds, side_ok, start_distance, end_distance):
+    """The calibration's pass rule for one replay of a guide, or elementwise for numpy arrays of replays.
+
+    Every guide must run collision-free and inside the arena, and pass every box it reaches on the instructed side
+    (at least one: ``side_ok`` as the environment and the kinematic model give it; a box it never reaches is not
+    judged). Then:
+
+    - a guide that stops (``stops``: ends with ``SPACE``) passes; how near the goal it stops is scored apart, never
+      as a pass or a failure (the calibration's objective, the table of ``python -m sim.calibrate``);
+    - a truncated guide (no ``SPACE``: cut by the 18-frame episode) is judged on what it reaches: it must end closer
+      to the goal than it started (``end_distance < start_distance``, m), and is never held to a stop at the goal.
+
+    Returns:
+        bool, or a bool array of the broadcast shape.
+    """
+    ok = (np.asarray(collision_free, bool) & np.asarray(in_bounds, bool) & np.asarray(side_ok, bool)
+          & (np.asarray(stops, bool) | (np.asarray(end_distance, float) < np.asarray(start_distance, float))))
+    return bool(ok) if ok.ndim == 0 else ok
 
 
 def load_guides(paths: Iterable[str | Path] = GUIDE_FILES) -> list[Guide]:
@@ -71,8 +104,11 @@ def replay_all(guides: Sequence[Guide], seeds: int, *, family: str = scenarios.D
                scenario_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Play every guide open loop in its layout of ``family`` with seeds ``0..seeds-1`` (seed 0: the nominal scene;
     others: pose jitter drawn from the seed), in order; one row per replay: ``pattern``, ``layout``, ``distance``,
-    ``seed``, ``status`` (``"running"`` if the keys ran out first), ``collision_free``, ``passed_side``,
-    ``side_ok``, ``distance_to_goal`` (m), ``presses``. Two environments (nominal, jittered) serve every replay."""
+    ``seed``, ``stops`` (the guide ends with SPACE), ``status`` (the environment's final status, or, if the keys ran
+    out first: ``"truncated"`` for a guide without SPACE, ``"missed_goal"`` for one whose SPACE came away from the
+    goal), ``collision_free``, ``in_bounds``, ``passed_side``, ``side_ok``, ``start_distance`` and
+    ``distance_to_goal`` (m, from the start and from the end to the goal), ``presses``, ``passed`` (:func:`judge`).
+    Two environments (nominal, jittered) serve every replay."""
     import gymnasium as gym
 
     from envs import ENV_ID
@@ -106,15 +142,20 @@ def _replay_in(env, guide: Guide, seed: int) -> dict[str, Any]:
         if step.index == len(guide.keys) - 1:
             break
     record = episode.record()
-    return {
-        "pattern": guide.name, "layout": guide.layout, "distance": guide.distance, "seed": seed,
-        "status": record.status or "running", "collision_free": record.collided_with is None,
+    row = {
+        "pattern": guide.name, "layout": guide.layout, "distance": guide.distance, "seed": seed, "stops": guide.stops,
+        "status": record.status or ("missed_goal" if guide.stops else "truncated"),
+        "collision_free": record.collided_with is None, "in_bounds": record.status != "out_of_bounds",
         "passed_side": record.passed_side, "side_ok": bool(record.side_ok),
+        "start_distance": round(episode.reset_info["distance_to_goal"], 3),
         "distance_to_goal": round(episode.info["distance_to_goal"], 3), "presses": record.steps,
     }
+    row["passed"] = passes(row)
+    return row
 
 
 def passes(row: dict[str, Any]) -> bool:
-    """The calibration's criterion for one replay: collision-free and on the instructed side."""
-    return bool(row["collision_free"] and row["side_ok"])
+    """The calibration's criterion for one replay row of :func:`replay_all` (:func:`judge`)."""
+    return judge(row["stops"], row["collision_free"], row["in_bounds"], row["side_ok"], row["start_distance"],
+                 row["distance_to_goal"])
 

@@ -19,6 +19,7 @@ import numpy as np
 from envs.geometry import NOT_PASSED, passing_side
 from envs.keys import KEY_ACTIONS
 from envs.robot import RobotConfig
+from sim.calibration.guides import ends_with_stop, judge
 
 #: Points sampled along each press (1.5 cm apart for an 0.18 m press).
 SAMPLES_PER_PRESS = 12
@@ -31,10 +32,13 @@ class Paths:
     Attributes:
         points: float64 ``(R, P, 2)`` robot centre positions (m), start included.
         ends: float64 ``(R, N + 1, 2)`` the centre after each of the ``N`` presses (``ends[:, 0]`` the start).
+        stops: bool ``(R,)``: the key sequence ends with ``SPACE``; False: a truncated guide
+            (:func:`sim.calibration.guides.judge`).
     """
 
     points: np.ndarray
     ends: np.ndarray
+    stops: np.ndarray
 
 
 def guide_paths(keys: tuple[str, ...], starts: np.ndarray, press_distance: float,
@@ -56,7 +60,8 @@ def guide_paths(keys: tuple[str, ...], starts: np.ndarray, press_distance: float
         elif wz:
             yaw = yaw + math.copysign(turn, wz)
         ends.append(np.stack([x, y], 1))
-    return Paths(points=np.concatenate(points, 1), ends=np.stack(ends, 1))
+    return Paths(points=np.concatenate(points, 1), ends=np.stack(ends, 1),
+                 stops=np.full(len(starts), ends_with_stop(keys)))
 
 
 @dataclass(frozen=True)
@@ -95,17 +100,21 @@ def _clearance(points: np.ndarray, centres: np.ndarray, half: np.ndarray, round_
 class Outcome:
     """Per replay: ``clearance`` (m, the closest the robot's edge came to an obstacle or the target; < 0 is a
     collision), ``in_bounds``, ``side_ok`` (every obstacle reached was passed on the instructed side, and one was),
-    ``end_distance`` to the goal (m)."""
+    ``start_distance`` and ``end_distance`` to the goal (m), ``stops`` (the guide ends with SPACE; else truncated)."""
 
     clearance: np.ndarray
     in_bounds: np.ndarray
     side_ok: np.ndarray
+    start_distance: np.ndarray
     end_distance: np.ndarray
+    stops: np.ndarray
 
     @property
     def passes(self) -> np.ndarray:
-        """Collision-free, inside the arena and on the instructed side."""
-        return (self.clearance > 0) & self.in_bounds & self.side_ok
+        """The calibration's pass rule (:func:`sim.calibration.guides.judge`): collision-free, inside the arena, on
+        the instructed side, and, for a truncated guide, nearer the goal at the end than at the start."""
+        return judge(self.stops, self.clearance > 0, self.in_bounds, self.side_ok, self.start_distance,
+                     self.end_distance)
 
 
 def score_paths(paths: Paths, place: Placement, robot_radius: float) -> Outcome:
@@ -128,6 +137,7 @@ def score_paths(paths: Paths, place: Placement, robot_radius: float) -> Outcome:
     side_ok = reached.any(1) & np.all(~reached | (sides == place.side), axis=1)
     x_min, x_max, y_min, y_max = (place.arena[:, i][:, None] for i in range(4))
     in_bounds = np.all((pts[..., 0] >= x_min) & (pts[..., 0] <= x_max) & (pts[..., 1] >= y_min) & (pts[..., 1] <= y_max), 1)
-    end = paths.ends[:, -1]
+    start, end = paths.ends[:, 0], paths.ends[:, -1]
     return Outcome(clearance=clear - robot_radius, in_bounds=in_bounds, side_ok=side_ok,
-                   end_distance=np.hypot(*(end - place.goal).T))
+                   start_distance=np.hypot(*(start - place.goal).T), end_distance=np.hypot(*(end - place.goal).T),
+                   stops=paths.stops)

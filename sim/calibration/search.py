@@ -4,16 +4,20 @@ side and end near the target under pose jitter; write the layout files (the libr
 **Free parameters** of a layout (:class:`ParamSpace`), on a 1 cm grid: each box's long and short side (a ``vert``
 box is long along x, a ``hori`` box across it: the layout's name is kept true); the second box's offset from the
 first; and per distance preset that has a guide: the first box's near face (m ahead of the start), the boxes'
-sideways position, the target's distance and sideways position. Presets without a guide keep the family's default.
-The press length (0.15-0.2 m in the spec) is searched on a grid over all layouts at once (it is one robot constant).
+sideways position, the target's distance and sideways position. A ``far`` preset without a guide (the 2-box
+layouts) is derived from the calibrated ``medium`` one (:func:`derived_far`, the rule written into the file); other
+presets without a guide keep the family's default. The press length (0.15-0.2 m in the spec) is searched on a grid
+over all layouts at once (it is one robot constant).
 
 **Objective** (maximised by SciPy's differential evolution, seeded): over every guide of the layout x
 ``samples`` pose-jitter draws (the family's ``randomization`` ranges, common to every candidate) plus the nominal
-scene, ``share passing + 0.2 * margin - 0.3 * end distance - 0.1 * distance from the prior``, where the margin is
-the clearance (up to 5 cm) of replays on the right side, and the end distance the mean distance (m, capped at 1)
-from the end of each guide that stops (SPACE) to the goal: collision-free and on the named side first, then
-clearance, then the operator's stop near the target, then, only to break ties, the prior (the boxes chosen before
-calibration, the spec's distances). The kinematic model (:mod:`sim.calibration.kinematics`) stands in for the
+scene, ``share passing + 0.2 * margin - 0.3 * end distance - 0.1 * distance from the prior``, where passing is
+:func:`sim.calibration.guides.judge` (collision-free and on the named side; a truncated guide, without SPACE, also
+nearer the goal than it started), the margin is the clearance (up to 5 cm) of replays on the right side, and the
+end distance the mean distance (m, capped at 1) from the end of each guide that stops (SPACE) to the goal (a
+truncated guide is never scored on its end): collision-free and on the named side first, then clearance, then the
+operator's stop near the target, then, only to break ties, the prior (the boxes chosen before calibration, the
+spec's distances). The kinematic model (:mod:`sim.calibration.kinematics`) stands in for the
 simulator during the search; the chosen geometry is then replayed in the simulator itself (:func:`verify`), and
 that table is the result.
 """
@@ -87,6 +91,53 @@ class Geometry:
                    {d: Preset(p.obstacle.mid, p.obstacle_y, p.target.mid, p.target_y) for d, p in lay.distances.items()})
 
 
+# ------------------------------------------------------------------------------------------------ derived presets
+def far_shift(family: str = "cup") -> tuple[float, float]:
+    """The spec's far-minus-medium differences (m): how much further the ``far`` preset puts the first box's near face
+    and the target than ``medium`` does, between the midpoints of the family's default presets (``defaults.toml``,
+    ROBOT_AND_DATA.md section 4: obstacle 1.0-1.5 -> 2.5-3.0 m, +1.50 m; target 2.5 -> 4.0-4.5 m, +1.75 m)."""
+    spec = scenarios.default_distances(family)
+    return (round(spec["far"].obstacle.mid - spec["medium"].obstacle.mid, 2),
+            round(spec["far"].target.mid - spec["medium"].target.mid, 2))
+
+
+def derived_far(medium: Preset, family: str = "cup") -> Preset:
+    """The ``far`` preset of a layout without a ``far`` guide (the 2-box layouts), from its calibrated ``medium``
+    preset: the calibrated boxes and the medium preset's sideways positions are kept, and the first box and the target
+    move further ahead by the spec's own far-minus-medium differences (:func:`far_shift`). The guides never saw these
+    distances; the spec's difference is the only measurement relating ``far`` to ``medium``."""
+    d_obstacle, d_target = far_shift(family)
+    return Preset(round(medium.near + d_obstacle, 2), medium.obstacle_y, round(medium.target + d_target, 2),
+                  medium.target_y)
+
+
+def _span(r) -> str:
+    return f"{r.low:.2f} m" if r.low == r.high else f"{r.low:.2f}-{r.high:.2f} m"
+
+
+def file_presets(geometry: Geometry, family: str = "cup") -> dict[str, tuple[Preset, list[str]]]:
+    """The distance presets a layout file gets, each with its comment lines: the calibrated ones (no comment), and a
+    ``far`` preset derived from ``medium`` (:func:`derived_far`) where no guide was driven at ``far``. A preset
+    absent here keeps the family's default."""
+    out: dict[str, tuple[Preset, list[str]]] = {d: (p, []) for d, p in geometry.presets.items()}
+    if "far" not in out and "medium" in out:
+        medium = geometry.presets["medium"]
+        far = derived_far(medium, family)
+        (d_obstacle, d_target), spec = far_shift(family), scenarios.default_distances(family)
+        out["far"] = (far, [
+            "# No operator guide was driven at this distance: derived from the calibrated medium preset by one rule",
+            "# (sim.calibration.search.derived_far): keep the calibrated boxes and the medium preset's sideways positions,",
+            "# and move the first box and the target further by the spec's own far-minus-medium differences",
+            "# (ROBOT_AND_DATA.md section 4, as in defaults.toml; between midpoints): obstacle "
+            f"{_span(spec['medium'].obstacle)} -> {_span(spec['far'].obstacle)},",
+            f"# +{d_obstacle:.2f} m; target {_span(spec['medium'].target)} -> {_span(spec['far'].target)}, "
+            f"+{d_target:.2f} m. Here: obstacle {medium.near:.2f} + {d_obstacle:.2f} = {far.near:.2f} m,",
+            f"# target {medium.target:.2f} + {d_target:.2f} = {far.target:.2f} m, obstacle_y {far.obstacle_y:.2f} and "
+            f"target_y {far.target_y:.2f} as at medium.",
+        ])
+    return {d: out[d] for d in scenarios.DISTANCES if d in out}
+
+
 @dataclass
 class ParamSpace:
     """The vector of free parameters of one layout (see the module docstring) and its prior (:data:`PRIOR_BOX`,
@@ -147,14 +198,13 @@ class ParamSpace:
 
 @dataclass
 class Replays:
-    """Every guide of a layout under ``samples`` jitter draws plus the nominal scene, as one batch: sampled paths,
-    the distance preset of each replay, its jitter (``(R, 4)``: obstacle shift x, y, target shift x, y), and
-    whether its guide ends with SPACE, and its weight (the guide's, :attr:`Guide.weight`)."""
+    """Every guide of a layout under ``samples`` jitter draws plus the nominal scene, as one batch: sampled paths
+    (``paths.stops``: whether the replay's guide ends with SPACE), the distance preset of each replay, its jitter
+    (``(R, 4)``: obstacle shift x, y, target shift x, y), and its weight (the guide's, :attr:`Guide.weight`)."""
 
     paths: Paths
     distance: np.ndarray
     jitter: np.ndarray
-    stops: np.ndarray
     weight: np.ndarray
 
 
@@ -174,13 +224,14 @@ def draw_replays(guides: Sequence[Guide], scenario: scenarios.Scenario, press: f
         ends.append(paths.ends)
         distance += [guide.distance] * len(u)
         jitter.append(u[:, 3:])
-        stops += [guide.stops] * len(u)
+        stops.append(paths.stops)
         weight += [guide.weight] * len(u)
     width = max(p.shape[1] for p in points)  # guides differ in length: repeat the last point / end
     pad = lambda a, n: np.concatenate([a, np.repeat(a[:, -1:], n - a.shape[1], 1)], 1)  # noqa: E731
     n_ends = max(e.shape[1] for e in ends)
-    return Replays(Paths(np.concatenate([pad(p, width) for p in points]), np.concatenate([pad(e, n_ends) for e in ends])),
-                   np.array(distance), np.concatenate(jitter), np.array(stops), np.array(weight))
+    return Replays(Paths(np.concatenate([pad(p, width) for p in points]), np.concatenate([pad(e, n_ends) for e in ends]),
+                         np.concatenate(stops)),
+                   np.array(distance), np.concatenate(jitter), np.array(weight))
 
 
 def placement(geometry: Geometry, scenario: scenarios.Scenario, replays: Replays) -> Placement:
@@ -213,7 +264,7 @@ def objective(vector: np.ndarray, space: ParamSpace, replays: Replays, robot_rad
     w = replays.weight / replays.weight.sum()
     # clearance only counts where the side is right: room gained for a guide that cannot pass is no gain
     margin = np.where(outcome.side_ok, np.clip(outcome.clearance, -0.1, MARGIN_SCALE) / MARGIN_SCALE, 0.0)
-    stops = replays.stops
+    stops = outcome.stops  # a truncated guide has no stop to score (sim.calibration.guides.judge)
     end = np.average(np.minimum(outcome.end_distance[stops], 1.0), weights=w[stops]) if stops.any() else 0.0
     score = w @ outcome.passes + W_MARGIN * (w @ margin) - W_END * end - W_PRIOR * space.prior_distance(vector)
     return -float(score)
@@ -299,12 +350,10 @@ def layout_toml(result: LayoutResult, scenario: scenarios.Scenario, guides: Sequ
                   "distance preset's obstacle point (m)." if offset == (0.0, 0.0) else "# the second box, offset from "
                   "the first box's near face",
                   f"size = {_fmt((depth, width, ob.size[2]))}", f"offset = {_fmt(offset)}", f"colour = {_fmt(ob.colour)}"]
-    for d in scenarios.DISTANCES:
-        p = result.geometry.presets.get(d)
-        if p is None:
-            continue  # no guide at this distance: the family's default stays
-        lines += ["", f"[distances.{d}]", f"obstacle = {_fmt((p.near, p.near))}", f"target = {_fmt((p.target, p.target))}",
-                  f"obstacle_y = {p.obstacle_y:.2f}", f"target_y = {p.target_y:.2f}"]
+    for d, (p, comment) in file_presets(result.geometry, scenario.family).items():  # absent: the family's default
+        lines += ["", f"[distances.{d}]", *comment, f"obstacle = {_fmt((p.near, p.near))}",
+                  f"target = {_fmt((p.target, p.target))}", f"obstacle_y = {p.obstacle_y:.2f}",
+                  f"target_y = {p.target_y:.2f}"]
     return "\n".join(lines) + "\n"
 
 
@@ -341,8 +390,10 @@ def write_layouts(results: Sequence[LayoutResult], guides: Sequence[Guide], out_
 def verify(guides: Sequence[Guide], seeds: int, *, family: str = "cup",
            scenario_dir: str | Path | None = None) -> dict[tuple[str, str], dict[str, Any]]:
     """Replay every guide in the simulator (seed 0 nominal, 1..seeds-1 jittered); per ``(pattern, layout)``:
-    ``passed`` (replays collision-free on the named side), ``replays``, ``collision_free``, ``end_distance`` (m,
-    the mean distance to the goal at the end), ``stops`` and ``weight`` (:attr:`Guide.weight`)."""
+    ``passed`` (replays that pass, :func:`sim.calibration.guides.judge`: collision-free on the named side, and a
+    truncated guide nearer the goal at its end than at its start), ``replays``, ``collision_free``, ``end_distance``
+    (m, the mean distance to the goal at the end), ``progress`` (m, the mean of start minus end distance to the
+    goal), ``stops`` (False: a truncated guide) and ``weight`` (:attr:`Guide.weight`)."""
     rows = replay_all(guides, seeds, family=family, scenario_dir=scenario_dir)
     table: dict[tuple[str, str], dict[str, Any]] = {}
     for guide in guides:
@@ -351,6 +402,7 @@ def verify(guides: Sequence[Guide], seeds: int, *, family: str = "cup",
             "distance": guide.distance, "replays": len(mine), "passed": sum(map(passes, mine)),
             "collision_free": sum(r["collision_free"] for r in mine), "stops": guide.stops, "weight": guide.weight,
             "end_distance": float(np.mean([r["distance_to_goal"] for r in mine])),
+            "progress": float(np.mean([r["start_distance"] - r["distance_to_goal"] for r in mine])),
         }
     return table
 
