@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.policy, result.model_path, args.out, latency_ms=latency_ms, episodes=args.verify_episodes,
             seed=args.seed, family=args.family,
             layouts=scenarios.names(family=args.family) if args.verify_layouts == ["all"] else args.verify_layouts,
-            distances=scenarios.DISTANCES if args.verify_distances == ["all"] else args.verify_distances,
+            distances=scenarios.distances(args.family) if args.verify_distances == ["all"] else args.verify_distances,
             model_source=source, policy_args=policy_args, threads=args.threads)
         print(format_verify(report))
         status = max(status, EXIT_FAILED if report["verdict"] == "FAIL" else EXIT_OK)

@@ -14,9 +14,8 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import scenarios
 from envs.settings import ACTUATIONS
-from sim.cli import add_family_argument, command
+from sim.cli import add_family_argument, command, sweep_from_args
 from sim.training.rl import ALGOS, DEFAULT_DISTANCE, DEFAULT_LAYOUT, train
 
 
@@ -35,11 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timesteps", type=int, required=True, help="environment steps to train (this run)")
     parser.add_argument("--out", required=True, help="model zip to write (atomically), e.g. runs/ppo.zip")
     add_family_argument(parser)
-    parser.add_argument("--layout", default=DEFAULT_LAYOUT, help="the one layout trained on (state-only policy)")
-    parser.add_argument("--distance", default=DEFAULT_DISTANCE, help="the one distance preset trained on")
+    parser.add_argument("--layout", default=None, help=f"the one layout (corridor: basket position) trained on "
+                                                       f"(state-only policy; default {DEFAULT_LAYOUT}, center)")
+    parser.add_argument("--distance", default=None, help=f"the one distance preset (corridor: path) trained on "
+                                                         f"(default {DEFAULT_DISTANCE}, straight)")
     parser.add_argument("--n-envs", type=int, default=2, help="parallel environments (SubprocVecEnv if > 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--actuation", choices=ACTUATIONS, default="keypress")
+    parser.add_argument("--actuation", choices=ACTUATIONS, default=None,
+                        help="default: the family's (keypress; the corridor's eight classes at the deployed cadence)")
     parser.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's)")
     parser.add_argument("--action-dims", type=int, choices=[2, 3], default=2,
                         help="2: (linear_x, linear_y), angular_z = 0 (padded at evaluation too); 3: the full action")
@@ -86,10 +88,10 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error("--max-steps must be at least 1")
     if args.check_episodes < 0:
         parser.error("--check-episodes must be >= 0")
-    if args.layout not in scenarios.names(family=args.family):
-        parser.error(f"unknown --layout {args.layout!r}; available: {', '.join(scenarios.names(family=args.family))}")
-    if args.distance not in scenarios.DISTANCES:
-        parser.error(f"unknown --distance {args.distance!r}; available: {', '.join(scenarios.DISTANCES)}")
+    corridor = args.family == "corridor"
+    args.layout = args.layout or ("center" if corridor else DEFAULT_LAYOUT)
+    args.distance = args.distance or ("straight" if corridor else DEFAULT_DISTANCE)
+    sweep_from_args(args.family, [args.layout], [args.distance])  # one line naming the flag and the family's names
     if not args.out.endswith(".zip"):
         parser.error(f"--out must name a .zip file, got {args.out!r}")
     if Path(args.out).is_dir():

@@ -113,7 +113,7 @@ class TrainingShaping(gym.Wrapper):
 def make_env(
     layout: str = DEFAULT_LAYOUT,
     distance: str = DEFAULT_DISTANCE,
-    actuation: str = "keypress",
+    actuation: str | None = None,
     family: str = "cup",
     action_dims: int = 2,
     side_penalty: float = 0.0,
@@ -121,7 +121,7 @@ def make_env(
     action_cost: float = 0.0,
 ) -> gym.Env:
     """One training environment of scenario ``family``: state observations, jitter on, the training-only
-    wrappers."""
+    wrappers; ``actuation`` None: the family's."""
     import envs  # noqa: F401  (registers the environment; needed in spawned subprocesses)
 
     env = gym.make(
@@ -203,7 +203,7 @@ def atomic_save(model, path: Path) -> Path:
     return path
 
 
-def closed_loop_check(model, layout: str, distance: str, episodes: int, seed: int, actuation: str = "keypress",
+def closed_loop_check(model, layout: str, distance: str, episodes: int, seed: int, actuation: str | None = None,
                       max_steps: int | None = None, family: str = "cup") -> dict[str, Any]:
     """Run the deterministic policy on the plain environment (no training wrapper, state only).
 
@@ -299,6 +299,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
               f", outcomes {check['statuses']}", flush=True)
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
     print(f"[train_rl] evaluate with: python -m sim.eval --policy sb3:{out} --family {args.family} "
-          f"--layouts {args.layout} --distances {args.distance}" + (f" --actuation {args.actuation}" if args.actuation != "keypress" else ""),
+          f"--layouts {args.layout} --distances {args.distance}" + (f" --actuation {args.actuation}" if args.actuation else ""),
           flush=True)
     return meta
