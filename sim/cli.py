@@ -160,9 +160,10 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sweep_from_args(family: str, layouts: Sequence[str] | None, distances: Sequence[str] | None,
-                    scenario_dir: str | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(layouts, distances)`` of ``--layouts`` / ``--distances`` in ``family``: None gives the family's default
-    sweep (:func:`scenarios.default_sweep`), ``all`` every name.
+                    scenario_dir: str | None = None, flags: tuple[str, str] = ("--layouts", "--distances")
+                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(layouts, distances)`` of ``--layouts`` / ``--distances`` (``flags``: the command's spelling) in
+    ``family``: None gives the family's default sweep (:func:`scenarios.default_sweep`), ``all`` every name.
 
     Raises:
         ScenarioError: a name that is not one of the family's (one line naming the flag, the family's axis and its
@@ -178,13 +179,13 @@ def sweep_from_args(family: str, layouts: Sequence[str] | None, distances: Seque
         known = scenarios.names(scenario_dir, family)
         for name in layouts:
             if name not in known:
-                raise scenarios.ScenarioError(f"--layouts: {name!r} is not a {axis} of the {family} family; "
+                raise scenarios.ScenarioError(f"{flags[0]}: {name!r} is not a {axis} of the {family} family; "
                                               f"{axis}s: {', '.join(known)}")
         chosen_layouts = tuple(layouts)
     if distances is None or list(distances) == ["all"]:
         chosen_distances = default_distances if distances is None else scenarios.distances(family)
     else:
-        chosen_distances = scenarios.check_distances(family, distances)
+        chosen_distances = scenarios.check_distances(family, distances, flags[1])
     return chosen_layouts, chosen_distances
 
 

@@ -33,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.family == "corridor":
+        parser.error("the corridor family has no operator key guides (they were driven around boxes: --family cup "
+                     "or basket); its expert's decisions against the team's V5 frame counts: python "
+                     "bench/expert_success.py --family corridor --cadence v5")
     rows = replay_all(load_guides(args.patterns), args.seeds, family=args.family)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -91,7 +91,7 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     corridor = args.family == "corridor"
     args.layout = args.layout or ("center" if corridor else DEFAULT_LAYOUT)
     args.distance = args.distance or ("straight" if corridor else DEFAULT_DISTANCE)
-    sweep_from_args(args.family, [args.layout], [args.distance])  # one line naming the flag and the family's names
+    sweep_from_args(args.family, [args.layout], [args.distance], flags=("--layout", "--distance"))  # one line
     if not args.out.endswith(".zip"):
         parser.error(f"--out must name a .zip file, got {args.out!r}")
     if Path(args.out).is_dir():

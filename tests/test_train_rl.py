@@ -88,8 +88,8 @@ def test_translation_only_pads_and_side_penalty_applies_once():
     "argv, message",
     [
         (["--timesteps", "0", "--out", "m.zip"], "--timesteps must be positive"),
-        (["--timesteps", "10", "--out", "m.zip", "--layout", "nope"], "unknown --layout 'nope'"),
-        (["--timesteps", "10", "--out", "m.zip", "--distance", "near"], "unknown --distance 'near'"),
+        (["--timesteps", "10", "--out", "m.zip", "--layout", "nope"], "--layout: 'nope' is not a layout of the cup family"),
+        (["--timesteps", "10", "--out", "m.zip", "--distance", "near"], "--distance: 'near' is not a distance of the cup family"),
         (["--timesteps", "10", "--out", "model"], "--out must name a .zip file"),
         (["--timesteps", "10", "--out", "m.zip", "--resume", "missing.zip"], "--resume 'missing.zip': no such file"),
         (["--timesteps", "10", "--out", "m.zip", "--n-envs", "0"], "--n-envs must be at least 1"),
