@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import scenarios
+from envs.cadence import Cadence
 from policies.catalog import BACKBONE_NAMES
 from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, MobileVLAError
 
@@ -187,6 +188,21 @@ def sweep_from_args(family: str, layouts: Sequence[str] | None, distances: Seque
     else:
         chosen_distances = scenarios.check_distances(family, distances, flags[1])
     return chosen_layouts, chosen_distances
+
+
+def cadence_from_arg(value: str | None) -> Cadence | None:
+    """``--cadence PRESET[,FIELD=VALUE...]`` as a :class:`~envs.cadence.Cadence` (None: not given).
+
+    Raises:
+        ConfigError: an unknown preset or field, a bad value, a period faster than the physics step (one line
+            naming ``--cadence``).
+    """
+    if value is None:
+        return None
+    try:
+        return Cadence.parse(value)
+    except ConfigError as exc:
+        raise ConfigError(f"--cadence {value}: {exc}") from None
 
 
 def add_policy_arg_argument(parser: argparse.ArgumentParser, *aliases: str) -> None:

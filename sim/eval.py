@@ -26,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from envs.cadence import PRESETS, Cadence
+from envs.cadence import PRESETS
 from envs.settings import ACTUATIONS, ImageSize
 from policies import describe
 from policies import names as policy_names
@@ -37,6 +37,7 @@ from sim.cli import (
     add_model_source_arguments,
     add_policy_arg_argument,
     add_sweep_arguments,
+    cadence_from_arg,
     command,
     model_source_kwargs,
     parse_policy_args,
@@ -98,21 +99,6 @@ def parse_latency_components(items: Sequence[str]) -> dict[str, float]:
                               f"got {item!r}")
         out[name] = seconds
     return out
-
-
-def cadence_from_arg(value: str | None) -> Cadence | None:
-    """``--cadence PRESET[,FIELD=VALUE...]`` as a :class:`~envs.cadence.Cadence` (None: not given).
-
-    Raises:
-        ConfigError: an unknown preset or field, a bad value, a period faster than the physics step (one line
-            naming ``--cadence``).
-    """
-    if value is None:
-        return None
-    try:
-        return Cadence.parse(value)
-    except ConfigError as exc:
-        raise ConfigError(f"--cadence {value}: {exc}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:

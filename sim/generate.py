@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from envs.settings import ImageSize, default_actuation
-from sim.cli import add_family_argument, add_sweep_arguments, command, sweep_from_args
+from sim.cli import add_family_argument, add_sweep_arguments, cadence_from_arg, command, sweep_from_args
 from sim.data import h5format
 from sim.data.generation import OUTPUT_FORMATS, GenerateConfig, generate
-from sim.eval import cadence_from_arg
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Contact sheet of every layout x distance (the corridor: every basket position x path): first onboard frame and
 a top-down view with the expert's path.
 
-``python -m sim.preview --out preview.png [--family cup|basket|corridor] [--seed 0] [--domain-randomization]``
+``python -m sim.preview --out preview.png [--family cup|basket|corridor] [--seed 0] [--domain-randomization] [--dpi 110]``
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--domain-randomization", action="store_true", help="randomise colours, floor, light")
     parser.add_argument("--scenario-dir", default=None, help="extra folder of layout TOML files")
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNG (default 110)")
     add_family_argument(parser)
     args = parser.parse_args(argv)
+    if not 20 <= args.dpi <= 600:
+        parser.error(f"--dpi must be in [20, 600], got {args.dpi}")
 
     layouts, distances = scenarios.names(args.scenario_dir, args.family), scenarios.distances(args.family)
     unit = "decisions" if args.family == "corridor" else "presses"
@@ -83,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=args.dpi)
     print(f"wrote {out}")
     return 0
 

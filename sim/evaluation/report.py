@@ -242,15 +242,18 @@ def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies
                 ax.plot(xy[:, 0], xy[:, 1], "-", color=OUTCOME_COLOURS.get(r["status"], "k"), lw=1.2, alpha=0.85)
                 ax.plot(xy[-1, 0], xy[-1, 1], "o", color=OUTCOME_COLOURS.get(r["status"], "k"), ms=3)
             arena = recs[0]["scene"]["arena"]
+            walls = recs[0]["scene"].get("walls") or []
             ax.set_xlim(arena[0], arena[1])
-            ax.set_ylim(arena[2], arena[3])
+            ax.set_ylim(min([arena[2]] + [w["center"][1] - w["size"][1] / 2 for w in walls]),
+                        max([arena[3]] + [w["center"][1] + w["size"][1] / 2 for w in walls]))
             ax.set_aspect("equal")
             ax.set_title(f"{name}: {layout} {distance}", fontsize=9)
             ax.set_xlabel("x (m)")
             ax.set_ylabel("y (m, left)")
         handles = [plt.Line2D([], [], color=c, label=s) for s, c in OUTCOME_COLOURS.items()]
-        fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
-        fig.subplots_adjust(left=0.08 / len(policies), right=1 - 0.02 / len(policies), bottom=0.2, top=0.9,
+        fig.legend(handles=handles, loc="lower center", ncol=3 if len(policies) == 1 else 6, fontsize=7,
+                   frameon=False)
+        fig.subplots_adjust(left=0.08 / len(policies), right=1 - 0.02 / len(policies), bottom=0.24, top=0.9,
                             wspace=0.25)  # fixed margins: tight_layout took 40% of the plotting time
         path = out_dir / f"trajectories_{layout}_{distance}.png"
         with atomic_write(path) as tmp:

@@ -87,25 +87,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _names(value: Any, known: list[str] | tuple[str, ...], what: str) -> Any:
+def _names(value: Any) -> Any:
     if value == "all":
         return value
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"must be \"all\" or a list of {what} names, got {value!r}")
-    unknown = [v for v in value if v not in known]
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)} or \"all\"")
-    if not value:
-        raise ValueError(f"give at least one {what} (or \"all\")")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
+        raise ValueError(f"must be \"all\" or a non-empty list of names, got {value!r}")
     return value
 
 
-def _layouts(value: Any) -> Any:
-    return _names(value, scenarios.names(), "layout")
+def sweep_names(family: str, layouts: Any, distances: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A spec's ``layouts`` / ``distances`` (``"all"`` or names) in ``family``: every layout x distance of a box
+    family, every corridor position x path for ``"all"``.
 
-
-def _distances(value: Any) -> Any:
-    return _names(value, scenarios.DISTANCES, "distance")
+    Raises:
+        ValueError: a name that is not one of the family's (``unknown distance 'near'; choose from ...``).
+    """
+    out = []
+    for value, known, what in ((layouts, scenarios.names(family=family), scenarios.axis_names(family)[0]),
+                               (distances, scenarios.distances(family), scenarios.axis_names(family)[1])):
+        if value == "all":
+            out.append(tuple(known))
+            continue
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            raise ValueError(f"unknown {what} {unknown[0]!r}; choose from {', '.join(known)} or \"all\"")
+        out.append(tuple(value))
+    return out[0], out[1]
 
 
 def _family(value: str | None) -> str | None:
@@ -131,8 +138,12 @@ class DataSpec(_Strict):
 
     _check_size = field_validator("image_size")(_size)
     _check_family = field_validator("family")(_family)
-    _check_layouts = field_validator("layouts")(_layouts)
-    _check_distances = field_validator("distances")(_distances)
+    _check_names = field_validator("layouts", "distances")(_names)
+
+    @model_validator(mode="after")
+    def _in_family(self) -> DataSpec:
+        sweep_names(self.family, self.layouts, self.distances)
+        return self
 
 
 class EvalSpec(_Strict):
@@ -149,8 +160,7 @@ class EvalSpec(_Strict):
 
     _check_size = field_validator("image_size")(_size)
     _check_family = field_validator("family")(_family)
-    _check_layouts = field_validator("layouts")(_layouts)
-    _check_distances = field_validator("distances")(_distances)
+    _check_names = field_validator("layouts", "distances")(_names)
 
 
 class TrainOptions(_Strict):
@@ -233,6 +243,10 @@ class AblationSpec(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> AblationSpec:
+        try:
+            sweep_names(self.eval.family or self.data.family, self.eval.layouts, self.eval.distances)
+        except ValueError as exc:
+            raise ValueError(f"eval: {exc}") from None
         names = [v.name for v in self.variants]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -361,13 +375,12 @@ def eval_config(spec: AblationSpec, run: VariantRun, checkpoint: Path, out: Path
     from sim.evaluation.config import EnvSettings, EvalConfig, OutputSettings, Sweep, policy_spec
 
     ev = spec.eval
+    family = ev.family or spec.data.family
+    layouts, distances = sweep_names(family, ev.layouts, ev.distances)
     return EvalConfig(
         policies=[policy_spec(run.policy, model_source={"checkpoint": str(checkpoint), "backbone": run.backbone})],
-        env=EnvSettings(family=ev.family or spec.data.family, image_size=ev.image_size or spec.data.image_size,
-                        max_steps=ev.max_steps),
-        sweep=Sweep(layouts=scenarios.names() if ev.layouts == "all" else ev.layouts,
-                    distances=scenarios.DISTANCES if ev.distances == "all" else ev.distances,
-                    episodes_per_combo=ev.episodes_per_combo, seed=ev.seed),
+        env=EnvSettings(family=family, image_size=ev.image_size or spec.data.image_size, max_steps=ev.max_steps),
+        sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=ev.episodes_per_combo, seed=ev.seed),
         output=OutputSettings(out=out, video_dir=out / "videos", record="none"),
     )
 
@@ -376,10 +389,9 @@ def _generate(spec: AblationSpec, out: Path, workers: int, progress: bool) -> Pa
     from sim.data.generation import GenerateConfig, generate
 
     d = spec.data
+    layouts, distances = sweep_names(d.family, d.layouts, d.distances)
     cfg = GenerateConfig(out=out, episodes=d.episodes, image_size=tuple(ImageSize.parse(d.image_size)),
-                         layouts=tuple(scenarios.names() if d.layouts == "all" else d.layouts),
-                         distances=tuple(scenarios.DISTANCES if d.distances == "all" else d.distances),
-                         family=d.family, seed=d.seed, randomize=d.randomize, variant_ratio=d.variant_ratio,
+                         layouts=layouts, distances=distances, family=d.family, seed=d.seed, randomize=d.randomize, variant_ratio=d.variant_ratio,
                          workers=workers)
     result = generate(cfg, progress=progress)
     if result["failed"]:
