@@ -26,7 +26,7 @@ from envs.geometry import LEFT, NOT_PASSED, passing_side
 from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
 from envs.robot import RobotConfig, ramp, wheel_speeds
 from envs.scene import PHYSICS_HZ, Scene
-from envs.settings import ImageSize, check_actuation, default_actuation
+from envs.settings import FAMILY_CAMERA_PITCH_DEG, ImageSize, check_actuation, default_actuation
 from envs.stopping import StopMetrics, stop_metrics
 from scenarios.errors import ConfigError
 from scenarios.spec import target_half_extents
@@ -94,8 +94,9 @@ class BoxAvoidEnv(gym.Env):
         domain_randomization: sample appearance (box colour/scale, floor texture, light, camera pose,
             instruction template, target kind).
         scenario_dir: extra folder of layout TOML files.
-        robot: a :class:`RobotConfig`; ``camera_height`` (m), ``camera_pitch_deg``, ``camera_hfov_deg``
-            override its camera fields.
+        robot: a :class:`RobotConfig` (default: its defaults, with the family's camera pitch,
+            :data:`envs.settings.FAMILY_CAMERA_PITCH_DEG`: 5 deg for the corridor); ``camera_height`` (m),
+            ``camera_pitch_deg``, ``camera_hfov_deg`` override its camera fields.
         renderer: ``"tiny"`` (CPU ``ER_TINY_RENDERER``) or ``"egl"`` (hardware OpenGL through the EGL plugin,
             falling back to tiny with a warning when it cannot load).
         render_mode: ``None`` or ``"rgb_array"`` (top-down view of the arena).
@@ -144,7 +145,8 @@ class BoxAvoidEnv(gym.Env):
     - ``scene`` (dict, ``reset`` only): the sampled :class:`scenarios.SceneSpec` (privileged: poses, colours).
     - ``control`` (dict, ``reset`` only): how actions move the robot (privileged, for the experts): ``actuation``,
       ``cadence`` (its fields; keypress and velocity described in the same terms), ``action_latency`` (s), ``speed`` (m/s), ``rotation_rate`` (rad/s),
-      ``acceleration`` / ``deceleration`` (m/s^2), ``radius`` (m), ``stop_dwell`` (s).
+      ``acceleration`` / ``deceleration`` (m/s^2), ``radius`` (m), ``stop_dwell`` (s), the camera mount
+      (``camera_height``, ``camera_forward`` m, ``camera_pitch``, ``camera_hfov`` rad).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
@@ -194,7 +196,9 @@ class BoxAvoidEnv(gym.Env):
         if not (isinstance(stop_dwell, (int, float)) and 0 <= stop_dwell <= 600):
             raise ConfigError(f"stop_dwell must be in [0, 600] s, got {stop_dwell!r}")
 
-        robot = robot or RobotConfig()
+        if robot is None:
+            pitch = FAMILY_CAMERA_PITCH_DEG.get(family)
+            robot = RobotConfig() if pitch is None else RobotConfig(camera_pitch=math.radians(pitch))
         overrides = {
             "camera_height": camera_height,
             "camera_pitch": None if camera_pitch_deg is None else math.radians(camera_pitch_deg),
@@ -322,7 +326,8 @@ class BoxAvoidEnv(gym.Env):
                 "rotation_rate": r.class_rotation_rate if self.actuation == "class" else r.angular_speed,
                 "acceleration": r.acceleration, "deceleration": r.deceleration,
                 "angular_acceleration": r.angular_acceleration, "radius": r.radius, "stop_dwell": self.stop_dwell,
-                "press_duration": r.press_duration}
+                "press_duration": r.press_duration, "camera_height": r.camera_height,
+                "camera_forward": r.camera_forward, "camera_pitch": r.camera_pitch, "camera_hfov": r.camera_hfov}
 
     def step(self, action):
         """Execute one key press (keypress mode), one control period (velocity mode) or one decision at the cadence

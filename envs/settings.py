@@ -63,6 +63,16 @@ class ImageSize(NamedTuple):
 #: The actuation a family's environments use unless told otherwise: the 2026 corridor drives with the classes.
 FAMILY_ACTUATION = {"corridor": "class"}
 
+#: The camera pitch (deg down) of a family's robot unless told otherwise (others: ``RobotConfig.camera_pitch``, 10).
+#: Corridor, 5 deg, our reading of three facts of the 2026 robot: its grounder rejects a box centred above
+#: ``cy = 0.35`` because "the basket is always lower-middle of the image" (EdgeGroundVLA
+#: ``stage2_v2_inference_server.py``, ``min_cy``), the V6 instruction "the gray basket ... fills the lower half of
+#: the frame" at the stop, and "narrow vertical FOV: the object leaves the bottom of the frame when close"
+#: (TEAM_STACK_2026.md section 3). At 5 deg (camera 0.30 m high, 62 deg FOV) the basket's centre sits at
+#: ``cy`` 0.45 from the start (2.97 m) and 0.70 at the stop band, its box reaching the frame's bottom; at 10 deg it
+#: would sit at 0.32 from the start, where the deployed grounder would discard it.
+FAMILY_CAMERA_PITCH_DEG = {"corridor": 5.0}
+
 
 def default_actuation(family: str) -> Actuation:
     """The actuation of ``family`` when none is given (``keypress`` but for :data:`FAMILY_ACTUATION`)."""

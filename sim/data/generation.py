@@ -192,6 +192,7 @@ class Rollout:
     expert_seed: int
     images: list[np.ndarray] = field(default_factory=list)
     duration_s: float = 0.0
+    states: list[list[float]] = field(default_factory=list)
 
 
 #: What a rollout's final key is on success: the collector's SPACE, the class actuation's STOP.
@@ -268,7 +269,7 @@ def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout
         raise RuntimeError(f"episode {plan.index}: replaying the expert's keys gave {status!r} after "
                            f"{len(images) - 1} presses, the plan {planned.status!r} after {len(planned.keys)}")
     return Rollout(planned.keys, status, episode.reset_info, planned.scene_seed, planned.expert_seed, images,
-                   planned.duration_s)
+                   planned.duration_s, episode.states)
 
 
 def run_episode(env, cfg: GenerateConfig, index: int) -> tuple[EpisodePlan, Rollout, int]:
@@ -314,25 +315,28 @@ def episode_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images_bgr, actions, events
 
 
-def v6_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(images_bgr (N,H,W,3) uint8, actions (N,3) float32, events)`` in the V6 dashboard's frame semantics: one
-    frame per decision (the image it was made on) with the class in the joystick's form (:func:`envs.actions.
+def v6_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str], list[list[float]]]:
+    """``(images_bgr (N,H,W,3) uint8, actions (N,3) float32, events, states)`` in the V6 dashboard's frame semantics:
+    one frame per decision (the image it was made on) with the class in the joystick's form (:func:`envs.actions.
     joystick_action`), a STOP as ``joystick_neutral`` and consecutive STOPs as one frame (the dashboard
     de-duplicates them), then the last image :data:`~sim.data.h5format.STOP_INJECT_N` times with zeros and
-    ``stop_inject``."""
+    ``stop_inject``. ``states``: the robot's ``[x, y, yaw, vx, vy, wz]`` when each frame was taken (for ``sim_params``:
+    the oracle grounder labels frames with them)."""
     from envs.actions import joystick_action
 
-    frames, actions, events = [], [], []
-    for image, key in zip(ro.images[1:], ro.keys):
+    frames, actions, events, states = [], [], [], []
+    for image, key, state in zip(ro.images, ro.keys, ro.states):
         if key == "STOP" and events and events[-1] == h5format.V6_EVENT_NEUTRAL:
             continue
         frames.append(image)
         actions.append(joystick_action(key))
         events.append(h5format.V6_EVENT_NEUTRAL if key == "STOP" else h5format.V6_EVENT_JOYSTICK)
-    frames += [frames[-1]] * h5format.STOP_INJECT_N
+        states.append([round(float(v), 5) for v in state])
     actions += [np.zeros(3, np.float32)] * h5format.STOP_INJECT_N
     events += [h5format.V6_EVENT_INJECT] * h5format.STOP_INJECT_N
-    return np.stack(frames)[..., ::-1], np.stack(actions).astype(np.float32), events
+    frames += [ro.images[-1]] * h5format.STOP_INJECT_N
+    states += [[round(float(v), 5) for v in ro.states[-1]]] * h5format.STOP_INJECT_N
+    return np.stack(frames)[..., ::-1], np.stack(actions).astype(np.float32), events, states
 
 
 def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
@@ -350,7 +354,7 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
     step_duration = float(env.unwrapped.step_duration)
     if cfg.actuation == "class":  # the corridor: the V6 layout
         name = h5format.v6_filename(when, plan.layout, plan.distance)
-        images_bgr, actions, events = v6_arrays(ro)
+        images_bgr, actions, events, states = v6_arrays(ro)
         attrs = h5format.v6_attributes(Path(name).stem, ro.duration_s, len(events), plan.layout, plan.distance,
                                        scene["time_period"], when)
     else:
@@ -372,6 +376,8 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
         "episode_index": index, "attempt": attempt, "kind": plan.kind, "keys": ro.keys,
         "settings": cfg.content_settings(),
     }
+    if cfg.actuation == "class":  # what the oracle grounder needs to label the frames: states and the camera
+        sim_params.update(states=states, control=ro.info["control"])
     extra = {
         "sim_params": sim_params,
         "sim_episode_index": index,
@@ -413,7 +419,8 @@ def _rollout_work(index: int) -> tuple[int, float]:
     cpu = time.process_time()
     cfg = _WORKER["cfg"]
     plan, planned, _ = run_episode(_WORKER["env"][0], cfg, index)
-    images_bgr, _, _ = episode_arrays(render_rollout(_WORKER["env"][1], cfg, plan, planned))
+    ro = render_rollout(_WORKER["env"][1], cfg, plan, planned)
+    images_bgr = (v6_arrays(ro) if cfg.actuation == "class" else episode_arrays(ro))[0]
     return len(images_bgr), time.process_time() - cpu
 
 

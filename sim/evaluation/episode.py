@@ -154,6 +154,8 @@ class Episode:
         obs, info: the latest observation and info (after reset, then after each step).
         reset_info: ``env.reset``'s info (``instruction``, ``scene`` ...).
         poses: ``(x, y, yaw)`` after reset and after each step (m, rad).
+        states: the robot's full ``info["state"]`` at the same instants (``[x, y, yaw, vx, vy, wz]``: m, rad, m/s,
+            rad/s).
         keys: the robot key of each step (``info["key"]``).
         status: None while running, then the env's final ``info["status"]``.
     """
@@ -163,6 +165,7 @@ class Episode:
         self.obs, self.info = env.reset(seed=self.seed, options=options)
         self.reset_info = self.info
         self.poses: list[tuple[float, float, float]] = [tuple(float(v) for v in self.info["state"][:3])]
+        self.states: list[list[float]] = [[float(v) for v in self.info["state"]]]
         self.keys: list[str] = []
         self.frames: list[np.ndarray] = [self.obs["image"]] if keep_frames and "image" in self.obs else []
         self.actions: list[np.ndarray] = []
@@ -192,6 +195,7 @@ class Episode:
             self.obs, self.info = next_obs, info
             self.steps += 1
             self.poses.append(tuple(float(v) for v in info["state"][:3]))
+            self.states.append([float(v) for v in info["state"]])
             self.keys.append(info["key"])
             if self.keep_frames:
                 self.actions.append(action)
