@@ -62,6 +62,9 @@ class Policy(abc.ABC):
     #: given per component (:class:`sim.evaluation.config.Latency`): a policy that grounds every third frame says so
     #: here. None: every component, every step.
     step_components: tuple[str, ...] | None = None
+    #: The robot's latency (s) of each component, for a policy that models its own compute; a config's
+    #: ``--latency-component`` overrides it. None: the policy brings no latency of its own.
+    component_latencies: dict[str, float] | None = None
 
     def __init__(self) -> None:
         self.instruction: str = ""

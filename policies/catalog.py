@@ -27,6 +27,14 @@ HEADS: dict[str, str] = {
 }
 HEAD_NAMES: tuple[str, ...] = tuple(HEADS)
 
+#: The team's grounder + MLP policies of 2026 (:mod:`policies.goalnav.policy`): registry name -> the checkpoint kind it
+#: runs (:data:`policies.goalnav.checkpoints.KINDS`).
+GOALNAV_VARIANTS: dict[str, str] = {"exp46": "exp46", "exp49": "exp49", "stage2-v2": "stage2_v2",
+                                    "exp73": "exp73_mlp", "exp73-hybrid": "exp73_hybrid"}
+GOALNAV_NAMES: tuple[str, ...] = tuple(GOALNAV_VARIANTS)
+#: The grounder + MLP heads this project trains (:mod:`sim.training.goalnav`) and bundles (``sim.bundle``).
+TRAINABLE_GOALNAV: tuple[str, ...] = ("exp73", "exp49")
+
 #: Frozen feature extractors :func:`policies.backbones.make_backbone` builds.
 BACKBONE_NAMES: tuple[str, ...] = ("lite", "kosmos2", "tiny-kosmos2")
 

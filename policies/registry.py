@@ -14,10 +14,11 @@ import os
 from typing import Any
 
 from policies.base import Policy
-from policies.catalog import HEAD_NAMES
+from policies.catalog import GOALNAV_NAMES, HEAD_NAMES
 from scenarios.errors import ConfigError, MobileVLAError
 
 _VLA_FACTORY = "policies.vla:build_vla_policy"
+_GOALNAV_FACTORY = "policies.goalnav.policy:build_goalnav_policy"
 
 #: Name -> ``"module:attribute"`` of its factory. A VLA head's policy is ``build_vla_policy(head=name)``, one
 #: entry per head of :data:`policies.catalog.HEADS` (``"policies.vla:build_vla_policy@case2"``).
@@ -27,6 +28,7 @@ _REGISTRY: dict[str, str] = {
     "random": "policies.random_policy:RandomPolicy",
     **{name: f"{_VLA_FACTORY}@{name}" for name in HEAD_NAMES},
     "ensemble": "policies.vla:ensemble",
+    **{name: f"{_GOALNAV_FACTORY}@{name}" for name in GOALNAV_NAMES},
     "remote": "policies.remote:RemotePolicy",
     "sb3": "policies.sb3_policy:SB3Policy",
     "onnx": "policies.onnx_policy:OnnxPolicy",
@@ -83,6 +85,12 @@ def vla_names() -> list[str]:
     return [name for name, target in _REGISTRY.items() if target.startswith("policies.vla:")]
 
 
+def model_source_names() -> list[str]:
+    """Registered names that take the model-source flags (``--checkpoint``, ``--backbone``, ``--device`` ...): the
+    VLA policies and the team's grounder + MLP policies (:mod:`policies.goalnav.policy`)."""
+    return vla_names() + [name for name, target in _REGISTRY.items() if target.startswith(_GOALNAV_FACTORY)]
+
+
 def _resolve(target: str) -> Any:
     """The factory of a registry target; ``"module:attr@head"`` binds the first argument (the head name)."""
     target, _, head = target.partition("@")
@@ -96,6 +104,10 @@ def describe(name: str) -> str:
     cannot be imported."""
     try:
         target = _REGISTRY[name]
+        if target.startswith(_GOALNAV_FACTORY):
+            from policies.goalnav.policy import describe_variant
+
+            return describe_variant(target.partition("@")[2])
         if "@" in target:
             from policies.heads import HEADS, provenance
 

@@ -210,6 +210,24 @@ class SceneSpec:
         """JSON-serialisable dict (tuples become lists)."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SceneSpec:
+        """The inverse of :meth:`to_dict` (a scene stored in a record or an H5 file's ``sim_params``).
+
+        Raises:
+            ScenarioError: a field missing or of the wrong kind.
+        """
+        try:
+            boxes = {key: tuple(ObstacleSpec(tuple(b["center"]), tuple(b["size"]), tuple(b["colour"]),
+                                             b.get("shape", "box")) for b in data.get(key, ()))
+                     for key in ("obstacles", "walls")}
+            tuples = {key: tuple(data[key]) for key in ("start", "target_position", "goal", "arena",
+                                                        "light_direction", "camera_offset", "stop_band")
+                      if data.get(key) is not None}
+            return cls(**{**data, **boxes, **tuples})
+        except (KeyError, TypeError) as exc:
+            raise ScenarioError(f"not a stored scene: {exc}") from None
+
 
 def target_half_extents(kind: str) -> Vec3:
     """Half sizes ``(x, y, z)`` (m) of a target's bounding box (a cylinder's radius in x and y)."""

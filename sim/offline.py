@@ -21,7 +21,9 @@ from pathlib import Path
 
 import scenarios
 from envs.settings import ImageSize
+from scenarios.errors import ConfigError
 from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from sim.data import h5format
 from sim.evaluation.config import policy_spec
 from sim.evaluation.offline import OfflineConfig, evaluate_offline
 
@@ -46,8 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="scenario family of the closed-loop sweep (default: the data's; twins always play in "
                              "their file's family)")
     parser.add_argument("--skip-invalid", action="store_true", help="skip invalid files (listed in the summary)")
+    parser.add_argument("--cadence", default=None, metavar="PRESET[,FIELD=VALUE...]",
+                        help="corridor data: the closed loop's cadence (default deployed)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
+
+
+def corridor_data(sources: Sequence[Path]) -> list[Path]:
+    """The episode files of ``sources`` when they are all corridor (V6-layout) files, else ``[]``.
+
+    Raises:
+        ConfigError: corridor files mixed with the box families' (one run reads one kind).
+    """
+    from sim.evaluation.offline import episode_files
+
+    def corridor(path: Path) -> bool:
+        try:
+            return h5format.read_info(path).family == "corridor"
+        except (OSError, KeyError, ValueError):  # not readable as an episode: the offline path names the problem
+            return False
+
+    files = list(episode_files(sources))
+    v6 = [p for p in files if corridor(p)]
+    if v6 and len(v6) != len(files):
+        raise ConfigError("the data mix corridor (V6) files with box-family files: give one kind per run")
+    return v6
 
 
 @command
@@ -67,6 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         closed_loop_episodes=args.closed_loop_episodes, eval_run=Path(args.eval_run) if args.eval_run else None,
         twin_image_size=tuple(ImageSize.parse(args.twin_image_size, "--twin-image-size")), workers=args.workers,
         family=args.family)
+    if corridor_data(cfg.data):  # the corridor's V6 files: their replay beside our closed loop
+        from sim.evaluation.replay import evaluate_replay, to_markdown
+        from sim.evaluation.runner import PolicyBuildError
+
+        try:
+            policies = {spec.name: spec.build() for spec in cfg.policies}
+        except Exception as exc:  # noqa: BLE001
+            raise PolicyBuildError(f"cannot build a policy: {type(exc).__name__}: {exc}") from None
+        summary = evaluate_replay(policies, corridor_data(cfg.data), cfg.out, cadence=args.cadence,
+                                  progress=not args.no_progress)
+        print(to_markdown(summary["policies"], summary["cadence"]["name"]).rstrip())
+        print(f"\nrun folder: {cfg.out}\n  summary.json, summary.md, replay.jsonl")
+        return 0
     summary = evaluate_offline(cfg, progress=not args.no_progress)
     from sim.evaluation.offline import offline_markdown
 

@@ -54,7 +54,7 @@ policy_args = { hidden_dim = 16 }
 name = "lora"
 lora = { r = 4, alpha = 8 }
 """
-COLUMNS = ("| variant | offline validation MAE | closed-loop success [95% CI] | SPL | collision | side compliance | "
+COLUMNS = ("| variant | offline validation | closed-loop success [95% CI] | SPL | collision | side compliance | "
            "train time |")
 
 
@@ -184,8 +184,79 @@ def test_the_spec_chooses_the_family_of_the_data_and_of_the_sweep(tmp_path):
 
     basket = load_spec(write_spec(tmp_path, SMALL_SPEC.replace("episodes = 4", 'episodes = 4\nfamily = "basket"', 1)))
     assert basket.data.family == "basket"
-    run = SimpleNamespace(policy="case1", backbone="tiny-kosmos2")
+    run = SimpleNamespace(policy="case1", backbone="tiny-kosmos2", eval_args={})
     assert eval_config(basket, run, tmp_path / "c.safetensors", tmp_path / "e").env.family == "basket"
     text = SMALL_SPEC.replace("episodes_per_combo = 1", 'episodes_per_combo = 1\nfamily = "cup"', 1)
     crossed = load_spec(write_spec(tmp_path, text.replace("episodes = 4", 'episodes = 4\nfamily = "basket"', 1)))
     assert eval_config(crossed, run, tmp_path / "c.safetensors", tmp_path / "e").env.family == "cup"
+
+
+GOALNAV_SPEC = """
+seed = 0
+[data]
+family = "corridor"
+episodes = 3
+image_size = "64x36"
+layouts = ["center"]
+distances = ["straight"]
+[eval]
+episodes_per_combo = 1
+layouts = ["center"]
+distances = ["straight"]
+cadence = "deployed"
+max_time = 8
+[train]
+policy = "exp73"
+epochs = 2
+window = 3
+[[variants]]
+name = "baseline"
+[[variants]]
+name = "every-call"
+idea = "ground on every call"
+eval_policy_args = { grounding_skip_n = 1, latencies = { grounder = 0.5 } }
+[[variants]]
+name = "exp49"
+policy = "exp49"
+window = 8
+"""
+
+
+def test_grounder_mlp_heads_share_what_they_train_alike_and_differ_at_evaluation(tmp_path, capsys):
+    spec_path, out = write_spec(tmp_path, GOALNAV_SPEC, "corridor.toml"), tmp_path / "run"
+    assert ablate.main([str(spec_path), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    table = (out / "table.md").read_text()
+    assert "| overshoot |" in table and table.count("acc ") == 3
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["baseline"]["val_acc"] == rows["every-call"]["val_acc"]  # one trained exp73 head, shared
+    assert sorted(p.name.split("-")[0] for p in (out / "trained").iterdir()) == ["exp49", "exp73"]
+    assert rows["every-call"]["eval_args"]["grounding_skip_n"] == 1
+    episode = json.loads((out / "variants" / "every-call" / "eval" / "episodes.jsonl").read_text().splitlines()[0])
+    assert set(episode["latency_steps_s"]) == {0.5547}  # every call grounds, at the variant's grounder latency
+    sidecar = json.loads((out / "trained" / next(p.name for p in (out / "trained").iterdir()
+                                                 if p.name.startswith("exp73")) / "head.json").read_text())
+    assert sidecar["window"] == 3
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("window = 8", "window = 8\nsampling = \"hard-negative\""), "has no training key sampling"),
+    (("name = \"baseline\"", "name = \"baseline\"\neval_policy_args = { skip = 2 }"), "has no option skip"),
+    (("family = \"corridor\"\nepisodes = 3\nimage_size = \"64x36\"\nlayouts = [\"center\"]\n"
+      "distances = [\"straight\"]\n[eval]\n", "episodes = 3\n[eval]\nfamily = \"corridor\"\n"),
+     "trains on corridor data"),
+    (("policy = \"exp73\"", "policy = \"case1\""), "window is a grounder + MLP training key"),
+    (("cadence = \"deployed\"", "cadence = \"warp\""), "warp"),
+])
+def test_bad_grounder_mlp_specs_are_one_line_errors(edit, message, tmp_path, capsys):
+    spec = write_spec(tmp_path, GOALNAV_SPEC.replace(*edit, 1), "corridor.toml")
+    assert ablate.main([str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_corridor_spec_resolves():
+    spec = load_spec(ROOT / "ablations" / "corridor_exp73.toml")
+    runs = {v.name: resolve_variant(spec, v) for v in spec.variants}
+    assert runs["baseline"].policy == "exp73" and runs["baseline"].eval_args == {}
+    trained = {r.training_key() for r in runs.values()}
+    assert len(trained) < len(runs)  # the evaluation-only variants reuse the baseline's head

@@ -163,7 +163,8 @@ def test_tiny_kosmos2_is_seeded_and_offline_deterministic(tiny):
 
 def test_kosmos2_streams_and_instruction_conditioned_features(tiny):
     img = np.stack([observation(5)["image"], observation(6)["image"]])
-    assert tiny.stream_dims() == {"image": 32, "text": 32, "multimodal": 32, "clip_image": 24, "clip_text": 64}
+    assert tiny.stream_dims() == {"image": 32, "image_mean": 32, "text": 32, "multimodal": 32, "clip_image": 24,
+                                  "clip_text": 64}
     both = tiny.encode_frames(img, ("image", "clip_image"))
     assert both.shape == (2, 56)
     assert torch.allclose(both[:, :32], tiny.encode_images(img), atol=1e-6)
@@ -194,8 +195,8 @@ def test_lite_streams_and_stand_ins(lite):
     from policies.backbones import stream_widths
 
     img = np.stack([observation(5)["image"], observation(6)["image"]])
-    assert lite.stream_dims() == stream_widths("lite") == {"image": 1280, "text": 384, "clip_image": 512,
-                                                          "clip_text": 384, "multimodal": 1664}
+    assert lite.stream_dims() == stream_widths("lite") == {"image": 1280, "image_mean": 1280, "text": 384,
+                                                          "clip_image": 512, "clip_text": 384, "multimodal": 1664}
     feats = lite.encode_frames(img, ("image", "clip_image", "multimodal"), "go left")
     image = lite.encode_images(img)
     assert torch.allclose(feats[:, :1280], image)

@@ -107,7 +107,7 @@ def stream_widths(name: str, path: str | Path | None = None, *, weights: Mapping
     else:
         config = kosmos2_config(name, path)
         vision, text = int(config.vision_config.hidden_size), int(config.text_config.embed_dim)
-    dims = {"image": vision, "text": text, "multimodal": text, "action_token": text}
+    dims = {"image": vision, "image_mean": vision, "text": text, "multimodal": text, "action_token": text}
     image, text_src = _clip_sources(name, weights, clip_path)
     if image is not None:
         dims["clip_image"] = _clip_image_width(image)

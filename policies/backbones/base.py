@@ -24,6 +24,8 @@ from scenarios.errors import MobileVLAError
 #: ``frame+instruction`` ones per frame given the instruction, ``instruction`` ones per instruction string.
 STREAMS: dict[str, tuple[str, str]] = {
     "image": ("frame", "Kosmos-2 vision_model(pixel_values).pooler_output (1024-d)"),
+    "image_mean": ("frame", "Kosmos-2 vision_model(pixel_values).last_hidden_state.mean(1), no post-layernorm "
+                            "(1024-d): the grounder + MLP policies' vision feature (EdgeGroundVLA Stage1Encoder)"),
     "clip_image": ("frame", "open_clip ViT-B-32 encode_image (512-d)"),
     "multimodal": ("frame+instruction", "Kosmos-2 language model over image + instruction, mean over tokens (2048-d)"),
     "action_token": ("frame+instruction", "Kosmos-2 language model hidden state at RoboVLMs' action token (2048-d)"),

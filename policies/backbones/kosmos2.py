@@ -236,7 +236,8 @@ class Kosmos2Backbone(Backbone):
         self.clip_image, self.clip_text = clip_image, clip_text
 
     def stream_dims(self) -> dict[str, int]:
-        dims = {"image": self.vision_dim, "text": self.text_dim, "multimodal": self.text_dim}
+        dims = {"image": self.vision_dim, "image_mean": self.vision_dim, "text": self.text_dim,
+                "multimodal": self.text_dim}
         if self.clip_image is not None:
             dims["clip_image"] = self.clip_image.dim
         if self.clip_text is not None:
@@ -259,9 +260,11 @@ class Kosmos2Backbone(Backbone):
     def _encode_frames(self, images: np.ndarray, streams: tuple[str, ...], instruction: str | None
                        ) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        if "image" in streams:
+        if "image" in streams or "image_mean" in streams:
             pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
-            out["image"] = self.model.vision_model(pixels.to(self.device, self.dtype)).pooler_output
+            vision = self.model.vision_model(pixels.to(self.device, self.dtype))
+            out["image"] = vision.pooler_output
+            out["image_mean"] = vision.last_hidden_state.mean(dim=1)  # all tokens, CLS included
         if "clip_image" in streams:
             out["clip_image"] = self.clip_image.encode(images)
         if "multimodal" in streams:

@@ -7,6 +7,7 @@ models read (so the team's head architectures can be trained and run offline at 
 stream          width  lite feature
 ==============  =====  ========================================================================================
 ``image``       1280   pooled EfficientNet-Lite0 feature of the frame resized to 224 x 224 (antialiased, no crop)
+``image_mean``  1280   stand-in: the same pooled feature (Kosmos-2's token mean, the grounder + MLP policies' input)
 ``text``        384    unit-norm MiniLM sentence embedding of the instruction
 ``clip_image``  512    stand-in: the ``image`` feature through a fixed random projection (seed
                        :data:`CLIP_STANDIN_SEED`, entries N(0, 1/1280)); not CLIP
@@ -35,8 +36,8 @@ from scenarios.errors import ConfigError
 #: Width of the ``clip_image`` stand-in (the width of open_clip ViT-B-32's image embedding).
 CLIP_STANDIN_DIM = 512
 #: Widths of the lite streams.
-STREAM_DIMS = {"image": effnet.FEATURE_DIM, "text": TEXT_DIM, "clip_image": CLIP_STANDIN_DIM, "clip_text": TEXT_DIM,
-               "multimodal": effnet.FEATURE_DIM + TEXT_DIM}
+STREAM_DIMS = {"image": effnet.FEATURE_DIM, "image_mean": effnet.FEATURE_DIM, "text": TEXT_DIM,
+               "clip_image": CLIP_STANDIN_DIM, "clip_text": TEXT_DIM, "multimodal": effnet.FEATURE_DIM + TEXT_DIM}
 #: Seed of the ``clip_image`` stand-in projection.
 CLIP_STANDIN_SEED = 20251218
 
@@ -114,7 +115,7 @@ class LiteBackbone(Backbone):
                        ) -> dict[str, torch.Tensor]:
         x = to_float_nchw(images, effnet.INPUT_SIZE, effnet.INPUT_MEAN, effnet.INPUT_STD, self.device)
         image = self.image_tower(x)
-        out = {"image": image}
+        out = {"image": image, "image_mean": image}  # one pooled feature stands in for both Kosmos-2 poolings
         if "clip_image" in streams:
             out["clip_image"] = image @ self.clip_projection.T
         if "multimodal" in streams:

@@ -282,6 +282,21 @@ def recognise_goalnav_checkpoint(ckpt: Mapping[str, Any], path: str | Path, *, e
     return GoalNavCheckpoint(str(path), kind, use_window, bbox_scale, d_in, goal_dim, head, tuple(fallbacks), meta)
 
 
+def is_goalnav_layout(ckpt: Any) -> bool:
+    """Whether a loaded file dict has one of the goal-nav layouts (module doc) rather than a VLA head's: a Stage 1
+    ``image_proj`` dict, or a head state dict whose first layer is a bare ``0.weight`` / ``net.0.weight`` (exp46/49,
+    Stage 2 v2, exp73) or ``trunk.0.weight`` (the hybrid)."""
+    if not isinstance(ckpt, Mapping):
+        return False
+    if isinstance(ckpt.get("image_proj"), Mapping) and "weight" in ckpt["image_proj"]:
+        return True
+    for key in ("model_state_dict", "mlp", "model"):
+        state = ckpt.get(key)
+        if isinstance(state, Mapping) and any(k in state for k in ("0.weight", "net.0.weight", "trunk.0.weight")):
+            return key != "model_state_dict" or "0.weight" in state or "net.11.weight" in state
+    return False
+
+
 def load_goalnav_checkpoint(path: str | Path, *, expect: str | None = None, window: int | None = None,
                             vis_dim: int = VIS_DIM, proj_dim: int = PROJ_DIM) -> GoalNavCheckpoint:
     """Read a team goal-nav file with ``torch.load(weights_only=True, map_location="cpu")`` (the project's

@@ -30,17 +30,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Class index -> label (S2V2 server, TR46, TR49 ``CLASS_NAMES``).
-CLASS_NAMES = ("STOP", "FORWARD", "LEFT", "RIGHT", "FWD+L", "FWD+R", "ROT_L", "ROT_R")
+from envs.actions import CLASS_ACTIONS, CLASS_NAMES, ROTATION_LABEL
+from envs.keys import ACTION_LABEL
+
+#: Class index -> label (S2V2 server, TR46, TR49 ``CLASS_NAMES``): :data:`envs.actions.CLASS_NAMES`.
 STOP, FORWARD, LEFT, RIGHT, FWD_L, FWD_R, ROT_L, ROT_R = range(8)
 NUM_CLASSES = len(CLASS_NAMES)
 #: Discrete (lx, ly) classes of the hybrid head: STOP, FORWARD, LEFT, RIGHT, FWD+L, FWD+R.
 NUM_HYBRID_CLASSES = 6
 
 #: The joystick maximum (m/s), the magnitude of every translation command.
-LINEAR_SPEED = 1.15
+LINEAR_SPEED = ACTION_LABEL
 #: Rotation command (rad/s) of ROT_L (+) and ROT_R (-).
-ANGULAR_SPEED = 0.25
+ANGULAR_SPEED = ROTATION_LABEL
 
 #: Class -> ``(linear_x, linear_y)``, exactly the S2V2 server's ``ACTION_2D`` (EdgeGroundVLA
 #: ``robovlm_nav/serve/stage2_v2_inference_server.py``; PROXY ``proxy_inference_server.py`` has the same table).
@@ -50,12 +52,8 @@ ACTION_2D: dict[int, tuple[float, float]] = {
     FWD_L: (LINEAR_SPEED, LINEAR_SPEED), FWD_R: (LINEAR_SPEED, -LINEAR_SPEED), ROT_L: (0.0, 0.0), ROT_R: (0.0, 0.0),
 }
 #: Class -> ``(linear_x, linear_y, angular_z)``, exactly the S2V2 server's ``ACTION_3D`` (same file as
-#: :data:`ACTION_2D`).
-ACTION_3D: dict[int, tuple[float, float, float]] = {
-    STOP: (0.0, 0.0, 0.0), FORWARD: (LINEAR_SPEED, 0.0, 0.0), LEFT: (0.0, LINEAR_SPEED, 0.0),
-    RIGHT: (0.0, -LINEAR_SPEED, 0.0), FWD_L: (LINEAR_SPEED, LINEAR_SPEED, 0.0),
-    FWD_R: (LINEAR_SPEED, -LINEAR_SPEED, 0.0), ROT_L: (0.0, 0.0, ANGULAR_SPEED), ROT_R: (0.0, 0.0, -ANGULAR_SPEED),
-}
+#: :data:`ACTION_2D`): :data:`envs.actions.CLASS_ACTIONS` by index.
+ACTION_3D: dict[int, tuple[float, float, float]] = {i: CLASS_ACTIONS[name] for i, name in enumerate(CLASS_NAMES)}
 
 #: Kosmos-2 vision width (mean over the 257 tokens of ``last_hidden_state``).
 VIS_DIM = 1024
@@ -278,13 +276,14 @@ def exp49_goal(first: HistoryFrame) -> torch.Tensor:
 
 
 def goalnav_features(history: Sequence[HistoryFrame], window: int = WINDOW_GOALNAV,
-                     goal: torch.Tensor | None = None) -> torch.Tensor:
-    """exp46 / exp49 input, (1, d_in) float32: ``[bbox(window*4), vis(1024) of the current frame, goal(3)]``.
+                     goal: torch.Tensor | None = None, vis_dim: int = VIS_DIM) -> torch.Tensor:
+    """exp46 / exp49 input, (1, d_in) float32: ``[bbox(window*4), vis(vis_dim: 1024) of the current frame,
+    goal(3)]``.
 
     bbox rows are unscaled (:func:`bbox_rows`), oldest first, padded by repeating the oldest frame (TR46 / TR49
     ``build_dataset``); ``goal`` (:func:`exp49_goal`) is appended for exp49 only (d_in 1059; exp46 1056).
     """
-    vis = _current_vis(history, VIS_DIM)
+    vis = _current_vis(history, vis_dim)
     parts = [bbox_rows(pad_window(history, window), 1.0, vis.device).flatten(), vis]
     if goal is not None:
         parts.append(goal.to(device=vis.device, dtype=torch.float32))

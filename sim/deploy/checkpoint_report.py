@@ -99,6 +99,9 @@ def inspect_checkpoint(file: str | Path, *, policy: str | None = None, key_map: 
     from policies.vla import head_config_values, resolve_backbone
 
     report: dict[str, Any] = {"file": str(Path(file).expanduser()), "loads": False, "problems": []}
+    goalnav = goalnav_report(file, backbone, backbone_path, build)
+    if goalnav is not None:
+        return {**report, **goalnav}
     try:
         ckpt = load_checkpoint(file, key_map)
     except CheckpointNotFoundError:
@@ -182,6 +185,61 @@ def inspect_checkpoint(file: str | Path, *, policy: str | None = None, key_map: 
     return report
 
 
+def goalnav_report(file: str | Path, backbone: str = "auto", backbone_path: str | None = None,
+                   build: bool = False) -> dict[str, Any] | None:
+    """The report of a team grounder + MLP file (:mod:`policies.goalnav.checkpoints`), or None when the file has
+    another layout (a VLA head's; .safetensors files never are one)."""
+    from policies.catalog import GOALNAV_VARIANTS
+    from policies.checkpoints import CheckpointError, torch_load
+    from policies.goalnav.checkpoints import is_goalnav_layout, recognise_goalnav_checkpoint
+
+    path = Path(file).expanduser()
+    if path.suffix == ".safetensors" or not path.is_file():
+        return None
+    try:
+        raw = torch_load(path)
+    except CheckpointError:
+        return None  # the VLA loader reports it
+    if not is_goalnav_layout(raw):
+        return None
+    report: dict[str, Any] = {"format": "team grounder + MLP (torch.save dict)", "keys": sorted(map(str, raw)),
+                              "problems": [], "loads": False}
+    try:
+        ckpt = recognise_goalnav_checkpoint(raw, path)
+    except CheckpointError as exc:
+        report["problems"].append(str(exc))
+        return report
+    report["meta"] = ckpt.meta
+    if ckpt.kind == "stage1":
+        report["goalnav"] = {"kind": "stage1", "d_in": ckpt.d_in, "parameters": _params(ckpt.head.state_dict())}
+        report["needs"] = [{"what": "a head to go with it", "where": "python -m sim.eval --policy exp73|stage2-v2 "
+                                                                      f"--checkpoint HEAD --policy-arg stage1={path}",
+                            "found": True}]
+        report["loads"] = True
+        return report
+    variant = next(name for name, kind in GOALNAV_VARIANTS.items() if kind == ckpt.kind)
+    report["goalnav"] = {"kind": ckpt.kind, "policy": variant, "window": ckpt.window, "bbox_scale": ckpt.bbox_scale,
+                         "d_in": ckpt.d_in, "goal_dim": ckpt.goal_dim, "parameters": _params(ckpt.head.state_dict()),
+                         "fallbacks": list(ckpt.fallbacks)}
+    needs = [{"what": "Kosmos-2 weights (the 1024-d vision feature: vision_model last_hidden_state mean)",
+              "where": backbone_path or "--backbone-path DIR", "found": bool(backbone_path)},
+             {"what": "a grounder", "where": "--policy-arg grounder=oracle (default; the simulator's ground truth) "
+                                             "or owlv2|paligemma2 with --policy-arg grounder_path=DIR",
+              "found": True}]
+    if ckpt.kind in ("stage2_v2", "exp73_mlp", "exp73_hybrid"):
+        needs.insert(1, {"what": "its Stage 1 projection file (image_proj)", "where": "--policy-arg stage1=FILE "
+                         "(the team's stage1_v2_projs.pt, or stage1_v3_5cls_owl_projs.pt for the 2026-08 head)",
+                         "found": False})
+    report["needs"] = needs
+    report["loads"] = True
+    report["architecture"] = {"head": variant, "provenance": f"team architecture ({ckpt.kind})"}
+    if build:
+        report["problems"].append("--build: a grounder + MLP head needs its Stage 1 file and Kosmos-2: build it with "
+                                  "sim.eval")
+        report["loads"] = False
+    return report
+
+
 def _build_and_step(head: str, file: str | Path, key_map: str | None, backbone: str, backbone_path: str | None,
                     clip_path: str | None, config: str | None) -> dict[str, Any]:
     import numpy as np
@@ -207,7 +265,15 @@ def _build_and_step(head: str, file: str | Path, key_map: str | None, backbone: 
 def format_report(r: dict[str, Any]) -> str:
     """Human-readable lines of :func:`inspect_checkpoint`'s report."""
     lines = [f"{r['file']}"]
-    if "format" in r:
+    if "goalnav" in r:
+        g = r["goalnav"]
+        lines.append(f"  format        {r['format']} (keys: {', '.join(r['keys'])})")
+        if r.get("meta"):
+            lines.append(f"  metadata      {json.dumps(r['meta'], default=str)[:300]}")
+        lines.append(f"  kind          {g['kind']}: " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "kind"))
+        for need in r.get("needs", []):
+            lines.append(f"  needs         {need['what']}: {need['where']}")
+    elif "format" in r:
         keys = f" (keys: {', '.join(r['keys'])})" if r.get("keys") else ""
         lines.append(f"  format        {r['format']}{keys}")
         meta = {k: v for k, v in r["meta"].items() if k != "hyper_parameters"}
@@ -245,6 +311,12 @@ def format_report(r: dict[str, Any]) -> str:
     for problem in r["problems"]:
         lines.append(f"  problem       {problem}")
     verdict = "LOADS" if r["loads"] else "DOES NOT LOAD"
-    lines.append(f"  verdict       {verdict}" + (f": python -m sim.eval --policy {r['architecture']['head']} "
-                                                  f"--checkpoint {r['file']}" if r["loads"] else ""))
+    run = ""
+    if r["loads"] and r.get("architecture"):
+        extra = ""
+        if "goalnav" in r:
+            stage1 = r["goalnav"]["kind"] in ("stage2_v2", "exp73_mlp", "exp73_hybrid")
+            extra = (" --policy-arg stage1=STAGE1_FILE" if stage1 else "") + " --backbone-path KOSMOS2_DIR --family corridor"
+        run = f": python -m sim.eval --policy {r['architecture']['head']} --checkpoint {r['file']}{extra}"
+    lines.append(f"  verdict       {verdict}{run}")
     return "\n".join(lines)

@@ -75,12 +75,20 @@ class Latency(_Frozen):
             raise ValueError("a measured latency takes no fixed seconds or components")
         return self
 
-    def step_seconds(self, measured_ms: float | None, components_used: Sequence[str] | None) -> float:
+    def per_step(self, policy: Any) -> bool:
+        """Whether ``policy``'s steps have latencies of their own: measured, per component, or a policy that brings
+        the robot's latency of its components (:attr:`policies.base.Policy.component_latencies`)."""
+        return self.measured or bool(self.components) or bool(getattr(policy, "component_latencies", None))
+
+    def step_seconds(self, measured_ms: float | None, components_used: Sequence[str] | None,
+                     defaults: Mapping[str, float] | None = None) -> float:
         """The latency (s) of one step: the measured ``act`` time (``measured_ms``), or ``seconds`` plus the
-        latencies of ``components_used`` (None: every component), capped at 10 s."""
+        latencies of ``components_used`` (None: every component), capped at 10 s. A component's latency is this
+        config's, else the policy's own (``defaults``, the robot's figures)."""
         if self.measured:
             return min(MAX_LATENCY_S, (measured_ms or 0.0) / 1e3)
-        used = self.components if components_used is None else {c: self.components.get(c, 0.0) for c in components_used}
+        table = {**(defaults or {}), **self.components}
+        used = table if components_used is None else {c: table.get(c, 0.0) for c in components_used}
         return min(MAX_LATENCY_S, self.seconds + sum(used.values()))
 
     @classmethod
@@ -305,15 +313,16 @@ def _one_line(exc: ValidationError) -> str:
 def policy_spec(name: str, *, model_source: Mapping[str, Any] | None = None,
                 policy_args: Mapping[str, Mapping[str, Any]] | None = None, threads: int | None = 1) -> PolicySpec:
     """How the command-line flags become one policy's keyword arguments (the one place of this rule):
-    ``policy_args["*"]`` then ``policy_args[name]`` (``--policy-arg [POLICY@]KEY=VALUE``), and, for the VLA family
-    (``policies.registry.vla_names``), the model-source flags (``checkpoint``, ``backbone``, ... ``config``, and
-    ``device``: ``sim.cli.MODEL_SOURCE_FLAGS``; saved in the run's ``config.json``, so ``--resume`` keeps them) and ``threads`` intra-op threads (default one per process: the evaluation
-    workers fill the cores; None: torch's default)."""
-    from policies.registry import vla_names
+    ``policy_args["*"]`` then ``policy_args[name]`` (``--policy-arg [POLICY@]KEY=VALUE``), and, for the VLA and the
+    grounder + MLP policies (``policies.registry.model_source_names``), the model-source flags (``checkpoint``,
+    ``backbone``, ... ``config``, and ``device``: ``sim.cli.MODEL_SOURCE_FLAGS``; saved in the run's
+    ``config.json``, so ``--resume`` keeps them) and ``threads`` intra-op threads (default one per process: the
+    evaluation workers fill the cores; None: torch's default)."""
+    from policies.registry import model_source_names
 
     args = policy_args or {}
     kwargs = {**args.get("*", {}), **args.get(name, {})}
-    if name.partition(":")[0] in vla_names():
+    if name.partition(":")[0] in model_source_names():
         for key, value in (model_source or {}).items():
             if value is not None and (key != "config" or name.startswith("robovlms")):
                 kwargs[key] = value

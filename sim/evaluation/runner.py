@@ -160,6 +160,9 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         the cause in ``record.error``.
     """
     base = env.unwrapped
+    per_step = latency is not None and latency.per_step(policy)
+    if latency is not None:  # before the reset, whose info reports it: nothing of the previous episode's remains
+        base.set_action_latency(0.0 if per_step else latency.seconds)
     episode = Episode(env, seed, options, keep_frames=keep_frames)
     x, y, yaw = episode.poses[0]
     shortest = math.nan
@@ -167,16 +170,14 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         expert.reset(episode.instruction, episode.reset_info)
         length = expert.shortest_path((x, y, yaw))
         shortest = math.nan if length is None else length
-    per_step = latency is not None and (latency.measured or bool(latency.components))
-    if latency is not None and not per_step:
-        base.set_action_latency(latency.seconds)
     step_latencies: list[float] = []
 
     def act(obs: dict[str, Any]) -> np.ndarray:
         with step_deadline(step_timeout, f"step {episode.steps}: act"):
             action = policy.act(obs)
         if per_step:
-            seconds = latency.step_seconds(policy.latencies_ms[-1], getattr(policy, "step_components", None))
+            seconds = latency.step_seconds(policy.latencies_ms[-1], getattr(policy, "step_components", None),
+                                           getattr(policy, "component_latencies", None))
             base.set_action_latency(seconds)
             step_latencies.append(round(seconds, 4))
         return action
@@ -314,6 +315,8 @@ def repair_records(path: Path) -> list[dict[str, Any]]:
 
 def describe_policy(policy) -> dict[str, Any]:
     """Provenance for reports: backbone, weights file and training data, when the policy has them."""
+    if isinstance(getattr(policy, "provenance", None), dict):  # a policy that describes itself (grounder + MLP)
+        return dict(policy.provenance)
     info: dict[str, Any] = {}
     members = [("", policy)] if not hasattr(policy, "first") else [("first ", policy.first), ("second ", policy.second)]
     for prefix, member in members:

@@ -22,6 +22,13 @@ a bad value is refused before anything runs, naming the file and the field)::
     idea = "hard-negative mining, 30 % of the draws (seed 001)"
     sampling = "hard-negative"
 
+The team's grounder + MLP heads (``policy = "exp73"`` or ``"exp49"``, corridor data) train with
+:mod:`sim.training.goalnav` (keys ``window``, ``epochs``, ``batch_size``, ``lr``, ``patience``); variants that train
+alike share one trained head (``OUT/trained/``) and differ only in ``eval_policy_args``: the policy's options at
+evaluation (``grounding_skip_n``, ``stop_mode``, ``stop_area``, ``grounder_args``, ``latencies`` ...), which any
+variant may set (``[train]``'s, then the variant's, key by key). ``[eval]`` takes the corridor's ``cadence`` and
+``max_time``.
+
 A variant sets any :class:`TrainOptions` key; the rest comes from ``[train]``, then from ``sim.train``'s defaults.
 ``strategy`` presets (:mod:`sim.training.recipes`) apply over ``[train]`` and under the variant's own keys.
 ``policy_args`` of ``[train]`` are inherited only by variants that train the same head; a variant's own
@@ -37,6 +44,8 @@ Output folder (``--out``, default ``runs/ablation-<spec name>``)::
     variants/<name>/train/       sim.train's outputs (best.safetensors, metrics.csv, summary.json)
     variants/<name>/eval/        the evaluation run folder (episodes.jsonl, summary.json, summary.md, index.html)
     variants/<name>/result.json  the variant's row, written last: a variant with one is finished
+    trained/<head>-<hash>/       a grounder + MLP head (head.safetensors + .json, summary.json), shared by the
+                                 variants that train it alike; goalnav-features/: their vision feature cache
     table.md, results.json       the table of the finished variants, rewritten after each one
 
 Resuming (run the same command again): finished variants are skipped (neither retrained nor re-evaluated); an
@@ -64,8 +73,9 @@ except ModuleNotFoundError:  # Python < 3.11
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import scenarios
+from envs.cadence import Cadence
 from envs.settings import ImageSize
-from policies.catalog import BACKBONE_NAMES, HEAD_NAMES
+from policies.catalog import BACKBONE_NAMES, HEAD_NAMES, TRAINABLE_GOALNAV
 from scenarios.errors import ConfigError, MobileVLAError
 from scenarios.files import atomic_write_text
 from sim.training.augmentation import DISTANCE_FACTORS, check_factors
@@ -77,6 +87,8 @@ SETTINGS_FILE = "settings.json"
 #: The training keys a variant can set beside ``policy``, ``backbone`` and ``policy_args`` (``sim.train`` flags).
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "sampling",
                "hard_negative_fraction", "hard_negative_pool", "loss", "stop_weight")
+#: The training keys of the grounder + MLP heads (:func:`sim.training.goalnav.train_goalnav`).
+GOALNAV_KEYS = ("window", "epochs", "batch_size", "lr", "patience")
 
 
 class AblationError(MobileVLAError, RuntimeError):
@@ -157,10 +169,19 @@ class EvalSpec(_Strict):
     distances: Any = "all"
     image_size: str | None = None
     max_steps: int | None = Field(None, ge=1)
+    cadence: str | None = None
+    max_time: float | None = Field(None, gt=0, le=3600)
 
     _check_size = field_validator("image_size")(_size)
     _check_family = field_validator("family")(_family)
     _check_names = field_validator("layouts", "distances")(_names)
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, value: str | None) -> str | None:
+        if value is not None:
+            Cadence.parse(value)  # a bad preset or field is refused with the spec, not at evaluation
+        return value
 
 
 class TrainOptions(_Strict):
@@ -183,11 +204,13 @@ class TrainOptions(_Strict):
     stop_weight: float | None = Field(None, gt=0.0)
     distance_augmentation: bool | dict[str, int] | None = None
     lora: bool | dict[str, Any] | None = None
+    window: int | None = Field(None, ge=1, le=32)
+    eval_policy_args: dict[str, Any] | None = None
 
     @field_validator("policy")
     @classmethod
     def _policy(cls, value: str | None) -> str | None:
-        heads = [h for h in HEAD_NAMES if h != "robovlms"]
+        heads = [h for h in HEAD_NAMES if h != "robovlms"] + list(TRAINABLE_GOALNAV)
         if value is not None and value not in heads:
             raise ValueError(f"unknown head {value!r}; choose from {', '.join(heads)}")
         return value
@@ -299,13 +322,29 @@ class VariantRun:
     backbone: str
     train_kwargs: dict[str, Any]
     head_overrides: dict[str, Any]
+    eval_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def goalnav(self) -> bool:
+        """A grounder + MLP head (:mod:`sim.training.goalnav`), else a VLA head (:mod:`sim.training.supervised`)."""
+        return self.policy in TRAINABLE_GOALNAV
 
     def settings(self) -> dict[str, Any]:
         """JSON form (``settings.json``; a changed value means the variant is redone)."""
         kwargs = dict(self.train_kwargs)
         if kwargs.get("lora") is not None:
             kwargs["lora"] = kwargs["lora"].to_dict()
-        return {"policy": self.policy, "backbone": self.backbone, "train": kwargs, "head": self.head_overrides}
+        return {"policy": self.policy, "backbone": self.backbone, "train": kwargs, "head": self.head_overrides,
+                "eval_args": self.eval_args}
+
+    def training_key(self) -> str:
+        """``<head>-<hash of what is trained>``: the folder a grounder + MLP head is trained into, shared by the
+        variants that differ only in their evaluation options."""
+        import hashlib
+
+        blob = json.dumps({"policy": self.policy, "backbone": self.backbone, "train": self.train_kwargs},
+                          sort_keys=True, default=str)
+        return f"{self.policy}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 def resolve_variant(spec: AblationSpec, variant: VariantSpec) -> VariantRun:
@@ -321,6 +360,12 @@ def resolve_variant(spec: AblationSpec, variant: VariantSpec) -> VariantRun:
     policy = variant.policy or base.policy
     if policy is None:
         raise ConfigError("no head to train: set policy in [train] or in the variant")
+    eval_args = {**(base.eval_policy_args or {}), **(variant.eval_policy_args or {})}
+    if policy in TRAINABLE_GOALNAV:
+        return _resolve_goalnav(spec, variant, policy, eval_args)
+    if "window" in own or base.window is not None:
+        raise ConfigError(f"window is a grounder + MLP training key ({', '.join(TRAINABLE_GOALNAV)}); head "
+                          f"{policy} takes its window from policy_args")
     inherited = base.policy_args if (base.policy_args and policy == (base.policy or policy)) else {}
     head_args = dict(variant.policy_args or {}) if "policy_args" in own else {}
     defaults = {k: getattr(base, k) for k in RECIPE_KEYS if getattr(base, k) is not None}
@@ -337,7 +382,45 @@ def resolve_variant(spec: AblationSpec, variant: VariantSpec) -> VariantRun:
     lora = variant.lora if "lora" in own else base.lora
     kwargs["lora"] = LoraSettings() if lora is True else LoraSettings.from_dict(lora) if lora else None
     kwargs["seed"] = spec.seed
-    return VariantRun(variant.name, variant.idea, policy, variant.backbone or base.backbone or "lite", kwargs, head)
+    return VariantRun(variant.name, variant.idea, policy, variant.backbone or base.backbone or "lite", kwargs, head,
+                      eval_args)
+
+
+def _resolve_goalnav(spec: AblationSpec, variant: VariantSpec, policy: str, eval_args: dict[str, Any]
+                     ) -> VariantRun:
+    """A grounder + MLP variant: :data:`GOALNAV_KEYS` of the variant over ``[train]``'s (module doc).
+
+    Raises:
+        ConfigError: a VLA training key (``policy_args``, ``strategy``, ``sampling`` ...), a backbone other than
+            ``lite``, a policy option the policy does not take, or data of another family than the corridor.
+    """
+    import inspect
+
+    from policies.goalnav.policy import GoalNavPolicy, build_goalnav_policy
+
+    if spec.data.family != "corridor":
+        raise ConfigError(f"head {policy} trains on corridor data: set family = \"corridor\" in [data]")
+    foreign = sorted(k for k in TrainOptions.model_fields if k not in (*GOALNAV_KEYS, "policy", "backbone",
+                                                                       "eval_policy_args")
+                     and (k in variant.model_fields_set or k in spec.train.model_fields_set))
+    if foreign:
+        raise ConfigError(f"head {policy} (a grounder + MLP head) has no training key {', '.join(foreign)}; its "
+                          f"keys: {', '.join(GOALNAV_KEYS)}")
+    backbone = variant.backbone or spec.train.backbone or "lite"
+    if backbone != "lite":
+        raise ConfigError(f"head {policy} trains on the lite vision feature here, not {backbone!r}")
+    options = {p.name for p in inspect.signature(GoalNavPolicy).parameters.values() if p.kind == p.KEYWORD_ONLY}
+    options |= set(inspect.signature(build_goalnav_policy).parameters) - {"variant", "checkpoint", "path",
+                                                                          "backbone", "options"}
+    unknown = sorted(set(eval_args) - options)
+    if unknown:
+        raise ConfigError(f"eval_policy_args: {policy} has no option {', '.join(unknown)}; options: "
+                          f"{', '.join(sorted(options))}")
+    kwargs = {k: getattr(variant, k) if k in variant.model_fields_set else getattr(spec.train, k)
+              for k in GOALNAV_KEYS}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    kwargs["seed"] = spec.seed
+    return VariantRun(variant.name, variant.idea, policy, backbone, kwargs, {}, eval_args)
 
 
 # --------------------------------------------------------------------------------------------------- running
@@ -377,9 +460,11 @@ def eval_config(spec: AblationSpec, run: VariantRun, checkpoint: Path, out: Path
     ev = spec.eval
     family = ev.family or spec.data.family
     layouts, distances = sweep_names(family, ev.layouts, ev.distances)
+    source = {"checkpoint": str(checkpoint), "backbone": run.backbone}
     return EvalConfig(
-        policies=[policy_spec(run.policy, model_source={"checkpoint": str(checkpoint), "backbone": run.backbone})],
-        env=EnvSettings(family=family, image_size=ev.image_size or spec.data.image_size, max_steps=ev.max_steps),
+        policies=[policy_spec(run.policy, model_source=source, policy_args={run.policy: run.eval_args})],
+        env=EnvSettings(family=family, image_size=ev.image_size or spec.data.image_size, max_steps=ev.max_steps,
+                        cadence=ev.cadence, max_time=ev.max_time),
         sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=ev.episodes_per_combo, seed=ev.seed),
         output=OutputSettings(out=out, video_dir=out / "videos", record="none"),
     )
@@ -410,6 +495,7 @@ def _warm_cache(runs: list[VariantRun], data: Path, cache: Path, progress: bool)
     from sim.data.dataset import list_episode_files, load_episodes
     from sim.training.supervised import FeatureCache
 
+    runs = [r for r in runs if not r.goalnav]  # those encode their own (_train_goalnav)
     for backbone in sorted({r.backbone for r in runs}):
         streams = tuple(dict.fromkeys(s for r in runs if r.backbone == backbone and r.train_kwargs["lora"] is None
                                       for s, _ in head_class(r.policy).frame_inputs(
@@ -425,29 +511,63 @@ def _warm_cache(runs: list[VariantRun], data: Path, cache: Path, progress: bool)
 def _row(run: VariantRun, train: dict[str, Any], summary: dict[str, Any], train_s: float, eval_s: float
          ) -> dict[str, Any]:
     overall = summary["policies"][run.policy]["overall"]
+    best = train.get("best", {})
     return {"variant": run.name, "idea": run.idea, "policy": run.policy, "backbone": run.backbone,
-            "val_mae": train["best"].get("val_mae"), "best_epoch": train["best"].get("epoch"),
-            "epochs_run": train["epochs_run"], "train_windows": train["train_windows"],
-            "augmented_copies": train["augmented_copies"], "train_seconds": round(train_s, 1),
-            "eval_seconds": round(eval_s, 1),
-            **{k: overall[k] for k in ("episodes", "successes", "success_rate", "success_ci95", "spl",
-                                       "collision_rate", "timeout_rate", "side_compliance", "error_rate")}}
+            "val_mae": best.get("val_mae"), "val_acc": train.get("val_acc"), "best_epoch": best.get("epoch"),
+            "epochs_run": train["epochs_run"], "train_windows": train.get("train_windows", train.get("samples")),
+            "augmented_copies": train.get("augmented_copies", 0), "train_seconds": round(train_s, 1),
+            "eval_seconds": round(eval_s, 1), "eval_args": run.eval_args,
+            **{k: overall.get(k) for k in ("episodes", "successes", "success_rate", "success_ci95", "spl",
+                                           "collision_rate", "overshoot_rate", "timeout_rate", "side_compliance",
+                                           "error_rate")}}
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table: variant | offline validation MAE | closed-loop success [95% CI] | SPL | collision |
-    side compliance | train time, then one line per variant naming its idea."""
+    """The markdown table: variant | offline validation (MAE, or class accuracy for a grounder + MLP head) |
+    closed-loop success [95% CI] | SPL | collision | side compliance (the corridor: overshoot) | train time, then
+    one line per variant naming its idea."""
     from sim.evaluation.report import num, pct
 
-    lines = ["| variant | offline validation MAE | closed-loop success [95% CI] | SPL | collision | side compliance "
-             "| train time |", "|---|---|---|---|---|---|---|"]
+    corridor = any(r.get("val_acc") is not None or r.get("overshoot_rate") for r in rows)
+    last = "overshoot" if corridor else "side compliance"
+    lines = ["| variant | offline validation | closed-loop success [95% CI] | SPL | collision | "
+             f"{last} | train time |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["success_ci95"]
         success = f"{r['successes']}/{r['episodes']} = {pct(r['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]"
-        lines.append(f"| {r['variant']} | {num(r['val_mae'], '.3f')} | {success} | {num(r['spl'])} | "
-                     f"{pct(r['collision_rate'])} | {pct(r['side_compliance'])} | {r['train_seconds']:.0f} s |")
+        offline = (f"acc {pct(r['val_acc'])}" if r.get("val_acc") is not None
+                   else f"MAE {num(r['val_mae'], '.3f')}")
+        rate = r.get("overshoot_rate") if corridor else r["side_compliance"]
+        lines.append(f"| {r['variant']} | {offline} | {success} | {num(r['spl'])} | "
+                     f"{pct(r['collision_rate'])} | {pct(rate)} | {r['train_seconds']:.0f} s |")
     ideas = [f"- `{r['variant']}`: {r['idea']}" for r in rows if r["idea"]]
     return "\n".join(lines + ([""] + ideas if ideas else [])) + "\n"
+
+
+def _train_goalnav(run: VariantRun, data: Path, out: Path, workers: int, progress: bool) -> dict[str, Any]:
+    """Train a grounder + MLP head into ``out/trained/<key>`` (:meth:`VariantRun.training_key`), or reuse it when
+    another variant trained it alike; its summary with ``checkpoint`` and ``wall_seconds``."""
+    import torch
+
+    from policies.backbones import make_backbone
+    from sim.training.goalnav import load_episodes, train_goalnav
+
+    folder = out / "trained" / run.training_key()
+    summary = _read_json(folder / "summary.json")
+    if summary is not None:
+        return summary
+    _reset_dir(folder)
+    torch.set_num_threads(workers)
+    start = time.perf_counter()
+    episodes = load_episodes(sorted(data.glob("*.h5")), make_backbone(run.backbone, streams=("image_mean",)),
+                             out / "goalnav-features", progress=progress)
+    target = folder / "head.safetensors"
+    kind = run.policy
+    summary = train_goalnav(kind, episodes, target, progress=progress, backbone=run.backbone,
+                            training_data=f"{len(episodes)} episodes of {data}", **run.train_kwargs)
+    summary.update(checkpoint=str(target), wall_seconds=round(time.perf_counter() - start, 1))
+    _write_json(folder / "summary.json", summary)
+    return summary
 
 
 def run_ablation(spec: AblationSpec, out: str | Path, *, workers: int = 1, progress: bool = True,
@@ -496,10 +616,18 @@ def run_ablation(spec: AblationSpec, out: str | Path, *, workers: int = 1, progr
             _reset_dir(vdir)
             _write_json(vdir / SETTINGS_FILE, settings)
         row = _read_json(vdir / RESULT_FILE)
-        if row is None:
+        if row is not None:
+            row["idea"] = run.idea  # words only: a reworded idea changes nothing measured
+        else:
             trained = _read_json(vdir / "train" / "summary.json")
             eval_dir = vdir / "eval"
-            if trained is None:
+            if run.goalnav:
+                if trained is None:
+                    shutil.rmtree(eval_dir, ignore_errors=True)
+                    trained = _train_goalnav(run, data, out, workers, progress)
+                    (vdir / "train").mkdir(exist_ok=True)
+                    _write_json(vdir / "train" / "summary.json", trained)
+            elif trained is None:
                 _reset_dir(vdir / "train")  # an interrupted training restarts cleanly ...
                 shutil.rmtree(eval_dir, ignore_errors=True)  # ... and nothing is kept of an earlier checkpoint's run
                 torch.set_num_threads(workers)
