@@ -303,6 +303,7 @@ def test_their_kinematic_model_and_metrics():
 
 
 def test_sim_offline_on_corridor_files_puts_their_replay_beside_closed_loop(tmp_path):
+    from policies.registry import make_policy
     from sim.generate import main as generate
     from sim.offline import main as offline
 
@@ -316,6 +317,25 @@ def test_sim_offline_on_corridor_files_puts_their_replay_beside_closed_loop(tmp_
     assert overall["episodes"] == 2 and overall["closed_loop_successes"] == 2
     rows = [json.loads(line) for line in (out / "replay.jsonl").read_text().splitlines()]
     assert all(r["replay"]["success"] for r in rows)  # the expert replayed on its own frames is its own label
+
+    # a recording of the robot (no sim_params): their replay alone, for a policy that needs no simulator truth
+    import h5py
+
+    from scenarios.errors import ConfigError
+    from sim.evaluation.replay import evaluate_replay
+
+    recording = tmp_path / "recording.h5"
+    recording.write_bytes(sorted(data.glob("*.h5"))[0].read_bytes())
+    with h5py.File(recording, "r+") as f:
+        for key in [k for k in f.attrs if k.startswith("sim_")]:
+            del f.attrs[key]
+    summary = evaluate_replay({"stub": tiny_policy(CountingGrounder())}, [recording], tmp_path / "rec",
+                              progress=False)
+    overall = summary["policies"]["stub"]["overall"]
+    assert overall["episodes"] == 1 and overall["closed_loop_episodes"] == 0
+    assert "- (recordings: no scene)" in (tmp_path / "rec" / "summary.md").read_text()
+    with pytest.raises(ConfigError, match="expert cannot replay it"):
+        evaluate_replay({"expert": make_policy("expert")}, [recording], tmp_path / "rec2", progress=False)
 
 
 def test_a_policys_latency_never_leaks_into_the_next_episodes_reset():

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from envs.actions import CLASS_ACTIONS, CLASS_NAMES, action_class
+from scenarios.errors import ConfigError
 from scenarios.spec import SceneSpec
 from sim.data import h5format
 
@@ -81,16 +82,13 @@ def teacher_forced(policy, path: Path, info: h5format.EpisodeInfo) -> list[str]:
 
 
 def closed_loop_on(env, policy, path: Path, info: h5format.EpisodeInfo, latency, expert=None) -> dict[str, Any]:
-    """The policy in the episode's own scene (``sim_params``), closed loop: the record's fields of interest.
-
-    Raises:
-        ValueError: the file stores no scene (a real file: no closed-loop twin without one).
-    """
+    """The policy in the episode's own scene (``sim_params``), closed loop: the record's fields of interest;
+    ``status`` None for a file that stores no scene (a recording of the robot: no closed-loop twin without one)."""
     from sim.evaluation.runner import run_policy_episode
 
     params = json.loads(info.attrs.get("sim_params", "{}"))
     if "scene" not in params:
-        raise ValueError(f"{path}: no stored scene (sim_params): only simulator episodes have a closed-loop twin here")
+        return {"status": None, "error": "a recording without a stored scene: no closed-loop twin"}
     seed = int(info.attrs.get("sim_episode_index", 0))
     record, _ = run_policy_episode(env, policy, seed, expert=expert, latency=latency,
                                    options={"scene": SceneSpec.from_dict(params["scene"])})
@@ -109,12 +107,15 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         n = len(rs)
         replay = sum(r["replay"]["success"] for r in rs)
         closed = sum(r["closed_loop"]["status"] == "success" for r in rs)
+        twins = [r for r in rs if r["closed_loop"]["status"] is not None]
         out.setdefault(policy, {})[group] = {
-            "episodes": n, "replay_successes": replay, "closed_loop_successes": closed,
-            "replay_success_rate": replay / n, "closed_loop_success_rate": closed / n,
-            "agree": sum(r["replay"]["success"] == (r["closed_loop"]["status"] == "success") for r in rs) / n,
+            "episodes": n, "replay_successes": replay, "closed_loop_episodes": len(twins),
+            "closed_loop_successes": closed, "replay_success_rate": replay / n,
+            "closed_loop_success_rate": closed / len(twins) if twins else None,
+            "agree": (sum(r["replay"]["success"] == (r["closed_loop"]["status"] == "success") for r in twins)
+                      / len(twins)) if twins else None,
             "mean_fpe": float(np.mean([r["replay"]["fpe"] for r in rs])),
-            "closed_loop_statuses": dict(sorted(_count(r["closed_loop"]["status"] for r in rs).items())),
+            "closed_loop_statuses": dict(sorted(_count(r["closed_loop"]["status"] for r in twins).items())),
             "teacher_forced_classes": dict(sorted(_count(c for r in rs for c in r["classes"]).items(),
                                                   key=lambda kv: CLASS_NAMES.index(kv[0]))),
         }
@@ -137,9 +138,12 @@ def to_markdown(summary: Mapping[str, Any], cadence: str) -> str:
              "|---|---|---|---|---|---|---|"]
     for policy, groups in summary.items():
         for group, g in sorted(groups.items(), key=lambda kv: (kv[0] != "overall", kv[0])):
+            twins = g["closed_loop_episodes"]
+            closed = (f"{g['closed_loop_successes']}/{twins} = {100 * g['closed_loop_success_rate']:.0f}%" if twins
+                      else "- (recordings: no scene)")
+            agree = f"{100 * g['agree']:.0f}%" if twins else "-"
             lines.append(f"| {policy} | {group} | {g['episodes']} | {g['replay_successes']}/{g['episodes']} = "
-                         f"{100 * g['replay_success_rate']:.0f}% | {g['closed_loop_successes']}/{g['episodes']} = "
-                         f"{100 * g['closed_loop_success_rate']:.0f}% | {100 * g['agree']:.0f}% | "
+                         f"{100 * g['replay_success_rate']:.0f}% | {closed} | {agree} | "
                          + ", ".join(f"{k} {v}" for k, v in g["closed_loop_statuses"].items()) + " |")
     return "\n".join(lines) + "\n"
 
@@ -150,9 +154,10 @@ def evaluate_replay(policies: Mapping[str, Any], files: Sequence[Path], out: Pat
     policy x episode: the classes, their metrics, the closed-loop outcome), ``summary.json`` and ``summary.md`` into
     ``out``; returns the summary (:func:`summarize` plus the settings).
 
+    A recording of the robot (no stored scene) gets their replay only: its closed-loop column is empty.
+
     Raises:
-        ValueError: a file without a stored scene (a real recording: their replay alone needs no scene, but the
-            closed-loop column does; run the replay on the simulator's episodes).
+        ConfigError: a policy that needs the simulator's truth (the expert, the oracle grounder) on a recording.
     """
     import gymnasium as gym
     from tqdm import tqdm
@@ -170,7 +175,12 @@ def evaluate_replay(policies: Mapping[str, Any], files: Sequence[Path], out: Pat
             actions, _ = h5format.read_actions(path)
             expert = [action_class(a) for a in actions]
             for name, policy in policies.items():
-                predicted = teacher_forced(policy, path, info)
+                try:
+                    predicted = teacher_forced(policy, path, info)
+                except (KeyError, ValueError) as exc:  # a policy that reads the simulator's truth, on a recording
+                    raise ConfigError(f"{path}: {name} cannot replay it: {exc} (a recording has no scene: the "
+                                      "oracle grounder and the expert need one; give a real grounder, "
+                                      "--policy-arg grounder=owlv2 --policy-arg grounder_path=DIR)") from None
                 rows.append({"policy": name, "episode": path.stem, "position": info.layout, "path": info.distance,
                              "classes": predicted, "expert_classes": expert,
                              "replay": replay_metrics(expert, predicted),
