@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[head] = {**summary["best"], "epochs_run": summary["epochs_run"],
                          "seconds": round(time.perf_counter() - t0, 1), "size_mb": round(size / 1e6, 2)}
     total = time.perf_counter() - start
-    bundle = [p for p in weights_dir.glob("*_lite.*")]
+    bundle = list(weights_dir.glob("*_lite.*"))
     print(json.dumps({"episodes": args.episodes if heads else 0,
                       "corridor_episodes": args.corridor_episodes if goalnav else 0, "seed": args.seed,
                       "generate_seconds": round(generated, 1), "total_seconds": round(total, 1), "heads": results,

@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         closed_loop_episodes=args.closed_loop_episodes, eval_run=Path(args.eval_run) if args.eval_run else None,
         twin_image_size=tuple(ImageSize.parse(args.twin_image_size, "--twin-image-size")), workers=args.workers,
         family=args.family)
-    if corridor_data(cfg.data):  # the corridor's V6 files: their replay beside our closed loop
+    corridor = corridor_data(cfg.data)
+    if corridor:  # the corridor's V6 files: their replay beside our closed loop
         from sim.evaluation.replay import evaluate_replay, to_markdown
         from sim.evaluation.runner import PolicyBuildError
 
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             policies = {spec.name: spec.build() for spec in cfg.policies}
         except Exception as exc:  # noqa: BLE001
             raise PolicyBuildError(f"cannot build a policy: {type(exc).__name__}: {exc}") from None
-        summary = evaluate_replay(policies, corridor_data(cfg.data), cfg.out, cadence=args.cadence,
+        summary = evaluate_replay(policies, corridor, cfg.out, cadence=args.cadence,
                                   progress=not args.no_progress)
         print(to_markdown(summary["policies"], summary["cadence"]["name"]).rstrip())
         print(f"\nrun folder: {cfg.out}\n  summary.json, summary.md, replay.jsonl")

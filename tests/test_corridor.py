@@ -34,18 +34,14 @@ V6 = ("center", "weak_left", "strong_left", "weak_right", "strong_right")
 
 
 @pytest.fixture
-def corridor():
-    made = []
+def corridor(make_env):
+    """Factory for corridor environments (``MobileVLA/Corridor-v0``'s settings), closed after the test."""
 
     def make(**kwargs):
         kwargs.setdefault("obs_keys", ("instruction", "state"))
-        env = gym.make(CORRIDOR_ENV_ID, **kwargs)
-        made.append(env)
-        return env
+        return make_env(family="corridor", **kwargs)
 
-    yield make
-    for env in made:
-        env.close()
+    return make
 
 
 def drive(env, seed, options, act, limit=1000):

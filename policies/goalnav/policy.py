@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies.backbones import make_backbone
+from policies.backbones import make_backbone, stream_widths
 from policies.base import Policy
 from policies.catalog import GOALNAV_VARIANTS
 from policies.checkpoints import CheckpointError
@@ -55,7 +55,6 @@ from policies.goalnav.heads import (
     PROJ_DIM,
     ROT_L,
     ROT_R,
-    VIS_DIM,
     DecisionRule,
     HistoryFrame,
     argmax_classes,
@@ -243,6 +242,12 @@ class GoalNavPolicy(Policy):
         return int(self.image_proj.out_features) if self.image_proj is not None else PROJ_DIM
 
 
+def policy_options() -> set[str]:
+    """The :class:`GoalNavPolicy` options ``build_goalnav_policy`` passes through (``grounding_skip_n``,
+    ``stop_mode``, ``stop_area``, ..., ``latencies``)."""
+    return {p.name for p in inspect.signature(GoalNavPolicy).parameters.values() if p.kind == p.KEYWORD_ONLY}
+
+
 def describe_variant(variant: str) -> str:
     """One line on a grounder + MLP variant (its team class)."""
     return DESCRIPTIONS[variant]
@@ -317,7 +322,7 @@ def build_goalnav_policy(variant: str, *, checkpoint: str | Path | None = None, 
     if checkpoint is not None and path is not None:
         raise ConfigError("give the head file once (--checkpoint or NAME:FILE)")
     checkpoint = checkpoint if checkpoint is not None else path
-    known = {p.name for p in inspect.signature(GoalNavPolicy).parameters.values() if p.kind == p.KEYWORD_ONLY}
+    known = policy_options()
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"{variant}: unknown option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}, "
@@ -327,9 +332,7 @@ def build_goalnav_policy(variant: str, *, checkpoint: str | Path | None = None, 
     kind = VARIANTS[variant]
     ours = checkpoint is None or Path(checkpoint).suffix == ".safetensors"  # bundled or sim.training.goalnav's
     name = ("lite" if ours else "kosmos2") if backbone == "auto" else backbone
-    vis_dim = VIS_DIM if name == "kosmos2" else None
-    if vis_dim is None:  # lite or tiny-kosmos2: the width of the backbone's image_mean stream
-        vis_dim = make_backbone(name, backbone_path, device, streams=("image_mean",)).stream_dims()["image_mean"]
+    vis_dim = stream_widths(name, backbone_path)["image_mean"]  # from the config: the file is checked first
     head, proj, provenance = _load_pair(variant, kind, checkpoint, stage1, window, vis_dim)
     want = proj.in_features if proj is not None else head.d_in - head.window * 4 - head.goal_dim
     encoder = make_backbone(name, backbone_path, device, streams=("image_mean",))

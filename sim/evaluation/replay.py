@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,18 +115,11 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "agree": (sum(r["replay"]["success"] == (r["closed_loop"]["status"] == "success") for r in twins)
                       / len(twins)) if twins else None,
             "mean_fpe": float(np.mean([r["replay"]["fpe"] for r in rs])),
-            "closed_loop_statuses": dict(sorted(_count(r["closed_loop"]["status"] for r in twins).items())),
-            "teacher_forced_classes": dict(sorted(_count(c for r in rs for c in r["classes"]).items(),
+            "closed_loop_statuses": dict(sorted(Counter(r["closed_loop"]["status"] for r in twins).items())),
+            "teacher_forced_classes": dict(sorted(Counter(c for r in rs for c in r["classes"]).items(),
                                                   key=lambda kv: CLASS_NAMES.index(kv[0]))),
         }
     return out
-
-
-def _count(values) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for v in values:
-        counts[v] += 1
-    return counts
 
 
 def to_markdown(summary: Mapping[str, Any], cadence: str) -> str:

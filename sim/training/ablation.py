@@ -396,7 +396,7 @@ def _resolve_goalnav(spec: AblationSpec, variant: VariantSpec, policy: str, eval
     """
     import inspect
 
-    from policies.goalnav.policy import GoalNavPolicy, build_goalnav_policy
+    from policies.goalnav.policy import build_goalnav_policy, policy_options
 
     if spec.data.family != "corridor":
         raise ConfigError(f"head {policy} trains on corridor data: set family = \"corridor\" in [data]")
@@ -409,8 +409,7 @@ def _resolve_goalnav(spec: AblationSpec, variant: VariantSpec, policy: str, eval
     backbone = variant.backbone or spec.train.backbone or "lite"
     if backbone != "lite":
         raise ConfigError(f"head {policy} trains on the lite vision feature here, not {backbone!r}")
-    options = {p.name for p in inspect.signature(GoalNavPolicy).parameters.values() if p.kind == p.KEYWORD_ONLY}
-    options |= set(inspect.signature(build_goalnav_policy).parameters) - {"variant", "checkpoint", "path",
+    options = policy_options() | set(inspect.signature(build_goalnav_policy).parameters) - {"variant", "checkpoint", "path",
                                                                           "backbone", "options"}
     unknown = sorted(set(eval_args) - options)
     if unknown:
