@@ -11,9 +11,9 @@ Defaults, each from the team's measurements (``../shared/reference/TEAM_STACK_20
 
 - ``cold_start``: frame 0 is always missed ("frame 0 grounding fails in all 47 sessions checked");
 - ``miss``: 0.023 per grounding call, OWL-v2's true-positive rate at its production threshold 0.20 (97.7%,
-  EdgeGroundVLA ``docs/v5/owlv2_grounder_brief.html``). With the cold start and the grounding cache that re-grounds
-  after a miss (production, same doc), a deployed episode of ~12 decisions then has ~90% of its decisions grounded,
-  the 90.5% (985/1088) the team measured on the robot;
+  EdgeGroundVLA ``docs/v5/owlv2_grounder_brief.html``). The robot had a box on 90.5% of its decisions (985/1088)
+  with these rates; the bundled exp73 in the corridor has one on 75.5% (``bench/goalnav_grounded.py``: shorter
+  episodes, where the cold start weighs more, and the basket out of view after the head veers);
 - ``false_positive``: 0.127 when the basket is out of view, OWL-v2's false-positive rate at 0.20 (same doc), a box
   drawn uniformly in the lower image;
 - ``centre_noise`` 0.01 (image fractions) and ``size_noise`` 0.05 (relative): our reading (the team's
