@@ -310,6 +310,12 @@ class BoxAvoidEnv(gym.Env):
         info["control"] = self.control()
         return obs, info
 
+    def key_of(self, action: np.ndarray) -> str:
+        """The key (``info["key"]``) an action maps to under this env's actuation: one of the eight classes
+        (:data:`envs.actions.CLASS_NAMES`) in the ``class`` actuation, else a robot key (:data:`envs.keys.KEY_ACTIONS`,
+        ``"SPACE"`` inside the dead-zone). ``action``: ``[linear_x, linear_y(, angular_z)]`` labels."""
+        return action_class(action) if self.actuation == "class" else action_to_key(action)
+
     def control(self) -> dict[str, Any]:
         """How actions move the robot (``info["control"]`` at reset; privileged, read by the experts): see the class
         doc."""
@@ -343,13 +349,12 @@ class BoxAvoidEnv(gym.Env):
             raise ValueError(f"action must be finite, got {action.tolist()}")
         action = np.clip(action, -ACTION_LABEL, ACTION_LABEL)
 
+        key = self.key_of(action)
         if self.actuation == "class":
-            key = action_class(action)
             is_stop = key == "STOP"
             target_v, target_wz = self._class_command(key)
             phases = self._class_phases(key, target_v, target_wz)
         else:
-            key = action_to_key(action)
             is_stop = key == "SPACE"  # every component inside the dead-zone
         if self.actuation == "keypress":
             target_v, target_wz = self._keypress_command(action)

@@ -65,6 +65,9 @@ class Policy(abc.ABC):
     #: The robot's latency (s) of each component, for a policy that models its own compute; a config's
     #: ``--latency-component`` overrides it. None: the policy brings no latency of its own.
     component_latencies: dict[str, float] | None = None
+    #: Whether the policy's perception found the target at the last :meth:`act` (a grounder's ``has_bbox``, fresh or
+    #: cached), for the failure taxonomy's ``perception_miss``. None: the policy has no separate perception.
+    step_detection: bool | None = None
 
     def __init__(self) -> None:
         self.instruction: str = ""

@@ -147,6 +147,20 @@ class ExpertPolicy(Policy):
         plan = self.plan(start[:2], start[2])
         return None if plan is None else len(plan) * self.step_length
 
+    def reference_path(self, start: tuple[float, float, float]) -> list[tuple[float, float]] | None:
+        """The expert's path from ``start = (x, y, yaw)`` (m): the points its key-press plan passes through (start
+        included; None if no plan exists), or the corridor's route. The reference of the trajectory-deviation
+        metrics (:mod:`sim.evaluation.failures`). Call after :meth:`reset`."""
+        if self._in_corridor:
+            return [(float(x), float(y)) for x, y in self.corridor.route]
+        plan = self.plan(start[:2], start[2])
+        if plan is None:
+            return None
+        points = [(float(start[0]), float(start[1]))]
+        for key in plan:
+            points.append(self._move(points[-1], start[2], key))
+        return points
+
     def label(self, state: np.ndarray) -> np.ndarray:
         """The expert's action (float32 ``(3,)``) at a visited ``state = (x, y, yaw, vx, vy, wz)``: the label the
         offline metrics compare a policy with."""

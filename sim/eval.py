@@ -135,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                         max_time=args.max_time, latency=latency),
         sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=args.episodes_per_combo, seed=args.seed),
         output=OutputSettings(out=out, video_dir=Path("videos") / out.name, record=args.record,
-                              real_results=args.real_results),
+                              real_results=args.real_results, inline_videos=args.inline_videos),
     )
 
 
@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"batched: longest wait for more environments once one is waiting (default "
                              f"{DEFAULT_MAX_WAIT_MS:g})")
     parser.add_argument("--record", choices=RECORD_MODES, default="failures", help="which episodes get a video")
+    parser.add_argument("--inline-videos", type=int, default=12, metavar="N",
+                        help="videos embedded in index.html (failures first, one per failure category, then "
+                             "successes); the others are linked (default 12)")
     lat = parser.add_mutually_exclusive_group()
     lat.add_argument("--latency-ms", type=float, help="apply every action this many ms late (simulated time)")
     lat.add_argument("--latency", choices=["measured"], help="apply each action as late as the policy took")

@@ -218,6 +218,7 @@ class GoalNavPolicy(Policy):
             self.last_decision = decision = self.rule.step(pred, self.history)
             action = decision.action_3d if self.rotation_block else ACTION_3D[decision.pred_class]
         self.step_components = ("vision", "mlp") if cached else ("grounder", "vision", "mlp")
+        self.step_detection = bool(grounding.has_bbox)
         self.step_index += 1
         return np.asarray(action, dtype=np.float32)
 

@@ -221,12 +221,14 @@ class Sweep(_Frozen):
 
 class OutputSettings(_Frozen):
     """Where results go: the run folder, the video folder and which episodes get a video; ``real_results`` is an
-    optional ``policy,success_rate`` CSV measured on the robot."""
+    optional ``policy,success_rate`` CSV measured on the robot; ``inline_videos``: videos embedded in the run page
+    (``index.html``; the others are linked)."""
 
     out: Path
     video_dir: Path
     record: RecordMode = "failures"
     real_results: Path | None = None
+    inline_videos: int = Field(12, ge=0, le=1000)
 
 
 class EvalConfig(_Frozen):

@@ -66,8 +66,11 @@ class EpisodeRecord:
     expert's ``[linear_x, linear_y]`` per step, clamped to [-1, 1] like the training labels. ``latency_applied`` is
     the simulated latency in s, ``"measured"`` or ``"components"``; ``latency_steps_s`` each step's when it varies
     (measured, per component). ``stop_distance_m`` / ``heading_error_deg``: the corridor's robot front to the basket
-    and heading to its centre at the end (``video``, ``latency_steps_s`` and these two are left out of the JSON line
-    when unset).
+    and heading to its centre at the end. ``expert_keys``: the shadow expert's key (or class) at each visited state,
+    in the env's vocabulary (:meth:`envs.box_avoid.BoxAvoidEnv.key_of`); ``expert_path``: the expert's own path from
+    the start pose (m); ``detections``: whether the policy's perception found the target at each step (policies
+    with a grounder). The optional fields (``video``, ``latency_steps_s``, the corridor's two, the expert's two and
+    ``detections``) are left out of the JSON line when unset; a record without them (an older run) is still valid.
     """
 
     layout: str
@@ -100,13 +103,18 @@ class EpisodeRecord:
     video: str | None = None
     stop_distance_m: float | None = None
     heading_error_deg: float | None = None
+    expert_keys: list[str] = field(default_factory=list)
+    expert_path: list[list[float]] = field(default_factory=list)
+    detections: list[bool] = field(default_factory=list)
 
     #: Order of the keys in a JSON line (the evaluation's historical order first).
     _ORDER = ("policy", "episode", "layout", "distance", "seed", "instruction", "status", "success", "steps",
               "sim_time_s", "path_length_m", "shortest_path_m", "spl", "final_distance_m", "passed_side", "side_ok",
               "latency_p50_ms", "latency_p95_ms", "latency_applied", "latency_steps_s", "error", "pred_xy", "expert_xy", "path", "scene",
-              "collided_with", "keys", "video", "stop_distance_m", "heading_error_deg")
-    _OPTIONAL = ("video", "latency_steps_s", "stop_distance_m", "heading_error_deg")
+              "collided_with", "keys", "video", "stop_distance_m", "heading_error_deg", "expert_keys", "expert_path",
+              "detections")
+    _OPTIONAL = ("video", "latency_steps_s", "stop_distance_m", "heading_error_deg", "expert_keys", "expert_path",
+                 "detections")
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (the optional fields only when set)."""

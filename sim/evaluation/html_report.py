@@ -1,12 +1,14 @@
 """A self-contained HTML page per run folder (``index.html``): the summary tables, the trajectory plots, the videos
-and frames, embedded as data URIs so the page opens offline in any browser, with no server and no other file
-(videos beyond :data:`EMBED_BUDGET_BYTES` are linked relatively instead). Rendered with jinja2 (autoescaped).
+and frames, embedded as data URIs so the page opens offline in any browser, with no server. An evaluation's page
+embeds at most a few videos (``OutputSettings.inline_videos``) and links the others by relative path; the offline
+page links those beyond :data:`EMBED_BUDGET_BYTES`. Rendered with jinja2 (autoescaped).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,9 @@ from typing import Any
 
 import jinja2
 
-from sim.evaluation.report import axes, combo_label, num, pct
+from sim.evaluation.benchmark import top_failures
+from sim.evaluation.failures import CATEGORIES, CAUSES, DEFINITIONS
+from sim.evaluation.report import axes, combo_label, num, pct, side_text
 
 #: Bytes of video embedded in one page; further videos are linked (relative paths) instead.
 EMBED_BUDGET_BYTES = 40 * 2**20
@@ -91,37 +95,110 @@ def render(title: str, intro: Sequence[str], sections: Sequence[Section]) -> str
     return _TEMPLATE.render(title=title, intro=list(intro), sections=list(sections))
 
 
-def eval_page(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
-    """The page of a ``sim.eval`` run folder: the comparison table, per-combo success, offline metrics, every
-    trajectory plot, and the recorded videos."""
+def _flatten(prefix: str, value: Any) -> list[list[str]]:
+    """``[[key, value], ...]`` rows of a nested settings dict (``latency.components.grounder``)."""
+    if isinstance(value, dict) and value:
+        return [row for k, v in value.items() for row in _flatten(f"{prefix}.{k}" if prefix else str(k), v)]
+    return [[prefix, "-" if value in (None, {}, []) else str(value)]]
+
+
+def pick_videos(results: Sequence[dict[str, Any]], limit: int) -> tuple[list[dict], list[dict]]:
+    """Which episodes' videos a run page embeds (at most ``limit``) and which it links: first one failure per
+    (policy, primary label), the most frequent labels first; then one success per policy; then the other failures
+    and successes in plan order. ``results``: ``episode_results.jsonl`` lines whose video file exists."""
+    frequency = Counter((r["policy"], r["failure"]) for r in results if r["failure"])
+    order: list[dict] = []
+    seen: set = set()
+    for policy, label in sorted(frequency, key=lambda k: -frequency[k]):
+        first = next(r for r in results if r["policy"] == policy and r["failure"] == label)
+        order.append(first)
+        seen.add(id(first))
+    for policy in dict.fromkeys(r["policy"] for r in results):
+        success = next((r for r in results if r["policy"] == policy and r["failure"] is None), None)
+        if success is not None:
+            order.append(success)
+            seen.add(id(success))
+    rest = [r for r in results if id(r) not in seen]
+    order += [r for r in rest if r["failure"]] + [r for r in rest if not r["failure"]]
+    return order[:limit], order[limit:]
+
+
+def eval_page(out: Path, summary: dict[str, Any], results: Sequence[dict[str, Any]],
+              inline_videos: int = 12) -> str:
+    """The page of a ``sim.eval`` run folder: why episodes failed (the taxonomy's counts and definitions) at the
+    top, the comparison table, the team's metrics, per-combo success and top failure, the settings as a table,
+    every trajectory plot (embedded), at most ``inline_videos`` videos embedded (:func:`pick_videos`) and the
+    others linked by relative path. ``results``: the run's ``episode_results.jsonl`` lines."""
     embed = _Embedder(out)
     policies = summary["policies"]
     cfg = summary["config"]
     family, (first, second) = cfg["env"]["family"], axes(cfg)
-    overall = [["policy", "success [95% CI]", "SPL", "collision", "timeout", "overshoot", "side compliance",
+    why = [["policy", "failed", *(f"top {i}" for i in (1, 2, 3))]]
+    for name, p in policies.items():
+        f = p["failures"]
+        top = [f"{label}: {count} ({100 * count / f['failed']:.0f}%)" for label, count in f["primary"].items()][:3]
+        why.append([name, f"{f['failed']}/{f['episodes']}", *(top + ["-"] * (3 - len(top)))])
+    taxonomy = [["label", "definition", *policies]]
+    for label in (*CATEGORIES, *CAUSES):
+        taxonomy.append([label, DEFINITIONS.get(label, f"none of the categories applies; the episode ended in {label}"),
+                         *(f"{p['failures']['primary'].get(label, 0)} / {p['failures']['labels'].get(label, 0)}"
+                           for p in policies.values())])
+    overall = [["policy", "success [95% CI]", "SPL", "collision", "timeout", "overshoot", "side compliance (of reached)",
                 "offline MAE", "latency p50 ms", "episodes"]]
     for name, p in policies.items():
         o = p["overall"]
         lo, hi = o["success_ci95"]
         overall.append([name, f"{pct(o['success_rate'])} [{100 * lo:.0f}-{100 * hi:.0f}]", num3(o["spl"]),
                         pct(o["collision_rate"]), pct(o["timeout_rate"]), pct(o.get("overshoot_rate")),
-                        pct(o.get("side_compliance")), num3(p["offline_metrics"]["mae"]),
+                        side_text(o), num3(p["offline_metrics"]["mae"]),
                         num3(o.get("latency_p50_ms")), str(o["episodes"])])
+    team = [["policy", "overshoot m", "terminal distance m", "deviation mean / max m", "recovered / deviated",
+             "oscillations"]]
+    for name, p in policies.items():
+        t = p["team_metrics"]
+        team.append([name, num3(t["overshoot_m"]), num3(t["terminal_distance_m"]),
+                     f"{num3(t['deviation_mean_m'])} / {num3(t['deviation_max_m'])}", f"{t['recovered']}/{t['deviated']}",
+                     num(t["oscillations"], ".1f")])
     combos = sorted({c for p in policies.values() for c in p["per_combo"]})
+
+    def combo_cell(p: dict[str, Any], combo: str) -> str:
+        if combo not in p["per_combo"]:
+            return "-"
+        s, f = p["per_combo"][combo], p["failures"]["per_combo"].get(combo, {})
+        top = next(iter(f.get("primary", {})), None)
+        return f"{s['successes']}/{s['episodes']}" + (f" ({top})" if top else "")
+
     per_combo = [[f"{first}/{second}", *policies]] + [
-        [combo_label(c, family), *(f"{p['per_combo'][c]['successes']}/{p['per_combo'][c]['episodes']}"
-                                   if c in p["per_combo"] else "-" for p in policies.values())] for c in combos]
-    sections = [Section("Overall", tables=[overall]), Section(f"Per {first} x {second}", tables=[per_combo])]
+        [combo_label(c, family), *(combo_cell(p, c) for p in policies.values())] for c in combos]
+    settings = [["setting", "value"], *_flatten("env", cfg["env"]), *_flatten("sweep", cfg["sweep"])]
+    for name, p in policies.items():
+        settings += [[f"{name}: {k}", str(v)] for k, v in (p.get("provenance") or {}).items()]
+    sections = [
+        Section("Why episodes failed (primary label per failed episode)", tables=[why]),
+        Section("Overall", tables=[overall]),
+        Section("The team's closed-loop metrics", tables=[team]),
+        Section(f"Per {first} x {second}: successes (top failure)", tables=[per_combo]),
+        Section("Failure taxonomy (primary / any label, per policy)", tables=[taxonomy]),
+        Section("Settings", tables=[settings]),
+    ]
     plots = sorted(out.glob("trajectories_*.png"))
     sections.append(Section("Trajectories", figures=[embed.image(p, p.stem.removeprefix("trajectories_"))
                                                      for p in plots]))
-    videos = [r for r in records if r.get("video") and Path(r["video"]).is_file()]
-    if videos:
-        sections.append(Section("Videos", figures=[
-            embed.video(Path(r["video"]), f"{r['policy']} {r['layout']} {r['distance']} episode {r['episode']}: "
-                                          f"{r['status']}") for r in videos]))
+    with_video = [r for r in results if r.get("video") and Path(r["video"]).is_file()]
+    inline, linked = pick_videos(with_video, inline_videos)
+
+    def caption(r: dict[str, Any]) -> str:
+        why = f" ({r['failure']})" if r["failure"] and r["failure"] != r["status"] else ""
+        return f"{r['policy']} {r['layout']} {r['distance']} episode {r['episode']}: {r['status']}{why}"
+
+    if with_video:
+        sections.append(Section(f"Videos ({len(inline)} shown, {len(linked)} linked)",
+                                figures=[embed.video(Path(r["video"]), caption(r)) for r in inline]
+                                + [Figure("link", os.path.relpath(r["video"], out), caption(r)) for r in linked]))
     intro = [f"{family} family: {len(cfg['sweep']['layouts'])} {first}s x {len(cfg['sweep']['distances'])} {second}s x "
-             f"{cfg['sweep']['episodes_per_combo']} episodes, seed {cfg['sweep']['seed']}; env {cfg['env']}"]
+             f"{cfg['sweep']['episodes_per_combo']} episodes, seed {cfg['sweep']['seed']}"]
+    intro += [f"{name}: {pct(p['overall']['success_rate'])} success; failures: {top_failures(p['failures'])}"
+              for name, p in policies.items()]
     return render(f"Closed-loop evaluation: {', '.join(policies)}", intro, sections)
 
 

@@ -1,4 +1,5 @@
-"""Evaluation statistics: Wilson intervals, SPL, sim-vs-real agreement and the team's offline action metrics.
+"""Evaluation statistics: Wilson intervals, SPL, sim-vs-real agreement, the team's offline action metrics and the
+geometry of its closed-loop metrics (overshoot, deviation from a reference path, direction reversals).
 
 The offline metrics follow the team's ``evaluate_performance`` and ``evaluate_robot_control_metrics``
 (``shared/seeds/002_500378145bf88d21.txt``) exactly: MAE over all elements; accuracy = percentage of rows whose
@@ -73,6 +74,50 @@ def mmrv(sim: Sequence[float], real: Sequence[float]) -> float:
                 worst = max(worst, abs(real[i] - real[j]))
         total += worst
     return total / n
+
+
+def overshoot_distance(path: np.ndarray, start: Sequence[float], goal: Sequence[float]) -> float:
+    """How far (m) a path went past the goal along the start -> goal direction: ``max(0, max_t (p_t - goal) . u)``,
+    ``u`` the unit vector from ``start`` to ``goal``; 0.0 when they coincide.
+
+    Args:
+        path: ``(N, 2)`` float positions (m).
+        start, goal: ``(x, y)`` (m).
+    """
+    p, s, g = np.asarray(path, float).reshape(-1, 2), np.asarray(start, float)[:2], np.asarray(goal, float)[:2]
+    length = float(np.linalg.norm(g - s))
+    if length < 1e-9 or len(p) == 0:
+        return 0.0
+    return max(0.0, float(np.max((p - g) @ ((g - s) / length))))
+
+
+def path_deviation(path: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Distance (m) of each point of ``path`` to the polyline ``reference``: ``(N,)`` float64.
+
+    Args:
+        path: ``(N, 2)`` positions (m).
+        reference: ``(M, 2)`` polyline vertices (m), ``M >= 1``.
+
+    Raises:
+        ValueError: an empty reference.
+    """
+    p, r = np.asarray(path, float).reshape(-1, 2), np.asarray(reference, float).reshape(-1, 2)
+    if len(r) == 0:
+        raise ValueError("the reference path is empty")
+    if len(r) == 1:
+        return np.linalg.norm(p - r[0], axis=1)
+    a, b = r[:-1], r[1:]                                        # (M-1, 2) segments
+    ab = b - a
+    t = np.einsum("nmk,mk->nm", p[:, None, :] - a[None], ab) / np.maximum(np.einsum("mk,mk->m", ab, ab), 1e-12)
+    nearest = a[None] + np.clip(t, 0.0, 1.0)[..., None] * ab[None]  # (N, M-1, 2)
+    return np.linalg.norm(p[:, None, :] - nearest, axis=2).min(axis=1)
+
+
+def sign_reversals(signs: Sequence[int]) -> int:
+    """Direction reversals in a sequence of signs (-1, 0, +1): changes of sign between consecutive non-zero
+    entries (``[1, 0, -1, -1, 1]`` -> 2)."""
+    nonzero = [s for s in signs if s]
+    return sum(a != b for a, b in zip(nonzero, nonzero[1:]))
 
 
 def _r2(target: np.ndarray, pred: np.ndarray) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 import scenarios
 from scenarios.corridor import v5_path_type
 from scenarios.files import atomic_write, atomic_write_text
+from sim.evaluation.benchmark import episode_results, policy_failures, team_metrics, top_failures
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.episode import STATUSES
 from sim.evaluation.metrics import mmrv, offline_metrics, pearson, wilson_interval
@@ -45,7 +46,7 @@ def group_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Success rate with a 95 % Wilson interval, outcome rates, SPL, side compliance and latency of a group.
 
     Side compliance = share of episodes that passed every box they reached on the instructed side, among the
-    episodes that reached at least one box.
+    ``side_compliance_n`` episodes that reached at least one box.
     """
     n = len(records)
     k = sum(r["status"] == "success" for r in records)
@@ -59,6 +60,7 @@ def group_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         **{f"{s}_rate": (sum(r["status"] == s for r in records) / n if n else None) for s in STATUSES[1:]},
         "spl": _mean([r.get("spl") for r in records]),
         "side_compliance": (sum(bool(r["side_ok"]) for r in sided) / len(sided)) if sided else None,
+        "side_compliance_n": len(sided),
         "success_on_instructed_side": (sum(r["status"] == "success" and r.get("side_ok") is True for r in records) / n) if n else None,
         "mean_steps": _mean([r["steps"] for r in records]),
         "mean_path_length_m": _mean([r["path_length_m"] for r in records]),
@@ -69,16 +71,23 @@ def group_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(records: Sequence[dict[str, Any]], config: EvalConfig, real_results: dict[str, float] | None = None,
-              provenance: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+              provenance: dict[str, dict[str, Any]] | None = None,
+              results: Sequence[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything ``summary.json`` holds: the config, per policy overall and per layout x distance statistics,
-    offline metrics against the expert's labels, provenance (backbone, weights) and (with real results)
-    sim-vs-real Pearson r and MMRV. ``records`` are :meth:`EpisodeRecord.to_json` dicts."""
+    offline metrics against the expert's labels, the failure taxonomy's counts and the team's closed-loop metrics
+    (:mod:`sim.evaluation.benchmark`), provenance (backbone, weights) and (with real results) sim-vs-real Pearson r
+    and MMRV. ``records`` are :meth:`EpisodeRecord.to_json` dicts; ``results`` their
+    :func:`~sim.evaluation.benchmark.episode_results` (computed when None)."""
     by_policy: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_policy[r["policy"]].append(r)
+    results_by_policy: dict[str, list[dict]] = defaultdict(list)
+    for r in episode_results(records) if results is None else results:
+        results_by_policy[r["policy"]].append(r)
     policies: dict[str, Any] = {}
     for name in config.policy_names:
         recs = by_policy.get(name, [])
+        res = results_by_policy.get(name, [])
         combos: dict[str, list[dict]] = defaultdict(list)
         for r in recs:
             combos[f"{r['layout']}/{r['distance']}"].append(r)
@@ -88,6 +97,8 @@ def summarize(records: Sequence[dict[str, Any]], config: EvalConfig, real_result
             "overall": group_stats(recs),
             "per_combo": {key: group_stats(combos[key]) for key in sorted(combos)},
             "offline_metrics": offline_metrics(np.asarray(pred, float).reshape(-1, 2), np.asarray(tgt, float).reshape(-1, 2)),
+            "failures": policy_failures(res),
+            "team_metrics": team_metrics(res),
             "errors": [f"{r['layout']}/{r['distance']}/seed {r['seed']}: {(r.get('error') or '').splitlines()[0]}" for r in recs if r["status"] == "error"][:20],
             "provenance": (provenance or {}).get(name, {}),
         }
@@ -104,6 +115,14 @@ def summarize(records: Sequence[dict[str, Any]], config: EvalConfig, real_result
 def pct(x: float | None) -> str:
     """A rate in [0, 1] as ``"83%"``; ``"-"`` for None or NaN (the tables of every report)."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
+
+
+def side_text(stats: dict[str, Any]) -> str:
+    """Side compliance with its denominator, the episodes that reached a box: ``"100% (3/3)"``; ``"-"``."""
+    n = stats.get("side_compliance_n")
+    if stats.get("side_compliance") is None or not n:
+        return "-"
+    return f"{pct(stats['side_compliance'])} ({round(stats['side_compliance'] * n)}/{n})"
 
 
 def _ci(stats: dict[str, Any]) -> str:
@@ -136,10 +155,20 @@ def to_markdown(summary: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         o = pols[name]["overall"]
-        lines.append(f"| {name} | {_ci(o)} | {pct(o['success_on_instructed_side'])} | {pct(o['side_compliance'])} | {num(o['spl'])} | "
+        lines.append(f"| {name} | {_ci(o)} | {pct(o['success_on_instructed_side'])} | {side_text(o)} | {num(o['spl'])} | "
                      f"{pct(o['collision_rate'])} | {pct(o['timeout_rate'])} | {pct(o['out_of_bounds_rate'])} | "
                      f"{pct(o.get('overshoot_rate'))} | {pct(o['error_rate'])} | "
                      f"{num(o['latency_p50_ms'], '.1f')} / {num(o['latency_p95_ms'], '.1f')} |")
+    lines += ["", "## Why episodes failed (primary label per failed episode: `sim/evaluation/failures.py`)", ""]
+    lines += [f"- `{name}`: {top_failures(pols[name]['failures'])}" for name in names]
+    lines += ["", "## The team's closed-loop metrics (layer D)", "",
+              "| policy | overshoot m | terminal distance m | deviation from expert path mean / max m | recovered | "
+              "oscillations |", "|---|---|---|---|---|---|"]
+    for name in names:
+        t = pols[name]["team_metrics"]
+        lines.append(f"| {name} | {num(t['overshoot_m'])} | {num(t['terminal_distance_m'])} | "
+                     f"{num(t['deviation_mean_m'])} / {num(t['deviation_max_m'])} (worst {num(t['deviation_worst_m'])}) | "
+                     f"{t['recovered']}/{t['deviated']} | {num(t['oscillations'], '.1f')} |")
     lines += ["", "## Offline metrics on the same rollouts (against the expert's action at every visited state)", "",
               "| policy | steps | MAE | RMSE | acc 0.3 | acc 0.2 | acc 0.15 | R2 x / y | corr x / y | direction x / y |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -191,7 +220,7 @@ def console_table(summary: dict[str, Any]) -> str:
 
     rows.append(row("success [95% CI]", lambda p: _ci(p["overall"])))
     if family != "corridor":  # the corridor has no side to keep
-        rows.append(row("side compliance", lambda p: pct(p["overall"]["side_compliance"])))
+        rows.append(row("side compliance (of reached)", lambda p: side_text(p["overall"])))
     rows.append(row("SPL", lambda p: num(p["overall"]["spl"])))
     if family == "corridor":
         rows.append(row("collision / overshoot / timeout", lambda p: " / ".join(
@@ -201,6 +230,7 @@ def console_table(summary: dict[str, Any]) -> str:
             pct(p["overall"][f"{s}_rate"]) for s in ("collision", "timeout"))))
     rows.append(row("offline MAE vs expert", lambda p: num(p["offline_metrics"]["mae"], ".3f")))
     rows.append(row("latency p50 ms", lambda p: num(p["overall"]["latency_p50_ms"], ".1f")))
+    rows += [f"{n} failures: {top_failures(pols[n]['failures'])}" for n in names if "failures" in pols[n]]
     if "sim_vs_real" in summary:
         svr = summary["sim_vs_real"]
         rows.append(f"sim vs real: Pearson r {num(svr['pearson_r'], '.3f')}, MMRV {num(svr['mmrv'], '.3f')}")

@@ -145,7 +145,8 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         policy: the policy under test; ``reset(instruction, info)`` gets the reset info plus ``episode_seed``.
         seed: episode seed.
         expert: shadows the policy: its action at every visited state is the label for the offline metrics, and
-            its plan from the start pose is the shortest path for SPL. None skips both.
+            its plan from the start pose is the shortest path for SPL and the reference path of the trajectory
+            deviation (``expert_keys``, ``expert_path``). None skips them.
         latency: a :class:`~sim.evaluation.config.Latency` (None: the env's own ``action_latency``); measured:
             each action takes effect as late as the policy took to compute it (wall clock, at most 10 s); per
             component: as late as the components the policy ran at that step (``policy.step_components``).
@@ -165,16 +166,21 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         base.set_action_latency(0.0 if per_step else latency.seconds)
     episode = Episode(env, seed, options, keep_frames=keep_frames)
     x, y, yaw = episode.poses[0]
-    shortest = math.nan
+    shortest, reference = math.nan, None
     if expert is not None:
         expert.reset(episode.instruction, episode.reset_info)
         length = expert.shortest_path((x, y, yaw))
         shortest = math.nan if length is None else length
+        reference = expert.reference_path((x, y, yaw))
     step_latencies: list[float] = []
+    detections: list[bool] = []
 
     def act(obs: dict[str, Any]) -> np.ndarray:
         with step_deadline(step_timeout, f"step {episode.steps}: act"):
             action = policy.act(obs)
+        detection = getattr(policy, "step_detection", None)
+        if detection is not None:
+            detections.append(bool(detection))
         if per_step:
             seconds = latency.step_seconds(policy.latencies_ms[-1], getattr(policy, "step_components", None),
                                            getattr(policy, "component_latencies", None))
@@ -185,6 +191,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
     status, error = None, None
     pred_xy: list[list[float]] = []
     expert_xy: list[list[float]] = []
+    expert_keys: list[str] = []
     try:
         with step_deadline(step_timeout, "reset"):
             policy.reset(episode.instruction, {**episode.reset_info, "episode_seed": int(seed)})
@@ -196,6 +203,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
                 if expert is not None:
                     label = expert.label(step.obs["state"])
                     expert_xy.append(np.clip(label[:2], -1, 1).round(4).tolist())
+                    expert_keys.append(base.key_of(label))
                     pred_xy.append(np.clip(step.action[:2], -1, 1).round(4).tolist())
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             status = "error"
@@ -210,7 +218,9 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         spl=round(spl(status == "success", shortest, path_length), 4) if not math.isnan(shortest) else None,
         latency_p50_ms=_percentile(latencies, 50), latency_p95_ms=_percentile(latencies, 95),
         latency_applied=latency.applied if latency is not None else base.action_latency,
-        latency_steps_s=step_latencies, error=error, pred_xy=pred_xy, expert_xy=expert_xy, **(fields or {}),
+        latency_steps_s=step_latencies, error=error, pred_xy=pred_xy, expert_xy=expert_xy, expert_keys=expert_keys,
+        expert_path=[[round(px, 4), round(py, 4)] for px, py in reference or ()], detections=detections,
+        **(fields or {}),
     )
     return record, episode
 
@@ -315,8 +325,10 @@ def repair_records(path: Path) -> list[dict[str, Any]]:
 
 def describe_policy(policy) -> dict[str, Any]:
     """Provenance for reports: backbone, weights file and training data, when the policy has them."""
+    latencies = getattr(policy, "component_latencies", None)
+    extra = {"component latencies (s)": dict(latencies)} if latencies else {}
     if isinstance(getattr(policy, "provenance", None), dict):  # a policy that describes itself (grounder + MLP)
-        return dict(policy.provenance)
+        return {**policy.provenance, **extra}
     info: dict[str, Any] = {}
     members = [("", policy)] if not hasattr(policy, "first") else [("first ", policy.first), ("second ", policy.second)]
     for prefix, member in members:
@@ -334,7 +346,7 @@ def describe_policy(policy) -> dict[str, Any]:
             meta = getattr(ckpt, "meta", None) or {}
             if "training_data" in meta:
                 info[f"{prefix}training data"] = meta["training_data"]
-    return info
+    return {**info, **extra}
 
 
 def preflight(cfg: EvalConfig, workers: int) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -442,7 +454,8 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     """Run (or, with ``resume``, complete) the evaluation ``cfg`` in ``cfg.output.out``.
 
     Writes ``config.json`` (a new run), appends each finished episode to ``episodes.jsonl``, then writes
-    ``summary.json``, ``summary.md`` and (``plots``) one ``trajectories_<layout>_<distance>.png`` per combo.
+    ``summary.json``, ``summary.md``, the team's four benchmark files (:mod:`sim.evaluation.benchmark`),
+    ``index.html`` and (``plots``) one ``trajectories_<layout>_<distance>.png`` per combo.
 
     Args:
         workers: processes (spawned), or Ray actors, each with its own env and policies; the records do not
@@ -471,6 +484,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     """
     from tqdm import tqdm
 
+    from sim.evaluation.benchmark import episode_results, write_benchmark_files
     from sim.evaluation.html_report import eval_page
     from sim.evaluation.report import plot_trajectories, summarize, write_summary
 
@@ -544,8 +558,10 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
         for name, st in stats.items():
             provenance[name]["inference"] = (f"batched: {st.requests} steps in {st.batches} forwards (mean batch "
                                              f"{st.mean_batch:.2f}) on the policy server of {batchable[name]}")
-    summary = summarize(records, cfg, real_results, provenance)
+    results = episode_results(records)
+    summary = summarize(records, cfg, real_results, provenance, results)
     write_summary(out, summary)
+    write_benchmark_files(out, summary, results)
     written = plot_trajectories([r for r in records if r.get("scene")], out, cfg.policy_names) if plots else []
-    atomic_write_text(out / "index.html", eval_page(out, summary, records))
+    atomic_write_text(out / "index.html", eval_page(out, summary, results, cfg.output.inline_videos))
     return EvalResult(out, records, summary, written)
