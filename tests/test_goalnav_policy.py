@@ -220,6 +220,11 @@ def test_team_exp73_file_drives_the_corridor_with_the_robots_latencies(team_file
     steps = record["latency_steps_s"]
     assert steps[0] == pytest.approx(0.5547) and set(steps) <= {0.5547, 0.0547}
     assert record["status"] in ("success", "overshoot", "timeout", "collision")
+    # what the failure taxonomy reads: the grounder's detections, the expert's classes at the same states
+    assert len(record["detections"]) == len(record["expert_keys"]) == record["steps"]
+    assert record["detections"][0] is False  # the cold start: no grounding before the first frame
+    result = json.loads((out / "episode_results.jsonl").read_text().splitlines()[0])
+    assert "unknown" not in result["categories"].values() and result["deviation_mean_m"] is not None
 
 
 def test_team_exp49_file_and_the_goal_of_its_first_frame(team_files, tmp_path):

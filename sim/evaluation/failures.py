@@ -41,7 +41,7 @@ CATEGORIES = ("forward_collapse", "left_right_confusion", "perception_miss", "fa
 DEFINITIONS: dict[str, str] = {
     "forward_collapse": (
         "the policy drives straight forward (forward, no lateral, no rotation) at >= collapse_share of the "
-        "steps it moves (at least 2), while the expert at the same states asked for something else at >= "
+        "steps it moves (at least 2), while the expert at the same states turned (a lateral or a rotation) at >= "
         "collapse_expert_other of them: the head emits one class whatever it sees"),
     "perception_miss": (
         "the grounder found no target at >= miss_share of the decisions after the first (the first is the "
@@ -245,7 +245,7 @@ def categories(record: dict[str, Any], metrics: dict[str, Any] | None = None,
         moving = [(p, e) for p, e in zip(policy, expert) if not p.stop]
         out["forward_collapse"] = len(moving) >= 2 and (
             sum(p.straight for p, _ in moving) / len(moving) >= t.collapse_share
-            and sum(not e.straight for _, e in moving) / len(moving) >= t.collapse_expert_other)
+            and sum(bool(_way(e)) for _, e in moving) / len(moving) >= t.collapse_expert_other)
 
         both = [(_way(p), _way(e)) for p, e in zip(policy, expert) if _way(p) and _way(e)]
         opposite = sum(p != e for p, e in both)
@@ -307,7 +307,7 @@ def classify(record: dict[str, Any], thresholds: Thresholds = THRESHOLDS) -> Epi
     if status == "success":
         return EpisodeFailure(None, [], cats, metrics)
     labels = [name for name in CATEGORIES if cats[name] is True]
-    if status not in CAUSES + ("overshoot",):  # "error", or no status at all
+    if status not in ("collision", "timeout", "out_of_bounds", "overshoot"):  # "error", or no status at all
         primary = "error"
     else:
         primary = labels[0] if labels else status
