@@ -72,9 +72,11 @@ class Scene:
             self._load_egl()
         p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
         p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=cid)
+        # The textures before the plane: PyBullet's EGL plugin applies a changed texture by its public id as its own
+        # (bullet3 pull request #4805), and the two agree only when no URDF texture was registered before them.
+        self.textures = {name: p.loadTexture(str(path), physicsClientId=cid) for name, path in texture_files().items()}
         self.plane = p.loadURDF(str(Path(pybullet_data.getDataPath()) / "plane.urdf"), physicsClientId=cid)
         self._names: dict[int, str] = {}
-        self.textures = {name: p.loadTexture(str(path), physicsClientId=cid) for name, path in texture_files().items()}
         self.walls = [self._make_wall() for _ in range(4)]
         self._shapes: dict[tuple, tuple[int, int]] = {}  # geometry -> (collision, visual) shape ids, stateless
         self.robot_id = self._make_robot()
