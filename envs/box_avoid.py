@@ -24,6 +24,7 @@ from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence, Command, Co
 from envs.camera import lateral_for_image_x
 from envs.geometry import LEFT, NOT_PASSED, passing_side
 from envs.keys import ACTION_LABEL, DEAD_ZONE, action_to_key, apply_dead_zone
+from envs.rendering import choose_renderer
 from envs.robot import RobotConfig, ramp, wheel_speeds
 from envs.scene import PHYSICS_HZ, Scene
 from envs.settings import FAMILY_CAMERA_PITCH_DEG, ImageSize, check_actuation, default_actuation
@@ -97,8 +98,9 @@ class BoxAvoidEnv(gym.Env):
         robot: a :class:`RobotConfig` (default: its defaults, with the family's camera pitch,
             :data:`envs.settings.FAMILY_CAMERA_PITCH_DEG`: 5 deg for the corridor); ``camera_height`` (m),
             ``camera_pitch_deg``, ``camera_hfov_deg`` override its camera fields.
-        renderer: ``"tiny"`` (CPU ``ER_TINY_RENDERER``) or ``"egl"`` (hardware OpenGL through the EGL plugin,
-            falling back to tiny with a warning when it cannot load).
+        renderer: ``"tiny"`` (CPU ``ER_TINY_RENDERER``), ``"egl"`` (OpenGL through PyBullet's EGL plugin, falling
+            back to tiny with a warning when it cannot load) or ``"auto"`` (default: the faster for ``image_size``
+            on a CPU, :func:`envs.rendering.choose_renderer`). ``env.unwrapped.renderer`` is the one that draws.
         render_mode: ``None`` or ``"rgb_array"`` (top-down view of the arena).
         render_size: ``(width, height)`` px of :meth:`render`.
         action_latency: policy latency in simulated time (s): each action takes effect this long after the
@@ -174,7 +176,7 @@ class BoxAvoidEnv(gym.Env):
         camera_height: float | None = None,
         camera_pitch_deg: float | None = None,
         camera_hfov_deg: float | None = None,
-        renderer: str = "tiny",
+        renderer: str = "auto",
         render_mode: str | None = None,
         render_size: Sequence[int] = (640, 360),
         action_latency: float = 0.0,
@@ -247,7 +249,8 @@ class BoxAvoidEnv(gym.Env):
         if distance is None:
             distance = "straight" if family == "corridor" else "medium"
         self.scenario = scenarios.load(scenario, distance, scenario_dir, family)
-        self.scene = Scene(self.robot, renderer=renderer)
+        self.scene = Scene(self.robot, renderer=choose_renderer(renderer, self.image_size))
+        self.renderer = self.scene.renderer_name
         self._placer = _CameraPlacer(self.robot)
 
         w, h = self.image_size

@@ -7,7 +7,7 @@ bounded) and parked below the floor when unused, so thousands of resets load not
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -18,6 +18,7 @@ import pybullet as p
 import pybullet_data
 
 from envs.camera import camera_frame
+from envs.rendering import load_egl, quiet_stdout
 from envs.robot import RobotConfig
 from envs.settings import PHYSICS_HZ
 from envs.textures import texture_files
@@ -54,8 +55,8 @@ class Scene:
 
     Args:
         robot: robot constants (camera mount, footprint).
-        renderer: ``"tiny"`` or ``"egl"``; EGL is loaded before any body and falls back to tiny with a
-            ``RuntimeWarning`` when the plugin cannot be loaded.
+        renderer: ``"tiny"`` or ``"egl"`` (:mod:`envs.rendering`); EGL is loaded before any body and falls back to
+            tiny with a ``RuntimeWarning`` when the plugin cannot be loaded. :attr:`renderer_name` says which draws.
     """
 
     def __init__(self, robot: RobotConfig, renderer: str = "tiny") -> None:
@@ -66,13 +67,16 @@ class Scene:
         cid = self.client
         self.renderer = p.ER_TINY_RENDERER
         self._egl_plugin = None
+        self._egl_drawn = False
         if renderer == "egl":
             self._load_egl()
         p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
         p.setTimeStep(1.0 / PHYSICS_HZ, physicsClientId=cid)
+        # The textures before the plane: PyBullet's EGL plugin applies a changed texture by its public id as its own
+        # (bullet3 pull request #4805), and the two agree only when no URDF texture was registered before them.
+        self.textures = {name: p.loadTexture(str(path), physicsClientId=cid) for name, path in texture_files().items()}
         self.plane = p.loadURDF(str(Path(pybullet_data.getDataPath()) / "plane.urdf"), physicsClientId=cid)
         self._names: dict[int, str] = {}
-        self.textures = {name: p.loadTexture(str(path), physicsClientId=cid) for name, path in texture_files().items()}
         self.walls = [self._make_wall() for _ in range(4)]
         self._shapes: dict[tuple, tuple[int, int]] = {}  # geometry -> (collision, visual) shape ids, stateless
         self.robot_id = self._make_robot()
@@ -85,13 +89,8 @@ class Scene:
 
     # ------------------------------------------------------------------ building
     def _load_egl(self) -> None:
-        spec = importlib.util.find_spec("eglRenderer")
         try:
-            if spec is None or spec.origin is None:
-                raise RuntimeError("the eglRenderer module of pybullet is not installed")
-            plugin = p.loadPlugin(spec.origin, "_eglRendererPlugin", physicsClientId=self.client)
-            if plugin < 0:
-                raise RuntimeError("loadPlugin returned -1 (no EGL device?)")
+            plugin = load_egl(self.client)
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the CPU renderer
             warnings.warn(f"EGL renderer unavailable ({exc}); falling back to ER_TINY_RENDERER", RuntimeWarning, stacklevel=3)
             return
@@ -237,7 +236,14 @@ class Scene:
         w, h = size
         proj = p.computeProjectionMatrixFOV(fov_v, w / h, NEAR, FAR, physicsClientId=self.client)
         colour, ambient, diffuse = LIGHTING[spec.time_period]
-        img = p.getCameraImage(
+        quiet = quiet_stdout() if self._egl_plugin is not None and not self._egl_drawn else contextlib.nullcontext()
+        self._egl_drawn = True
+        with quiet:  # the EGL plugin prints its vendor on its first frame
+            img = self._camera_image(w, h, view, proj, spec, colour, ambient, diffuse)
+        return np.asarray(img, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
+
+    def _camera_image(self, w, h, view, proj, spec, colour, ambient, diffuse):
+        return p.getCameraImage(
             w, h, view, proj,
             renderer=self.renderer,
             flags=p.ER_NO_SEGMENTATION_MASK,
@@ -249,7 +255,6 @@ class Scene:
             shadow=0,
             physicsClientId=self.client,
         )[2]
-        return np.asarray(img, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
 
     def render_onboard(self, spec: SceneSpec, size: tuple[int, int]) -> np.ndarray:
         """Onboard camera image, uint8 ``(H, W, 3)`` RGB, from the mount in :class:`RobotConfig` plus the
@@ -261,6 +266,11 @@ class Scene:
         w, h = size
         fov_v = math.degrees(2 * math.atan(math.tan(cam.hfov / 2) * h / w))
         return self._image(view, size, fov_v, spec)
+
+    @property
+    def renderer_name(self) -> str:
+        """The renderer that draws this scene's images: ``"tiny"`` or ``"egl"`` (after any fallback)."""
+        return "egl" if self.renderer == p.ER_BULLET_HARDWARE_OPENGL else "tiny"
 
     @staticmethod
     def _topdown_camera(spec: SceneSpec, size: tuple[int, int]) -> tuple[float, float, float]:
@@ -296,7 +306,8 @@ class Scene:
     def close(self) -> None:
         """Disconnect the PyBullet client (idempotent)."""
         if self.client is not None and p.isConnected(self.client):
-            if self._egl_plugin is not None:
-                p.unloadPlugin(self._egl_plugin, physicsClientId=self.client)
-            p.disconnect(self.client)
+            with quiet_stdout():
+                if self._egl_plugin is not None:
+                    p.unloadPlugin(self._egl_plugin, physicsClientId=self.client)
+                p.disconnect(self.client)
         self.client = None

@@ -95,6 +95,7 @@ class ExpertPolicy(Policy):
         self._plan: list[str] = []
         self._expected: tuple[float, float] | None = None
         self._blocked: list[Rect] = []
+        self._rects: list[tuple[float, float, float, float]] = []
 
     # ------------------------------------------------------------------ episode
     def _reset(self, instruction: str, info: dict[str, Any]) -> None:
@@ -126,6 +127,7 @@ class ExpertPolicy(Policy):
         self._blocked.append(Rect(tx - margin_x, tx + 0.5, ty - margin_y, ty + margin_y))
         margin = self.robot.radius
         self._bounds = Rect(x_min + margin, x_max - margin, y_min + margin, y_max - margin)
+        self._rects = [(r.x0, r.x1, r.y0, r.y1) for r in self._blocked]
         self._plan, self._expected, self._last_key = [], None, None
         self._perturbations = 0
 
@@ -193,10 +195,19 @@ class ExpertPolicy(Policy):
         return pos[0] + self.step_length * math.cos(angle), pos[1] + self.step_length * math.sin(angle)
 
     def _free(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
+        """Whether the press from ``a`` to ``b`` stays in bounds and out of every blocked rectangle (checked at a
+        quarter, half, three quarters and the end). The planner's inner loop: :class:`Rect`'s test written out over
+        plain tuples (the same comparisons, a third of the time)."""
+        bx0, bx1, by0, by1 = self._bounds.x0, self._bounds.x1, self._bounds.y0, self._bounds.y1
+        rects = self._rects
+        ax, ay, dx, dy = a[0], a[1], b[0] - a[0], b[1] - a[1]
         for t in (0.25, 0.5, 0.75, 1.0):
-            x, y = a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
-            if not self._bounds.contains(x, y) or any(r.contains(x, y) for r in self._blocked):
+            x, y = ax + dx * t, ay + dy * t
+            if not (bx0 <= x <= bx1 and by0 <= y <= by1):
                 return False
+            for x0, x1, y0, y1 in rects:
+                if x0 <= x <= x1 and y0 <= y <= y1:
+                    return False
         return True
 
     def plan(self, start: tuple[float, float], yaw: float, last_key: str | None = None) -> list[str] | None:

@@ -8,7 +8,8 @@
   ``sim.export``, ``sim.train``).
 - The flags naming where a VLA policy's weights come from and where it runs (:func:`add_model_source_arguments`,
   ``--device``: :func:`add_device_argument`, :func:`check_device`).
-- ``--family`` (:func:`add_family_argument`) on every command that builds an environment.
+- ``--family`` (:func:`add_family_argument`) on every command that builds an environment; ``--renderer``
+  (:func:`add_renderer_argument`) on every command that renders camera images.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import scenarios
 from envs.cadence import Cadence
+from envs.rendering import RENDERERS
 from policies.catalog import BACKBONE_NAMES
 from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, MobileVLAError
 
@@ -147,6 +149,14 @@ def add_family_argument(parser: argparse.ArgumentParser) -> None:
                         help="scenario family: cup (2025 set-up, calibrated to the operators' guides), basket "
                              "(early 2026, pots, at the spec's distances) or corridor (since V5: a gray basket in a "
                              "corridor; its axes are positions and paths); default %(default)s")
+
+
+def add_renderer_argument(parser: argparse.ArgumentParser) -> None:
+    """``--renderer {tiny,egl,auto}`` (:mod:`envs.rendering`) on every command that renders camera images; default
+    ``auto`` (the faster for the image size here; ``tiny`` when EGL cannot start)."""
+    parser.add_argument("--renderer", choices=RENDERERS, default="auto",
+                        help="tiny (PyBullet's CPU renderer), egl (OpenGL through PyBullet's EGL plugin) or auto "
+                             "(default: egl from 130k pixels per frame up when EGL starts here, else tiny)")
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:

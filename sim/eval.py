@@ -2,8 +2,8 @@
 
 ``python -m sim.eval --policy NAME [--policy NAME2 ...] [--checkpoint PATH] [--backbone auto] [--backbone-path P]
 [--clip-path P] [--key-map MAP.json] [--config ROBOVLMS.json] [--policy-arg [POLICY@]KEY=VALUE] [--layouts all]
-[--distances all] [--episodes-per-combo 10] [--seed 0] [--workers N] [--backend local|ray [--ray-address ADDR]]
-[--device cpu|cuda|cuda:N] [--batch auto|on|off [--batch-wait-ms MS]] [--record failures|all|none]
+[--distances all] [--episodes-per-combo 10] [--renderer tiny|egl|auto] [--seed 0] [--workers N] [--backend local|ray [--ray-address ADDR]]
+[--device cpu|cuda|cuda:N] [--batch auto|on|off [--batch-wait-ms MS]] [--record failures|all|none] [--videos-per-combo N|all]
 [--latency-ms X | --latency measured] [--step-timeout S] [--out runs/NAME-TIMESTAMP] [--resume RUN_DIR
 [--retry-errors]] [--real-results CSV]``
 
@@ -36,6 +36,7 @@ from sim.cli import (
     add_family_argument,
     add_model_source_arguments,
     add_policy_arg_argument,
+    add_renderer_argument,
     add_sweep_arguments,
     cadence_from_arg,
     command,
@@ -45,6 +46,7 @@ from sim.cli import (
 )
 from sim.evaluation import EvalConfig, EvalResult, evaluate
 from sim.evaluation.config import (
+    DEFAULT_VIDEOS_PER_COMBO,
     MAX_LATENCY_S,
     RECORD_MODES,
     EnvSettings,
@@ -101,6 +103,19 @@ def parse_latency_components(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def videos_per_combo(text: str) -> int | None:
+    """``--videos-per-combo``: ``"all"`` -> None, ``"N"`` -> N >= 0 (else argparse's one-line error, exit 2)."""
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0 or all, got {text!r}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     """The :class:`EvalConfig` the command line describes.
 
@@ -132,10 +147,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         policies=[policy_spec(name, model_source=source, policy_args=policy_args) for name in names],
         env=EnvSettings(family=args.family, actuation=args.actuation, cadence=cadence,
                         image_size=ImageSize.parse(args.image_size, "--image-size"), max_steps=args.max_steps,
-                        max_time=args.max_time, latency=latency),
+                        max_time=args.max_time, latency=latency, renderer=args.renderer),
         sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=args.episodes_per_combo, seed=args.seed),
         output=OutputSettings(out=out, video_dir=Path("videos") / out.name, record=args.record,
-                              real_results=args.real_results, inline_videos=args.inline_videos),
+                              videos_per_combo=args.videos_per_combo, real_results=args.real_results,
+                              inline_videos=args.inline_videos),
     )
 
 
@@ -167,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inline-videos", type=int, default=12, metavar="N",
                         help="videos embedded in index.html (failures first, one per failure category, then "
                              "successes); the others are linked (default 12)")
+    parser.add_argument("--videos-per-combo", type=videos_per_combo, default=DEFAULT_VIDEOS_PER_COMBO, metavar="N|all",
+                        help=f"--record applies to the first N episodes of each policy x layout x distance (default "
+                             f"{DEFAULT_VIDEOS_PER_COMBO}; all: every episode)")
     lat = parser.add_mutually_exclusive_group()
     lat.add_argument("--latency-ms", type=float, help="apply every action this many ms late (simulated time)")
     lat.add_argument("--latency", choices=["measured"], help="apply each action as late as the policy took")
@@ -182,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-time", type=float, metavar="S",
                         help="class actuation: episode length in simulated seconds (default 45)")
     parser.add_argument("--image-size", default="224x224", help="camera WIDTHxHEIGHT px")
+    add_renderer_argument(parser)
     parser.add_argument("--max-steps", type=int, default=None, help="steps before a timeout (default: the env's)")
     parser.add_argument("--out", help="run folder (default runs/<policies>-<timestamp>)")
     parser.add_argument("--resume", help="complete the run in this folder with its saved settings")

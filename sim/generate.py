@@ -20,8 +20,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from envs.rendering import choose_renderer
 from envs.settings import ImageSize, default_actuation
-from sim.cli import add_family_argument, add_sweep_arguments, cadence_from_arg, command, sweep_from_args
+from sim.cli import (
+    add_family_argument,
+    add_renderer_argument,
+    add_sweep_arguments,
+    cadence_from_arg,
+    command,
+    sweep_from_args,
+)
 from sim.data import h5format
 from sim.data.generation import OUTPUT_FORMATS, GenerateConfig, generate
 
@@ -39,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="output_format", choices=OUTPUT_FORMATS, default="h5",
                    help="h5: the episode files; lerobot: also a LeRobot v3.0 dataset of them in OUT/lerobot")
     p.add_argument("--image-size", default="1280x720", help="WIDTHxHEIGHT px (default 1280x720 like the robot)")
+    add_renderer_argument(p)
     p.add_argument("--variant-ratio", type=float, default=0.4, help="share of variant episodes in [0, 1]")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
@@ -85,11 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_size=size, variant_ratio=args.variant_ratio, seed=args.seed, randomize=args.randomize,
         epsilon=args.epsilon, slack=args.slack, max_attempts=args.max_attempts, workers=args.workers,
         collector_format=args.collector_format, output_format=args.output_format,
-        cadence=None if cadence is None else args.cadence,
+        cadence=None if cadence is None else args.cadence, renderer=choose_renderer(args.renderer, size),
     )
     res = generate(cfg, progress=not args.no_progress)
     s = res["statistics"]
-    print(f"{cfg.out}: wrote {len(res['written'])} episodes ({res['frames_written']} frames, "
+    print(f"{cfg.out}: wrote {len(res['written'])} episodes ({res['frames_written']} frames, {cfg.renderer}: "
           f"{res['frames_written'] / max(res['elapsed_s'], 1e-9):.1f} frames/s), skipped {res['skipped']} "
           f"finished, {len(res['failed'])} failed; folder holds {s['num_episodes']} episodes")
     if res["lerobot"] is not None:

@@ -22,7 +22,14 @@ from pathlib import Path
 import scenarios
 from envs.settings import ImageSize
 from scenarios.errors import ConfigError
-from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from sim.cli import (
+    add_model_source_arguments,
+    add_policy_arg_argument,
+    add_renderer_argument,
+    command,
+    model_source_kwargs,
+    parse_policy_args,
+)
 from sim.data import h5format
 from sim.evaluation.config import policy_spec
 from sim.evaluation.offline import OfflineConfig, evaluate_offline
@@ -41,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--closed-loop-episodes", type=int, default=2,
                         help="closed-loop episodes per layout x distance of the data, for the comparison (0: none)")
     parser.add_argument("--eval-run", help="take the closed-loop figures from this sim.eval run folder instead")
+    add_renderer_argument(parser)
     parser.add_argument("--twin-image-size", default="640x360", help="the twins' camera WIDTHxHEIGHT (16:9 as the "
                                                                      "robot's)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the closed loop")
@@ -90,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=tuple(Path(d) for d in args.data), out=Path(args.out), twins=not args.no_twins,
         videos=not args.no_videos, seed=args.seed, skip_invalid=args.skip_invalid,
         closed_loop_episodes=args.closed_loop_episodes, eval_run=Path(args.eval_run) if args.eval_run else None,
-        twin_image_size=tuple(ImageSize.parse(args.twin_image_size, "--twin-image-size")), workers=args.workers,
+        twin_image_size=tuple(ImageSize.parse(args.twin_image_size, "--twin-image-size")), renderer=args.renderer,
+        workers=args.workers,
         family=args.family)
     corridor = corridor_data(cfg.data)
     if corridor:  # the corridor's V6 files: their replay beside our closed loop

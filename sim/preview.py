@@ -21,7 +21,7 @@ from envs import ENV_ID  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
 from scenarios.files import atomic_write  # noqa: E402
-from sim.cli import add_family_argument, command  # noqa: E402
+from sim.cli import add_family_argument, add_renderer_argument, command  # noqa: E402
 from sim.evaluation.episode import Episode, EpisodeRecord  # noqa: E402
 from sim.evaluation.report import OUTCOME_COLOURS  # noqa: E402
 
@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario-dir", default=None, help="extra folder of layout TOML files")
     parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNG (default 110)")
     add_family_argument(parser)
+    add_renderer_argument(parser)
     args = parser.parse_args(argv)
     if not 20 <= args.dpi <= 600:
         parser.error(f"--dpi must be in [20, 600], got {args.dpi}")
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = gym.make(
         ENV_ID, scenario=layouts[0], render_mode="rgb_array", render_size=top_size,
         domain_randomization=args.domain_randomization, scenario_dir=args.scenario_dir, family=args.family,
+        renderer=args.renderer,
     )
     fig, axes = plt.subplots(len(layouts), 2 * len(distances), figsize=(4.2 * len(distances), 1.75 * len(layouts)),
                              gridspec_kw={"width_ratios": [1, 1.78] * len(distances)})

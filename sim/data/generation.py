@@ -52,6 +52,7 @@ import numpy as np
 
 import scenarios
 from envs import ENV_ID
+from envs.rendering import choose_renderer
 from envs.settings import default_actuation
 from scenarios.errors import MobileVLAError
 from scenarios.files import atomic_write_text
@@ -92,6 +93,9 @@ class GenerateConfig:
         collector_format: write exactly what the robot's collector writes: no ``language_instruction`` and none of
             the ``sim_*`` attributes (so such a folder cannot be resumed: start it empty).
         output_format: ``h5``, or ``lerobot``: the H5 files and their LeRobot v3.0 dataset in ``out/lerobot``.
+        renderer: ``tiny`` or ``egl`` (``auto`` is resolved on construction: :func:`envs.rendering.choose_renderer`);
+            part of the content (the frames differ), so of the fingerprint; stored in ``sim_params["env"]`` and
+            ``sim_renderer``.
     """
 
     out: Path
@@ -111,6 +115,10 @@ class GenerateConfig:
     workers: int = 1
     collector_format: bool = False
     output_format: str = "h5"
+    renderer: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "renderer", choose_renderer(self.renderer, self.image_size))
 
     @property
     def actuation(self) -> str:
@@ -124,6 +132,8 @@ class GenerateConfig:
             d.pop(k)
         if d["cadence"] is None:  # files of before the corridor have no such setting: same fingerprint
             d.pop("cadence")
+        if d["renderer"] == "tiny":  # files of before the renderer setting were drawn by tiny: same fingerprint
+            d.pop("renderer")
         d["layouts"], d["distances"], d["image_size"] = list(self.layouts), list(self.distances), list(self.image_size)
         return d
 
@@ -223,8 +233,8 @@ def make_envs(cfg: GenerateConfig):
         common.update(cadence=cfg.cadence or CORRIDOR_CADENCE)
     else:
         common.update(max_steps=cfg.max_steps)
-    plan_env = gym.make(ENV_ID, obs_keys=("instruction", "state"), **common)
-    render_env = gym.make(ENV_ID, obs_keys=("image", "instruction", "state"), **common)
+    plan_env = gym.make(ENV_ID, obs_keys=("instruction", "state"), renderer="tiny", **common)  # draws nothing
+    render_env = gym.make(ENV_ID, obs_keys=("image", "instruction", "state"), renderer=cfg.renderer, **common)
     return plan_env, render_env
 
 
@@ -370,7 +380,8 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
         "expert": {"name": "expert", "epsilon": cfg.epsilon if plan.kind == "variant" else 0.0,
                    "slack": cfg.slack, "seed": ro.expert_seed},
         "env": {"id": ENV_ID, "scenario": plan.layout, "distance": plan.distance, "family": cfg.family,
-                "image_size": list(cfg.image_size), "domain_randomization": cfg.randomize,
+                "image_size": list(cfg.image_size), "renderer": env.unwrapped.renderer,
+                "domain_randomization": cfg.randomize,
                 "max_steps": cfg.max_steps, "step_duration_s": step_duration,
                 "cadence": ro.info["control"]["cadence"] if cfg.actuation == "class" else None},
         "episode_index": index, "attempt": attempt, "kind": plan.kind, "keys": ro.keys,
@@ -385,6 +396,7 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
         "sim_generator": GENERATOR,
         "sim_seed": cfg.seed,
         "sim_kind": plan.kind,
+        "sim_renderer": env.unwrapped.renderer,
     }
     if cfg.collector_format:
         h5format.write_episode(cfg.out / name, images_bgr, actions, events, attrs)

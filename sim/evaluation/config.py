@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 import scenarios
 from envs import ENV_ID
 from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence
+from envs.rendering import Renderer, choose_renderer
 from envs.settings import Actuation, ImageSize, default_actuation
 from scenarios.errors import ConfigError
 from scenarios.files import atomic_write_text
@@ -27,6 +28,10 @@ from scenarios.files import atomic_write_text
 RecordMode = Literal["failures", "all", "none"]
 #: Which episodes get a video: those that did not succeed, all, or none.
 RECORD_MODES: tuple[str, ...] = RecordMode.__args__  # type: ignore[attr-defined]
+#: Videos per policy x layout x distance unless told otherwise: one (the combo's episode 0, when ``record`` selects
+#: it) shows each combo's behaviour; the 240 failures of the main job at one video each took about 0.8 s of a core
+#: apiece, half of its time (README, "where the main job's time goes"). Our choice.
+DEFAULT_VIDEOS_PER_COMBO = 1
 #: Largest simulated latency (s), the env's ``action_latency`` bound.
 MAX_LATENCY_S = 10.0
 CONFIG_FILE = "config.json"
@@ -123,7 +128,9 @@ class EnvSettings(_Frozen):
 
     ``actuation`` defaults to the family's (``class`` for the corridor, :func:`envs.settings.default_actuation`);
     ``cadence`` applies to the ``class`` actuation only (default ``deployed``: :mod:`envs.cadence`); ``max_time``
-    (s) to the ``class`` actuation too (default 45 s).
+    (s) to the ``class`` actuation too (default 45 s). ``renderer`` (``tiny``, ``egl``, ``auto``:
+    :mod:`envs.rendering`) is resolved when the settings are built, so ``auto`` is stored (``config.json``) as the
+    renderer it chose for ``image_size`` on this machine, and every worker renders with that one.
 
     Raises (on construction):
         ConfigError: a cadence for another actuation, an invalid cadence, or one whose holds are longer than the
@@ -137,6 +144,7 @@ class EnvSettings(_Frozen):
     max_steps: int | None = Field(None, ge=1)
     max_time: float | None = Field(None, gt=0, le=3600)
     latency: Latency = Latency()
+    renderer: Renderer = "auto"
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -157,6 +165,11 @@ class EnvSettings(_Frozen):
     @classmethod
     def _family(cls, value: str) -> str:
         return scenarios.check_family(value)
+
+    @model_validator(mode="after")
+    def _renderer(self) -> EnvSettings:
+        object.__setattr__(self, "renderer", choose_renderer(self.renderer, self.image_size))
+        return self
 
     @model_validator(mode="after")
     def _timing(self) -> EnvSettings:
@@ -187,7 +200,7 @@ class EnvSettings(_Frozen):
         per_step = self.latency.measured or bool(self.latency.components)
         return {"scenario": layout, "distance": distance, "family": self.family, "image_size": tuple(self.image_size),
                 "actuation": self.actuation, "cadence": self.cadence, "max_steps": self.max_steps,
-                "max_time": self.max_time, "render_mode": "rgb_array",
+                "max_time": self.max_time, "render_mode": "rgb_array", "renderer": self.renderer,
                 "action_latency": 0.0 if per_step else self.latency.seconds}
 
     def make_env(self, layout: str, distance: str):
@@ -222,13 +235,26 @@ class Sweep(_Frozen):
 class OutputSettings(_Frozen):
     """Where results go: the run folder, the video folder and which episodes get a video; ``real_results`` is an
     optional ``policy,success_rate`` CSV measured on the robot; ``inline_videos``: videos embedded in the run page
-    (``index.html``; the others are linked)."""
+    (``index.html``; the others are linked).
+
+    An episode gets a video when ``record`` selects it (``failures``: it did not succeed; ``all``; ``none``) and its
+    index within its policy x layout x distance is below ``videos_per_combo`` (None: every episode). The rule reads
+    the episode alone, so the videos do not depend on the workers or the order episodes finish in."""
 
     out: Path
     video_dir: Path
     record: RecordMode = "failures"
+    videos_per_combo: int | None = Field(DEFAULT_VIDEOS_PER_COMBO, ge=0)
     real_results: Path | None = None
     inline_videos: int = Field(12, ge=0, le=1000)
+
+    def may_record(self, episode: int) -> bool:
+        """Whether episode index ``episode`` of a combo can get a video (then its frames are kept)."""
+        return self.record != "none" and (self.videos_per_combo is None or episode < self.videos_per_combo)
+
+    def records(self, episode: int, status: str | None) -> bool:
+        """Whether the episode ``episode`` of a combo, ended with ``status``, gets a video."""
+        return self.may_record(episode) and (self.record == "all" or status != "success")
 
 
 class EvalConfig(_Frozen):
@@ -295,6 +321,10 @@ class EvalConfig(_Frozen):
             raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
+        if isinstance(data.get("env"), dict):  # runs of before the renderer setting rendered with tiny
+            data["env"].setdefault("renderer", "tiny")
+        if isinstance(data.get("output"), dict):  # ... and of before the cap recorded every selected episode
+            data["output"].setdefault("videos_per_combo", None)
         try:
             cfg = cls(**data) if "sweep" in data else from_legacy(data)
         except (ConfigError, scenarios.ScenarioError) as exc:
@@ -339,11 +369,12 @@ def from_legacy(data: dict[str, Any]) -> EvalConfig:
     return EvalConfig(
         policies=[policy_spec(n, model_source=source, policy_args=data.get("policy_args")) for n in data["policies"]],
         env=EnvSettings(actuation=data.get("actuation", "keypress"), image_size=data.get("image_size", "224x224"),
-                        max_steps=data.get("max_steps"), latency=Latency.parse(data.get("latency", 0.0))),
+                        max_steps=data.get("max_steps"), latency=Latency.parse(data.get("latency", 0.0)),
+                        renderer="tiny"),
         sweep=Sweep(layouts=data["layouts"], distances=data["distances"],
                     episodes_per_combo=data["episodes_per_combo"], seed=data["seed"]),
         output=OutputSettings(out=data["out"], video_dir=data["video_dir"], record=data.get("record", "failures"),
-                              real_results=data.get("real_results")),
+                              videos_per_combo=None, real_results=data.get("real_results")),
     )
 
 

@@ -273,6 +273,8 @@ class OfflineConfig:
         closed_loop_episodes: episodes per layout x distance of the data for the closed-loop column (0: none).
         eval_run: an existing ``sim.eval`` run folder to take the closed-loop figures from instead.
         twin_image_size: the twins' camera image (16:9 like the robot's 1280x720).
+        renderer: the twins' renderer (``tiny``, ``egl``, ``auto``: :func:`envs.rendering.choose_renderer`; ``auto``
+            draws 640x360 with egl where EGL starts; the figures of the README's offline section were drawn by tiny).
         workers: processes of the closed-loop evaluation.
         family: scenario family of the closed-loop sweep; None: the data's (one family only).
     """
@@ -287,6 +289,7 @@ class OfflineConfig:
     closed_loop_episodes: int = 2
     eval_run: Path | None = None
     twin_image_size: tuple[int, int] = (640, 360)
+    renderer: str = "auto"
     workers: int = 1
     family: str | None = None
 
@@ -402,7 +405,8 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
             raise PolicyBuildError(f"cannot build policy {spec.name!r}: {type(exc).__name__}: {exc}") from None
 
     cfg.out.mkdir(parents=True, exist_ok=True)
-    env = gym.make(ENV_ID, image_size=cfg.twin_image_size, render_mode="rgb_array") if cfg.twins else None
+    env = gym.make(ENV_ID, image_size=cfg.twin_image_size, render_mode="rgb_array",
+                   renderer=cfg.renderer) if cfg.twins else None
     rows: list[dict[str, Any]] = []
     gaps: list[dict[str, Any]] = []
     twins_info: dict[str, dict[str, Any]] = {}

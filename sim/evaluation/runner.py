@@ -282,12 +282,12 @@ def run_task(task: Task) -> dict[str, Any]:
         policy = _policy(task.policy)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a policy that cannot be built errors its episodes
         return failed_record(task, f"building the policy: {type(exc).__name__}: {exc}")
-    record_mode = cfg.output.record
     record, episode = run_policy_episode(
-        env, policy, task.seed, expert=_WORKER["expert"], latency=cfg.env.latency, keep_frames=record_mode != "none",
+        env, policy, task.seed, expert=_WORKER["expert"], latency=cfg.env.latency,
+        keep_frames=cfg.output.may_record(task.episode),
         options={"scenario": task.layout, "distance": task.distance},
         fields={"policy": task.policy, "episode": task.episode}, step_timeout=_WORKER.get("step_timeout"))
-    if record_mode == "all" or (record_mode == "failures" and record.status != "success"):
+    if cfg.output.records(task.episode, record.status):
         from sim.evaluation.video import compose_frames, render_topdown_frames, write_video
 
         top = render_topdown_frames(env, episode.poses)
