@@ -30,6 +30,8 @@ RECORD_MODES: tuple[str, ...] = RecordMode.__args__  # type: ignore[attr-defined
 #: Largest simulated latency (s), the env's ``action_latency`` bound.
 MAX_LATENCY_S = 10.0
 CONFIG_FILE = "config.json"
+#: The run folder's video folder (:attr:`OutputSettings.video_dir`).
+VIDEO_DIR = "videos"
 CONFIG_VERSION = 2
 
 
@@ -218,15 +220,27 @@ class Sweep(_Frozen):
     episodes_per_combo: int = Field(10, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)
 
+    @field_validator("layouts", "distances")
+    @classmethod
+    def _once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:  # its episodes would run, and count, twice
+            raise ValueError(f"{', '.join(map(repr, repeated))} given more than once")
+        return value
+
 
 class OutputSettings(_Frozen):
-    """Where results go: the run folder, the video folder and which episodes get a video; ``real_results`` is an
-    optional ``policy,success_rate`` CSV measured on the robot."""
+    """Where results go: the run folder ``out`` (its videos in ``out/videos``: :attr:`video_dir`) and which
+    episodes get a video; ``real_results`` is an optional ``policy,success_rate`` CSV measured on the robot."""
 
     out: Path
-    video_dir: Path
     record: RecordMode = "failures"
     real_results: Path | None = None
+
+    @property
+    def video_dir(self) -> Path:
+        """``out/videos``: inside the run folder, so no two runs share one."""
+        return self.out / VIDEO_DIR
 
 
 class EvalConfig(_Frozen):
@@ -293,6 +307,8 @@ class EvalConfig(_Frozen):
             raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
+        if isinstance(data.get("output"), dict):  # runs before the videos moved into the run folder named theirs
+            data["output"].pop("video_dir", None)
         try:
             cfg = cls(**data) if "sweep" in data else from_legacy(data)
         except (ConfigError, scenarios.ScenarioError) as exc:
@@ -340,7 +356,7 @@ def from_legacy(data: dict[str, Any]) -> EvalConfig:
                         max_steps=data.get("max_steps"), latency=Latency.parse(data.get("latency", 0.0))),
         sweep=Sweep(layouts=data["layouts"], distances=data["distances"],
                     episodes_per_combo=data["episodes_per_combo"], seed=data["seed"]),
-        output=OutputSettings(out=data["out"], video_dir=data["video_dir"], record=data.get("record", "failures"),
+        output=OutputSettings(out=data["out"], record=data.get("record", "failures"),
                               real_results=data.get("real_results")),
     )
 
