@@ -1,5 +1,6 @@
-"""Issue 27: killing a command ends its workers (SIGTERM, SIGKILL, Ctrl-C), and a run is counted once (the run
-folder's lock, a new run only in a new or empty folder, a resumed run's records checked, no repeated names)."""
+"""Issue 27: killing a command ends its workers (SIGTERM, SIGKILL, Ctrl-C); a run is counted once (the run folder's
+lock, a new run only in a new or empty folder, a resumed run's records checked, no repeated names); no private API
+of a dependency unless it is pinned to the releases it was tested on."""
 
 from __future__ import annotations
 
@@ -244,3 +245,42 @@ def test_videos_live_in_the_run_folder(tmp_path):
 
     assert OutputSettings(out=tmp_path / "a" / "run").video_dir == tmp_path / "a" / "run" / "videos"
     assert OutputSettings(out=tmp_path / "a" / "run").video_dir != OutputSettings(out=tmp_path / "b" / "run").video_dir
+
+
+# --------------------------------------------------------------------------------------------- private APIs
+def test_the_pool_reads_no_private_member_of_the_executor():
+    import ast
+    from pathlib import Path
+
+    from sim.evaluation import pool
+
+    tree = ast.parse(Path(pool.__file__).read_text())  # os._exit is public (documented)
+    private = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                      and node.attr.startswith("_") and not node.attr.startswith("__") and node.attr != "_exit"})
+    strings = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value == "_processes"]
+    assert not private and not strings, f"private members read: {private or strings}"
+
+
+def test_uvicorn_is_a_release_the_read_deadline_was_tested_on():
+    """The server's read deadline subclasses uvicorn's h11 protocol (no public hook exists): the dependency is pinned
+    with an upper bound, the installed release is inside it, and the members the subclass reads still exist."""
+    import inspect
+    from pathlib import Path
+
+    import uvicorn
+    from packaging.requirements import Requirement
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    pin = next(Requirement(d) for d in deps if Requirement(d).name == "uvicorn")
+    assert any(spec.operator == "<" for spec in pin.specifier), f"{pin}: no upper bound"
+    assert pin.specifier.contains(uvicorn.__version__), f"uvicorn {uvicorn.__version__} is outside {pin}"
+    source = inspect.getsource(H11Protocol)
+    for member in ("self.cycle", "self.conn", "self.transport", "self.loop", "self.client", "response_complete",
+                   "def connection_made", "def data_received", "def connection_lost"):
+        assert member in source, f"uvicorn {uvicorn.__version__}'s H11Protocol has no {member}"
