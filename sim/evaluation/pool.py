@@ -63,7 +63,10 @@ def die_with_parent(poll_s: float = 1.0) -> None:
 
 
 def _start_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """A pool worker's set-up: it ends with its parent (:func:`die_with_parent`) and leaves Ctrl-C to it (the
+    terminal sends SIGINT to every process of the group; the main process stops the pool), then ``initializer``."""
     die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
 
