@@ -12,7 +12,9 @@ before anything is written: a bad one prints one line and exits 2) and runs :fun
 (seeds, workers and resuming: :mod:`sim.evaluation.runner`; the Ray backend: :mod:`sim.evaluation.ray_backend`;
 batched inference: :mod:`policies.batching`).
 Exit 0: done; 1: an episode ended in ``error``;
-2: bad arguments; 130: interrupted (``--resume RUN_DIR`` completes the run).
+2: bad arguments (a run folder in use, a new run in a folder with files, a flag ``--resume`` would ignore, a
+resumed run whose records disagree with its config.json); 130: interrupted, 143: terminated by SIGTERM
+(``--resume RUN_DIR`` completes the run).
 """
 
 from __future__ import annotations

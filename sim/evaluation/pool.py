@@ -43,7 +43,9 @@ def die_with_parent(poll_s: float = 1.0) -> None:
     """End this process (SIGKILL) as soon as the process that started it ends, whatever ended it (``kill -9``
     included). On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere a daemon thread
     checks ``os.getppid()`` every ``poll_s`` seconds. A parent that died before this call ends this process at once.
-    Does nothing in a process that was not started by ``multiprocessing``."""
+    Does nothing in a process that was not started by ``multiprocessing``. On Linux the signal comes when the
+    *thread* that started this process ends: :func:`run_tasks` starts its workers in the thread that iterates it,
+    and ends them before that iteration returns."""
     parent = mp.parent_process()
     if parent is None:
         return
