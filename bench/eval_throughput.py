@@ -29,7 +29,7 @@ def main() -> None:
         return EvalConfig(policies=[policy_spec(args.policy)],
                           sweep={"layouts": scenarios.names(), "distances": scenarios.DISTANCES,
                                  "episodes_per_combo": args.episodes_per_combo},
-                          output={"out": out, "video_dir": out / "videos", "record": "none"})
+                          output={"out": out, "record": "none"})
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config(Path(tmp) / "alone")

@@ -9,7 +9,8 @@ Concrete classes also derive from the built-in they refine (``ValueError``, ``Fi
 
 Exit codes shared by every command: 0 done; 1 the run finished but something it measured failed (an episode
 ended in ``error``, a parity check, a latency budget); 2 bad arguments or input (nothing was run); 130
-interrupted (Ctrl-C; finished work is kept and ``--resume`` completes it).
+interrupted (Ctrl-C; finished work is kept and ``--resume`` completes it); 143 terminated (SIGTERM, handled as
+Ctrl-C is: finished work is kept, the worker processes are ended).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: 128 + SIGTERM: the shell's code for a process ended by SIGTERM, here after a clean stop.
+EXIT_TERMINATED = 143
 
 
 class MobileVLAError(Exception):

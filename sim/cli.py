@@ -2,7 +2,8 @@
 
 - :func:`command`: wraps a command's ``main`` so that an error of the project (:class:`~scenarios.errors.
   MobileVLAError`) or a file the user named that cannot be read or written prints one line, ``error: ...``, and
-  exits 2, and Ctrl-C exits 130; a traceback is left only for a bug.
+  exits 2, Ctrl-C exits 130 and SIGTERM, handled as Ctrl-C is (finished work kept, worker processes ended),
+  exits 143; a traceback is left only for a bug.
 - ``--policy-arg [POLICY@]KEY=VALUE`` (:func:`add_policy_arg_argument`, :func:`parse_policy_args`): the one style
   of policy arguments, on every command that builds a policy (``sim.eval``, ``sim.offline``, ``sim.serve``,
   ``sim.export``, ``sim.train``).
@@ -19,7 +20,9 @@ import ast
 import functools
 import json
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +30,7 @@ import scenarios
 from envs.cadence import Cadence
 from envs.rendering import RENDERERS
 from policies.catalog import BACKBONE_NAMES
-from scenarios.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, MobileVLAError
+from scenarios.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, MobileVLAError
 
 #: ``--backbone`` choices: ``auto`` and the registered backbones (:data:`policies.catalog.BACKBONE_NAMES`).
 BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
@@ -178,8 +181,13 @@ def sweep_from_args(family: str, layouts: Sequence[str] | None, distances: Seque
 
     Raises:
         ScenarioError: a name that is not one of the family's (one line naming the flag, the family's axis and its
-            names: a distance preset given to the corridor, a path to a box family).
+            names: a distance preset given to the corridor, a path to a box family), or a name given twice (its
+            episodes would run, and count, twice).
     """
+    for flag, given in zip(flags, (layouts, distances)):
+        repeated = sorted({name for name in given or () if list(given).count(name) > 1})
+        if repeated:
+            raise scenarios.ScenarioError(f"{flag}: {', '.join(map(repr, repeated))} given more than once")
     default_layouts, default_distances = scenarios.default_sweep(family, scenario_dir)
     axis, second = scenarios.axis_names(family)
     if layouts is None:
@@ -222,23 +230,41 @@ def add_policy_arg_argument(parser: argparse.ArgumentParser, *aliases: str) -> N
                         help="keyword argument for every policy, or for one with POLICY@ (values: Python/JSON)")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises ``KeyboardInterrupt`` (so the same code stops the
+    work cleanly: finished results kept, worker processes ended)."""
+
+
 def command(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a command's ``main(argv) -> exit code`` so that it always returns its exit code: an error of the
     project or an unusable file the user named prints ``error: <message>`` (one line) and returns 2, as argparse's
-    own usage errors do (returned, not raised); ``--help`` returns 0; Ctrl-C returns 130."""
+    own usage errors do (returned, not raised); ``--help`` returns 0; Ctrl-C returns 130; SIGTERM raises
+    :class:`Terminated` (a ``KeyboardInterrupt``) while ``main`` runs, so it stops as Ctrl-C does, and returns 143."""
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
+        terminated: list[int] = []
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            terminated.append(signum)
+            raise Terminated(f"signal {signum}")
+
+        handles = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, on_sigterm) if handles else None
         try:
-            return main(*args, **kwargs)
+            code = main(*args, **kwargs)
         except SystemExit as exc:  # argparse: usage error (2) or --help (0)
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         except (MobileVLAError, OSError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"error: {message}", file=sys.stderr)
-            return EXIT_USAGE
+            code = EXIT_USAGE
         except KeyboardInterrupt:
-            print("\ninterrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            print("\nterminated" if terminated else "\ninterrupted", file=sys.stderr)
+            code = EXIT_INTERRUPTED
+        finally:
+            if handles:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
 
     return wrapper

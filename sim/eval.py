@@ -12,7 +12,9 @@ before anything is written: a bad one prints one line and exits 2) and runs :fun
 (seeds, workers and resuming: :mod:`sim.evaluation.runner`; the Ray backend: :mod:`sim.evaluation.ray_backend`;
 batched inference: :mod:`policies.batching`).
 Exit 0: done; 1: an episode ended in ``error``;
-2: bad arguments; 130: interrupted (``--resume RUN_DIR`` completes the run).
+2: bad arguments (a run folder in use, a new run in a folder with files, a flag ``--resume`` would ignore, a
+resumed run whose records disagree with its config.json); 130: interrupted, 143: terminated by SIGTERM
+(``--resume RUN_DIR`` completes the run).
 """
 
 from __future__ import annotations
@@ -149,10 +151,22 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                         image_size=ImageSize.parse(args.image_size, "--image-size"), max_steps=args.max_steps,
                         max_time=args.max_time, latency=latency, renderer=args.renderer),
         sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=args.episodes_per_combo, seed=args.seed),
-        output=OutputSettings(out=out, video_dir=Path("videos") / out.name, record=args.record,
-                              videos_per_combo=args.videos_per_combo, real_results=args.real_results,
-                              inline_videos=args.inline_videos),
+        output=OutputSettings(out=out, record=args.record, videos_per_combo=args.videos_per_combo,
+                              real_results=args.real_results, inline_videos=args.inline_videos),
     )
+
+
+#: What ``--resume`` may be given besides the run folder: how the rest of the run runs, not what it measures (the
+#: run's settings are its ``config.json``'s).
+RESUME_FLAGS = ("resume", "retry_errors", "workers", "step_timeout", "backend", "ray_address", "batch",
+                "batch_wait_ms")
+
+
+def given_flags(argv: Sequence[str] | None) -> list[str]:
+    """The flags ``argv`` gives (``--seed``, ...), in the parser's order; those left at their defaults are not."""
+    probe = build_parser()
+    probe.set_defaults(**dict.fromkeys(vars(probe.parse_args([])), None))  # a flag on the command line is never None
+    return [f"--{dest.replace('_', '-')}" for dest, value in vars(probe.parse_args(argv)).items() if value is not None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --policy NAME (or --list, or --resume RUN_DIR)")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
+    if args.resume:
+        ignored = [flag for flag in given_flags(argv) if flag.removeprefix("--").replace("-", "_") not in RESUME_FLAGS]
+        if ignored:
+            raise ConfigError(f"--resume completes the run with the settings of its config.json: {', '.join(ignored)} "
+                         f"would be ignored (resume takes only "
+                         f"{', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS[1:])})")
     if args.retry_errors and not args.resume:
         parser.error("--retry-errors re-runs the errors of an existing run: give --resume RUN_DIR")
     if args.step_timeout is not None and not args.step_timeout > 0:

@@ -37,7 +37,7 @@ def run(out: Path, policies=("test_forward", "expert"), episodes: int = 2, seed:
     cfg = EvalConfig(policies=[policy_spec(p) for p in policies], env={"image_size": "64x48"},
                      sweep={"layouts": ["1box_hori_left"], "distances": ["close"], "episodes_per_combo": episodes,
                             "seed": seed},
-                     output={"out": out, "video_dir": out / "videos", "record": record})
+                     output={"out": out, "record": record, "videos_per_combo": None})
     return evaluate(cfg, progress=False, plots=True)
 
 

@@ -124,12 +124,34 @@ def test_cli_dry_run_prints_the_table_and_writes_nothing(tmp_path, capsys):
     assert "--press must be within" in capsys.readouterr().err
 
 
-def test_the_operators_guides_pass_in_the_cup_family():
-    """The issue's acceptance figure: with pose jitter (5 seeds per guide, seed 0 nominal), at least 90 % of the
-    guides run collision-free on the named side in the committed cup layouts (a name played in both orientations
-    counts half in each)."""
-    share = guide_share(verify(load_guides(), 5))
-    assert share >= 0.9, f"{share:.1%} of the guides pass"
+#: The calibration's verified result, as committed (the README's calibration table, "after: pass"): per guide and
+#: layout, the replays of 5 (seed 0 nominal, 1-4 jittered) that run collision-free on the named side (a truncated
+#: guide also nearer the goal at its end).
+CALIBRATED = {
+    ("1box_vert_left", "1box_vert_left"): 5, ("1box_vert_right__core__medium", "1box_vert_right"): 5,
+    ("1box_vert_left__core__far", "1box_vert_left"): 5, ("1box_vert_right__core__far", "1box_vert_right"): 5,
+    ("1box_vert_right__core__close", "1box_vert_right"): 5, ("1box_hori_left__core__medium", "1box_hori_left"): 4,
+    ("1box_hori_right__core__medium", "1box_hori_right"): 5, ("1box_hori_left__core__close", "1box_hori_left"): 5,
+    ("1box_hori_right__core__close", "1box_hori_right"): 0, ("1box_hori_left__core__far", "1box_hori_left"): 5,
+    ("1box_hori_right__core__far", "1box_hori_right"): 5, ("1box_left__core__medium", "1box_vert_left"): 5,
+    ("1box_left__core__medium", "1box_hori_left"): 3, ("1box_right__core__medium", "1box_vert_right"): 5,
+    ("1box_right__core__medium", "1box_hori_right"): 0, ("2box_vert_left__core__medium", "2box_vert_left"): 5,
+    ("2box_vert_right__core__medium", "2box_vert_right"): 5, ("2box_vert_left__core__close", "2box_vert_left"): 5,
+    ("2box_vert_right__core__close", "2box_vert_right"): 5, ("2box_hori_left__core__medium", "2box_hori_left"): 5,
+    ("2box_hori_right__core__medium", "2box_hori_right"): 5, ("2box_hori_left__core__close", "2box_hori_left"): 5,
+}
+
+
+def test_the_committed_cup_layouts_give_the_calibrations_verified_table():
+    """What the calibration guarantees is its verified table, reproducibly (seeded jitter, the simulator's verdict),
+    not a margin over the 90 % target: the committed cup layouts pass exactly the replays it reported, guide by
+    guide (97/110 replays, 90.5 % of the guides: the target met, two guides of the 1-box ``hori_right`` layout
+    never). A change of the physics, the judge or a layout that moves any guide fails here, naming it: re-run
+    ``python -m sim.calibrate`` and update the table and the README."""
+    table = verify(load_guides(), 5)
+    assert {key: row["passed"] for key, row in table.items()} == CALIBRATED
+    assert all(row["replays"] == 5 for row in table.values())
+    assert guide_share(table) == pytest.approx(0.905, abs=5e-4)
 
 
 def test_guide_stops_only_with_space():

@@ -105,7 +105,7 @@ def test_failure_videos_and_real_results(tmp_path, monkeypatch):
     assert main(args) == 0
     records = read_records(tmp_path / "runs/vid/episodes.jsonl")
     videos = [r.get("video") for r in records]
-    assert videos[0] is None and videos[1].startswith("videos/vid/random_1box_hori_left_medium_ep000_")
+    assert videos[0] is None and videos[1].startswith("runs/vid/videos/random_1box_hori_left_medium_ep000_")
     import imageio.v3 as iio
 
     frames = iio.imread(tmp_path / videos[1])
@@ -153,7 +153,7 @@ def test_evaluate_is_a_library_call_and_its_config_round_trips(tmp_path):
     cfg = EvalConfig(policies=[policy_spec("expert")],
                      env={"image_size": "64x48", "latency": 0.05, "max_steps": 25},
                      sweep={"layouts": ["1box_vert_left"], "distances": ["close"], "episodes_per_combo": 2, "seed": 4},
-                     output={"out": tmp_path / "lib", "video_dir": tmp_path / "videos", "record": "none"})
+                     output={"out": tmp_path / "lib", "record": "none"})
     result = evaluate(cfg, progress=False, plots=False)
     assert [r["status"] for r in result.records] == ["success", "success"] and result.errors == 0
     assert all(r["latency_applied"] == 0.05 and r["keys"][-1] == "SPACE" for r in result.records)

@@ -476,7 +476,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatc
     assert sim_eval.main(["--policy", "expert", "--layouts", "1box_vert_left", "--distances", "close",
                           "--episodes-per-combo", "1", "--out", str(out)]) == 2
     assert "No space left on device" in capsys.readouterr().err
-    assert list(out.iterdir()) == [], "no half-written config.json, no temporary file"
+    from sim.evaluation.runner import LOCK_FILE
+
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE], "no half-written config.json, no temporary file"
     monkeypatch.setattr(files.os, "fsync", real_fsync)
     assert sim_eval.main(["--policy", "expert", "--layouts", "1box_vert_left", "--distances", "close",
                           "--episodes-per-combo", "1", "--out", str(out), "--record", "none"]) == 0

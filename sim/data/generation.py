@@ -575,7 +575,10 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, Any]:
                 bar.set_postfix(frames_per_s=f"{frames / max(time.perf_counter() - start, 1e-9):.1f}")
         finally:
             if workers > 1:
-                results.close()
+                results.close()  # the workers have ended when it returns: remove a file one was writing
+                for path in cfg.out.iterdir():
+                    if h5format.is_temp_file(path):
+                        path.unlink(missing_ok=True)
             else:
                 for env in _WORKER.pop("env", ()):
                     env.close()

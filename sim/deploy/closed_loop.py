@@ -95,7 +95,7 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
                       policy_spec(exported_name)],
             env=EnvSettings(family=family, latency=Latency(seconds=latency_ms / 1e3)),
             sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=episodes, seed=seed),
-            output=OutputSettings(out=run, video_dir=run / "videos", record="none"))
+            output=OutputSettings(out=run, record="none"))
     result = evaluate(cfg, workers=1, resume=resume, progress=progress)
     original, exported = (result.summary["policies"][p.name] for p in cfg.policies)
     combos = {combo: (original["per_combo"][combo]["successes"], exported["per_combo"][combo]["successes"])

@@ -35,6 +35,8 @@ DEFAULT_VIDEOS_PER_COMBO = 1
 #: Largest simulated latency (s), the env's ``action_latency`` bound.
 MAX_LATENCY_S = 10.0
 CONFIG_FILE = "config.json"
+#: The run folder's video folder (:attr:`OutputSettings.video_dir`).
+VIDEO_DIR = "videos"
 CONFIG_VERSION = 2
 
 
@@ -231,18 +233,25 @@ class Sweep(_Frozen):
     episodes_per_combo: int = Field(10, ge=1)
     seed: int = Field(0, ge=0, lt=2**32)
 
+    @field_validator("layouts", "distances")
+    @classmethod
+    def _once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:  # its episodes would run, and count, twice
+            raise ValueError(f"{', '.join(map(repr, repeated))} given more than once")
+        return value
+
 
 class OutputSettings(_Frozen):
-    """Where results go: the run folder, the video folder and which episodes get a video; ``real_results`` is an
-    optional ``policy,success_rate`` CSV measured on the robot; ``inline_videos``: videos embedded in the run page
-    (``index.html``; the others are linked).
+    """Where results go: the run folder ``out`` (its videos in ``out/videos``: :attr:`video_dir`) and which
+    episodes get a video; ``real_results`` is an optional ``policy,success_rate`` CSV measured on the robot;
+    ``inline_videos``: videos embedded in the run page (``index.html``; the others are linked).
 
     An episode gets a video when ``record`` selects it (``failures``: it did not succeed; ``all``; ``none``) and its
     index within its policy x layout x distance is below ``videos_per_combo`` (None: every episode). The rule reads
     the episode alone, so the videos do not depend on the workers or the order episodes finish in."""
 
     out: Path
-    video_dir: Path
     record: RecordMode = "failures"
     videos_per_combo: int | None = Field(DEFAULT_VIDEOS_PER_COMBO, ge=0)
     real_results: Path | None = None
@@ -255,6 +264,11 @@ class OutputSettings(_Frozen):
     def records(self, episode: int, status: str | None) -> bool:
         """Whether the episode ``episode`` of a combo, ended with ``status``, gets a video."""
         return self.may_record(episode) and (self.record == "all" or status != "success")
+
+    @property
+    def video_dir(self) -> Path:
+        """``out/videos``: inside the run folder, so no two runs share one."""
+        return self.out / VIDEO_DIR
 
 
 class EvalConfig(_Frozen):
@@ -325,6 +339,7 @@ class EvalConfig(_Frozen):
             data["env"].setdefault("renderer", "tiny")
         if isinstance(data.get("output"), dict):  # ... and of before the cap recorded every selected episode
             data["output"].setdefault("videos_per_combo", None)
+            data["output"].pop("video_dir", None)  # ... and named their video folder (now inside the run folder)
         try:
             cfg = cls(**data) if "sweep" in data else from_legacy(data)
         except (ConfigError, scenarios.ScenarioError) as exc:
@@ -373,8 +388,8 @@ def from_legacy(data: dict[str, Any]) -> EvalConfig:
                         renderer="tiny"),
         sweep=Sweep(layouts=data["layouts"], distances=data["distances"],
                     episodes_per_combo=data["episodes_per_combo"], seed=data["seed"]),
-        output=OutputSettings(out=data["out"], video_dir=data["video_dir"], record=data.get("record", "failures"),
-                              videos_per_combo=None, real_results=data.get("real_results")),
+        output=OutputSettings(out=data["out"], record=data.get("record", "failures"), videos_per_combo=None,
+                              real_results=data.get("real_results")),
     )
 
 

@@ -340,7 +340,7 @@ def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], f
             policies=cfg.policies, env=EnvSettings(family=family),
             sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=cfg.closed_loop_episodes,
                         seed=cfg.seed),
-            output=OutputSettings(out=run, video_dir=run / "videos", record="none"))
+            output=OutputSettings(out=run, record="none"))
         summary = evaluate(eval_cfg, workers=cfg.workers, resume=resume, progress=progress).summary
     else:
         return {}

@@ -6,7 +6,12 @@ training seeds). Each worker process owns one environment and its policies; resu
 number of workers (wall-clock latencies aside). With batched inference (``batch``, :mod:`policies.batching`) the VLA
 policies run instead on policy servers in this process (one per device), each advancing every waiting worker's
 episode in one forward; their actions equal unbatched ones to float tolerance, so such a run is reproducible to that
-tolerance. Finished episodes are appended to ``episodes.jsonl`` as they complete, so an interrupted run loses nothing and ``evaluate(EvalConfig.load(run_dir), resume=True)`` completes it.
+tolerance. Finished episodes are appended to ``episodes.jsonl`` as they complete, so an interrupted run loses nothing
+and ``evaluate(EvalConfig.load(run_dir), resume=True)`` completes it.
+
+A run is counted once: one evaluation at a time holds its run folder (a lock, :func:`claim_run_folder`); a new run
+starts only in a new or empty folder; a resumed run's records are checked against its ``config.json`` before any
+episode runs (:func:`check_records`).
 """
 
 from __future__ import annotations
@@ -35,14 +40,16 @@ from policies.batching import (
     ServerLink,
 )
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_text
-from sim.evaluation.config import EvalConfig, safe_name
-from sim.evaluation.episode import Episode, EpisodeRecord
+from scenarios.files import atomic_write_text, is_temp_file
+from sim.evaluation.config import CONFIG_FILE, EvalConfig, safe_name
+from sim.evaluation.episode import STATUSES, Episode, EpisodeRecord
 from sim.evaluation.metrics import spl
 from sim.evaluation.pool import run_tasks
 
 EVAL_STREAM = 0xE7A1  # seed-stream tag; data generation uses another one
 EPISODES_FILE = "episodes.jsonl"
+#: The run folder's lock file (:func:`claim_run_folder`).
+LOCK_FILE = ".lock"
 #: Where the episodes run: worker processes on this machine, or actors on a Ray cluster (:mod:`.ray_backend`).
 BACKENDS = ("local", "ray")
 #: When the VLA policies run batched on policy servers (one per device) (:func:`batched_policies`).
@@ -315,12 +322,115 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def repair_records(path: Path) -> list[dict[str, Any]]:
-    """Rewrite ``episodes.jsonl`` without a line cut short by a kill (atomic), so appends start clean."""
-    records = read_records(path)
-    if path.exists():
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+def check_records(path: Path, cfg: EvalConfig) -> list[dict[str, Any]]:
+    """The records of the run's ``episodes.jsonl`` at ``path``, each checked against the run's ``cfg``: a JSON object
+    with the fields of :class:`EpisodeRecord`, a status of :data:`STATUSES` (``success`` true exactly for
+    ``"success"``), an episode of the plan (:func:`plan_tasks`: a policy, layout, distance and index of the
+    config) with that episode's seed, and no episode recorded twice. Only the last line may be cut short (a kill
+    while it was written): it is left out.
+
+    Raises:
+        ConfigError: the first line that breaks a rule, as ``<path>:<line>: <rule>``.
+    """
+    if not path.exists():
+        return []
+    seeds = {task.key: task.seed for task in plan_tasks(cfg)}
+    required = {f.name for f in dataclasses.fields(EpisodeRecord)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    records, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # the last line, without its newline: cut short by a kill
+                continue
+            raise ConfigError(f"{path}:{number}: not a JSON record") from None
+        problem = _record_problem(record, required, seeds, seen)
+        if problem:
+            raise ConfigError(f"{path}:{number}: {problem}; this run cannot be resumed (start a new one)")
+        seen.add(_record_key(record))
+        records.append(record)
     return records
+
+
+def _record_key(record: dict[str, Any]) -> tuple:
+    return record["policy"], record["layout"], record["distance"], record["episode"]
+
+
+def _record_problem(record: Any, required: set[str], seeds: dict[tuple, int], seen: set[tuple]) -> str | None:
+    """What is wrong with one record of a resumed run (:func:`check_records`), or None."""
+    if not isinstance(record, dict):
+        return f"a record must be a JSON object, got {type(record).__name__}"
+    missing = sorted((required | {"policy", "episode"}) - set(record))
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    if record["status"] not in STATUSES:
+        return f"status {record['status']!r} is not one of {', '.join(STATUSES)}"
+    if record["success"] is not (record["status"] == "success"):
+        return f"success {record['success']!r} disagrees with status {record['status']!r}"
+    key = tuple(record[k] for k in ("policy", "layout", "distance")) + (record["episode"],)
+    if not all(isinstance(k, str) for k in key[:3]) or type(key[3]) is not int or key not in seeds:
+        return (f"episode {key} (policy, layout, distance, index) is not one of this run's (config.json: its "
+                "policies, layouts, distances and episodes_per_combo)")
+    if record["seed"] != seeds[key]:
+        return f"seed {record['seed']!r} of episode {key} is not the config's seed for it ({seeds[key]})"
+    if key in seen:
+        return f"episode {key} is recorded twice"
+    return None
+
+
+def remove_temp_files(run_dir: Path, cfg: EvalConfig) -> None:
+    """Remove the temporary files a stopped writer left in the run folder and its video folder
+    (:func:`scenarios.files.is_temp_file`); call it only while holding the run folder (:func:`claim_run_folder`)
+    with no worker running."""
+    for folder in (run_dir, cfg.output.video_dir):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if is_temp_file(path):
+                    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def claim_run_folder(out: Path, *, resume: bool) -> Iterator[None]:
+    """Hold the run folder ``out`` for the block: an exclusive lock on ``out/.lock`` (``filelock``; the kernel
+    releases it when the process ends, however it ends), so two evaluations never write one run. A new run
+    (``resume`` False) needs a folder that does not exist or is empty (it is created).
+
+    Raises:
+        ConfigError: another evaluation holds the folder; a new run in a folder that holds a run (resume it) or
+            files of its own. Nothing is written then.
+    """
+    from filelock import FileLock, Timeout
+
+    if not resume:
+        _check_new_run_folder(out)
+        out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(out / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"{out} is in use by another evaluation (locked: {out / LOCK_FILE}); wait for it to end "
+                          "or choose another output folder") from None
+    try:
+        if not resume:
+            _check_new_run_folder(out)  # again, holding the lock: another evaluation may have started it since
+        yield
+    finally:
+        lock.release()
+
+
+def _check_new_run_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file, not a folder: choose another output folder")
+    entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE) if out.is_dir() else []
+    if CONFIG_FILE in entries or EPISODES_FILE in entries:
+        raise ConfigError(f"{out} already holds a run; resume it or choose another output folder")
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ConfigError(f"{out} holds files of its own ({shown}): a new run needs a new or empty folder")
 
 
 def describe_policy(policy) -> dict[str, Any]:
@@ -477,21 +587,17 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
         batch_wait_ms: the server's longest wait for more requests once one arrived (ms).
 
     Raises:
-        ConfigError: a new run in a folder that already holds one; ``retry_errors`` without ``resume``; a
+        ConfigError: another evaluation holds the run folder (:func:`claim_run_folder`); a new run in a folder that
+            already holds one or holds files of its own; a resumed run whose ``episodes.jsonl`` breaks a rule of
+            :func:`check_records` (named by line); ``retry_errors`` without ``resume``; a
             ``step_timeout`` that is not positive; an unknown ``backend`` or ``batch``, a negative
             ``batch_wait_ms``, ``ray_address`` without the Ray backend, or the Ray backend without Ray installed.
         PolicyBuildError: see :func:`preflight` (nothing is written).
     """
     from tqdm import tqdm
 
-    from sim.evaluation.benchmark import episode_results, write_benchmark_files
-    from sim.evaluation.html_report import eval_page
-    from sim.evaluation.report import plot_trajectories, summarize, write_summary
-
     out = Path(cfg.output.out)
     episodes_file = out / EPISODES_FILE
-    if not resume and episodes_file.exists():
-        raise ConfigError(f"{out} already holds a run; resume it or choose another output folder")
     if retry_errors and not resume:
         raise ConfigError("retry_errors re-runs the errors of an existing run: use it with resume")
     if step_timeout is not None and not step_timeout > 0:
@@ -504,60 +610,76 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
         raise ConfigError(f"batch must be one of {', '.join(BATCH_MODES)}, got {batch!r}")
     if not batch_wait_ms >= 0:
         raise ConfigError(f"batch_wait_ms must be >= 0 (ms), got {batch_wait_ms}")
+    if not resume:
+        _check_new_run_folder(out)
     if backend == "ray":
         from sim.evaluation.ray_backend import import_ray, run_tasks_on_ray
 
         import_ray()  # fails before anything is written
     provenance, batchable = preflight(cfg, workers)
-    if not resume:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out)
-    records = repair_records(episodes_file)
-    if retry_errors and any(r["status"] == "error" for r in records):
-        records = [r for r in records if r["status"] != "error"]
-        atomic_write_text(episodes_file, "".join(json.dumps(r) + "\n" for r in records))
-    done = {(r["policy"], r["layout"], r["distance"], r["episode"]) for r in records}
-    pending = [t for t in plan_tasks(cfg) if t.key not in done]
+    with claim_run_folder(out, resume=resume):
+        records = check_records(episodes_file, cfg) if resume else []
+        if not resume:
+            cfg.save(out)
+        remove_temp_files(out, cfg)  # left by a run that was killed
+        if retry_errors:
+            records = [r for r in records if r["status"] != "error"]
+        if resume:  # without a line cut short by a kill, or the errors to retry, so appends start clean
+            atomic_write_text(episodes_file, "".join(json.dumps(r) + "\n" for r in records))
+        done = {_record_key(r) for r in records}
+        pending = [t for t in plan_tasks(cfg) if t.key not in done]
 
-    workers = max(1, min(workers, len(pending) or 1))
-    interrupted = False
-    if pending:
-        if progress:
-            where = "Ray actor(s)" if backend == "ray" else "worker(s)"
-            print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} {where} -> {out}")
-        successes = sum(1 for r in records if r["status"] == "success")
-        finished = len(done)
-        groups = batched_policies(batch, workers, batchable)
+        workers = max(1, min(workers, len(pending) or 1))
+        interrupted = False
         stats: dict[str, BatchStats] = {}
-        if backend == "ray":
-            results = run_tasks_on_ray(cfg, pending, workers=workers, step_timeout=step_timeout, address=ray_address,
-                                       batched=groups, batch_wait_ms=batch_wait_ms, batch_stats=stats)
-        else:
-            results = _run_locally(cfg, pending, workers, step_timeout, groups, batch_wait_ms, stats)
-        try:
-            with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
-                                                      disable=not progress) as bar:
-                for record in results:
-                    fh.write(json.dumps(record) + "\n")
-                    fh.flush()
-                    finished += 1
-                    successes += record["status"] == "success"
-                    bar.set_postfix(success=f"{successes / finished:.0%}")
-                    bar.update()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            results.close()
-    if interrupted:
-        return EvalResult(out, read_records(episodes_file), None, [], interrupted=True)
+        if pending:
+            if progress:
+                where = "Ray actor(s)" if backend == "ray" else "worker(s)"
+                print(f"evaluating {len(pending)} episodes ({len(done)} already done) with {workers} {where} -> {out}")
+            successes = sum(1 for r in records if r["status"] == "success")
+            finished = len(done)
+            groups = batched_policies(batch, workers, batchable)
+            if backend == "ray":
+                results = run_tasks_on_ray(cfg, pending, workers=workers, step_timeout=step_timeout,
+                                           address=ray_address, batched=groups, batch_wait_ms=batch_wait_ms,
+                                           batch_stats=stats)
+            else:
+                results = _run_locally(cfg, pending, workers, step_timeout, groups, batch_wait_ms, stats)
+            try:
+                with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
+                                                          disable=not progress) as bar:
+                    for record in results:
+                        fh.write(json.dumps(record) + "\n")
+                        fh.flush()
+                        finished += 1
+                        successes += record["status"] == "success"
+                        bar.set_postfix(success=f"{successes / finished:.0%}")
+                        bar.update()
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM in a command (sim.cli.Terminated)
+                interrupted = True
+            finally:
+                results.close()  # the workers have ended when it returns
+                remove_temp_files(out, cfg)  # a video a stopped worker was writing
+        if interrupted:
+            return EvalResult(out, read_records(episodes_file), None, [], interrupted=True)
+        return _report(cfg, out, episodes_file, provenance, batchable, stats, real_results, plots)
+
+
+def _report(cfg: EvalConfig, out: Path, episodes_file: Path, provenance: dict[str, dict[str, Any]],
+            batchable: dict[str, str], stats: dict[str, BatchStats], real_results: dict[str, float] | None,
+            plots: bool) -> EvalResult:
+    """Write the finished run's summary, the team's benchmark files, plots and ``index.html``; its
+    :class:`EvalResult`."""
+    from sim.evaluation.benchmark import episode_results, write_benchmark_files
+    from sim.evaluation.html_report import eval_page
+    from sim.evaluation.report import plot_trajectories, summarize, write_summary
 
     order = {t.key: i for i, t in enumerate(plan_tasks(cfg))}
     records = sorted(read_records(episodes_file),
                      key=lambda r: order.get((r["policy"], r["layout"], r["distance"], r["episode"]), 0))
-    if pending:
-        for name, st in stats.items():
-            provenance[name]["inference"] = (f"batched: {st.requests} steps in {st.batches} forwards (mean batch "
-                                             f"{st.mean_batch:.2f}) on the policy server of {batchable[name]}")
+    for name, st in stats.items():
+        provenance[name]["inference"] = (f"batched: {st.requests} steps in {st.batches} forwards (mean batch "
+                                         f"{st.mean_batch:.2f}) on the policy server of {batchable[name]}")
     results = episode_results(records)
     summary = summarize(records, cfg, real_results, provenance, results)
     write_summary(out, summary)

@@ -432,7 +432,12 @@ def deadline_protocol(read_timeout: float) -> type:
     """uvicorn's h11 protocol with a deadline on receiving each request (``read_timeout`` s from its first byte,
     or from the connection, to its last byte). uvicorn has none: a client trickling a byte every few seconds would
     hold a connection open for ever (slowloris). A request not received in time gets its connection closed; the
-    app's own work (the model's inference) is not limited."""
+    app's own work (the model's inference) is not limited.
+
+    uvicorn offers no public hook for this (its ``timeout_keep_alive`` bounds only the idle time between requests,
+    and an ASGI middleware runs only once the headers are in), so this subclasses its ``H11Protocol`` and reads its
+    ``cycle`` and ``conn``: the dependency is pinned to the uvicorn releases it was tested on (``pyproject.toml``),
+    and ``tests/test_run_integrity.py`` fails on a release outside that range or without those members."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 

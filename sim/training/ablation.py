@@ -465,7 +465,7 @@ def eval_config(spec: AblationSpec, run: VariantRun, checkpoint: Path, out: Path
         env=EnvSettings(family=family, image_size=ev.image_size or spec.data.image_size, max_steps=ev.max_steps,
                         cadence=ev.cadence, max_time=ev.max_time),
         sweep=Sweep(layouts=layouts, distances=distances, episodes_per_combo=ev.episodes_per_combo, seed=ev.seed),
-        output=OutputSettings(out=out, video_dir=out / "videos", record="none"),
+        output=OutputSettings(out=out, record="none"),
     )
 
 
