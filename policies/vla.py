@@ -8,7 +8,9 @@ One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an acti
    padded by repeating the episode's first frame, except for heads that see only the episode's own frames
    (``robovlms``, ``pad_history = False``). Frames are encoded once (features are kept, not pixels) and only
    when a prediction needs them.
-2. **Text.** The instruction's streams (``head.instruction_streams``) are encoded once per distinct string.
+2. **Text.** The instruction's streams (``head.instruction_streams``) are encoded once per distinct string, kept for
+   the most recent :data:`~policies.lru.MAX_INSTRUCTIONS` strings (an LRU: memory stays bounded whatever a client
+   sends).
 3. **Action chunk execution** (``execution``):
 
    - ``"first"``: receding horizon: predict every step, execute the chunk's first action (the deployed
@@ -60,6 +62,7 @@ from policies.checkpoints import (
     load_into_head,
 )
 from policies.heads import CONFIG_ALIASES, ActionHead, config_fields, config_from_dict, head_class
+from policies.lru import MAX_INSTRUCTIONS, LRUCache
 from scenarios.errors import ConfigError
 
 #: ACT's temporal-ensembling constant (weights ``exp(-k * i)``, ``i = 0`` the oldest prediction).
@@ -367,7 +370,7 @@ class VLAPolicy(BatchablePolicy):
         self.postprocess = postprocess or PostProcessing()
         self.checkpoint: Checkpoint | None = None
         self.settings: Any = None  # robovlms: the RoboVLMsSettings of its config JSON
-        self._text: dict[str, torch.Tensor] = {}
+        self._text: LRUCache[str, torch.Tensor] = LRUCache(MAX_INSTRUCTIONS)
         # frame streams read with the instruction: frames of different instructions cannot share a backbone call
         self._conditioned = any(STREAMS[s][0] == "frame+instruction" for s in self.frame_streams)
         super().__init__()

@@ -17,12 +17,12 @@ import os
 from collections.abc import Sequence
 
 from policies.catalog import HEAD_NAMES
-from sim.cli import add_model_source_arguments, command
+from sim.cli import ArgumentParser, add_model_source_arguments, command
 from sim.deploy.checkpoint_report import format_report, inspect_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="checkpoint (.pth, .ckpt, .pt, .safetensors + .json)")
     parser.add_argument("--policy", choices=HEAD_NAMES, help="check against this head (default: detected)")
     add_model_source_arguments(parser, checkpoint=False, backbone_default="auto")

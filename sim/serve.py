@@ -16,13 +16,22 @@ server: :mod:`sim.serving.server`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
 
 from policies import make_policy, names, vla_names
-from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from sim.cli import (
+    MAX_SECONDS,
+    ArgumentParser,
+    add_model_source_arguments,
+    add_policy_arg_argument,
+    command,
+    float_in,
+    int_in,
+    model_source_kwargs,
+    parse_policy_args,
+)
 from sim.evaluation.config import policy_spec
 from sim.evaluation.runner import PolicyBuildError
 from sim.serving.server import (
@@ -48,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cannot be built)."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.serve",
         description="Serve a registered policy over the robot's inference API (POST /predict, POST /reset, "
         "GET /health, GET /, GET /test), as the team's inference server.",
@@ -62,14 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the robot)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only; the team's "
                                                             "server binds 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int_in(0, 65535), default=8000)
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"required X-API-Key (default: ${API_KEY_ENV}, as the team's server; none = no auth)")
-    parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS)
-    parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20)
-    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S,
+    parser.add_argument("--max-sessions", type=int_in(1, 100_000), default=MAX_SESSIONS)
+    parser.add_argument("--max-body-mb", type=float_in(0, 1024, low_open=True), default=MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--read-timeout", type=float_in(0, MAX_SECONDS, low_open=True), default=READ_TIMEOUT_S,
                         help="seconds a client has to send a whole request; slower connections are closed")
-    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+    parser.add_argument("--max-connections", type=int_in(1, 100_000), default=MAX_CONNECTIONS,
                         help="connections served at once; more are answered 503")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)

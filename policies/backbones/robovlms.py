@@ -38,6 +38,7 @@ from PIL import Image
 
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.kosmos2 import kosmos2_dtype
+from policies.lru import MAX_INSTRUCTIONS, LRUCache
 from scenarios.errors import ConfigError, MobileVLAError
 
 #: The team's prompt template (``_tokenize_instruction`` of their server).
@@ -239,7 +240,7 @@ class RoboVLMsBackbone(Backbone):
             raise ConfigError(f"the config's image_size is {settings.image_size} px but the Kosmos-2 vision model "
                              f"takes {self.image_size} px")
         self.vision_dim, self.text_dim = self.hidden_size, 0
-        self._prompts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prompts: LRUCache[str, tuple[torch.Tensor, torch.Tensor]] = LRUCache(MAX_INSTRUCTIONS)
         mean = torch.tensor(settings.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(settings.image_std, dtype=torch.float32).view(1, 3, 1, 1)
         self._norm = (mean, std)
@@ -261,7 +262,8 @@ class RoboVLMsBackbone(Backbone):
         return (x - mean) / std
 
     def tokenize(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)``, each ``(1, max_text_len)`` long, of the team's prompt (cached)."""
+        """``(input_ids, attention_mask)``, each ``(1, max_text_len)`` long, of the team's prompt (cached, the last
+        :data:`~policies.lru.MAX_INSTRUCTIONS` instructions)."""
         cached = self._prompts.get(instruction)
         if cached is None:
             enc = self.tokenizer(team_prompt(instruction), return_tensors="pt", padding="max_length",

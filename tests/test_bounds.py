@@ -1,0 +1,78 @@
+"""Issue 27 (deliverables 2 and 4): everything a client or a file controls is bounded, and a user's file or value
+never gives a traceback: one line naming it, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.lru import MAX_INSTRUCTIONS, LRUCache
+from policies.vla import VLAPolicy
+
+try:
+    from tests.conftest_vla import ScriptedHead, StubBackbone, flat_observation, single_torch_thread
+except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+    from conftest_vla import ScriptedHead, StubBackbone, flat_observation, single_torch_thread  # noqa: F401
+
+
+# ------------------------------------------------------------------------------------------ caches
+def test_lru_cache_keeps_the_most_recent_entries():
+    cache = LRUCache(2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache.get("a") == 1  # "a" now the most recent
+    cache["c"] = 3
+    assert list(cache) == ["a", "c"]
+    with pytest.raises(ValueError):
+        LRUCache(0)
+
+
+def test_distinct_instructions_do_not_grow_the_policy_or_backbone_caches():
+    backbone = StubBackbone()
+    policy = VLAPolicy(ScriptedHead([[[0.5, 0.0]]]), backbone)
+    for i in range(MAX_INSTRUCTIONS + 50):
+        text = f"go to the bottle number {i}"
+        policy.reset(text)
+        policy.act(flat_observation(10, instruction=text))
+    assert len(policy._text) == MAX_INSTRUCTIONS
+    assert backbone.text_cache_size <= 4 * MAX_INSTRUCTIONS
+    first = flat_observation(10, instruction="go to the bottle number 0")  # evicted: encoded again, same answer
+    policy.reset(first["instruction"])
+    policy.act(first)
+    assert list(policy._text)[-1] == first["instruction"]
+    for i in range(4 * MAX_INSTRUCTIONS + 10):
+        backbone.encode_text([f"instruction {i}"])
+    assert backbone.text_cache_size == 4 * MAX_INSTRUCTIONS
+
+
+# ------------------------------------------------------------------------------------- numeric flags
+@pytest.mark.parametrize("module, argv", [
+    ("eval", ["--policy", "random", "--episodes-per-combo", "1e12"]),
+    ("eval", ["--policy", "random", "--episodes-per-combo", "1000000000000"]),
+    ("eval", ["--policy", "random", "--workers", "100000"]),
+    ("eval", ["--policy", "random", "--latency-ms", "inf"]),
+    ("eval", ["--policy", "random", "--batch-wait-ms", "inf"]),
+    ("eval", ["--policy", "random", "--step-timeout", "nan"]),
+    ("generate", ["--episodes", "1e12"]),
+    ("generate", ["--episodes", "4", "--variant-ratio", "nan"]),
+    ("generate", ["--episodes", "4", "--workers", "0"]),
+    ("train", ["--policy", "case2", "--data", "d", "--epochs", "0"]),
+    ("train", ["--policy", "case2", "--data", "d", "--batch-size", "0"]),
+    ("train", ["--policy", "case2", "--data", "d", "--lr", "nan"]),
+    ("train", ["--policy", "case2", "--data", "d", "--lr", "inf"]),
+    ("serve", ["--policy", "random", "--read-timeout", "inf"]),
+    ("serve", ["--policy", "random", "--max-body-mb", "1e12"]),
+    ("offline", ["--policy", "case2", "--data", "d", "--closed-loop-episodes", "1e12"]),
+    ("train_rl", ["--timesteps", "1e12"]),
+    ("train_rl", ["--timesteps", "10", "--gamma", "nan"]),
+])
+def test_a_non_finite_or_huge_number_is_one_line_exit_2_before_anything_is_written(module, argv, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"sim.{module}").main
+    out = ["--out", str(tmp_path / "out")] if module != "serve" else []
+    assert main([*argv, *out]) == 2
+    err = capsys.readouterr().err.strip()
+    flag = next(a for a in reversed(argv) if a.startswith("--"))
+    assert len(err.splitlines()) == 1 and flag in err and err.startswith("error:"), err
+    assert list(tmp_path.iterdir()) == []
