@@ -10,17 +10,19 @@ config field (``hidden_dim=256``, ``final_norm=false``, ``adaptive_fusion=true``
 spelling). The team's training ideas (``../shared/seeds/000``, ``001``): ``--strategy`` (the three strategies'
 dropout / lr / weight decay / epochs: :mod:`sim.training.recipes`), ``--loss final-fixed``, ``--sampling
 hard-negative``, ``--distance-augmentation``, ``--lora``; the heads ``final-fixed-recon`` and
-``hybrid-ensemble-recon``. Exit 0: trained; 2: bad arguments or data.
+``hybrid-ensemble-recon``. Exit 0: trained; 1: no epoch gave a finite validation loss (one line; no checkpoint
+written); 2: bad arguments or data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES
-from scenarios.errors import ConfigError
+from scenarios.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from sim.cli import (
     MAX_SEED,
     ArgumentParser,
@@ -123,8 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     head_overrides=head_overrides, skip_invalid=args.skip_invalid, loss=args.loss,
                     hard_negative_fraction=args.hard_negative_fraction, hard_negative_pool=args.hard_negative_pool,
                     distance_augmentation=factors, lora=lora, device=device, **recipe)
-    print(json.dumps(summary, indent=1))
-    return 0
+    print(json.dumps(summary, indent=1, allow_nan=False))
+    if summary["checkpoint"] is None:
+        print(f"error: {args.policy}: {summary['best']['reason']} in {summary['epochs_run']} epoch(s): no checkpoint "
+              f"written (see {summary['metrics']})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -364,12 +364,15 @@ def train(
             device; the cached features are device-independent float32).
 
     Returns:
-        ``best`` (``epoch``, ``val_loss``, ``val_mae``: MAE over linear_x/linear_y, :func:`evaluate`),
+        ``best`` (``epoch``, ``val_loss``, ``val_mae``: MAE over linear_x/linear_y, :func:`evaluate`; ``epoch`` and
+        ``val_loss`` None with a ``reason`` when no epoch gave a finite validation loss), ``checkpoint`` (the path of
+        ``best.safetensors``, or None when none was written for that reason),
         ``epochs_run``, file paths, window and cache counts, ``augmented_copies``, ``train_seconds`` (the
         epochs) and ``prepare_seconds`` (features, copies, trunk activations).
 
     Raises:
-        ConfigError: an unknown loss or sampling mode, a bad augmentation table, LoRA on a head reading other
+        ConfigError: ``epochs`` or ``batch_size`` < 1, ``lr`` not a finite number > 0, ``weight_decay`` /
+            ``warmup_fraction`` not finite and >= 0; an unknown loss or sampling mode, a bad augmentation table, LoRA on a head reading other
             streams than ``image``, fewer than two episodes, or a ``--resume`` state that does not match.
         InvalidTrainingStateError: ``last.pt`` is not a training state written here.
         sim.data.h5format.InvalidEpisodeError: a bad episode file (unless ``skip_invalid``).
@@ -377,6 +380,12 @@ def train(
     from policies.checkpoints import save_checkpoint
     from policies.vla import build_vla_policy
 
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 0)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("warmup_fraction", warmup_fraction)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or (name == "lr" and not lr):
+            raise ConfigError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
     if sampling not in SAMPLING_MODES:
         raise ConfigError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     if loss not in LOSSES:
@@ -527,7 +536,7 @@ def train(
         history.append(row)
         _write_csv(out / "metrics.csv", history)
         adapter = _adapter(split, lora)
-        if val_loss < best["val_loss"]:
+        if math.isfinite(val_loss) and val_loss < best["val_loss"]:
             best, stale = {"val_loss": val_loss, "val_mae": val_mae, "epoch": epoch}, 0
             save_checkpoint(out / "best.safetensors", head, {**meta, "best": best}, backbone=bb.name,
                             backbone_lora=adapter)
@@ -542,8 +551,12 @@ def train(
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}", mae=f"{val_mae:.3f}")
         if stale >= patience:
             break
-    return {"policy": policy, "backbone": bb.name, "best": best, "epochs_run": len(history),
-            "checkpoint": str(out / "best.safetensors"), "metrics": str(out / "metrics.csv"),
+    written = best["epoch"] >= 0  # no epoch with a finite validation loss: no best.safetensors
+    return {"policy": policy, "backbone": bb.name,
+            "best": best if written else {"val_loss": None, "epoch": None,
+                                          "reason": "no epoch gave a finite validation loss"},
+            "epochs_run": len(history),
+            "checkpoint": str(out / "best.safetensors") if written else None, "metrics": str(out / "metrics.csv"),
             "train_windows": len(train_set), "val_windows": len(val_set), "augmented_copies": len(copies),
             "cache_hits": cache.hits, "cache_misses": cache.misses,
             "prepare_seconds": round(prepare_seconds, 1), "train_seconds": round(time.perf_counter() - t0, 1)}
