@@ -54,7 +54,7 @@ import torch
 from policies.backbones import FROZEN_PREFIXES
 from policies.backbones.lora import TENSOR_PREFIX, LoraAdapter
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write
+from scenarios.files import atomic_write, json_text
 
 #: ``format`` value of the project's JSON sidecar.
 FORMAT_NAME = "mobile-vla-sim.head"
@@ -236,7 +236,7 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
     if backbone_lora is not None:
         sidecar["backbone_lora"] = backbone_lora.sidecar()
     try:
-        sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True)
+        sidecar_text = json_text(sidecar, indent=2, sort_keys=True)
     except TypeError as exc:
         raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
     state = dict(head.state_dict())

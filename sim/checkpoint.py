@@ -12,11 +12,11 @@ keys and widths); 1 = it does not (or ``--build`` failed); 2 = bad arguments (e.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 
 from policies.catalog import HEAD_NAMES
+from scenarios.files import json_text
 from sim.cli import ArgumentParser, add_model_source_arguments, command
 from sim.deploy.checkpoint_report import format_report, inspect_checkpoint
 
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = inspect_checkpoint(args.file, policy=args.policy, key_map=args.key_map, backbone=args.backbone,
                                 backbone_path=args.backbone_path, clip_path=args.clip_path, config=args.config,
                                 build=args.build)
-    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    print(json_text(report, indent=1, default=str) if args.json else format_report(report))
     return 0 if report["loads"] else 1
 
 

@@ -17,12 +17,12 @@ written); 2: bad arguments or data.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES
 from scenarios.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from scenarios.files import json_text
 from sim.cli import (
     MAX_SEED,
     ArgumentParser,
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     head_overrides=head_overrides, skip_invalid=args.skip_invalid, loss=args.loss,
                     hard_negative_fraction=args.hard_negative_fraction, hard_negative_pool=args.hard_negative_pool,
                     distance_augmentation=factors, lora=lora, device=device, **recipe)
-    print(json.dumps(summary, indent=1, allow_nan=False))
+    print(json_text(summary, indent=1))
     if summary["checkpoint"] is None:
         print(f"error: {args.policy}: {summary['best']['reason']} in {summary['epochs_run']} epoch(s): no checkpoint "
               f"written (see {summary['metrics']})", file=sys.stderr)

@@ -76,3 +76,22 @@ def test_a_non_finite_or_huge_number_is_one_line_exit_2_before_anything_is_writt
     flag = next(a for a in reversed(argv) if a.startswith("--"))
     assert len(err.splitlines()) == 1 and flag in err and err.startswith("error:"), err
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------- JSON
+def test_every_json_we_write_is_valid_json_with_null_and_a_reason(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from sim.evaluation import report
+
+    monkeypatch.setattr(report, "to_markdown", lambda summary: "")
+
+    summary = {"policies": {"case2": {"spl": float("nan"), "latency_ms": np.float32("inf"), "n": np.int64(3)}},
+               "ci": [0.0, -float("inf")]}
+    report.write_summary(tmp_path, summary)
+    text = (tmp_path / "summary.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in summary.json"))
+    assert data["policies"]["case2"] == {"spl": None, "latency_ms": None, "n": 3}
+    assert data["non_finite"] == {"policies.case2.spl": "nan", "policies.case2.latency_ms": "inf", "ci.1": "-inf"}

@@ -22,7 +22,7 @@ from envs import ENV_ID
 from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence
 from envs.settings import Actuation, ImageSize, default_actuation
 from scenarios.errors import ConfigError
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_json
 
 RecordMode = Literal["failures", "all", "none"]
 #: Which episodes get a video: those that did not succeed, all, or none.
@@ -275,7 +275,7 @@ class EvalConfig(_Frozen):
 
     def save(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/config.json`` (atomic); returns its path."""
-        return atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(self.to_json(), indent=1) + "\n")
+        return atomic_write_json(Path(run_dir) / CONFIG_FILE, self.to_json())
 
     @classmethod
     def load(cls, run_dir: str | Path) -> EvalConfig:

@@ -34,6 +34,7 @@ import numpy as np
 
 from envs.keys import action_to_key, key_to_action
 from scenarios.errors import MobileVLAError
+from scenarios.files import atomic_write_json
 from sim.data import h5format
 from sim.data.h5format import EpisodeInfo
 from sim.evaluation.episode import Episode
@@ -538,7 +539,6 @@ def write_offline_outputs(out: Path, rows: Sequence[dict[str, Any]], gaps: Seque
     ``summary.json``, ``summary.md`` and ``index.html`` (each written atomically)."""
     import csv
     import io
-    import json
 
     from scenarios.files import atomic_write_text
     from sim.evaluation.html_report import offline_page
@@ -555,6 +555,6 @@ def write_offline_outputs(out: Path, rows: Sequence[dict[str, Any]], gaps: Seque
     atomic_write_text(out / "twin_steps.csv", table(("policy", "episode", "step", "layout", "distance", "real_x",
                                                      "real_y", "sim_x", "sim_y", "real_key", "sim_key",
                                                      "image_cosine"), gaps))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_json(out / "summary.json", summary, default=float)
     atomic_write_text(out / "summary.md", offline_markdown(summary))
     atomic_write_text(out / "index.html", offline_page(out, summary))

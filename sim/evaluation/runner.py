@@ -35,7 +35,7 @@ from policies.batching import (
     ServerLink,
 )
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_text, json_text
 from sim.evaluation.config import EvalConfig, safe_name
 from sim.evaluation.episode import Episode, EpisodeRecord
 from sim.evaluation.metrics import spl
@@ -309,7 +309,7 @@ def repair_records(path: Path) -> list[dict[str, Any]]:
     """Rewrite ``episodes.jsonl`` without a line cut short by a kill (atomic), so appends start clean."""
     records = read_records(path)
     if path.exists():
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(path, "".join(json_text(r) + "\n" for r in records))
     return records
 
 
@@ -501,7 +501,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     records = repair_records(episodes_file)
     if retry_errors and any(r["status"] == "error" for r in records):
         records = [r for r in records if r["status"] != "error"]
-        atomic_write_text(episodes_file, "".join(json.dumps(r) + "\n" for r in records))
+        atomic_write_text(episodes_file, "".join(json_text(r) + "\n" for r in records))
     done = {(r["policy"], r["layout"], r["distance"], r["episode"]) for r in records}
     pending = [t for t in plan_tasks(cfg) if t.key not in done]
 
@@ -524,7 +524,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
             with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
                                                       disable=not progress) as bar:
                 for record in results:
-                    fh.write(json.dumps(record) + "\n")
+                    fh.write(json_text(record) + "\n")
                     fh.flush()
                     finished += 1
                     successes += record["status"] == "success"

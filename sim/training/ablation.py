@@ -77,7 +77,7 @@ from envs.cadence import Cadence
 from envs.settings import ImageSize
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES, TRAINABLE_GOALNAV
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_json, atomic_write_text
 from sim.training.augmentation import DISTANCE_FACTORS, check_factors
 from sim.training.recipes import STRATEGIES, apply_strategy
 from sim.training.supervised import LOSSES, SAMPLING_MODES
@@ -448,7 +448,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_json(path, data, sort_keys=True, default=str)
 
 
 def eval_config(spec: AblationSpec, run: VariantRun, checkpoint: Path, out: Path):

@@ -51,7 +51,7 @@ from policies.goalnav.heads import (
     window_indices,
 )
 from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write, atomic_write_text
+from scenarios.files import atomic_write, atomic_write_json
 from sim.data import h5format
 
 #: The kinds this module trains, with their window and learning rate.
@@ -254,5 +254,5 @@ def train_goalnav(kind: str, episodes: list[EpisodeData], out: Path, *, window: 
     tensors = {k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     with atomic_write(out) as tmp:
         save_file(tensors, str(tmp))
-    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    atomic_write_json(out.with_suffix(".json"), meta)
     return summary
