@@ -21,10 +21,14 @@ One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an acti
      prediction with weights ``exp(-ensemble_k * i)``, ``i = 0`` for the oldest prediction, normalised to sum
      to 1 (ACT's temporal ensembling; RoboVLMs' evaluation wrapper does the same with its own decay).
 
-4. **Post-processing** as the deployed server, each step switchable: de-normalise (x ``ACTION_LABEL`` =
-   1.15), clip to +-``OUTPUT_CLIP`` (1.5), dead-zone (components with ``|v| < DEAD_ZONE`` = 0.15 become 0),
-   and the episode's first action forced to zero (the model still runs at step 0, so its latency and
-   history are real).
+4. **Post-processing** as the deployed server, each step switchable: de-normalise, clip to +-``OUTPUT_CLIP``
+   (1.5), dead-zone (components with ``|v| < DEAD_ZONE`` = 0.15 become 0), and the episode's first action forced
+   to zero (the model still runs at step 0, so its latency and history are real). De-normalising is the source
+   model's (:func:`output_scale`): x ``ACTION_LABEL`` = 1.15 for heads trained on labels clamped to [-1, 1] (the
+   project's, the bundled weights) and for ``robovlms`` (the RoboVLMs server's ``unnoramalize_action``); x 1 for
+   the team's single-frame heads loaded from the team's own files (:data:`RAW_LABEL_HEADS`: trained on the raw
+   labels, +-1.15, and evaluated by the team on raw outputs). :meth:`PostProcessing.describe` says which, and the
+   run's ``config.json`` and report record it.
 
 Observations: ``{"image": uint8 (H, W, 3) RGB, "instruction": str, "state": float32 (6,)}``; ``state`` is not
 used by the VLA heads (the robot's models never saw odometry). Actions: float32 ``[linear_x, linear_y]``
@@ -92,6 +96,22 @@ class PostProcessing:
     scale: float = ACTION_LABEL
     clip_value: float = OUTPUT_CLIP
     dead_zone_value: float = DEAD_ZONE
+    #: Why ``scale`` is what it is (where the source model applies it), for reports.
+    scale_source: str = "the head was trained on labels clamped to [-1, 1]"
+
+    def describe(self) -> str:
+        """One line: the steps that run, in order, with the scale's source (``"x1.15 (the head was trained on labels
+        clamped to [-1, 1]), clip +-1.5, dead-zone 0.15, first step zero"``)."""
+        steps = []
+        if self.denormalize:
+            steps.append(f"x{self.scale:g} ({self.scale_source})")
+        if self.clip:
+            steps.append(f"clip +-{self.clip_value:g}")
+        if self.dead_zone:
+            steps.append(f"dead-zone {self.dead_zone_value:g}")
+        if self.zero_first_step:
+            steps.append("first step zero")
+        return ", ".join(steps) or "none"
 
     def __call__(self, action: np.ndarray, step: int) -> np.ndarray:
         """Post-process one normalised action (float ``(action_dim,)``) at episode step ``step`` (0-based)."""
@@ -601,6 +621,30 @@ class EnsemblePolicy(BatchablePolicy):
 SAME_TREE = ({"case1", "case3"},)
 
 
+#: The team's single-frame heads whose source models were trained on the robot's raw labels (``linear_x``,
+#: ``linear_y`` in ``{0, +-1.15}``: the team's loaders feed ``actions[:, :2]`` as stored) and evaluated on raw
+#: outputs: loaded from the team's own files, their output is already in label units (no x1.15).
+RAW_LABEL_HEADS = frozenset({"case1", "case1-v1", "case2", "case3", "hybrid", "pure-kosmos2"})
+
+
+def output_scale(head: str, ckpt: Checkpoint | None, settings: Any = None) -> tuple[float, str]:
+    """``(scale, source)``: the factor that turns head ``head``'s output into label units, as its source model's
+    own inference does, and where that comes from.
+
+    - ``robovlms``: the RoboVLMs config's (``norm_action``: ``unnoramalize_action(raw, -1.15, 1.15)``, else
+      ``scale_factor``; default 1.15), as the team's server;
+    - a :data:`RAW_LABEL_HEADS` head from a team file (``.pth`` or a bare state dict): 1, trained on raw labels;
+    - every other head (the project's ``.safetensors``, the bundled weights, a fresh head): 1.15, trained on labels
+      clamped to [-1, 1] (:class:`sim.data.dataset` ``clamp=1.0``).
+    """
+    if head == "robovlms":
+        scale = settings.scale if settings is not None else ACTION_LABEL
+        return float(scale), "the RoboVLMs server's de-normalisation"
+    if ckpt is not None and ckpt.format in ("pth", "state_dict") and head in RAW_LABEL_HEADS:
+        return 1.0, "none: the team's file, trained on raw labels +-1.15"
+    return ACTION_LABEL, "the head was trained on labels clamped to [-1, 1]"
+
+
 def resolve_backbone(backbone: str, head: str, ckpt: Checkpoint | None) -> str:
     """The backbone name for ``backbone="auto"``: the one a project checkpoint records; ``kosmos2`` for a team
     checkpoint (its heads read Kosmos-2 features), for one carrying frozen Kosmos-2 weights and for ``robovlms``;
@@ -833,9 +877,9 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             bb = shared_backbone(key, lambda: compile_towers(  # compiled after the merge: the merged weights
                 merge_lora(build_backbone(cache=False, compile_mode="off"), lora), compile_vision,
                 warmup=model.frame_streams))
-    scale = settings.scale if settings is not None else PostProcessing.scale
+    scale, scale_source = output_scale(head, ckpt, settings)
     post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step,
-                          scale=scale)
+                          scale=scale, scale_source=scale_source)
     window = window_size if window_size is not None else (settings.window_size if settings is not None else 8)
     policy = VLAPolicy(model, bb, execution=execution, window_size=window, postprocess=post,
                        ensemble_k=ensemble_k, device=device)
@@ -881,7 +925,8 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
     """Ensemble of two VLA heads, weight 0.6 on the first (default case2 + lstm-recon).
 
     ``kwargs`` are shared by both members (backbone, device, execution, window_size, action_dim, ...); the
-    post-processing switches apply once, to the mixed action. Member checkpoints come from
+    post-processing switches apply once, to the mixed action, except de-normalising, which each member does as its
+    source model (:func:`output_scale`). Member checkpoints come from
     ``first_checkpoint`` / ``second_checkpoint``.
 
     Raises:
@@ -891,9 +936,11 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
         raise TypeError("ensemble takes first_checkpoint= and second_checkpoint=, not checkpoint=/path=")
     kwargs.pop("checkpoint", None)
     kwargs.pop("path", None)
-    post = PostProcessing(denormalize=kwargs.pop("denormalize", True), clip=kwargs.pop("clip", True),
-                          dead_zone=kwargs.pop("dead_zone", True), zero_first_step=kwargs.pop("zero_first_step", True))
-    member_post = {"denormalize": False, "clip": False, "dead_zone": False, "zero_first_step": False}
+    denormalize = kwargs.pop("denormalize", True)
+    # each member de-normalises as its source model does (:func:`output_scale`); the mix is in label units
+    post = PostProcessing(denormalize=False, clip=kwargs.pop("clip", True), dead_zone=kwargs.pop("dead_zone", True),
+                          zero_first_step=kwargs.pop("zero_first_step", True))
+    member_post = {"denormalize": denormalize, "clip": False, "dead_zone": False, "zero_first_step": False}
     one = build_vla_policy(first, checkpoint=first_checkpoint, **member_post, **kwargs)
     two = build_vla_policy(second, checkpoint=second_checkpoint, **member_post, **kwargs)
     policy = EnsemblePolicy(one, two, weight=weight, postprocess=post)
@@ -902,6 +949,7 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 
 
 __all__ = [
-    "EXECUTION_MODES", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory", "PostProcessing",
-    "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "resolve_backbone",
+    "EXECUTION_MODES", "RAW_LABEL_HEADS", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory",
+    "PostProcessing", "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "output_scale",
+    "resolve_backbone",
 ]

@@ -61,7 +61,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def _number(kind: type, low: float, high: float, low_open: bool) -> Callable[[str], Any]:
     what = "an integer" if kind is int else "a number"
-    bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    fmt = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
+    bound = f"{'(' if low_open else '['}{fmt(low)}, {fmt(high)}]"
 
     def parse(text: str) -> Any:
         try:

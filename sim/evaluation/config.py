@@ -30,6 +30,8 @@ RECORD_MODES: tuple[str, ...] = RecordMode.__args__  # type: ignore[attr-defined
 #: Largest simulated latency (s), the env's ``action_latency`` bound.
 MAX_LATENCY_S = 10.0
 CONFIG_FILE = "config.json"
+#: The key of ``config.json`` recording what each policy was built as (a record, not a setting).
+PROVENANCE_KEY = "built"
 CONFIG_VERSION = 2
 
 
@@ -273,9 +275,18 @@ class EvalConfig(_Frozen):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Write ``run_dir/config.json`` (atomic); returns its path."""
-        return atomic_write_json(Path(run_dir) / CONFIG_FILE, self.to_json())
+    def save(self, run_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+        """Write ``run_dir/config.json`` (atomic); returns its path.
+
+        Args:
+            provenance: per policy, what it was built as (weights, backbone, post-processing:
+                :func:`sim.evaluation.runner.describe_policy`), recorded under :data:`PROVENANCE_KEY`; a record
+                only, :meth:`load` does not read it back.
+        """
+        data = self.to_json()
+        if provenance:
+            data[PROVENANCE_KEY] = provenance
+        return atomic_write_json(Path(run_dir) / CONFIG_FILE, data)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> EvalConfig:
@@ -293,6 +304,7 @@ class EvalConfig(_Frozen):
             raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
+        data.pop(PROVENANCE_KEY, None)
         try:
             cfg = cls(**data) if "sweep" in data else from_legacy(data)
         except (ConfigError, scenarios.ScenarioError) as exc:

@@ -314,10 +314,15 @@ def repair_records(path: Path) -> list[dict[str, Any]]:
 
 
 def describe_policy(policy) -> dict[str, Any]:
-    """Provenance for reports: backbone, weights file and training data, when the policy has them."""
+    """Provenance for reports and ``config.json``: backbone, weights file, training data and post-processing (with
+    where its scale comes from: :func:`policies.vla.output_scale`), when the policy has them."""
+    from policies.vla import PostProcessing
+
     if isinstance(getattr(policy, "provenance", None), dict):  # a policy that describes itself (grounder + MLP)
         return dict(policy.provenance)
     info: dict[str, Any] = {}
+    if hasattr(policy, "first") and isinstance(getattr(policy, "postprocess", None), PostProcessing):
+        info["post-processing"] = policy.postprocess.describe()
     members = [("", policy)] if not hasattr(policy, "first") else [("first ", policy.first), ("second ", policy.second)]
     for prefix, member in members:
         head = getattr(member, "head", None)
@@ -328,6 +333,8 @@ def describe_policy(policy) -> dict[str, Any]:
         backbone = getattr(member, "backbone", None)
         if backbone is not None:
             info[f"{prefix}backbone"] = getattr(backbone, "name", str(backbone))
+        if isinstance(getattr(member, "postprocess", None), PostProcessing):
+            info[f"{prefix}post-processing"] = member.postprocess.describe()
         if hasattr(member, "checkpoint"):
             ckpt = member.checkpoint
             info[f"{prefix}weights"] = str(ckpt.path) if ckpt is not None else "none: randomly initialised head"
@@ -497,7 +504,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     provenance, batchable = preflight(cfg, workers)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out)
+        cfg.save(out, provenance)
     records = repair_records(episodes_file)
     if retry_errors and any(r["status"] == "error" for r in records):
         records = [r for r in records if r["status"] != "error"]
