@@ -7,6 +7,9 @@ plain ``open`` would give (``0o666`` minus the umask; ``mkstemp`` makes ``0o600`
 interrupted, the temporary file is removed and the target is left as it was (absent or the previous version).
 A kill -9 can leave a temporary file behind: :func:`is_temp_file` recognises them for clean-up.
 
+Every small file the project reads whole (a config, a sidecar, a key map, a CSV of results, a scenario TOML) goes
+through :func:`read_text_capped`: at most :data:`MAX_CONFIG_BYTES`, UTF-8, or one line naming the file.
+
 Every JSON file (and JSON line) the project writes goes through :func:`json_text` / :func:`atomic_write_json`:
 always valid JSON (``allow_nan=False``), a non-finite number written as ``null`` with the reason beside it (the
 top-level ``"non_finite"`` object: ``{"policies.case2.spl": "nan"}``).
@@ -131,3 +134,39 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 1, so
     """Write ``data`` as valid JSON (:func:`json_text`) plus a newline to ``path`` with :func:`atomic_write`;
     returns ``path``."""
     return atomic_write_text(path, json_text(data, indent=indent, sort_keys=sort_keys, default=default) + "\n")
+
+
+#: Largest file read whole as text (configs, sidecars, key maps, ``--real-results``, scenario TOML): 16 MiB.
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def read_bytes_capped(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of ``path``, refusing a file larger than ``limit`` bytes (never more than ``limit + 1`` read).
+
+    Raises:
+        OSError: a missing or unreadable file (``FileNotFoundError`` ...).
+        ConfigError: the file is larger than ``limit`` (one line naming it and the limit).
+    """
+    from scenarios.errors import ConfigError
+
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigError(f"{path}: larger than {limit / 2**20:g} MiB: not a config or table this project reads")
+    return data
+
+
+def read_text_capped(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of ``path`` (:func:`read_bytes_capped`).
+
+    Raises:
+        OSError: a missing or unreadable file.
+        ConfigError: larger than ``limit`` bytes, or not UTF-8 (naming the file and the byte offset).
+    """
+    from scenarios.errors import ConfigError
+
+    data = read_bytes_capped(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None

@@ -95,3 +95,33 @@ def test_every_json_we_write_is_valid_json_with_null_and_a_reason(tmp_path, monk
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in summary.json"))
     assert data["policies"]["case2"] == {"spl": None, "latency_ms": None, "n": 3}
     assert data["non_finite"] == {"policies.case2.spl": "nan", "policies.case2.latency_ms": "inf", "ci.1": "-inf"}
+
+
+# ------------------------------------------------------------------------------------------ scenarios
+LAYOUT = "1box_hori_left"
+
+
+def _layout(tmp_path, edit):
+    import scenarios
+
+    text = (scenarios.family_dir("cup") / "layouts" / f"{LAYOUT}.toml").read_text()
+    (tmp_path / "mine.toml").write_bytes(edit(text) if callable(edit) else edit)
+    return tmp_path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("target_y = 0.18", "target_y = 1e308").encode(), "distances.close.target_y = 1e+308"),
+    (lambda t: t.replace("obstacle_y = -0.00", "obstacle_y = -1e300").encode(), "obstacle_y"),
+    (lambda t: ("# caf\xe9\n" + t).encode("latin-1"), "not UTF-8"),
+    (lambda t: (t + "\n[randomization]\nbox_scale = [0.0, 1.0]\n").encode(), "box scale must be > 0"),
+    (lambda t: (t + "\n[randomization]\nbox_scale = [-1.0, -0.5]\n").encode(), "box scale must be > 0"),
+    (lambda t: t.replace("target = [2.30, 2.30]\nobstacle_y = -0.00\ntarget_y = 0.18",
+                         "target = [0.55, 0.55]\nobstacle_y = -0.00\ntarget_y = 0.0").encode(), "inside obstacles.0"),
+])
+def test_a_bad_layout_file_is_refused_at_load_naming_the_file_and_field(tmp_path, edit, message):
+    import scenarios
+
+    folder = _layout(tmp_path, edit)
+    with pytest.raises(scenarios.ScenarioError, match=None) as info:
+        scenarios.load("mine", "close", scenario_dir=folder)
+    assert "mine.toml" in str(info.value) and message in str(info.value), str(info.value)
