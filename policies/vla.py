@@ -645,6 +645,30 @@ def output_scale(head: str, ckpt: Checkpoint | None, settings: Any = None) -> tu
     return ACTION_LABEL, "the head was trained on labels clamped to [-1, 1]"
 
 
+def robovlms_settings(ckpt: Checkpoint | None, config: str | Path | Mapping[str, Any] | None = None) -> Any:
+    """The :class:`~policies.backbones.robovlms.RoboVLMsSettings` a ``robovlms`` policy runs with: from ``config``
+    (the team's config JSON), else the checkpoint's Lightning ``hyper_parameters``, else the defaults with the
+    head's sizes (``hidden_size``, ``num_layers``, ``chunk_size``) read from the checkpoint's tensors, so a
+    ``.ckpt`` loads without its config when its widths say what it is (exp17: hidden 1024, chunk 1).
+
+    Raises:
+        RoboVLMsConfigError: an unusable config (named by file and field).
+    """
+    from policies.backbones.robovlms import RoboVLMsSettings
+
+    hparams = (ckpt.meta.get("hyper_parameters") or {}) if ckpt is not None else {}
+    team_config = config if config is not None else hparams.get("configs", hparams) or None
+    if team_config and (not isinstance(team_config, Mapping) or "act_head" in team_config):
+        return RoboVLMsSettings.from_config(team_config)
+    settings = RoboVLMsSettings()
+    if ckpt is None:
+        return settings
+    sizes = head_class("robovlms").config_from_state_dict(ckpt.state_dict, {"action_dim": settings.action_dim})
+    found = {k: int(sizes[k]) for k in ("hidden_size", "num_layers", "chunk_size") if k in sizes}
+    return dataclasses.replace(settings, **found, source="defaults; sizes read from the checkpoint's tensors"
+                               if found else None)
+
+
 def resolve_backbone(backbone: str, head: str, ckpt: Checkpoint | None) -> str:
     """The backbone name for ``backbone="auto"``: the one a project checkpoint records; ``kosmos2`` for a team
     checkpoint (its heads read Kosmos-2 features), for one carrying frozen Kosmos-2 weights and for ``robovlms``;
@@ -785,7 +809,6 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     """
     from policies.backbones.compile import check_compile_mode
     from policies.backbones.compile import compile_vision as compile_towers
-    from policies.backbones.robovlms import RoboVLMsSettings
 
     if checkpoint is not None and path is not None:
         raise TypeError("give either checkpoint= or path=, not both")
@@ -825,10 +848,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     settings = None
     fixed: dict[str, Any] = {}
     if head == "robovlms":
-        hparams = (ckpt.meta.get("hyper_parameters") or {}) if ckpt is not None else {}
-        team_config = config if config is not None else hparams.get("configs", hparams) or None
-        settings = RoboVLMsSettings.from_config(team_config) if team_config and (
-            not isinstance(team_config, Mapping) or "act_head" in team_config) else RoboVLMsSettings()
+        settings = robovlms_settings(ckpt, config)
         fixed = settings.head_config()
     try:
         values = head_config_values(head, ckpt, widths, fixed)
@@ -951,5 +971,5 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 __all__ = [
     "EXECUTION_MODES", "RAW_LABEL_HEADS", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory",
     "PostProcessing", "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "output_scale",
-    "resolve_backbone",
+    "resolve_backbone", "robovlms_settings",
 ]

@@ -170,3 +170,22 @@ def read_text_capped(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+
+
+def read_json(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> Any:
+    """The JSON value in ``path`` (:func:`read_text_capped`).
+
+    Raises:
+        OSError: a missing or unreadable file.
+        ConfigError (a ``ValueError``): larger than ``limit`` bytes, not UTF-8, not JSON, or nested too deeply to
+            parse (one line naming the file).
+    """
+    from scenarios.errors import ConfigError
+
+    text = read_text_capped(path, limit)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply") from None

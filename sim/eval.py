@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import sys
@@ -32,6 +33,7 @@ from policies import describe
 from policies import names as policy_names
 from policies.batching import DEFAULT_MAX_WAIT_MS
 from scenarios.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from scenarios.files import read_text_capped
 from sim.cli import (
     MAX_EPISODES,
     MAX_SECONDS,
@@ -69,11 +71,12 @@ def read_real_results(path: str | Path) -> dict[str, float]:
     """``policy,success_rate`` CSV (rates in [0, 1] or percentages) -> dict.
 
     Raises:
-        ConfigError: unreadable file, missing columns or a non-numeric rate (names the file and line).
+        ConfigError: unreadable file, larger than 16 MiB or not UTF-8, missing columns or a non-numeric rate
+            (names the file and line).
     """
     out: dict[str, float] = {}
     try:
-        with open(path, newline="") as fh:
+        with io.StringIO(read_text_capped(path), newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"policy", "success_rate"} <= set(reader.fieldnames):
                 raise ConfigError(f"{path}: expected columns policy,success_rate, got {reader.fieldnames}")
@@ -81,8 +84,10 @@ def read_real_results(path: str | Path) -> dict[str, float]:
                 text = (row["success_rate"] or "").strip()
                 try:
                     rate = float(text.rstrip("%"))
+                    if not 0 <= rate <= 100:  # nan and inf too
+                        raise ValueError
                 except ValueError:
-                    raise ConfigError(f"{path}:{line}: success_rate {row['success_rate']!r} is not a number") from None
+                    raise ConfigError(f"{path}:{line}: success_rate {row['success_rate']!r} is not a number in [0, 100]") from None
                 out[(row["policy"] or "").strip()] = rate / 100 if rate > 1 or text.endswith("%") else rate
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--real-results {path}: {exc}") from None

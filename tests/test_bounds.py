@@ -125,3 +125,23 @@ def test_a_bad_layout_file_is_refused_at_load_naming_the_file_and_field(tmp_path
     with pytest.raises(scenarios.ScenarioError, match=None) as info:
         scenarios.load("mine", "close", scenario_dir=folder)
     assert "mine.toml" in str(info.value) and message in str(info.value), str(info.value)
+
+
+# ------------------------------------------------------------------------------------ files read whole
+def test_files_read_whole_are_capped_and_named(tmp_path, capsys):
+    from sim import eval as sim_eval
+
+    big = tmp_path / "real.csv"
+    big.write_text("policy,success_rate\n" + "case2,0.5\n" * 2_000_000)  # 20 MB
+    assert sim_eval.main(["--policy", "random", "--real-results", str(big), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "real.csv: larger than 16 MiB" in err
+    nan = tmp_path / "nan.csv"
+    nan.write_text("policy,success_rate\ncase2,nan\n")
+    assert sim_eval.main(["--policy", "random", "--real-results", str(nan), "--out", str(tmp_path / "o")]) == 2
+    assert "nan.csv:2: success_rate 'nan'" in capsys.readouterr().err
+    key_map = tmp_path / "map.json"
+    key_map.write_text("[" * 100_000 + "]" * 100_000)
+    assert sim_eval.main(["--policy", "case2", "--key-map", str(key_map), "--out", str(tmp_path / "o")]) == 2
+    assert "map.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

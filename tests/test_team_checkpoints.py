@@ -252,3 +252,33 @@ def test_our_heads_and_the_robovlms_server_keep_x1_15(tmp_path):
     assert output_scale("case2", None)[0] == pytest.approx(1.15)  # a fresh head, trained here
     ckpt = load_checkpoint(write_team_checkpoint(tmp_path / "last.ckpt", "robovlms"))
     assert output_scale("robovlms", ckpt)[0] == pytest.approx(1.15)  # the RoboVLMs server de-normalises
+
+
+def test_a_robovlms_ckpt_loads_without_its_config_when_its_tensors_give_its_sizes(tmp_path, capsys):
+    path = write_team_checkpoint(tmp_path / "exp17.ckpt", "robovlms-exp17")
+    assert sim_checkpoint.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert '"chunk_size": 1, "hidden_size": 1024' in out and "LOADS" in out
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.json": {"parent": "../cfg/b.json"}, "b.json": {"parent": "./a.json"}}, "loops back to itself"),
+    ({"a.json": {"parent": "a.json"}}, "loops back to itself"),
+    ({**{f"c{i}.json": {"parent": f"c{i + 1}.json"} for i in range(40)}, "c40.json": {}}, "deeper than 16"),
+    ({"a.json": {"parent": 5}}, "parent must be a file name"),
+    ({"a.json": {"act_head": {"type": "MobileVLALSTMDecoder"}, "tokenizer": "kosmos"}}, "tokenizer must be an object"),
+    ({"a.json": {"act_head": {"hidden_size": "big"}}}, "act_head.hidden_size must be an integer"),
+    ({"a.json": {"act_head": {}, "window_size": float("nan")}}, "window_size must be an integer"),
+    ({"a.json": {"act_head": {}, "image_mean": [0.5, float("inf"), 0.5]}}, "image_mean must be a list of 3 numbers"),
+])
+def test_bad_robovlms_configs_are_named_by_file_and_field(tmp_path, files, message):
+    from policies.backbones.robovlms import RoboVLMsConfigError, RoboVLMsSettings
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_text(json.dumps(data))
+    first = folder / next(iter(files))
+    with pytest.raises(RoboVLMsConfigError, match=message) as info:
+        RoboVLMsSettings.from_config(first)
+    assert str(folder) in str(info.value)

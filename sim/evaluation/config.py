@@ -9,7 +9,6 @@ written before this class existed, a flat dict, is converted on reading).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from envs import ENV_ID
 from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence
 from envs.settings import Actuation, ImageSize, default_actuation
 from scenarios.errors import ConfigError
-from scenarios.files import atomic_write_json
+from scenarios.files import atomic_write_json, read_json
 
 RecordMode = Literal["failures", "all", "none"]
 #: Which episodes get a video: those that did not succeed, all, or none.
@@ -299,8 +298,8 @@ class EvalConfig(_Frozen):
         if not path.is_file():
             raise ConfigError(f"cannot resume {run_dir}: no {CONFIG_FILE} there (not a run folder)")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
