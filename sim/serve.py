@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Sequence
 
 from policies import make_policy, names, vla_names
+from scenarios.errors import ConfigError
 from sim.cli import (
     MAX_SECONDS,
     ArgumentParser,
@@ -100,14 +102,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not _is_loopback(args.host) and not args.api_key:
         log.warning("serving on %s without an API key: anyone on the network can drive this policy", args.host)
+    sock = bind(args.host, args.port)  # before the policy is built: a busy port fails at once
     try:
         app = create_app(lambda: make_policy(args.policy, **kwargs), api_key=args.api_key,
                          max_sessions=args.max_sessions, max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
+        sock.close()
         raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None
-    uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
-                                  host=args.host, port=args.port, log_level=args.log_level)).run()
+    with sock:
+        uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
+                                      host=args.host, port=args.port, log_level=args.log_level)).run(sockets=[sock])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``SO_REUSEADDR``, as uvicorn binds), handed to uvicorn.
+
+    Raises:
+        ConfigError: the address is in use or cannot be bound (one line naming ``--host`` / ``--port``).
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason}); is another server "
+                          "running? choose another --port") from None
 
 
 if __name__ == "__main__":

@@ -304,6 +304,19 @@ def test_main_rejects_bad_arguments(capsys):
     assert main(["--policy", "random", "--policy-arg", "mode=bogus"]) == 2
 
 
+def test_a_busy_port_is_one_line_exit_2_before_the_policy_is_built(monkeypatch, capsys):
+    import socket
+
+    import sim.serve as serve
+
+    monkeypatch.setattr(serve, "create_app", lambda *a, **k: pytest.fail("the policy was built"))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert serve.main(["--policy", "random", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--port {port}: cannot listen there" in err
+
+
 def test_the_api_key_comes_from_the_team_servers_variable(monkeypatch):
     import sim.serve as serve
 
@@ -312,8 +325,9 @@ def test_the_api_key_comes_from_the_team_servers_variable(monkeypatch):
     monkeypatch.setattr(serve, "create_app", lambda factory, **kw: seen.update(kw) or "app")
     monkeypatch.setattr(serve, "uvicorn_config", lambda app, **kw: seen.update(run=kw))
     monkeypatch.setattr("uvicorn.Server.__init__", lambda self, config: None)
-    monkeypatch.setattr("uvicorn.Server.run", lambda self: None)
-    assert serve.main(["--policy", "random"]) == 0
+    monkeypatch.setattr("uvicorn.Server.run", lambda self, sockets=None: seen.update(sockets=sockets))
+    assert serve.main(["--policy", "random", "--port", "0"]) == 0
+    assert len(seen["sockets"]) == 1 and seen["sockets"][0].fileno() == -1  # bound, handed over, closed
     assert seen["api_key"] == "from-env" and seen["run"]["host"] == "127.0.0.1"
     assert seen["run"]["read_timeout"] == 10.0 and seen["run"]["max_connections"] == 64
 
