@@ -145,3 +145,92 @@ def test_files_read_whole_are_capped_and_named(tmp_path, capsys):
     assert sim_eval.main(["--policy", "case2", "--key-map", str(key_map), "--out", str(tmp_path / "o")]) == 2
     assert "map.json" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------- H5
+def _episode_file(tmp_path, name="episode_20251201_220000_1box_hori_left_core_medium.h5"):
+    from test_inspect import _episode
+
+    return _episode(tmp_path, name, list("qqwwwe"))
+
+
+@pytest.mark.parametrize("link", ["cycle", "dangling-external", "dangling-soft"])
+def test_h5_link_cycles_and_dangling_links_are_listed_invalid(tmp_path, capsys, link):
+    import h5py
+
+    from sim import inspect as inspect_cli
+
+    bad = _episode_file(tmp_path, "episode_20251201_220001_1box_hori_left_core_far.h5")
+    _episode_file(tmp_path)
+    with h5py.File(bad, "a") as f:
+        del f["images"]
+        if link == "cycle":
+            f["images"], f["loop"] = h5py.SoftLink("/loop"), h5py.SoftLink("/images")
+        elif link == "dangling-external":
+            f["images"] = h5py.ExternalLink("missing.h5", "/images")
+        else:
+            f["images"] = h5py.SoftLink("/nowhere")
+    assert inspect_cli.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"INVALID {bad.name}: 'images' is a" in out and "1 valid, 1 invalid" in out
+
+
+BLANK_FRAMES = 1000  # 720p: 2.6 GiB decompressed, a few KiB on disk (chunks never written read as zeros)
+
+
+def _blank_720p_episode(tmp_path):
+    from datetime import datetime
+
+    import h5py
+    import numpy as np
+
+    from sim.data import h5format
+
+    n = BLANK_FRAMES
+    path = tmp_path / "episode_20251201_220000_1box_hori_left_core_medium.h5"
+    actions = np.zeros((n, 3), np.float32)
+    actions[1:-1, 0] = 1.15
+    events = ["episode_start"] + ["start_action"] * (n - 2) + ["stop_action"]
+    attrs = h5format.collector_attributes(path.stem, 0.6 * (n - 1), n, "hori", "night", datetime(2025, 12, 1, 22))
+    h5format.write_episode(path, np.zeros((n, 8, 8, 3), np.uint8), actions, events, attrs,
+                           instruction="Navigate to the cup")
+    with h5py.File(path, "a") as f:  # the same file with 720p frames that were never written (all zero)
+        del f["images"]
+        f.create_dataset("images", (n, 720, 1280, 3), np.uint8, chunks=(1, 720, 1280, 3), compression="gzip")
+    assert path.stat().st_size < 1_000_000 and h5format.check_episode(path) == []
+    return path
+
+
+def test_long_h5_episodes_are_read_by_windows_not_whole(tmp_path):
+    """sim.train's feature cache and sim.offline's real episodes hold a window of frames, not the whole array."""
+    import subprocess
+    import sys
+
+    path = _blank_720p_episode(tmp_path)
+    script = f"""
+import resource, sys
+sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+from pathlib import Path
+from conftest_vla import StubBackbone
+from sim.evaluation.offline import load_real_episode
+from sim.training.supervised import FeatureCache
+path = Path({str(path)!r})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+feats = FeatureCache(Path({str(tmp_path / 'cache')!r}), StubBackbone(), ("image",)).vision(path)
+assert feats.shape == ({BLANK_FRAMES}, 1), feats.shape
+real = load_real_episode(path)
+assert len(real.frames) == {BLANK_FRAMES} and sum(int(f[0, 0, 0]) for f in real.frames) == 0
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 600, f"peak grew by {done.stdout.split()[-1]} MiB"
+
+
+def test_inspect_reports_the_decompressed_size(tmp_path, capsys):
+    from sim import inspect as inspect_cli
+
+    _blank_720p_episode(tmp_path)
+    assert inspect_cli.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "images decompressed: 2.6 GiB (largest episode 2.6 GiB); files on disk: 0." in out

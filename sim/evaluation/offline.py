@@ -51,10 +51,11 @@ class OfflinePolicyError(MobileVLAError, ValueError):
 
 @dataclasses.dataclass
 class RealEpisode:
-    """One real episode: its metadata, frames (uint8 RGB ``(N, H, W, 3)``) and labels (float32 ``(N, 3)``)."""
+    """One real episode: its metadata, frames (uint8 RGB ``(H, W, 3)`` each, a lazy
+    :class:`~sim.data.h5format.EpisodeFrames` read by windows) and labels (float32 ``(N, 3)``)."""
 
     info: EpisodeInfo
-    frames: np.ndarray
+    frames: Sequence[np.ndarray]
     actions: np.ndarray
 
     @property
@@ -77,7 +78,7 @@ def load_real_episode(path: str | Path) -> RealEpisode:
     try:
         info = h5format.read_info(path)
         actions, _ = h5format.read_actions(path)
-        frames = h5format.read_episode_frames(path)
+        frames = h5format.EpisodeFrames(path)  # read by windows as they are used: never the whole array
     except (OSError, KeyError, ValueError) as exc:
         raise h5format.InvalidEpisodeError(path, [f"unreadable: {type(exc).__name__}: {exc}"]) from None
     return RealEpisode(info, frames, actions)
@@ -115,9 +116,8 @@ def frame_features(policy, frames: np.ndarray | Sequence[np.ndarray], instructio
     key = (id(backbone), tuple(streams))
     if cache is not None and key in cache:
         return cache[key]
-    images = np.stack(list(frames))
-    parts = [backbone.encode_frames(images[i:i + 16], streams, instruction).float().cpu().numpy()
-             for i in range(0, len(images), 16)]
+    parts = [backbone.encode_frames(np.stack(frames[i:i + 16]), streams, instruction).float().cpu().numpy()
+             for i in range(0, len(frames), 16)]  # 16 frames decoded at a time
     features = np.concatenate(parts)
     if cache is not None:
         cache[key] = features

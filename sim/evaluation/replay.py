@@ -76,7 +76,7 @@ def teacher_forced(policy, path: Path, info: h5format.EpisodeInfo) -> list[str]:
     policy.reset(info.instruction, reset_info)
     states = params.get("states")
     classes = []
-    for t, frame in enumerate(h5format.read_episode_frames(path)):
+    for t, frame in enumerate(h5format.EpisodeFrames(path)):
         state = np.zeros(6, np.float32) if states is None else np.asarray(states[t], np.float32)
         classes.append(action_class(policy.act({"image": frame, "instruction": info.instruction, "state": state})))
     return classes

@@ -116,9 +116,8 @@ def load_episodes(files: list[Path], backbone: Any, cache: Path, grounder_args: 
         if feature_file.is_file():
             vis = np.load(feature_file)
         else:
-            frames = h5format.read_episode_frames(path)
-            vis = np.concatenate([backbone.encode_frames(frames[i:i + 32], ("image_mean",)).numpy()
-                                  for i in range(0, len(frames), 32)]).astype(np.float32)
+            vis = np.concatenate([backbone.encode_frames(frames, ("image_mean",)).numpy()
+                                  for frames in h5format.iter_episode_frames(path)]).astype(np.float32)
             with atomic_write(feature_file) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, vis)
         actions, _ = h5format.read_actions(path)

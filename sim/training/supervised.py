@@ -38,7 +38,7 @@ import pickle
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,16 @@ class FeatureCache:
         return None
 
     @staticmethod
-    def _frames(episode: Path, copy: AugmentedCopy | None) -> np.ndarray:
-        frames = h5format.read_episode_frames(episode)
-        return frames if copy is None else copy.apply(frames)
+    def _windows(episode: Path, copy: AugmentedCopy | None, batch_size: int) -> Iterator[np.ndarray]:
+        """The episode's frames (or ``copy``'s), uint8 RGB windows of at most ``batch_size``. Unaugmented: read by
+        windows, never the whole decompressed episode; an augmented copy is made from all the episode's frames at
+        once (one set of random parameters over them)."""
+        if copy is None:
+            yield from h5format.iter_episode_frames(episode, batch_size)
+            return
+        frames = copy.apply(h5format.read_episode_frames(episode))
+        for i in range(0, len(frames), batch_size):
+            yield frames[i:i + batch_size]
 
     def vision(self, episode: Path, instruction: str = "", batch_size: int = 32,
                copy: AugmentedCopy | None = None) -> np.ndarray:
@@ -130,9 +137,8 @@ class FeatureCache:
             self.hits += 1
         else:
             todo = [*missing, *(s for s in self.prefetch if not self._path(episode, s, instruction, copy).exists())]
-            frames = self._frames(episode, copy)
-            parts = [self.backbone.encode_frames(frames[i:i + batch_size], todo, instruction).float().cpu().numpy()
-                     for i in range(0, len(frames), batch_size)]
+            parts = [self.backbone.encode_frames(w, todo, instruction).float().cpu().numpy()
+                     for w in self._windows(episode, copy, batch_size)]
             feats = np.concatenate(parts).astype(np.float32)
             dims = self.backbone.stream_dims()
             offset = 0
@@ -155,9 +161,8 @@ class FeatureCache:
         if found is not None:
             self.hits += 1
             return found
-        frames = self._frames(episode, copy)
-        out = np.concatenate([encode(frames[i:i + batch_size]).float().cpu().numpy()
-                              for i in range(0, len(frames), batch_size)]).astype(np.float32)
+        out = np.concatenate([encode(w).float().cpu().numpy()
+                              for w in self._windows(episode, copy, batch_size)]).astype(np.float32)
         with atomic_write(path) as tmp:
             np.save(tmp, out)
         self.misses += 1
