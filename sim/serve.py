@@ -41,6 +41,7 @@ from sim.serving.server import (
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
     MAX_SESSIONS,
+    MAX_SESSIONS_PER_CLIENT,
     READ_TIMEOUT_S,
     create_app,
     uvicorn_config,
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"required X-API-Key (default: ${API_KEY_ENV}, as the team's server; none = no auth)")
     parser.add_argument("--max-sessions", type=int_in(1, 100_000), default=MAX_SESSIONS)
+    parser.add_argument("--max-sessions-per-client", type=int_in(1, 100_000), default=MAX_SESSIONS_PER_CLIENT,
+                        help="sessions one client (host) may hold; a new one closes its own least recently used")
     parser.add_argument("--max-body-mb", type=float_in(0, 1024, low_open=True), default=MAX_BODY_BYTES / 2**20)
     parser.add_argument("--read-timeout", type=float_in(0, MAX_SECONDS, low_open=True), default=READ_TIMEOUT_S,
                         help="seconds a client has to send a whole request; slower connections are closed")
@@ -105,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock = bind(args.host, args.port)  # before the policy is built: a busy port fails at once
     try:
         app = create_app(lambda: make_policy(args.policy, **kwargs), api_key=args.api_key,
-                         max_sessions=args.max_sessions, max_body_bytes=int(args.max_body_mb * 2**20))
+                         max_sessions=args.max_sessions, max_sessions_per_client=args.max_sessions_per_client,
+                         max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
         sock.close()
         raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None

@@ -340,3 +340,18 @@ def test_serve_in_thread_binds_loopback_and_stops():
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "healthy"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=1)
+
+
+def test_a_client_that_keeps_reconnecting_never_closes_the_robots_session():
+    from sim.serving.server import MAX_SESSIONS_PER_CLIENT, SessionStore
+
+    store = SessionStore(Recorder, max_sessions=16)
+    robot = store.get("default", "10.0.0.2")
+    for i in range(200):  # a new session id on every connection
+        store.get(f"s{i}", "10.0.0.9")
+    assert store.get("default", "10.0.0.2") is robot
+    assert len(store) == 1 + MAX_SESSIONS_PER_CLIENT
+    with TestClient(create_app(Recorder, max_sessions=16, max_sessions_per_client=2)) as client:
+        for i in range(20):
+            predict(client, session=f"flood-{i}")
+        assert client.get("/health").json()["sessions"] == 1 + 2  # the preloaded default + this client's two
