@@ -105,15 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not _is_loopback(args.host) and not args.api_key:
         log.warning("serving on %s without an API key: anyone on the network can drive this policy", args.host)
-    sock = bind(args.host, args.port)  # before the policy is built: a busy port fails at once
     try:
         app = create_app(lambda: make_policy(args.policy, **kwargs), api_key=args.api_key,
                          max_sessions=args.max_sessions, max_sessions_per_client=args.max_sessions_per_client,
                          max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
-        sock.close()
         raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None
-    with sock:
+    with bind(args.host, args.port) as sock:  # a busy port: one line, exit 2 (not uvicorn's log and exit 1)
         uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
                                       host=args.host, port=args.port, log_level=args.log_level)).run(sockets=[sock])
     return 0

@@ -216,7 +216,7 @@ class Sweep(_Frozen):
 
     layouts: tuple[str, ...] = Field(min_length=1)
     distances: tuple[str, ...] = Field(min_length=1)
-    episodes_per_combo: int = Field(10, ge=1)
+    episodes_per_combo: int = Field(10, ge=1, le=100_000)  # sim.cli.MAX_EPISODES
     seed: int = Field(0, ge=0, lt=2**32)
 
 
