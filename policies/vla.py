@@ -553,7 +553,8 @@ class EnsemblePolicy(BatchablePolicy):
     ``HybridEnsembleModel`` starts; its learnable-weight version is the head ``hybrid-ensemble-recon``).
 
     Each step both policies advance (each with its own history and execution mode) and return normalised
-    actions ``a1``, ``a2``; the ensemble returns ``post(weight * a1 + (1 - weight) * a2)``. When both share
+    actions ``a1``, ``a2``; the ensemble returns ``post(weight * s1 * a1 + (1 - weight) * s2 * a2)``, ``s1``, ``s2``
+    the members' own de-normalisation (:func:`output_scale`; 1 when a member's is off), ``post`` the rest. When both share
     one backbone object and read the same streams, the frame is encoded once.
 
     Raises:
@@ -600,13 +601,15 @@ class EnsemblePolicy(BatchablePolicy):
             encoded, ms = self.first.encode_groups(images, [_instruction(o, ep.first.instruction)
                                                             for o, ep in zip(observations, episodes)])
             features = [f[0] for f in encoded]
+        # each member in label units as its source model de-normalises (its own post-processing's scale)
+        s1, s2 = (m.postprocess.scale if m.postprocess.denormalize else 1.0 for m in (self.first, self.second))
         a1 = self.first.advance([ep.first for ep in episodes], observations, features)
         a2 = self.second.advance([ep.second for ep in episodes], observations, features)
         actions = []
         for i, ep in enumerate(episodes):
             if shared:
                 ep.first.backbone_latencies_ms[-1] += ms[i]
-            actions.append(self.postprocess(self.weight * a1[i] + (1.0 - self.weight) * a2[i], ep.step))
+            actions.append(self.postprocess(self.weight * s1 * a1[i] + (1.0 - self.weight) * s2 * a2[i], ep.step))
             ep.step += 1
         return actions
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from scenarios.errors import ConfigError
+
 _TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9]+)?$")
 
 
@@ -147,8 +149,6 @@ def read_bytes_capped(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> bytes:
         OSError: a missing or unreadable file (``FileNotFoundError`` ...).
         ConfigError: the file is larger than ``limit`` (one line naming it and the limit).
     """
-    from scenarios.errors import ConfigError
-
     with open(path, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
@@ -163,8 +163,6 @@ def read_text_capped(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> str:
         OSError: a missing or unreadable file.
         ConfigError: larger than ``limit`` bytes, or not UTF-8 (naming the file and the byte offset).
     """
-    from scenarios.errors import ConfigError
-
     data = read_bytes_capped(path, limit)
     try:
         return data.decode("utf-8")
@@ -180,8 +178,6 @@ def read_json(path: str | Path, limit: int = MAX_CONFIG_BYTES) -> Any:
         ConfigError (a ``ValueError``): larger than ``limit`` bytes, not UTF-8, not JSON, or nested too deeply to
             parse (one line naming the file).
     """
-    from scenarios.errors import ConfigError
-
     text = read_text_capped(path, limit)
     try:
         return json.loads(text)

@@ -269,7 +269,7 @@ def test_the_eval_command_checks_its_batch_flags(tmp_path, capsys):
     from sim.eval import main
 
     for flags, message in ((["--batch", "sometimes"], "invalid choice: 'sometimes'"),
-                           (["--batch-wait-ms", "-1"], "--batch-wait-ms must be >= 0")):
+                           (["--batch-wait-ms", "-1"], "--batch-wait-ms: must be a number in [0, 60000]")):
         assert main(["--policy", "lstm-recon", "--out", str(tmp_path / "x"), *flags]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
