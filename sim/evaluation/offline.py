@@ -34,7 +34,7 @@ import numpy as np
 
 from envs.keys import action_to_key, key_to_action
 from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write_json
+from scenarios.files import atomic_write_json, read_json
 from sim.data import h5format
 from sim.data.h5format import EpisodeInfo
 from sim.evaluation.episode import Episode
@@ -324,13 +324,12 @@ def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], f
                  progress: bool) -> dict[str, Any]:
     """Closed-loop success of each policy on the data's layouts x distances in ``family`` (or from
     ``cfg.eval_run``)."""
-    import json
 
     from sim.evaluation.config import EnvSettings, EvalConfig, OutputSettings, Sweep
     from sim.evaluation.runner import evaluate
 
     if cfg.eval_run is not None:
-        summary = json.loads((Path(cfg.eval_run) / "summary.json").read_text())
+        summary = read_json(Path(cfg.eval_run) / "summary.json")
     elif cfg.closed_loop_episodes > 0 and layouts:
         run = cfg.out / "closed_loop"
         resume = (run / "episodes.jsonl").exists()
