@@ -17,7 +17,8 @@ errors are JSON ``{"detail": "..."}``):
 - ``GET /`` (no key) -> ``{"name": "Mobile VLA Inference API", "version": "1.0.0", "status": "running"}``;
   ``GET /test`` (key) -> ``{"message": "Test endpoint", "instruction": str, "action": [0.0, 0.0]}``.
 
-Post-processing is the server's (:class:`policies.vla.PostProcessing`): x1.15, the first frame of an episode
+Post-processing is the server's (:class:`policies.vla.PostProcessing`): x1.15 (x1 for the team's single-frame
+heads from their ``.pth``, trained on raw labels: :func:`policies.vla.output_scale`), the first frame of an episode
 forced to zero, clip to +-1.5. The 0.15 dead-zone belongs to the robot node, so it is off here unless
 ``--dead-zone`` (the simulator's own ``sim.eval`` applies it, as the robot would).
 
