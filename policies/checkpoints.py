@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -54,7 +53,7 @@ import torch
 from policies.backbones import FROZEN_PREFIXES
 from policies.backbones.lora import TENSOR_PREFIX, LoraAdapter
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write
+from scenarios.files import atomic_write, json_text, read_json
 
 #: ``format`` value of the project's JSON sidecar.
 FORMAT_NAME = "mobile-vla-sim.head"
@@ -236,7 +235,7 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
     if backbone_lora is not None:
         sidecar["backbone_lora"] = backbone_lora.sidecar()
     try:
-        sidecar_text = json.dumps(sidecar, indent=2, sort_keys=True)
+        sidecar_text = json_text(sidecar, indent=2, sort_keys=True)
     except TypeError as exc:
         raise ConfigError(f"checkpoint metadata must be JSON-serialisable: {exc}") from exc
     state = dict(head.state_dict())
@@ -347,8 +346,8 @@ def load_key_map(path: str | Path) -> dict[str, str]:
     """
     path = Path(path).expanduser()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
         raise CheckpointFormatError(f"{path}: unreadable key map ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise CheckpointFormatError(f"{path}: a key map is a JSON object of strings {{\"old.prefix.\": \"new.prefix.\"}}")
@@ -413,8 +412,8 @@ def _load_safetensors(path: Path, key_map: Mapping[str, str]) -> Checkpoint:
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
     try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        info = read_json(side)
+    except (OSError, ValueError) as exc:
         raise CheckpointFormatError(f"{side}: unreadable checkpoint sidecar ({exc})") from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
         raise CheckpointFormatError(f"{side}: not a {FORMAT_NAME} sidecar (format={info.get('format')!r})"

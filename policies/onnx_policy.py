@@ -47,7 +47,6 @@ import collections
 import dataclasses
 import hashlib
 import importlib
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -59,6 +58,7 @@ import numpy as np
 from envs.settings import ImageSize
 from policies.base import Policy
 from scenarios.errors import ConfigError, MobileVLAError
+from scenarios.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -221,8 +221,8 @@ def read_spec(model_path: str | Path) -> ArtifactSpec:
         raise ArtifactNotFoundError(f"{side}: sidecar not found (export writes it next to the model; it holds the "
                                     "window, chunk, normalisation and post-processing the graph needs)")
     try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        info = read_json(side)
+    except (OSError, ValueError) as exc:
         raise ArtifactError(f"{side}: unreadable sidecar ({exc})") from exc
     return ArtifactSpec.from_dict(info, str(side))
 

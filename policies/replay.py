@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 from envs.keys import KEY_ACTIONS, key_to_action
 from policies.base import Policy
 from scenarios.errors import ConfigError
+from scenarios.files import read_json
 
 #: The key guides human operators drove for 1-box scenarios (copied from the team's reference data).
 HUMAN_PATTERNS = Path(__file__).resolve().parents[1] / "scenarios" / "human" / "core_patterns_1box.json"
@@ -25,8 +25,8 @@ def load_patterns(path: str | Path = HUMAN_PATTERNS) -> dict[str, list[str]]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: cannot read key patterns: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected an object of name -> list of keys")

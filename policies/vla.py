@@ -8,7 +8,9 @@ One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an acti
    padded by repeating the episode's first frame, except for heads that see only the episode's own frames
    (``robovlms``, ``pad_history = False``). Frames are encoded once (features are kept, not pixels) and only
    when a prediction needs them.
-2. **Text.** The instruction's streams (``head.instruction_streams``) are encoded once per distinct string.
+2. **Text.** The instruction's streams (``head.instruction_streams``) are encoded once per distinct string, kept for
+   the most recent :data:`~policies.lru.MAX_INSTRUCTIONS` strings (an LRU: memory stays bounded whatever a client
+   sends).
 3. **Action chunk execution** (``execution``):
 
    - ``"first"``: receding horizon: predict every step, execute the chunk's first action (the deployed
@@ -19,10 +21,14 @@ One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an acti
      prediction with weights ``exp(-ensemble_k * i)``, ``i = 0`` for the oldest prediction, normalised to sum
      to 1 (ACT's temporal ensembling; RoboVLMs' evaluation wrapper does the same with its own decay).
 
-4. **Post-processing** as the deployed server, each step switchable: de-normalise (x ``ACTION_LABEL`` =
-   1.15), clip to +-``OUTPUT_CLIP`` (1.5), dead-zone (components with ``|v| < DEAD_ZONE`` = 0.15 become 0),
-   and the episode's first action forced to zero (the model still runs at step 0, so its latency and
-   history are real).
+4. **Post-processing** as the deployed server, each step switchable: de-normalise, clip to +-``OUTPUT_CLIP``
+   (1.5), dead-zone (components with ``|v| < DEAD_ZONE`` = 0.15 become 0), and the episode's first action forced
+   to zero (the model still runs at step 0, so its latency and history are real). De-normalising is the source
+   model's (:func:`output_scale`): x ``ACTION_LABEL`` = 1.15 for heads trained on labels clamped to [-1, 1] (the
+   project's, the bundled weights) and for ``robovlms`` (the RoboVLMs server's ``unnoramalize_action``); x 1 for
+   the team's single-frame heads loaded from the team's own files (:data:`RAW_LABEL_HEADS`: trained on the raw
+   labels, +-1.15, and evaluated by the team on raw outputs). :meth:`PostProcessing.describe` says which, and the
+   run's ``config.json`` and report record it.
 
 Observations: ``{"image": uint8 (H, W, 3) RGB, "instruction": str, "state": float32 (6,)}``; ``state`` is not
 used by the VLA heads (the robot's models never saw odometry). Actions: float32 ``[linear_x, linear_y]``
@@ -60,6 +66,7 @@ from policies.checkpoints import (
     load_into_head,
 )
 from policies.heads import CONFIG_ALIASES, ActionHead, config_fields, config_from_dict, head_class
+from policies.lru import MAX_INSTRUCTIONS, LRUCache
 from scenarios.errors import ConfigError
 
 #: ACT's temporal-ensembling constant (weights ``exp(-k * i)``, ``i = 0`` the oldest prediction).
@@ -89,6 +96,22 @@ class PostProcessing:
     scale: float = ACTION_LABEL
     clip_value: float = OUTPUT_CLIP
     dead_zone_value: float = DEAD_ZONE
+    #: Why ``scale`` is what it is (where the source model applies it), for reports.
+    scale_source: str = "the head was trained on labels clamped to [-1, 1]"
+
+    def describe(self) -> str:
+        """One line: the steps that run, in order, with the scale's source (``"x1.15 (the head was trained on labels
+        clamped to [-1, 1]), clip +-1.5, dead-zone 0.15, first step zero"``)."""
+        steps = []
+        if self.denormalize:
+            steps.append(f"x{self.scale:g} ({self.scale_source})")
+        if self.clip:
+            steps.append(f"clip +-{self.clip_value:g}")
+        if self.dead_zone:
+            steps.append(f"dead-zone {self.dead_zone_value:g}")
+        if self.zero_first_step:
+            steps.append("first step zero")
+        return ", ".join(steps) or "none"
 
     def __call__(self, action: np.ndarray, step: int) -> np.ndarray:
         """Post-process one normalised action (float ``(action_dim,)``) at episode step ``step`` (0-based)."""
@@ -367,7 +390,7 @@ class VLAPolicy(BatchablePolicy):
         self.postprocess = postprocess or PostProcessing()
         self.checkpoint: Checkpoint | None = None
         self.settings: Any = None  # robovlms: the RoboVLMsSettings of its config JSON
-        self._text: dict[str, torch.Tensor] = {}
+        self._text: LRUCache[str, torch.Tensor] = LRUCache(MAX_INSTRUCTIONS)
         # frame streams read with the instruction: frames of different instructions cannot share a backbone call
         self._conditioned = any(STREAMS[s][0] == "frame+instruction" for s in self.frame_streams)
         super().__init__()
@@ -530,7 +553,8 @@ class EnsemblePolicy(BatchablePolicy):
     ``HybridEnsembleModel`` starts; its learnable-weight version is the head ``hybrid-ensemble-recon``).
 
     Each step both policies advance (each with its own history and execution mode) and return normalised
-    actions ``a1``, ``a2``; the ensemble returns ``post(weight * a1 + (1 - weight) * a2)``. When both share
+    actions ``a1``, ``a2``; the ensemble returns ``post(weight * s1 * a1 + (1 - weight) * s2 * a2)``, ``s1``, ``s2``
+    the members' own de-normalisation (:func:`output_scale`; 1 when a member's is off), ``post`` the rest. When both share
     one backbone object and read the same streams, the frame is encoded once.
 
     Raises:
@@ -577,13 +601,15 @@ class EnsemblePolicy(BatchablePolicy):
             encoded, ms = self.first.encode_groups(images, [_instruction(o, ep.first.instruction)
                                                             for o, ep in zip(observations, episodes)])
             features = [f[0] for f in encoded]
+        # each member in label units as its source model de-normalises (its own post-processing's scale)
+        s1, s2 = (m.postprocess.scale if m.postprocess.denormalize else 1.0 for m in (self.first, self.second))
         a1 = self.first.advance([ep.first for ep in episodes], observations, features)
         a2 = self.second.advance([ep.second for ep in episodes], observations, features)
         actions = []
         for i, ep in enumerate(episodes):
             if shared:
                 ep.first.backbone_latencies_ms[-1] += ms[i]
-            actions.append(self.postprocess(self.weight * a1[i] + (1.0 - self.weight) * a2[i], ep.step))
+            actions.append(self.postprocess(self.weight * s1 * a1[i] + (1.0 - self.weight) * s2 * a2[i], ep.step))
             ep.step += 1
         return actions
 
@@ -596,6 +622,54 @@ class EnsemblePolicy(BatchablePolicy):
 
 #: Heads that read one frame and share a parameter tree, so one's checkpoint fits the other.
 SAME_TREE = ({"case1", "case3"},)
+
+
+#: The team's single-frame heads whose source models were trained on the robot's raw labels (``linear_x``,
+#: ``linear_y`` in ``{0, +-1.15}``: the team's loaders feed ``actions[:, :2]`` as stored) and evaluated on raw
+#: outputs: loaded from the team's own files, their output is already in label units (no x1.15).
+RAW_LABEL_HEADS = frozenset({"case1", "case1-v1", "case2", "case3", "hybrid", "pure-kosmos2"})
+
+
+def output_scale(head: str, ckpt: Checkpoint | None, settings: Any = None) -> tuple[float, str]:
+    """``(scale, source)``: the factor that turns head ``head``'s output into label units, as its source model's
+    own inference does, and where that comes from.
+
+    - ``robovlms``: the RoboVLMs config's (``norm_action``: ``unnoramalize_action(raw, -1.15, 1.15)``, else
+      ``scale_factor``; default 1.15), as the team's server;
+    - a :data:`RAW_LABEL_HEADS` head from a team file (``.pth`` or a bare state dict): 1, trained on raw labels;
+    - every other head (the project's ``.safetensors``, the bundled weights, a fresh head): 1.15, trained on labels
+      clamped to [-1, 1] (:class:`sim.data.dataset` ``clamp=1.0``).
+    """
+    if head == "robovlms":
+        scale = settings.scale if settings is not None else ACTION_LABEL
+        return float(scale), "the RoboVLMs server's de-normalisation"
+    if ckpt is not None and ckpt.format in ("pth", "state_dict") and head in RAW_LABEL_HEADS:
+        return 1.0, "none: the team's file, trained on raw labels +-1.15"
+    return ACTION_LABEL, "the head was trained on labels clamped to [-1, 1]"
+
+
+def robovlms_settings(ckpt: Checkpoint | None, config: str | Path | Mapping[str, Any] | None = None) -> Any:
+    """The :class:`~policies.backbones.robovlms.RoboVLMsSettings` a ``robovlms`` policy runs with: from ``config``
+    (the team's config JSON), else the checkpoint's Lightning ``hyper_parameters``, else the defaults with the
+    head's sizes (``hidden_size``, ``num_layers``, ``chunk_size``) read from the checkpoint's tensors, so a
+    ``.ckpt`` loads without its config when its widths say what it is (exp17: hidden 1024, chunk 1).
+
+    Raises:
+        RoboVLMsConfigError: an unusable config (named by file and field).
+    """
+    from policies.backbones.robovlms import RoboVLMsSettings
+
+    hparams = (ckpt.meta.get("hyper_parameters") or {}) if ckpt is not None else {}
+    team_config = config if config is not None else hparams.get("configs", hparams) or None
+    if team_config and (not isinstance(team_config, Mapping) or "act_head" in team_config):
+        return RoboVLMsSettings.from_config(team_config)
+    settings = RoboVLMsSettings()
+    if ckpt is None:
+        return settings
+    sizes = head_class("robovlms").config_from_state_dict(ckpt.state_dict, {"action_dim": settings.action_dim})
+    found = {k: int(sizes[k]) for k in ("hidden_size", "num_layers", "chunk_size") if k in sizes}
+    return dataclasses.replace(settings, **found, source="defaults; sizes read from the checkpoint's tensors"
+                               if found else None)
 
 
 def resolve_backbone(backbone: str, head: str, ckpt: Checkpoint | None) -> str:
@@ -738,7 +812,6 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     """
     from policies.backbones.compile import check_compile_mode
     from policies.backbones.compile import compile_vision as compile_towers
-    from policies.backbones.robovlms import RoboVLMsSettings
 
     if checkpoint is not None and path is not None:
         raise TypeError("give either checkpoint= or path=, not both")
@@ -778,10 +851,7 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
     settings = None
     fixed: dict[str, Any] = {}
     if head == "robovlms":
-        hparams = (ckpt.meta.get("hyper_parameters") or {}) if ckpt is not None else {}
-        team_config = config if config is not None else hparams.get("configs", hparams) or None
-        settings = RoboVLMsSettings.from_config(team_config) if team_config and (
-            not isinstance(team_config, Mapping) or "act_head" in team_config) else RoboVLMsSettings()
+        settings = robovlms_settings(ckpt, config)
         fixed = settings.head_config()
     try:
         values = head_config_values(head, ckpt, widths, fixed)
@@ -830,9 +900,9 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             bb = shared_backbone(key, lambda: compile_towers(  # compiled after the merge: the merged weights
                 merge_lora(build_backbone(cache=False, compile_mode="off"), lora), compile_vision,
                 warmup=model.frame_streams))
-    scale = settings.scale if settings is not None else PostProcessing.scale
+    scale, scale_source = output_scale(head, ckpt, settings)
     post = PostProcessing(denormalize=denormalize, clip=clip, dead_zone=dead_zone, zero_first_step=zero_first_step,
-                          scale=scale)
+                          scale=scale, scale_source=scale_source)
     window = window_size if window_size is not None else (settings.window_size if settings is not None else 8)
     policy = VLAPolicy(model, bb, execution=execution, window_size=window, postprocess=post,
                        ensemble_k=ensemble_k, device=device)
@@ -878,7 +948,8 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
     """Ensemble of two VLA heads, weight 0.6 on the first (default case2 + lstm-recon).
 
     ``kwargs`` are shared by both members (backbone, device, execution, window_size, action_dim, ...); the
-    post-processing switches apply once, to the mixed action. Member checkpoints come from
+    post-processing switches apply once, to the mixed action, except de-normalising, which each member does as its
+    source model (:func:`output_scale`). Member checkpoints come from
     ``first_checkpoint`` / ``second_checkpoint``.
 
     Raises:
@@ -888,9 +959,11 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
         raise TypeError("ensemble takes first_checkpoint= and second_checkpoint=, not checkpoint=/path=")
     kwargs.pop("checkpoint", None)
     kwargs.pop("path", None)
-    post = PostProcessing(denormalize=kwargs.pop("denormalize", True), clip=kwargs.pop("clip", True),
-                          dead_zone=kwargs.pop("dead_zone", True), zero_first_step=kwargs.pop("zero_first_step", True))
-    member_post = {"denormalize": False, "clip": False, "dead_zone": False, "zero_first_step": False}
+    denormalize = kwargs.pop("denormalize", True)
+    # each member de-normalises as its source model does (:func:`output_scale`); the mix is in label units
+    post = PostProcessing(denormalize=False, clip=kwargs.pop("clip", True), dead_zone=kwargs.pop("dead_zone", True),
+                          zero_first_step=kwargs.pop("zero_first_step", True))
+    member_post = {"denormalize": denormalize, "clip": False, "dead_zone": False, "zero_first_step": False}
     one = build_vla_policy(first, checkpoint=first_checkpoint, **member_post, **kwargs)
     two = build_vla_policy(second, checkpoint=second_checkpoint, **member_post, **kwargs)
     policy = EnsemblePolicy(one, two, weight=weight, postprocess=post)
@@ -899,6 +972,7 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 
 
 __all__ = [
-    "EXECUTION_MODES", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory", "PostProcessing",
-    "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "resolve_backbone",
+    "EXECUTION_MODES", "RAW_LABEL_HEADS", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory",
+    "PostProcessing", "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "output_scale",
+    "resolve_backbone", "robovlms_settings",
 ]

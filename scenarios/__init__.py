@@ -87,6 +87,13 @@ class Randomization(Appearance):
     box_scale: Range
     box_colours: list[Vec3] = Field(min_length=1)
 
+    @field_validator("box_scale")
+    @classmethod
+    def _positive_scale(cls, v: Range) -> Range:
+        if v.low <= 0:
+            raise ValueError(f"box scale must be > 0, got [{v.low}, {v.high}]")
+        return v
+
 
 class LayoutFile(Strict):
     """Schema of a layout file after merging over the defaults."""
@@ -299,7 +306,9 @@ def load(name: str, distance: str = "medium", scenario_dir: str | Path | None = 
 def geometry_problem(layout: LayoutFile) -> str | None:
     """What makes a layout's geometry impossible at some distance preset, or None. Checked over the whole jitter
     and box-scale ranges: a box that can reach within :data:`START_CLEARANCE` of the robot's start, a target
-    behind the start or closer than its standoff, a box or the target that can leave the arena.
+    behind the start or closer than its standoff, a box or the target that can leave the arena, the target or its
+    goal (``standoff`` in front of it) inside a box's footprint at their nominal places (range mid-points,
+    scale 1).
     """
     rnd = layout.randomization
     scale = rnd.box_scale.high
@@ -319,6 +328,12 @@ def geometry_problem(layout: LayoutFile) -> str | None:
             if math.hypot(dx, dy) < START_CLEARANCE:
                 return (f"obstacles.{i} at distance {name!r} can reach the robot's start (nearest face "
                         f"{near:.2f} m ahead, sideways {y:+.2f} m): keep {START_CLEARANCE} m clear")
+            box_x = preset.obstacle.mid + ob.offset[0]
+            for what, x in (("the target", preset.target.mid), ("the goal", preset.target.mid - layout.target.standoff)):
+                if box_x <= x <= box_x + ob.size[0] and abs(preset.target_y - y) <= ob.size[1] / 2:
+                    return (f"distances.{name}: {what} ({x:.2f} m ahead, {preset.target_y:+.2f} m sideways) is inside "
+                            f"obstacles.{i} ({box_x:.2f}-{box_x + ob.size[0]:.2f} m ahead, {y - ob.size[1] / 2:+.2f} to "
+                            f"{y + ob.size[1] / 2:+.2f} m sideways)")
             far = preset.obstacle.high + ob.offset[0] + rnd.obstacle_xy[0] + ob.size[0] * scale
             if far > preset.target.high + layout.arena.x_beyond_target or \
                     abs(y) + half_width > layout.arena.half_width:

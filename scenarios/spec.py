@@ -237,15 +237,47 @@ def target_half_extents(kind: str) -> Vec3:
     return dims[0], dims[0], dims[1] / 2
 
 
+#: Largest magnitude of any number in a scenario file: metres, degrees and seconds are all far below it, so a
+#: larger one (``1e308``) is a mistake that would overflow the geometry; refused when the file is read.
+MAX_SCENARIO_NUMBER = 1e4
+
+
+def _huge_number(value: Any, path: str) -> str | None:
+    """The dotted path and value of the first number in ``value`` beyond :data:`MAX_SCENARIO_NUMBER` (or not
+    finite), or None."""
+    if isinstance(value, dict):
+        return next((found for k, v in value.items() if (found := _huge_number(v, f"{path}.{k}" if path else k))), None)
+    if isinstance(value, list):
+        return next((found for i, v in enumerate(value) if (found := _huge_number(v, f"{path}.{i}"))), None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            not (math.isfinite(value) and abs(value) <= MAX_SCENARIO_NUMBER):
+        return f"{path} = {value!r}"
+    return None
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a dict. Raises :class:`ScenarioError` (naming the file) when missing or malformed."""
+    """A TOML file as a dict.
+
+    Raises:
+        ScenarioError: (naming the file) missing, larger than :data:`scenarios.files.MAX_CONFIG_BYTES`, not UTF-8,
+            malformed, or holding a number that is not finite or beyond +-:data:`MAX_SCENARIO_NUMBER` (naming the
+            key).
+    """
+    from scenarios.files import read_text_capped
+
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        data = tomllib.loads(read_text_capped(path))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
+    except (OSError, MobileVLAError) as exc:
+        raise ScenarioError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
+    huge = _huge_number(data, "")
+    if huge:
+        raise ScenarioError(f"{path}: {huge}: numbers in a scenario file must be finite and within "
+                            f"+-{MAX_SCENARIO_NUMBER:g}")
+    return data
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -21,15 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scenarios.errors import EXIT_FAILED, EXIT_OK
-from sim.cli import command
+from sim.cli import MAX_WORKERS, ArgumentParser, command, int_in
 from sim.training.ablation import load_spec, run_ablation
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.ablate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.ablate", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="spec file (TOML), e.g. ablations/ideas.toml")
     parser.add_argument("--out", type=Path, help="output folder (default runs/ablation-<spec file name>)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=os.cpu_count() or 1,
                         help="processes for generation and evaluation, torch threads for training (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser

@@ -35,7 +35,7 @@ import torch
 
 from policies.catalog import TRAINABLE_GOALNAV
 from policies.checkpoints import WEIGHTS_DIR, load_checkpoint, save_checkpoint, sidecar_path
-from sim.cli import command
+from sim.cli import MAX_EPISODES, MAX_SEED, MAX_WORKERS, ArgumentParser, command, float_in, int_in
 
 #: Config overrides of the bundled heads (empty: the team's sizes; feature widths come from the backbone).
 BUNDLED_HEAD_CONFIGS: dict[str, dict[str, int]] = {
@@ -92,21 +92,21 @@ def _bundle_goalnav(heads: list[str], args: argparse.Namespace, weights_dir: Pat
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.bundle", description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = ArgumentParser(prog="python -m sim.bundle", description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int_in(2, MAX_EPISODES), default=400)
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     parser.add_argument("--data", default="data/pretrain", help="episode folder (generated if incomplete)")
     parser.add_argument("--work", default="runs/bundle", help="training outputs")
     parser.add_argument("--heads", nargs="+", default=[*BUNDLED_HEAD_CONFIGS, *TRAINABLE_GOALNAV],
                         choices=[*BUNDLED_HEAD_CONFIGS, *TRAINABLE_GOALNAV])
-    parser.add_argument("--corridor-episodes", type=int, default=225,
+    parser.add_argument("--corridor-episodes", type=int_in(3, MAX_EPISODES), default=225,
                         help="corridor episodes for exp73 / exp49 (225: the team's V6 set)")
     parser.add_argument("--corridor-data", default="data/corridor-bundle", help="their episode folder")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--lr", type=float, default=1e-3,
+    parser.add_argument("--epochs", type=int_in(1, 100_000), default=60)
+    parser.add_argument("--lr", type=float_in(0, 1, low_open=True), default=1e-3,
                         help="learning rate (1e-3: the team's 1e-4 underfits 400 episodes; README)")
-    parser.add_argument("--patience", type=int, default=12)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--patience", type=int_in(0, 100_000), default=12)
+    parser.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=os.cpu_count() or 1)
     parser.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
     args = parser.parse_args(argv)
     if args.episodes < 2 or args.workers < 1 or args.corridor_episodes < 3:

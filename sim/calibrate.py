@@ -31,21 +31,21 @@ from scenarios.errors import EXIT_FAILED, EXIT_OK
 from scenarios.files import atomic_write_text
 from sim.calibration.guides import GUIDE_FILES, load_guides
 from sim.calibration.search import PRESS_RANGE, calibrate, guide_share, verify, write_layouts
-from sim.cli import command
+from sim.cli import MAX_SEED, MAX_WORKERS, ArgumentParser, command, float_in, int_in
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.calibrate", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--guides", nargs="+", default=[str(f) for f in GUIDE_FILES],
                         help="JSON files of name -> key list (default: scenarios/human/ 1-box and 2-box guides)")
-    parser.add_argument("--press", nargs="+", type=float, default=[RobotConfig().press_distance],
+    parser.add_argument("--press", nargs="+", type=float_in(0, 10), default=[RobotConfig().press_distance],
                         help="press lengths to search (m, within the spec's 0.15-0.2); default: the robot's "
                              "%(default)s")
-    parser.add_argument("--samples", type=int, default=40, help="pose-jitter draws per guide in the search")
-    parser.add_argument("--maxiter", type=int, default=150, help="differential-evolution generations per layout")
-    parser.add_argument("--seeds", type=int, default=5, help="simulator replays per guide in the table (0 nominal)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--samples", type=int_in(1, 100_000), default=40, help="pose-jitter draws per guide in the search")
+    parser.add_argument("--maxiter", type=int_in(1, 100_000), default=150, help="differential-evolution generations per layout")
+    parser.add_argument("--seeds", type=int_in(1, 10_000), default=5, help="simulator replays per guide in the table (0 nominal)")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    parser.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=scenarios.family_dir("cup") / "layouts",
                         help="folder of the layout files to write (default: the cup family's)")
     parser.add_argument("--report", type=Path, help="also write the before/after table as Markdown here")

@@ -12,17 +12,17 @@ keys and widths); 1 = it does not (or ``--build`` failed); 2 = bad arguments (e.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Sequence
 
 from policies.catalog import HEAD_NAMES
-from sim.cli import add_model_source_arguments, command
+from scenarios.files import json_text
+from sim.cli import ArgumentParser, add_model_source_arguments, command
 from sim.deploy.checkpoint_report import format_report, inspect_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="checkpoint (.pth, .ckpt, .pt, .safetensors + .json)")
     parser.add_argument("--policy", choices=HEAD_NAMES, help="check against this head (default: detected)")
     add_model_source_arguments(parser, checkpoint=False, backbone_default="auto")
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = inspect_checkpoint(args.file, policy=args.policy, key_map=args.key_map, backbone=args.backbone,
                                 backbone_path=args.backbone_path, clip_path=args.clip_path, config=args.config,
                                 build=args.build)
-    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    print(json_text(report, indent=1, default=str) if args.json else format_report(report))
     return 0 if report["loads"] else 1
 
 

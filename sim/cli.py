@@ -11,6 +11,10 @@
   ``--device``: :func:`add_device_argument`, :func:`check_device`).
 - ``--family`` (:func:`add_family_argument`) on every command that builds an environment; ``--renderer``
   (:func:`add_renderer_argument`) on every command that renders camera images.
+- :class:`ArgumentParser`: every command's parser; a usage error is one line, ``error: ...``, exit 2.
+- The one rule for numeric flags (:func:`int_in`, :func:`float_in`): a finite number within documented bounds
+  (:data:`MAX_EPISODES`, :data:`MAX_WORKERS`, :data:`MAX_SEED`, ...); ``inf``, ``nan`` or ``1e12`` is a usage
+  error naming the flag, before anything is written.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import ast
 import functools
 import json
+import math
 import re
 import signal
 import sys
@@ -38,6 +43,57 @@ BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)
 MODEL_SOURCE_FLAGS = ("checkpoint", "backbone", "backbone_path", "clip_path", "key_map", "config", "device")
 #: What ``--device`` accepts.
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+#: Upper bound of every episode count (``--episodes``, ``--episodes-per-combo``, ...): 100,000.
+MAX_EPISODES = 100_000
+#: Upper bound of ``--workers`` / ``--n-envs`` (processes): 256.
+MAX_WORKERS = 256
+#: Largest ``--seed``: numpy's seed range, ``2**32 - 1``.
+MAX_SEED = 2**32 - 1
+#: Upper bound of step counts (``--max-steps``, ``--timesteps``, ``--check-steps`` ...): 10**9.
+MAX_STEPS = 10**9
+#: Upper bound of every duration flag in seconds (``--read-timeout``, ``--max-time``, ``--step-timeout``): 1 day.
+MAX_SECONDS = 86_400.0
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of every command: a usage error prints one line, ``error: <message>``, and exits 2 (argparse
+    prints the usage first; ``--help`` still shows it)."""
+
+    def error(self, message: str) -> Any:  # noqa: D102 - argparse's hook
+        self.exit(EXIT_USAGE, f"error: {message.splitlines()[0] if message else 'bad arguments'}\n")
+
+
+def _number(kind: type, low: float, high: float, low_open: bool) -> Callable[[str], Any]:
+    what = "an integer" if kind is int else "a number"
+    fmt = (lambda v: str(int(v))) if kind is int else (lambda v: f"{v:g}")
+    bound = f"{'(' if low_open else '['}{fmt(low)}, {fmt(high)}]"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text) if kind is float else int(text, 10)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not math.isfinite(value) or not (low < value if low_open else low <= value) \
+                or value > high:
+            raise argparse.ArgumentTypeError(f"must be {what} in {bound}, got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__}_in{bound}"
+    return parse
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a base-10 integer in ``[low, high]``; anything else (``1e12``, ``inf``, ``x``, out of
+    range) is a usage error naming the flag (``error: argument --workers: must be an integer in [1, 256], got
+    '1000'``, exit 2)."""
+    return _number(int, low, high, False)
+
+
+def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``); ``nan``,
+    ``inf`` and anything out of range are usage errors naming the flag (exit 2)."""
+    return _number(float, low, high, low_open)
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True,

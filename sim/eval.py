@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import os
 import sys
@@ -34,7 +35,14 @@ from policies import describe
 from policies import names as policy_names
 from policies.batching import DEFAULT_MAX_WAIT_MS
 from scenarios.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from scenarios.files import read_text_capped
 from sim.cli import (
+    MAX_EPISODES,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WORKERS,
+    ArgumentParser,
     add_family_argument,
     add_model_source_arguments,
     add_policy_arg_argument,
@@ -42,6 +50,8 @@ from sim.cli import (
     add_sweep_arguments,
     cadence_from_arg,
     command,
+    float_in,
+    int_in,
     model_source_kwargs,
     parse_policy_args,
     sweep_from_args,
@@ -65,11 +75,12 @@ def read_real_results(path: str | Path) -> dict[str, float]:
     """``policy,success_rate`` CSV (rates in [0, 1] or percentages) -> dict.
 
     Raises:
-        ConfigError: unreadable file, missing columns or a non-numeric rate (names the file and line).
+        ConfigError: unreadable file, larger than 16 MiB or not UTF-8, missing columns or a non-numeric rate
+            (names the file and line).
     """
     out: dict[str, float] = {}
     try:
-        with open(path, newline="") as fh:
+        with io.StringIO(read_text_capped(path), newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or not {"policy", "success_rate"} <= set(reader.fieldnames):
                 raise ConfigError(f"{path}: expected columns policy,success_rate, got {reader.fieldnames}")
@@ -77,8 +88,10 @@ def read_real_results(path: str | Path) -> dict[str, float]:
                 text = (row["success_rate"] or "").strip()
                 try:
                     rate = float(text.rstrip("%"))
+                    if not 0 <= rate <= 100:  # nan and inf too
+                        raise ValueError
                 except ValueError:
-                    raise ConfigError(f"{path}:{line}: success_rate {row['success_rate']!r} is not a number") from None
+                    raise ConfigError(f"{path}:{line}: success_rate {row['success_rate']!r} is not a number in [0, 100]") from None
                 out[(row["policy"] or "").strip()] = rate / 100 if rate > 1 or text.endswith("%") else rate
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--real-results {path}: {exc}") from None
@@ -170,16 +183,16 @@ def given_flags(argv: Sequence[str] | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.eval", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.eval", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", help="policy name (repeat to compare); see --list")
     parser.add_argument("--list", action="store_true", help="list the registered policies and exit")
     add_model_source_arguments(parser)
     add_policy_arg_argument(parser)
     add_family_argument(parser)
     add_sweep_arguments(parser)
-    parser.add_argument("--episodes-per-combo", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--episodes-per-combo", type=int_in(1, MAX_EPISODES), default=10)
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    parser.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=os.cpu_count() or 1,
                         help="worker processes, or Ray actors with --backend ray (default: the CPUs here)")
     parser.add_argument("--backend", choices=BACKENDS, default="local",
                         help="local: worker processes on this machine; ray: actors on a Ray cluster (pip install -e "
@@ -190,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on: the VLA policies run on one batched policy server that advances every waiting "
                              "environment in one forward; off: each worker runs its own; auto (default): on when "
                              "they run on CUDA with more than one worker")
-    parser.add_argument("--batch-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS, metavar="MS",
+    parser.add_argument("--batch-wait-ms", type=float_in(0, 60_000), default=DEFAULT_MAX_WAIT_MS, metavar="MS",
                         help=f"batched: longest wait for more environments once one is waiting (default "
                              f"{DEFAULT_MAX_WAIT_MS:g})")
     parser.add_argument("--record", choices=RECORD_MODES, default="failures", help="which episodes get a video")
@@ -201,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"--record applies to the first N episodes of each policy x layout x distance (default "
                              f"{DEFAULT_VIDEOS_PER_COMBO}; all: every episode)")
     lat = parser.add_mutually_exclusive_group()
-    lat.add_argument("--latency-ms", type=float, help="apply every action this many ms late (simulated time)")
+    lat.add_argument("--latency-ms", type=float_in(0, 1e4), help="apply every action this many ms late (simulated time)")
     lat.add_argument("--latency", choices=["measured"], help="apply each action as late as the policy took")
     parser.add_argument("--latency-component", action="append", default=[], metavar="NAME=SECONDS",
                         help="a latency component (e.g. grounder=1.9, mlp=0.001; repeat): each step pays those the "
@@ -212,16 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cadence", metavar="PRESET[,FIELD=VALUE...]",
                         help=f"class actuation: when decisions are taken and how long commands drive: "
                              f"{', '.join(PRESETS)} (default deployed), e.g. deployed,coast_s=1.2 (envs/cadence.py)")
-    parser.add_argument("--max-time", type=float, metavar="S",
+    parser.add_argument("--max-time", type=float_in(0, 3600, low_open=True), metavar="S",
                         help="class actuation: episode length in simulated seconds (default 45)")
     parser.add_argument("--image-size", default="224x224", help="camera WIDTHxHEIGHT px")
     add_renderer_argument(parser)
-    parser.add_argument("--max-steps", type=int, default=None, help="steps before a timeout (default: the env's)")
+    parser.add_argument("--max-steps", type=int_in(1, MAX_STEPS), default=None, help="steps before a timeout (default: the env's)")
     parser.add_argument("--out", help="run folder (default runs/<policies>-<timestamp>)")
     parser.add_argument("--resume", help="complete the run in this folder with its saved settings")
     parser.add_argument("--retry-errors", action="store_true",
                         help="with --resume: also re-run the episodes recorded as error (e.g. a server that was down)")
-    parser.add_argument("--step-timeout", type=float, metavar="S",
+    parser.add_argument("--step-timeout", type=float_in(0, MAX_SECONDS, low_open=True), metavar="S",
                         help="seconds a policy's reset or act may take; over it the episode ends as error (default: "
                              "no limit)")
     parser.add_argument("--real-results", help="CSV policy,success_rate measured on the real robot")

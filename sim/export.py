@@ -28,10 +28,17 @@ import scenarios
 from policies.catalog import EXECUTION_MODES, HEAD_NAMES
 from scenarios.errors import EXIT_FAILED, EXIT_OK
 from sim.cli import (
+    MAX_EPISODES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WORKERS,
+    ArgumentParser,
     add_family_argument,
     add_model_source_arguments,
     add_policy_arg_argument,
     command,
+    float_in,
+    int_in,
     model_source_kwargs,
     parse_policy_args,
 )
@@ -50,7 +57,7 @@ from sim.deploy.onnx_export import (
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser (kept separate so callers can add flags)."""
-    parser = argparse.ArgumentParser(prog="python -m sim.export", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.export", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="case2", choices=HEAD_NAMES, help="head to export (default case2)")
     add_model_source_arguments(parser, backbone_default="auto")
     add_policy_arg_argument(parser)
@@ -59,27 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head-only", action="store_true",
                         help="export the head alone; the backbone stays in PyTorch (needed for Kosmos-2)")
     parser.add_argument("--out", default=None, help="output folder (model.onnx + model.json)")
-    parser.add_argument("--window-size", type=int, default=None,
+    parser.add_argument("--window-size", type=int_in(1, 1024), default=None,
                         help="history window in frames (default 8, or the RoboVLMs config's)")
     parser.add_argument("--execution", default="first", choices=EXECUTION_MODES,
                         help="default execution recorded in the sidecar")
     parser.add_argument("--action-dim", type=int, default=None, choices=[2, 3])
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0,
                         help="seed of a random head (no bundled weights, no --checkpoint) and base seed of --verify")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--opset", type=int_in(7, 100), default=DEFAULT_OPSET)
     parser.add_argument("--observations", default=None, help=".npz with images (N,H,W,3) uint8 for the check")
-    parser.add_argument("--check-steps", type=int, default=DEFAULT_CHECK_STEPS)
+    parser.add_argument("--check-steps", type=int_in(1, MAX_STEPS), default=DEFAULT_CHECK_STEPS)
     parser.add_argument("--no-check", action="store_true", help="skip the numerical check (not recommended)")
-    parser.add_argument("--latency-budget-ms", type=float, default=None,
+    parser.add_argument("--latency-budget-ms", type=float_in(0, 1e6, low_open=True), default=None,
                         help="measure p50/p95 per step (PyTorch and onnxruntime CPU) and give a verdict")
-    parser.add_argument("--latency-steps", type=int, default=DEFAULT_LATENCY_STEPS)
-    parser.add_argument("--threads", type=int, default=None, help="torch / onnxruntime intra-op threads")
+    parser.add_argument("--latency-steps", type=int_in(1, MAX_STEPS), default=DEFAULT_LATENCY_STEPS)
+    parser.add_argument("--threads", type=int_in(1, MAX_WORKERS), default=None, help="torch / onnxruntime intra-op threads")
     parser.add_argument("--verify", action="store_true",
                         help="also run the original and the exported policy in closed loop on the same seeds")
-    parser.add_argument("--verify-episodes", type=int, default=4,
+    parser.add_argument("--verify-episodes", type=int_in(0, MAX_EPISODES), default=4,
                         help="episodes per layout x distance for --verify (default 4, at least 2: with one episode "
                              "per combo the 'within one episode' criterion cannot fail)")
-    parser.add_argument("--verify-latency-ms", type=float, default=None,
+    parser.add_argument("--verify-latency-ms", type=float_in(0, 1e4), default=None,
                         help="latency in the loop of both --verify policies, the same fixed value for both so that "
                              "the comparison is deterministic (default: the artifact's measured onnxruntime p95 "
                              "with --latency-budget-ms, else 0)")

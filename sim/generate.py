@@ -23,11 +23,17 @@ from pathlib import Path
 from envs.rendering import choose_renderer
 from envs.settings import ImageSize, default_actuation
 from sim.cli import (
+    MAX_EPISODES,
+    MAX_SEED,
+    MAX_WORKERS,
+    ArgumentParser,
     add_family_argument,
     add_renderer_argument,
     add_sweep_arguments,
     cadence_from_arg,
     command,
+    float_in,
+    int_in,
     sweep_from_args,
 )
 from sim.data import h5format
@@ -35,10 +41,10 @@ from sim.data.generation import OUTPUT_FORMATS, GenerateConfig, generate
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim.generate", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m sim.generate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output folder (created; resumable)")
-    p.add_argument("--episodes", required=True, type=int, help="number of episodes (indices 0..N-1)")
+    p.add_argument("--episodes", required=True, type=int_in(1, MAX_EPISODES), help="number of episodes (indices 0..N-1)")
     add_family_argument(p)
     add_sweep_arguments(p)
     p.add_argument("--cadence", metavar="PRESET[,FIELD=VALUE...]",
@@ -48,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="h5: the episode files; lerobot: also a LeRobot v3.0 dataset of them in OUT/lerobot")
     p.add_argument("--image-size", default="1280x720", help="WIDTHxHEIGHT px (default 1280x720 like the robot)")
     add_renderer_argument(p)
-    p.add_argument("--variant-ratio", type=float, default=0.4, help="share of variant episodes in [0, 1]")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant-ratio", type=float_in(0, 1), default=0.4, help="share of variant episodes in [0, 1]")
+    p.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=os.cpu_count() or 1, help="processes (default: all cores)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--randomize", action=argparse.BooleanOptionalAction, default=True,
                    help="domain randomisation (colours, textures, light, camera jitter)")
-    p.add_argument("--epsilon", type=float, default=0.2, help="expert perturbation probability of variants")
-    p.add_argument("--slack", type=float, default=1.0, help="extra presses a variant perturbation may cost")
-    p.add_argument("--max-attempts", type=int, default=8)
+    p.add_argument("--epsilon", type=float_in(0, 1), default=0.2, help="expert perturbation probability of variants")
+    p.add_argument("--slack", type=float_in(0, 1000), default=1.0, help="extra presses a variant perturbation may cost")
+    p.add_argument("--max-attempts", type=int_in(1, 1000), default=8)
     p.add_argument("--collector-format", action="store_true",
                    help="files exactly as the robot's collector writes them: no language_instruction, no sim_* "
                         "attributes (not resumable: give an empty --out)")

@@ -12,19 +12,18 @@ found), 2 bad usage.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sim.cli import command
+from scenarios.files import json_text
+from sim.cli import ArgumentParser, command
 from sim.data.inspection import format_report, inspect_folder
 
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sim.inspect", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m sim.inspect", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path, help="folder of episode_*.h5 files")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--strict", action="store_true",
@@ -35,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+    print(json_text(report, indent=2, sort_keys=True) if args.json else format_report(report))
     if report["files"] == 0:
         print(f"error: no .h5 files in {args.folder}", file=sys.stderr)
         return 1

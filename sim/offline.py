@@ -23,10 +23,15 @@ import scenarios
 from envs.settings import ImageSize
 from scenarios.errors import ConfigError
 from sim.cli import (
+    MAX_EPISODES,
+    MAX_SEED,
+    MAX_WORKERS,
+    ArgumentParser,
     add_model_source_arguments,
     add_policy_arg_argument,
     add_renderer_argument,
     command,
+    int_in,
     model_source_kwargs,
     parse_policy_args,
 )
@@ -36,7 +41,7 @@ from sim.evaluation.offline import OfflineConfig, evaluate_offline
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.offline", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.offline", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", required=True, help="policy to score (repeat to compare)")
     add_model_source_arguments(parser)
     add_policy_arg_argument(parser)
@@ -44,14 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--no-twins", action="store_true", help="offline metrics only (no simulated twins)")
     parser.add_argument("--no-videos", action="store_true", help="no twin videos")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the twins' jitter and of the closed-loop sweep")
-    parser.add_argument("--closed-loop-episodes", type=int, default=2,
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed of the twins' jitter and of the closed-loop sweep")
+    parser.add_argument("--closed-loop-episodes", type=int_in(0, MAX_EPISODES), default=2,
                         help="closed-loop episodes per layout x distance of the data, for the comparison (0: none)")
     parser.add_argument("--eval-run", help="take the closed-loop figures from this sim.eval run folder instead")
     add_renderer_argument(parser)
     parser.add_argument("--twin-image-size", default="640x360", help="the twins' camera WIDTHxHEIGHT (16:9 as the "
                                                                      "robot's)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes of the closed loop")
+    parser.add_argument("--workers", type=int_in(1, MAX_WORKERS), default=os.cpu_count() or 1, help="processes of the closed loop")
     parser.add_argument("--family", choices=scenarios.FAMILIES, default=None,
                         help="scenario family of the closed-loop sweep (default: the data's; twins always play in "
                              "their file's family)")

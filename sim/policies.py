@@ -7,12 +7,11 @@ be imported, e.g. a missing optional dependency). Names taking a path are shown 
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 
 from policies import describe, names
-from sim.cli import command
+from sim.cli import ArgumentParser, command
 
 #: Policies whose registry name takes a file argument (``make_policy("sb3:PATH")``).
 PATH_POLICIES = {"sb3": "sb3:PATH.zip", "onnx": "onnx:PATH.onnx"}
@@ -21,7 +20,7 @@ PATH_POLICIES = {"sb3": "sb3:PATH.zip", "onnx": "onnx:PATH.onnx"}
 @command
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the registry; returns 0."""
-    parser = argparse.ArgumentParser(prog="python -m sim.policies", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.policies", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print a JSON object name -> description")
     args = parser.parse_args(argv)
     table = {name: describe(name) for name in names()}

@@ -6,7 +6,6 @@ a top-down view with the expert's path.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from envs import ENV_ID  # noqa: E402
 from envs.scene import Scene  # noqa: E402
 from policies import make_policy  # noqa: E402
 from scenarios.files import atomic_write  # noqa: E402
-from sim.cli import add_family_argument, add_renderer_argument, command  # noqa: E402
+from sim.cli import MAX_SEED, ArgumentParser, add_family_argument, add_renderer_argument, command, int_in  # noqa: E402
 from sim.evaluation.episode import Episode, EpisodeRecord  # noqa: E402
 from sim.evaluation.report import OUTCOME_COLOURS  # noqa: E402
 
@@ -41,12 +40,12 @@ def expert_rollout(env: gym.Env, seed: int, options: dict | None = None
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="preview.png", help="PNG to write")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     parser.add_argument("--domain-randomization", action="store_true", help="randomise colours, floor, light")
     parser.add_argument("--scenario-dir", default=None, help="extra folder of layout TOML files")
-    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNG (default 110)")
+    parser.add_argument("--dpi", type=int_in(20, 600), default=110, help="resolution of the PNG (default 110)")
     add_family_argument(parser)
     add_renderer_argument(parser)
     args = parser.parse_args(argv)

@@ -14,20 +14,19 @@ collision-free, on the instructed side of every box it reaches and ends nearer t
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 
 from sim.calibration.guides import GUIDE_FILES, load_guides, passes, replay_all
-from sim.cli import add_family_argument, command
+from sim.cli import ArgumentParser, add_family_argument, command, int_in
 
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", nargs="+", default=[str(f) for f in GUIDE_FILES],
                         help="JSON files of name -> key list (default: the 1-box and 2-box guides)")
-    parser.add_argument("--seeds", type=int, default=1, help="seed 0 = nominal scene, more seeds jitter poses")
+    parser.add_argument("--seeds", type=int_in(1, 10_000), default=1, help="seed 0 = nominal scene, more seeds jitter poses")
     add_family_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     args = parser.parse_args(argv)

@@ -16,13 +16,24 @@ server: :mod:`sim.serving.server`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+import socket
 from collections.abc import Sequence
 
 from policies import make_policy, names, vla_names
-from sim.cli import add_model_source_arguments, add_policy_arg_argument, command, model_source_kwargs, parse_policy_args
+from scenarios.errors import ConfigError
+from sim.cli import (
+    MAX_SECONDS,
+    ArgumentParser,
+    add_model_source_arguments,
+    add_policy_arg_argument,
+    command,
+    float_in,
+    int_in,
+    model_source_kwargs,
+    parse_policy_args,
+)
 from sim.evaluation.config import policy_spec
 from sim.evaluation.runner import PolicyBuildError
 from sim.serving.server import (
@@ -30,6 +41,7 @@ from sim.serving.server import (
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
     MAX_SESSIONS,
+    MAX_SESSIONS_PER_CLIENT,
     READ_TIMEOUT_S,
     create_app,
     uvicorn_config,
@@ -48,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cannot be built)."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.serve",
         description="Serve a registered policy over the robot's inference API (POST /predict, POST /reset, "
         "GET /health, GET /, GET /test), as the team's inference server.",
@@ -62,14 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the robot)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only; the team's "
                                                             "server binds 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int_in(0, 65535), default=8000)
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"required X-API-Key (default: ${API_KEY_ENV}, as the team's server; none = no auth)")
-    parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS)
-    parser.add_argument("--max-body-mb", type=float, default=MAX_BODY_BYTES / 2**20)
-    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S,
+    parser.add_argument("--max-sessions", type=int_in(1, 100_000), default=MAX_SESSIONS)
+    parser.add_argument("--max-sessions-per-client", type=int_in(1, 100_000), default=MAX_SESSIONS_PER_CLIENT,
+                        help="sessions one client (host) may hold; a new one closes its own least recently used")
+    parser.add_argument("--max-body-mb", type=float_in(0, 1024, low_open=True), default=MAX_BODY_BYTES / 2**20)
+    parser.add_argument("--read-timeout", type=float_in(0, MAX_SECONDS, low_open=True), default=READ_TIMEOUT_S,
                         help="seconds a client has to send a whole request; slower connections are closed")
-    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+    parser.add_argument("--max-connections", type=int_in(1, 100_000), default=MAX_CONNECTIONS,
                         help="connections served at once; more are answered 503")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
@@ -93,12 +107,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("serving on %s without an API key: anyone on the network can drive this policy", args.host)
     try:
         app = create_app(lambda: make_policy(args.policy, **kwargs), api_key=args.api_key,
-                         max_sessions=args.max_sessions, max_body_bytes=int(args.max_body_mb * 2**20))
+                         max_sessions=args.max_sessions, max_sessions_per_client=args.max_sessions_per_client,
+                         max_body_bytes=int(args.max_body_mb * 2**20))
     except Exception as exc:  # noqa: BLE001 - report, do not trace back, a policy that cannot be built
         raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None
-    uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
-                                  host=args.host, port=args.port, log_level=args.log_level)).run()
+    with bind(args.host, args.port) as sock:  # a busy port: one line, exit 2 (not uvicorn's log and exit 1)
+        uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
+                                      host=args.host, port=args.port, log_level=args.log_level)).run(sockets=[sock])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``SO_REUSEADDR``, as uvicorn binds), handed to uvicorn.
+
+    Raises:
+        ConfigError: the address is in use or cannot be bound (one line naming ``--host`` / ``--port``).
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason}); is another server "
+                          "running? choose another --port") from None
 
 
 if __name__ == "__main__":

@@ -10,18 +10,30 @@ config field (``hidden_dim=256``, ``final_norm=false``, ``adaptive_fusion=true``
 spelling). The team's training ideas (``../shared/seeds/000``, ``001``): ``--strategy`` (the three strategies'
 dropout / lr / weight decay / epochs: :mod:`sim.training.recipes`), ``--loss final-fixed``, ``--sampling
 hard-negative``, ``--distance-augmentation``, ``--lora``; the heads ``final-fixed-recon`` and
-``hybrid-ensemble-recon``. Exit 0: trained; 2: bad arguments or data.
+``hybrid-ensemble-recon``. Exit 0: trained; 1: no epoch gave a finite validation loss (one line; no checkpoint
+written); 2: bad arguments or data.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from collections.abc import Sequence
 
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES
-from scenarios.errors import ConfigError
-from sim.cli import add_device_argument, add_policy_arg_argument, check_device, command, parse_policy_args
+from scenarios.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from scenarios.files import json_text
+from sim.cli import (
+    MAX_SEED,
+    ArgumentParser,
+    add_device_argument,
+    add_policy_arg_argument,
+    check_device,
+    command,
+    float_in,
+    int_in,
+    parse_policy_args,
+)
 from sim.training.augmentation import DISTANCE_FACTORS, check_factors
 from sim.training.recipes import STRATEGIES, apply_strategy
 from sim.training.sampling import DEFAULT_FRACTION, DEFAULT_POOL
@@ -47,7 +59,7 @@ def parse_factors(text: str) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim.train", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sim.train", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", required=True, choices=[h for h in HEAD_NAMES if h != "robovlms"],
                         help="head to train (robovlms reads the language model's action token: not cacheable here)")
     parser.add_argument("--backbone", default="lite", choices=BACKBONE_NAMES)
@@ -55,17 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_argument(parser)
     parser.add_argument("--data", action="append", required=True, help="folder of H5 episodes (repeatable)")
     parser.add_argument("--out", required=True, help="checkpoint folder")
-    parser.add_argument("--epochs", type=int, help="default 30 (or the strategy's)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, help="default 1e-4 (or the strategy's)")
-    parser.add_argument("--weight-decay", type=float, help="default 1e-3 (or the strategy's)")
-    parser.add_argument("--patience", type=int,
+    parser.add_argument("--epochs", type=int_in(1, 100_000), help="default 30 (or the strategy's)")
+    parser.add_argument("--batch-size", type=int_in(1, 1_000_000), default=64)
+    parser.add_argument("--lr", type=float_in(0, 1, low_open=True), help="default 1e-4 (or the strategy's)")
+    parser.add_argument("--weight-decay", type=float_in(0, 10), help="default 1e-3 (or the strategy's)")
+    parser.add_argument("--patience", type=int_in(0, 100_000),
                         help="early stopping: epochs without a better val loss (default 5, or the strategy's)")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--val-fraction", type=float_in(0, 1), default=0.15)
     parser.add_argument("--sampling", choices=SAMPLING_MODES, default="random")
-    parser.add_argument("--hard-negative-fraction", type=float, default=DEFAULT_FRACTION,
+    parser.add_argument("--hard-negative-fraction", type=float_in(0, 1), default=DEFAULT_FRACTION,
                         help="--sampling hard-negative: share of draws from the high-loss windows (seed 001: 0.3)")
-    parser.add_argument("--hard-negative-pool", type=float, default=DEFAULT_POOL,
+    parser.add_argument("--hard-negative-pool", type=float_in(0, 1), default=DEFAULT_POOL,
                         help="--sampling hard-negative: share of the windows, highest loss first, that are 'hard'")
     parser.add_argument("--loss", choices=LOSSES, default="huber",
                         help="huber: HuberLoss(0.1); final-fixed: MSE + 0.1 L1 on z-weighted actions (seed 000)")
@@ -77,13 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "seed 000)")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (peft) on the backbone's vision "
                                                             "tower with the head")
-    parser.add_argument("--lora-r", type=int, default=32)
-    parser.add_argument("--lora-alpha", type=int, default=16)
-    parser.add_argument("--lora-dropout", type=float, default=0.1)
-    parser.add_argument("--lora-layers", type=int, default=1, help="top layers of the vision tower adapted")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora-r", type=int_in(1, 4096), default=32)
+    parser.add_argument("--lora-alpha", type=int_in(1, 65536), default=16)
+    parser.add_argument("--lora-dropout", type=float_in(0, 1), default=0.1)
+    parser.add_argument("--lora-layers", type=int_in(1, 1024), default=1, help="top layers of the vision tower adapted")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
-    parser.add_argument("--stop-weight", type=float, default=1.0,
+    parser.add_argument("--stop-weight", type=float_in(0, 1e6), default=1.0,
                         help="loss weight of the final stop frame (one per episode; 1 = the team's recipe)")
     add_policy_arg_argument(parser, "--head-arg")
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad episode files with a warning")
@@ -113,8 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     head_overrides=head_overrides, skip_invalid=args.skip_invalid, loss=args.loss,
                     hard_negative_fraction=args.hard_negative_fraction, hard_negative_pool=args.hard_negative_pool,
                     distance_augmentation=factors, lora=lora, device=device, **recipe)
-    print(json.dumps(summary, indent=1))
-    return 0
+    print(json_text(summary, indent=1))
+    if summary["checkpoint"] is None:
+        print(f"error: {args.policy}: {summary['best']['reason']} in {summary['epochs_run']} epoch(s): no checkpoint "
+              f"written (see {summary['metrics']})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

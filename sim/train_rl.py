@@ -15,12 +15,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from envs.settings import ACTUATIONS
-from sim.cli import add_family_argument, command, sweep_from_args
+from sim.cli import (
+    MAX_EPISODES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_WORKERS,
+    ArgumentParser,
+    add_family_argument,
+    command,
+    float_in,
+    int_in,
+    sweep_from_args,
+)
 from sim.training.rl import ALGOS, DEFAULT_DISTANCE, DEFAULT_LAYOUT, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.train_rl",
         description=(
             "Train a stable-baselines3 PPO baseline on MobileVLA/BoxAvoid-v0 from the 'state' observation "
@@ -31,40 +42,40 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--algo", choices=ALGOS, default="ppo", help="RL algorithm")
-    parser.add_argument("--timesteps", type=int, required=True, help="environment steps to train (this run)")
+    parser.add_argument("--timesteps", type=int_in(1, MAX_STEPS), required=True, help="environment steps to train (this run)")
     parser.add_argument("--out", required=True, help="model zip to write (atomically), e.g. runs/ppo.zip")
     add_family_argument(parser)
     parser.add_argument("--layout", default=None, help=f"the one layout (corridor: basket position) trained on "
                                                        f"(state-only policy; default {DEFAULT_LAYOUT}, center)")
     parser.add_argument("--distance", default=None, help=f"the one distance preset (corridor: path) trained on "
                                                          f"(default {DEFAULT_DISTANCE}, straight)")
-    parser.add_argument("--n-envs", type=int, default=2, help="parallel environments (SubprocVecEnv if > 1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-envs", type=int_in(1, MAX_WORKERS), default=2, help="parallel environments (SubprocVecEnv if > 1)")
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     parser.add_argument("--actuation", choices=ACTUATIONS, default=None,
                         help="default: the family's (keypress; the corridor's eight classes at the deployed cadence)")
-    parser.add_argument("--max-steps", type=int, default=None, help="episode length (default: the env's)")
+    parser.add_argument("--max-steps", type=int_in(1, MAX_STEPS), default=None, help="episode length (default: the env's)")
     parser.add_argument("--action-dims", type=int, choices=[2, 3], default=2,
                         help="2: (linear_x, linear_y), angular_z = 0 (padded at evaluation too); 3: the full action")
-    parser.add_argument("--side-penalty", type=float, default=5.0,
+    parser.add_argument("--side-penalty", type=float_in(0, 1e6), default=5.0,
                         help="training-only penalty for passing a box on the side not instructed (0: off)")
-    parser.add_argument("--action-cost", type=float, default=0.0,
+    parser.add_argument("--action-cost", type=float_in(0, 1e6), default=0.0,
                         help="training-only cost per unit of |(linear_x, linear_y)| beyond the 0.15 dead zone, "
                              "keeping a stop discoverable (keypress moves depend on the direction only; 0: off)")
     parser.add_argument("--resume", help="continue training this existing zip (its hyper-parameters are kept)")
     ppo = parser.add_argument_group("PPO hyper-parameters")
-    ppo.add_argument("--n-steps", type=int, default=512, help="rollout steps per environment per update")
-    ppo.add_argument("--batch-size", type=int, default=128)
-    ppo.add_argument("--n-epochs", type=int, default=10)
-    ppo.add_argument("--learning-rate", type=float, default=3e-4)
-    ppo.add_argument("--gamma", type=float, default=0.99)
-    ppo.add_argument("--gae-lambda", type=float, default=0.95)
-    ppo.add_argument("--ent-coef", type=float, default=0.0)
-    ppo.add_argument("--log-std-init", type=float, default=-0.5, help="initial log std of the Gaussian actions")
+    ppo.add_argument("--n-steps", type=int_in(2, MAX_STEPS), default=512, help="rollout steps per environment per update")
+    ppo.add_argument("--batch-size", type=int_in(2, MAX_STEPS), default=128)
+    ppo.add_argument("--n-epochs", type=int_in(1, 100_000), default=10)
+    ppo.add_argument("--learning-rate", type=float_in(0, 1, low_open=True), default=3e-4)
+    ppo.add_argument("--gamma", type=float_in(0, 1, low_open=True), default=0.99)
+    ppo.add_argument("--gae-lambda", type=float_in(0, 1), default=0.95)
+    ppo.add_argument("--ent-coef", type=float_in(0, 1e3), default=0.0)
+    ppo.add_argument("--log-std-init", type=float_in(-20, 20), default=-0.5, help="initial log std of the Gaussian actions")
     ppo.add_argument("--net-arch", default="64,64", help="hidden layer sizes of the policy and value MLPs")
     parser.add_argument("--device", default="cpu", help="torch device (SB3 MLPs are fastest on CPU)")
-    parser.add_argument("--log-every", type=int, default=10_000, help="print a progress line every N steps (0: off)")
+    parser.add_argument("--log-every", type=int_in(0, MAX_STEPS), default=10_000, help="print a progress line every N steps (0: off)")
     parser.add_argument("--no-progress-bar", action="store_true", help="no SB3 progress bar even if rich is there")
-    parser.add_argument("--check-episodes", type=int, default=10, help="closed-loop check episodes after training")
+    parser.add_argument("--check-episodes", type=int_in(0, MAX_EPISODES), default=10, help="closed-loop check episodes after training")
     return parser
 
 

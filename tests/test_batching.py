@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 
@@ -231,6 +232,10 @@ def test_a_batched_evaluation_serves_every_vla_step_and_gives_the_unbatched_reco
     assert served == steps and forwards < steps  # every VLA step went through the server, some of them together
     assert "inference" not in two.summary["policies"]["expert"]["provenance"]  # the expert ran in the workers
     assert "inference" not in plain.summary["policies"]["lstm-recon"]["provenance"]
+    # where the post-processing's scale comes from, in the report and in config.json (a record, not read back)
+    post = plain.summary["policies"]["lstm-recon"]["provenance"]["post-processing"]
+    assert post.startswith("x1.15 (the head was trained on labels clamped to [-1, 1]), clip +-1.5")
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["built"]["lstm-recon"]["post-processing"] == post
 
 
 def test_auto_batches_only_policies_on_cuda_with_more_than_one_worker():
@@ -264,7 +269,7 @@ def test_the_eval_command_checks_its_batch_flags(tmp_path, capsys):
     from sim.eval import main
 
     for flags, message in ((["--batch", "sometimes"], "invalid choice: 'sometimes'"),
-                           (["--batch-wait-ms", "-1"], "--batch-wait-ms must be >= 0")):
+                           (["--batch-wait-ms", "-1"], "--batch-wait-ms: must be a number in [0, 60000]")):
         assert main(["--policy", "lstm-recon", "--out", str(tmp_path / "x"), *flags]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -304,6 +304,19 @@ def test_main_rejects_bad_arguments(capsys):
     assert main(["--policy", "random", "--policy-arg", "mode=bogus"]) == 2
 
 
+def test_a_busy_port_is_one_line_exit_2(monkeypatch, capsys):
+    import socket
+
+    import sim.serve as serve
+
+    monkeypatch.setattr("uvicorn.Server.run", lambda self, sockets=None: pytest.fail("uvicorn ran"))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert serve.main(["--policy", "random", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--port {port}: cannot listen there" in err
+
+
 def test_the_api_key_comes_from_the_team_servers_variable(monkeypatch):
     import sim.serve as serve
 
@@ -312,8 +325,9 @@ def test_the_api_key_comes_from_the_team_servers_variable(monkeypatch):
     monkeypatch.setattr(serve, "create_app", lambda factory, **kw: seen.update(kw) or "app")
     monkeypatch.setattr(serve, "uvicorn_config", lambda app, **kw: seen.update(run=kw))
     monkeypatch.setattr("uvicorn.Server.__init__", lambda self, config: None)
-    monkeypatch.setattr("uvicorn.Server.run", lambda self: None)
-    assert serve.main(["--policy", "random"]) == 0
+    monkeypatch.setattr("uvicorn.Server.run", lambda self, sockets=None: seen.update(sockets=sockets))
+    assert serve.main(["--policy", "random", "--port", "0"]) == 0
+    assert len(seen["sockets"]) == 1 and seen["sockets"][0].fileno() == -1  # bound, handed over, closed
     assert seen["api_key"] == "from-env" and seen["run"]["host"] == "127.0.0.1"
     assert seen["run"]["read_timeout"] == 10.0 and seen["run"]["max_connections"] == 64
 
@@ -326,3 +340,18 @@ def test_serve_in_thread_binds_loopback_and_stops():
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "healthy"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=1)
+
+
+def test_a_client_that_keeps_reconnecting_never_closes_the_robots_session():
+    from sim.serving.server import MAX_SESSIONS_PER_CLIENT, SessionStore
+
+    store = SessionStore(Recorder, max_sessions=16)
+    robot = store.get("default", "10.0.0.2")
+    for i in range(200):  # a new session id on every connection
+        store.get(f"s{i}", "10.0.0.9")
+    assert store.get("default", "10.0.0.2") is robot
+    assert len(store) == 1 + MAX_SESSIONS_PER_CLIENT
+    with TestClient(create_app(Recorder, max_sessions=16, max_sessions_per_client=2)) as client:
+        for i in range(20):
+            predict(client, session=f"flood-{i}")
+        assert client.get("/health").json()["sessions"] == 1 + 2  # the preloaded default + this client's two

@@ -220,3 +220,65 @@ def test_the_robots_ckpt_with_its_config_json_at_the_real_widths(tmp_path, capsy
     path.write_text(json.dumps(exp17))
     assert sim_checkpoint.main([str(ckpt), "--config", str(path)]) == 1  # a chunk-10 head is not exp17's
     assert "DOES NOT LOAD" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["case1", "case1-v1", "case2", "case3", "hybrid", "pure-kosmos2"])
+def test_team_single_frame_heads_are_decoded_as_the_team_does_no_x1_15(name, tmp_path):
+    """The team's trainers feed the raw labels (``actions[:, :2]``, +-1.15) and their evaluation compares the raw
+    output with them: the action is the head's output as it is, no de-normalisation."""
+    from sim.evaluation.runner import describe_policy
+
+    path = write_team_checkpoint(tmp_path / f"best_{name}.pth", name)
+    policy = build_vla_policy(name, checkpoint=path, backbone=StandInBackbone(), clip=False, dead_zone=False,
+                              zero_first_step=False)
+    policy.reset(INSTRUCTION)
+    obs = observation(seed=1)
+    action = policy.act(obs)
+    with torch.no_grad():  # the team's decoding: their model's forward on the frame and instruction, used raw
+        frame = policy.backbone.encode_frames(obs["image"][None], policy.head.frame_streams, INSTRUCTION)
+        text = policy.backbone.encode_instruction([INSTRUCTION], policy.head.instruction_streams)
+        raw = policy.head(frame[None].expand(1, policy.head.config.window_size, -1), text)[0, 0].numpy()
+    np.testing.assert_allclose(action[:2], raw[:2], atol=1e-6)
+    assert policy.postprocess.scale == 1.0
+    assert "x1 (none: the team's file, trained on raw labels" in describe_policy(policy)["post-processing"]
+
+
+def test_our_heads_and_the_robovlms_server_keep_x1_15(tmp_path):
+    from policies.checkpoints import default_checkpoint
+    from policies.vla import output_scale
+
+    for name in ("case2", "hybrid", "lstm-recon"):  # the bundled weights: ours, trained on labels clamped to [-1, 1]
+        assert output_scale(name, load_checkpoint(default_checkpoint(name, "lite")))[0] == pytest.approx(1.15)
+    assert output_scale("case2", None)[0] == pytest.approx(1.15)  # a fresh head, trained here
+    ckpt = load_checkpoint(write_team_checkpoint(tmp_path / "last.ckpt", "robovlms"))
+    assert output_scale("robovlms", ckpt)[0] == pytest.approx(1.15)  # the RoboVLMs server de-normalises
+
+
+def test_a_robovlms_ckpt_loads_without_its_config_when_its_tensors_give_its_sizes(tmp_path, capsys):
+    path = write_team_checkpoint(tmp_path / "exp17.ckpt", "robovlms-exp17")
+    assert sim_checkpoint.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert '"chunk_size": 1, "hidden_size": 1024' in out and "LOADS" in out
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.json": {"parent": "../cfg/b.json"}, "b.json": {"parent": "./a.json"}}, "loops back to itself"),
+    ({"a.json": {"parent": "a.json"}}, "loops back to itself"),
+    ({**{f"c{i}.json": {"parent": f"c{i + 1}.json"} for i in range(40)}, "c40.json": {}}, "deeper than 16"),
+    ({"a.json": {"parent": 5}}, "parent must be a file name"),
+    ({"a.json": {"act_head": {"type": "MobileVLALSTMDecoder"}, "tokenizer": "kosmos"}}, "tokenizer must be an object"),
+    ({"a.json": {"act_head": {"hidden_size": "big"}}}, "act_head.hidden_size must be an integer"),
+    ({"a.json": {"act_head": {}, "window_size": float("nan")}}, "window_size must be an integer"),
+    ({"a.json": {"act_head": {}, "image_mean": [0.5, float("inf"), 0.5]}}, "image_mean must be a list of 3 numbers"),
+])
+def test_bad_robovlms_configs_are_named_by_file_and_field(tmp_path, files, message):
+    from policies.backbones.robovlms import RoboVLMsConfigError, RoboVLMsSettings
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_text(json.dumps(data))
+    first = folder / next(iter(files))
+    with pytest.raises(RoboVLMsConfigError, match=message) as info:
+        RoboVLMsSettings.from_config(first)
+    assert str(folder) in str(info.value)

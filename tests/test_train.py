@@ -75,3 +75,24 @@ def test_windows_pad_the_start_and_mask_past_the_end():
 def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["--policy", "case1", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_run_without_a_finite_loss_exits_1_and_names_no_checkpoint(episodes, tmp_path, capsys, monkeypatch):
+    from sim.training import supervised
+
+    monkeypatch.setattr(supervised, "evaluate", lambda *a, **k: (float("nan"), float("nan")))
+    out = tmp_path / "o"
+    assert main(["--policy", "case1", "--backbone", "tiny-kosmos2", "--data", str(episodes), "--out", str(out),
+                 "--epochs", "2", "--cache-dir", str(tmp_path / "cache")]) == 1
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "no checkpoint written" in err[0]
+    assert '"checkpoint": null' in captured.out and not (out / "best.safetensors").exists()
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": 0}, {"lr": float("nan")}, {"lr": 0.0}])
+def test_the_library_refuses_what_the_command_refuses(episodes, tmp_path, kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        train("case1", [episodes], tmp_path / "o", backbone="tiny-kosmos2", cache_dir=tmp_path / "c", progress=False,
+              **kwargs)
+    assert not (tmp_path / "o").exists()

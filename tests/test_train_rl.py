@@ -87,12 +87,12 @@ def test_translation_only_pads_and_side_penalty_applies_once():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--timesteps", "0", "--out", "m.zip"], "--timesteps must be positive"),
+        (["--timesteps", "0", "--out", "m.zip"], "--timesteps: must be an integer in [1, 1000000000]"),
         (["--timesteps", "10", "--out", "m.zip", "--layout", "nope"], "--layout: 'nope' is not a layout of the cup family"),
         (["--timesteps", "10", "--out", "m.zip", "--distance", "near"], "--distance: 'near' is not a distance of the cup family"),
         (["--timesteps", "10", "--out", "model"], "--out must name a .zip file"),
         (["--timesteps", "10", "--out", "m.zip", "--resume", "missing.zip"], "--resume 'missing.zip': no such file"),
-        (["--timesteps", "10", "--out", "m.zip", "--n-envs", "0"], "--n-envs must be at least 1"),
+        (["--timesteps", "10", "--out", "m.zip", "--n-envs", "0"], "--n-envs: must be an integer in [1, 256]"),
         (["--timesteps", "10", "--out", "m.zip", "--n-steps", "16", "--n-envs", "1"], "exceeds the rollout size"),
         (["--timesteps", "10", "--out", "m.zip", "--net-arch", "64,x"], "--net-arch must be"),
         (["--timesteps", "10", "--out", "m.zip", "--algo", "sac"], "invalid choice: 'sac'"),

@@ -239,7 +239,7 @@ def test_training_with_the_ideas_is_deterministic_and_records_them(episodes, tmp
     (["--distance-augmentation", "close=8,near=2"], "--distance-augmentation: unknown distance 'near'"),
     (["--distance-augmentation", "close"], "must look like close=8"),
     (["--strategy", "advanced", "--policy", "lstm-recon"], "strategy advanced sets dropout, which head lstm-recon"),
-    (["--lora", "--lora-r", "0"], "LoRA r must be"),
+    (["--lora", "--lora-r", "0"], "--lora-r: must be an integer in [1, 4096]"),
 ])
 def test_bad_idea_options_are_one_line_errors(argv, message, tmp_path, capsys):
     base = ["--policy", "case1", "--data", str(tmp_path), "--out", str(tmp_path / "o")]

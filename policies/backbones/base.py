@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from policies.lru import MAX_INSTRUCTIONS, LRUCache
 from scenarios.errors import MobileVLAError
 
 #: Feature streams: name -> (kind, what the team's models read). ``frame`` streams are per camera frame,
@@ -129,7 +130,8 @@ class Backbone:
     Subclasses either set ``vision_dim`` / ``text_dim`` and implement :meth:`_encode_images` /
     :meth:`_encode_text` (the ``image`` and ``text`` streams), or override :meth:`stream_dims`,
     :meth:`_encode_frames` and :meth:`_encode_instruction` for more streams. Instruction features are cached per
-    (stream, string) for the backbone's lifetime; frame features are never cached here.
+    (stream, string) in an LRU of ``4 x`` :data:`~policies.lru.MAX_INSTRUCTIONS` entries (an instruction per
+    stream each); frame features are never cached here.
     """
 
     name: str = "backbone"
@@ -140,7 +142,7 @@ class Backbone:
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._text_cache: LRUCache[tuple[str, str], torch.Tensor] = LRUCache(MAX_INSTRUCTIONS * 4)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ streams
@@ -228,7 +230,7 @@ class Backbone:
     # ------------------------------------------------------------------ instructions
     def encode_instruction(self, texts: Sequence[str], streams: Sequence[str] = ("text",)) -> torch.Tensor:
         """Encode instructions into the concatenation of ``streams``, float32 ``(N, width(streams))`` on CPU;
-        cached per (stream, distinct string).
+        cached per (stream, distinct string), bounded (:attr:`text_cache_size`).
 
         Raises:
             BackboneInputError: ``texts`` is a bare string or holds a non-string; an unknown stream.
@@ -242,18 +244,25 @@ class Backbone:
                 raise BackboneInputError(f"instructions must be str, got {type(t).__name__}")
         streams = self._check_streams(streams, "instruction")
         with self._lock:
+            found: dict[tuple[str, str], torch.Tensor] = {}  # this call's, whatever the LRU drops meanwhile
             for stream in streams:
-                missing = [t for t in dict.fromkeys(texts) if (stream, t) not in self._text_cache]
+                missing = []
+                for t in dict.fromkeys(texts):
+                    cached = self._text_cache.get((stream, t))
+                    if cached is None:
+                        missing.append(t)
+                    else:
+                        found[(stream, t)] = cached
                 if missing:
                     with torch.inference_mode():
                         feats = self._encode_instruction(stream, missing).detach().float().cpu()
                     with torch.inference_mode(False):  # a plain tensor, even when called from encode_frames
                         for t, f in zip(missing, feats):
-                            self._text_cache[(stream, t)] = f.clone()
+                            found[(stream, t)] = self._text_cache[(stream, t)] = f.clone()
             if not texts or not streams:
                 return torch.zeros(len(texts), self.width(streams))
             # a copy: callers may modify it
-            return torch.stack([torch.cat([self._text_cache[(s, t)] for s in streams]) for t in texts])
+            return torch.stack([torch.cat([found[(s, t)] for s in streams]) for t in texts])
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """The ``text`` stream: float32 ``(N, text_dim)`` on CPU, cached per distinct string."""
@@ -261,7 +270,7 @@ class Backbone:
 
     @property
     def text_cache_size(self) -> int:
-        """Number of distinct (stream, instruction) features encoded so far."""
+        """Number of (stream, instruction) features held (at most ``4 x`` :data:`~policies.lru.MAX_INSTRUCTIONS`)."""
         return len(self._text_cache)
 
     def _encode_instruction(self, stream: str, texts: list[str]) -> torch.Tensor:

@@ -26,7 +26,7 @@ which nothing reads, are not computed.
 from __future__ import annotations
 
 import copy
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,9 @@ from PIL import Image
 
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.kosmos2 import kosmos2_dtype
+from policies.lru import MAX_INSTRUCTIONS, LRUCache
 from scenarios.errors import ConfigError, MobileVLAError
+from scenarios.files import read_json
 
 #: The team's prompt template (``_tokenize_instruction`` of their server).
 PROMPT_TEMPLATE = "<grounding>An image of a robot {instruction}"
@@ -72,26 +74,35 @@ def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
     return base
 
 
+#: Most files a RoboVLMs config's ``parent`` chain may hold (theirs use one or two).
+MAX_PARENT_DEPTH = 16
+
+
 def load_team_config(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a RoboVLMs config JSON, resolving its ``parent`` chain as their ``load_config`` does (a relative
     ``parent`` is looked up beside the file, then from the working folder).
 
     Raises:
-        RoboVLMsConfigError: missing file, bad JSON, not an object, or a ``parent`` cycle.
+        RoboVLMsConfigError: missing file, bad JSON, larger than 16 MiB, not an object, a ``parent`` that is not a
+            string, a ``parent`` cycle, or a chain deeper than :data:`MAX_PARENT_DEPTH` files.
     """
     path = Path(path).expanduser()
-    if path in _seen:
+    if path.resolve() in {p.resolve() for p in _seen}:
         raise RoboVLMsConfigError(f"{path}: 'parent' chain loops back to itself")
+    if len(_seen) >= MAX_PARENT_DEPTH:
+        raise RoboVLMsConfigError(f"{_seen[0]}: 'parent' chain deeper than {MAX_PARENT_DEPTH} files (at {path})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except FileNotFoundError:
         raise RoboVLMsConfigError(f"RoboVLMs config not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise RoboVLMsConfigError(f"{path}: not a readable JSON config ({exc})") from None
     if not isinstance(data, dict):
         raise RoboVLMsConfigError(f"{path}: the config must be a JSON object")
     config: dict[str, Any] = {}
     parent = data.get("parent")
+    if parent is not None and not isinstance(parent, str):
+        raise RoboVLMsConfigError(f"{path}: parent must be a file name (a string), got {parent!r}")
     if parent:
         candidate = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
         if not candidate.is_file():
@@ -165,7 +176,8 @@ class RoboVLMsSettings:
         need(config.get("model"), "kosmos", "model")
 
         def number(value: Any, what: str, kind: type = int, low: float = 1) -> Any:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and int(value) != value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+                    kind is int and int(value) != value):
                 raise RoboVLMsConfigError(f"{where}: {what} must be {'an integer' if kind is int else 'a number'}, "
                                           f"got {value!r}")
             if value < low or value > 1e6:
@@ -174,11 +186,14 @@ class RoboVLMsSettings:
 
         def triple(value: Any, what: str) -> tuple[float, float, float]:
             if (not isinstance(value, (list, tuple)) or len(value) != 3
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in value)):
                 raise RoboVLMsConfigError(f"{where}: {what} must be a list of 3 numbers, got {value!r}")
             return tuple(float(v) for v in value)
 
         tokenizer = config.get("tokenizer") or {}
+        if not isinstance(tokenizer, Mapping):
+            raise RoboVLMsConfigError(f"{where}: tokenizer must be an object, got {tokenizer!r}")
         norm = config.get("norm_action", cls.norm_action)
         if not isinstance(norm, bool):
             raise RoboVLMsConfigError(f"{where}: norm_action must be true or false, got {norm!r}")
@@ -239,7 +254,7 @@ class RoboVLMsBackbone(Backbone):
             raise ConfigError(f"the config's image_size is {settings.image_size} px but the Kosmos-2 vision model "
                              f"takes {self.image_size} px")
         self.vision_dim, self.text_dim = self.hidden_size, 0
-        self._prompts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prompts: LRUCache[str, tuple[torch.Tensor, torch.Tensor]] = LRUCache(MAX_INSTRUCTIONS)
         mean = torch.tensor(settings.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(settings.image_std, dtype=torch.float32).view(1, 3, 1, 1)
         self._norm = (mean, std)
@@ -261,7 +276,8 @@ class RoboVLMsBackbone(Backbone):
         return (x - mean) / std
 
     def tokenize(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(input_ids, attention_mask)``, each ``(1, max_text_len)`` long, of the team's prompt (cached)."""
+        """``(input_ids, attention_mask)``, each ``(1, max_text_len)`` long, of the team's prompt (cached, the last
+        :data:`~policies.lru.MAX_INSTRUCTIONS` instructions)."""
         cached = self._prompts.get(instruction)
         if cached is None:
             enc = self.tokenizer(team_prompt(instruction), return_tensors="pt", padding="max_length",

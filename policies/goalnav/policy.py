@@ -66,6 +66,7 @@ from policies.goalnav.heads import (
     stage2_v2_features,
 )
 from scenarios.errors import ConfigError
+from scenarios.files import read_json
 
 #: Registry name -> the checkpoint kind it runs (:data:`policies.goalnav.checkpoints.KINDS`).
 VARIANTS = GOALNAV_VARIANTS
@@ -115,8 +116,8 @@ def _trained(path: Path) -> tuple[Path, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        return path, json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        return path, read_json(sidecar)
+    except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: its sidecar {sidecar.name} (window, vis_dim, kind) cannot be read: "
                               f"{type(exc).__name__}") from None
 

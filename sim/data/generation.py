@@ -55,7 +55,7 @@ from envs import ENV_ID
 from envs.rendering import choose_renderer
 from envs.settings import default_actuation
 from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_json, atomic_write_text
 from sim.data import h5format
 from sim.evaluation.episode import Episode
 from sim.evaluation.pool import run_tasks
@@ -495,7 +495,7 @@ def write_index_and_statistics(out: Path, extra: dict[str, Any] | None = None) -
     for p in paths:
         writer.writerow([p.name, h5format.read_info(p).instruction])
     atomic_write_text(out / "dataset_index.csv", buf.getvalue())
-    atomic_write_text(out / "dataset_statistics.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out / "dataset_statistics.json", stats, indent=2, sort_keys=True)
     return stats
 
 

@@ -43,10 +43,11 @@ this module, so the writer and the checks cannot drift apart.
 
 from __future__ import annotations
 
+import collections.abc
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -412,122 +413,137 @@ def check_episode(path: str | os.PathLike, strict: bool = False,
         f = h5py.File(path, "r")
     except OSError as exc:
         return [f"cannot open as HDF5 (truncated or corrupt?): {exc}"]
-    with f:
-        v6 = is_v6(f.attrs)
-        lengths: dict[str, int] = {}
-        for spec in DATASETS:
-            if spec.name not in f:
-                if spec.required:
-                    problems.append(f"missing dataset '{spec.name}'")
-                elif strict and not v6:
-                    problems.append(f"missing dataset '{spec.name}' (required for synthetic files)")
-                continue
-            ds = f[spec.name]
-            if not isinstance(ds, h5py.Dataset):
-                problems.append(f"'{spec.name}' is not a dataset")
-                continue
-            if spec.dtype == "vlen-utf8":
-                info = h5py.check_string_dtype(ds.dtype)
-                dtype_ok = info is not None and info.length is None and info.encoding == "utf-8"
-                shown = f"{ds.dtype} ({'vlen ' + info.encoding if info and info.length is None else 'not vlen utf-8'})"
-            else:
-                dtype_ok = ds.dtype == np.dtype(spec.dtype)
-                shown = str(ds.dtype)
-            if not dtype_ok:
-                problems.append(f"dataset '{spec.name}' has dtype {shown}, expected {spec.dtype}")
-            if len(ds.shape) != len(spec.shape) or any(
-                want is not None and got != want for got, want in zip(ds.shape, spec.shape)
-            ):
-                want = "(" + ", ".join("N" if i == 0 and w is None else ("*" if w is None else str(w))
-                                       for i, w in enumerate(spec.shape)) + ("," if len(spec.shape) == 1 else "") + ")"
-                problems.append(f"dataset '{spec.name}' has shape {ds.shape}, expected {want}")
-                continue
-            if spec.compressed and ds.compression != "gzip":
-                problems.append(f"dataset '{spec.name}' is not gzip-compressed (compression={ds.compression})")
-            if spec.name != "language_instruction":
-                lengths[spec.name] = ds.shape[0]
-        if lengths and len(set(lengths.values())) > 1:
-            problems.append(f"datasets disagree on the number of frames: {lengths}")
-        n = lengths.get("images", lengths.get("actions"))
-        if n == 0:
-            problems.append("episode has no frames")
-        shape = f["images"].shape if "images" in lengths else ()
-        if image_hw is not None and len(shape) == 4 and tuple(shape[1:3]) != tuple(image_hw):
-            problems.append(f"images are {shape[1]}x{shape[2]} (HxW), expected {image_hw[0]}x{image_hw[1]}")
-        too_big = [f"'{name}' declares {size} frames" for name, size in lengths.items() if size > MAX_FRAMES]
-        if len(shape) == 4 and max(shape[1:3]) > MAX_IMAGE_SIDE:
-            too_big.append(f"images of {shape[1]}x{shape[2]} px")
-        if too_big:  # refuse before reading: such sizes cannot come from the robot, only from a broken file
-            problems.append(f"{', '.join(too_big)}: more than this reader accepts ({MAX_FRAMES} frames, "
-                            f"{MAX_IMAGE_SIDE} px)")
-            return problems
-
-        # Read what is cheap in full and the first and last image chunks (all of them in strict mode).
-        actions = events = None
-        try:
-            if "actions" in lengths:
-                actions = np.asarray(f["actions"][()], dtype=np.float32)
-                if not np.all(np.isfinite(actions)):
-                    problems.append("actions contain NaN or inf")
-                elif actions.size and np.abs(actions).max() > MAX_ABS_ACTION:
-                    problems.append(f"actions reach {np.abs(actions).max():.3g}, beyond +-{MAX_ABS_ACTION:g} (labels "
-                                    "are 0 and +-1.15)")
-            if "action_event_types" in lengths:
-                events = [_as_str(e) for e in f["action_event_types"][()]]
-                if v6:
-                    bad = sorted({e for e in events if not V6_EVENT_RE.match(e)})
-                    expected = V6_EVENT_RE.pattern
-                else:
-                    bad, expected = sorted(set(events) - set(EVENT_TYPES)), list(EVENT_TYPES)
-                if bad:
-                    problems.append(f"unknown action_event_types {bad}; expected {expected}")
-            if "images" in lengths and n:
-                f["images"][n - 1]
-                f["images"][0]
-                for i in range(1, n - 1) if strict else ():
-                    f["images"][i]
-            if "language_instruction" in f and f["language_instruction"].shape == (1,):
-                try:
-                    decode_instruction(f["language_instruction"][()])
-                except UnicodeDecodeError:
-                    problems.append("language_instruction is not valid UTF-8")
-        except (OSError, ValueError, RuntimeError) as exc:
-            problems.append(f"data unreadable (truncated or corrupt?): {exc}")
-
-        attrs = dict(f.attrs)
-        for key, kind in {**REQUIRED_ATTRS, **(V6_EXTRA_ATTRS if v6 else {})}.items():
-            if key not in attrs:
-                problems.append(f"missing attribute '{key}'")
-            elif not _attr_type_ok(attrs[key], kind):
-                problems.append(f"attribute '{key}' = {attrs[key]!r} is not {kind.__name__}")
-        declared = attrs.get("num_frames")
-        if n is not None and declared is not None and _attr_type_ok(declared, int) and int(declared) != n:
-            problems.append(f"attribute num_frames = {int(attrs['num_frames'])} but the datasets hold {n} frames")
-
-        if strict and v6:
-            problems += _v6_strict_problems(path, actions, events, attrs)
-        elif strict:
-            if actions is not None and actions.shape[1:] == (3,) and len(actions):
-                off = ~(actions[:, None, :] == LABEL_ROWS[None]).all(-1).any(-1)
-                if off.any():
-                    problems.append(f"actions rows {np.flatnonzero(off)[:5].tolist()} are not key labels")
-                if events is not None and len(events) == len(actions):
-                    if events[0] != EVENT_START or np.any(actions[0]):
-                        problems.append("frame 0 must be episode_start with a zero action")
-                    if any(e == EVENT_START for e in events[1:]):
-                        problems.append("episode_start after frame 0")
-                    stops = [i for i, e in enumerate(events) if e == EVENT_STOP]
-                    if stops and np.any(actions[stops]):
-                        problems.append("stop_action rows must be zero")
-            if attrs.get("action_chunk_size") is not None and attrs.get("action_chunk_size") != ACTION_CHUNK_SIZE:
-                problems.append(f"action_chunk_size = {attrs['action_chunk_size']}, expected {ACTION_CHUNK_SIZE}")
-            if "obstacle_layout_type" in attrs and _as_str(attrs["obstacle_layout_type"]) not in LAYOUT_TYPES:
-                problems.append(f"obstacle_layout_type = {attrs['obstacle_layout_type']!r} not in {LAYOUT_TYPES}")
-            if "time_period" in attrs and _as_str(attrs["time_period"]) not in TIME_PERIODS:
-                problems.append(f"time_period = {attrs['time_period']!r} not in {TIME_PERIODS}")
-            if not FILENAME_RE.match(path.name):
-                problems.append(f"file name does not match {FILENAME_RE.pattern}")
+    try:
+        with f:
+            _check_open_episode(f, path, problems, strict, image_hw)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:  # whatever else h5py meets in the file
+        problems.append(f"unreadable ({type(exc).__name__}: {exc})")
     return problems
+
+
+def _check_open_episode(f: h5py.File, path: Path, problems: list[str], strict: bool,
+                        image_hw: tuple[int, int] | None) -> None:
+    """The body of :func:`check_episode` on the open file ``f``: appends to ``problems``."""
+    v6 = is_v6(f.attrs)
+    lengths: dict[str, int] = {}
+    for spec in DATASETS:
+        link = f.get(spec.name, getlink=True)
+        if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)):  # may dangle, loop or point outside the file
+            target = link.path if isinstance(link, h5py.SoftLink) else f"{link.filename}:{link.path}"
+            problems.append(f"'{spec.name}' is {'a soft' if isinstance(link, h5py.SoftLink) else 'an external'} "
+                            f"link (to {target}), not a dataset stored in the file")
+            continue
+        if spec.name not in f:
+            if spec.required:
+                problems.append(f"missing dataset '{spec.name}'")
+            elif strict and not v6:
+                problems.append(f"missing dataset '{spec.name}' (required for synthetic files)")
+            continue
+        ds = f[spec.name]
+        if not isinstance(ds, h5py.Dataset):
+            problems.append(f"'{spec.name}' is not a dataset")
+            continue
+        if spec.dtype == "vlen-utf8":
+            info = h5py.check_string_dtype(ds.dtype)
+            dtype_ok = info is not None and info.length is None and info.encoding == "utf-8"
+            shown = f"{ds.dtype} ({'vlen ' + info.encoding if info and info.length is None else 'not vlen utf-8'})"
+        else:
+            dtype_ok = ds.dtype == np.dtype(spec.dtype)
+            shown = str(ds.dtype)
+        if not dtype_ok:
+            problems.append(f"dataset '{spec.name}' has dtype {shown}, expected {spec.dtype}")
+        if len(ds.shape) != len(spec.shape) or any(
+            want is not None and got != want for got, want in zip(ds.shape, spec.shape)
+        ):
+            want = "(" + ", ".join("N" if i == 0 and w is None else ("*" if w is None else str(w))
+                                   for i, w in enumerate(spec.shape)) + ("," if len(spec.shape) == 1 else "") + ")"
+            problems.append(f"dataset '{spec.name}' has shape {ds.shape}, expected {want}")
+            continue
+        if spec.compressed and ds.compression != "gzip":
+            problems.append(f"dataset '{spec.name}' is not gzip-compressed (compression={ds.compression})")
+        if spec.name != "language_instruction":
+            lengths[spec.name] = ds.shape[0]
+    if lengths and len(set(lengths.values())) > 1:
+        problems.append(f"datasets disagree on the number of frames: {lengths}")
+    n = lengths.get("images", lengths.get("actions"))
+    if n == 0:
+        problems.append("episode has no frames")
+    shape = f["images"].shape if "images" in lengths else ()
+    if image_hw is not None and len(shape) == 4 and tuple(shape[1:3]) != tuple(image_hw):
+        problems.append(f"images are {shape[1]}x{shape[2]} (HxW), expected {image_hw[0]}x{image_hw[1]}")
+    too_big = [f"'{name}' declares {size} frames" for name, size in lengths.items() if size > MAX_FRAMES]
+    if len(shape) == 4 and max(shape[1:3]) > MAX_IMAGE_SIDE:
+        too_big.append(f"images of {shape[1]}x{shape[2]} px")
+    if too_big:  # refuse before reading: such sizes cannot come from the robot, only from a broken file
+        problems.append(f"{', '.join(too_big)}: more than this reader accepts ({MAX_FRAMES} frames, "
+                        f"{MAX_IMAGE_SIDE} px)")
+        return
+
+    # Read what is cheap in full and the first and last image chunks (all of them in strict mode).
+    actions = events = None
+    try:
+        if "actions" in lengths:
+            actions = np.asarray(f["actions"][()], dtype=np.float32)
+            if not np.all(np.isfinite(actions)):
+                problems.append("actions contain NaN or inf")
+            elif actions.size and np.abs(actions).max() > MAX_ABS_ACTION:
+                problems.append(f"actions reach {np.abs(actions).max():.3g}, beyond +-{MAX_ABS_ACTION:g} (labels "
+                                "are 0 and +-1.15)")
+        if "action_event_types" in lengths:
+            events = [_as_str(e) for e in f["action_event_types"][()]]
+            if v6:
+                bad = sorted({e for e in events if not V6_EVENT_RE.match(e)})
+                expected = V6_EVENT_RE.pattern
+            else:
+                bad, expected = sorted(set(events) - set(EVENT_TYPES)), list(EVENT_TYPES)
+            if bad:
+                problems.append(f"unknown action_event_types {bad}; expected {expected}")
+        if "images" in lengths and n:
+            f["images"][n - 1]
+            f["images"][0]
+            for i in range(1, n - 1) if strict else ():
+                f["images"][i]
+        if "language_instruction" in f and f["language_instruction"].shape == (1,):
+            try:
+                decode_instruction(f["language_instruction"][()])
+            except UnicodeDecodeError:
+                problems.append("language_instruction is not valid UTF-8")
+    except (OSError, ValueError, RuntimeError) as exc:
+        problems.append(f"data unreadable (truncated or corrupt?): {exc}")
+
+    attrs = dict(f.attrs)
+    for key, kind in {**REQUIRED_ATTRS, **(V6_EXTRA_ATTRS if v6 else {})}.items():
+        if key not in attrs:
+            problems.append(f"missing attribute '{key}'")
+        elif not _attr_type_ok(attrs[key], kind):
+            problems.append(f"attribute '{key}' = {attrs[key]!r} is not {kind.__name__}")
+    declared = attrs.get("num_frames")
+    if n is not None and declared is not None and _attr_type_ok(declared, int) and int(declared) != n:
+        problems.append(f"attribute num_frames = {int(attrs['num_frames'])} but the datasets hold {n} frames")
+
+    if strict and v6:
+        problems += _v6_strict_problems(path, actions, events, attrs)
+    elif strict:
+        if actions is not None and actions.shape[1:] == (3,) and len(actions):
+            off = ~(actions[:, None, :] == LABEL_ROWS[None]).all(-1).any(-1)
+            if off.any():
+                problems.append(f"actions rows {np.flatnonzero(off)[:5].tolist()} are not key labels")
+            if events is not None and len(events) == len(actions):
+                if events[0] != EVENT_START or np.any(actions[0]):
+                    problems.append("frame 0 must be episode_start with a zero action")
+                if any(e == EVENT_START for e in events[1:]):
+                    problems.append("episode_start after frame 0")
+                stops = [i for i, e in enumerate(events) if e == EVENT_STOP]
+                if stops and np.any(actions[stops]):
+                    problems.append("stop_action rows must be zero")
+        if attrs.get("action_chunk_size") is not None and attrs.get("action_chunk_size") != ACTION_CHUNK_SIZE:
+            problems.append(f"action_chunk_size = {attrs['action_chunk_size']}, expected {ACTION_CHUNK_SIZE}")
+        if "obstacle_layout_type" in attrs and _as_str(attrs["obstacle_layout_type"]) not in LAYOUT_TYPES:
+            problems.append(f"obstacle_layout_type = {attrs['obstacle_layout_type']!r} not in {LAYOUT_TYPES}")
+        if "time_period" in attrs and _as_str(attrs["time_period"]) not in TIME_PERIODS:
+            problems.append(f"time_period = {attrs['time_period']!r} not in {TIME_PERIODS}")
+        if not FILENAME_RE.match(path.name):
+            problems.append(f"file name does not match {FILENAME_RE.pattern}")
 
 
 def _v6_strict_problems(path: Path, actions: np.ndarray | None, events: list[str] | None,
@@ -639,10 +655,55 @@ def read_actions(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
 
 
 def read_episode_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Frames ``start:stop`` of an episode as uint8 **RGB** ``(n, H, W, 3)`` (converted from the stored BGR)."""
+    """Frames ``start:stop`` of an episode as uint8 **RGB** ``(n, H, W, 3)`` (converted from the stored BGR).
+    Memory is the frames asked for: read a long episode by windows (:func:`iter_episode_frames`,
+    :class:`EpisodeFrames`)."""
     with h5py.File(path, "r") as f:
         bgr = f["images"][start:stop]
     return np.ascontiguousarray(bgr[..., ::-1])
+
+
+#: Frames read at once by :func:`iter_episode_frames` and :class:`EpisodeFrames`: 32 (32 x 2.6 MiB at 720p).
+FRAME_WINDOW = 32
+
+
+def iter_episode_frames(path: str | os.PathLike, window: int = FRAME_WINDOW) -> Iterator[np.ndarray]:
+    """An episode's frames in order, as uint8 RGB windows ``(n <= window, H, W, 3)``: whatever the file declares,
+    at most ``window`` decompressed frames are held at once."""
+    with h5py.File(path, "r") as f:
+        images = f["images"]
+        for start in range(0, images.shape[0], window):
+            yield np.ascontiguousarray(images[start:start + window][..., ::-1])
+
+
+class EpisodeFrames(collections.abc.Sequence):
+    """An episode's frames as a lazy sequence of uint8 RGB ``(H, W, 3)``: ``frames[i]`` reads the window of
+    :data:`FRAME_WINDOW` frames holding it (the last window read is kept), so iterating holds one window, never the
+    whole decompressed array.
+
+    Raises (on construction):
+        OSError / KeyError: the file or its ``images`` cannot be opened (validate it first).
+    """
+
+    def __init__(self, path: str | os.PathLike, window: int = FRAME_WINDOW) -> None:
+        self.path, self.window = Path(path), int(window)
+        with h5py.File(self.path, "r") as f:
+            self._len = int(f["images"].shape[0])
+        self._start, self._frames = -1, np.empty((0,), np.uint8)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._len))]
+        i = int(index) + (self._len if int(index) < 0 else 0)
+        if not 0 <= i < self._len:
+            raise IndexError(f"frame {index} of {self._len}")
+        start = i - i % self.window
+        if start != self._start:
+            self._frames, self._start = read_episode_frames(self.path, start, start + self.window), start
+        return self._frames[i - start]
 
 
 __all__ = [
@@ -651,5 +712,6 @@ __all__ = [
     "ROBOT_IMAGE_HW", "STOP_INJECT_N", "V6_FILENAME_RE", "check_episode", "is_v6", "v6_attributes", "v6_filename",
     "v6_task", "collector_attributes", "decode_instruction", "encode_instruction",
     "episode_filename", "instruction_from_filename", "is_temp_file", "parse_filename", "read_actions",
-    "read_episode_frames", "read_info", "validate_episode", "write_episode",
+    "read_episode_frames", "read_info", "validate_episode", "write_episode", "EpisodeFrames", "FRAME_WINDOW",
+    "iter_episode_frames",
 ]

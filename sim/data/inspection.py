@@ -54,7 +54,8 @@ def dataset_statistics(paths: Iterable[str | Path]) -> dict[str, Any]:
     ``episodes_per_layout_distance``; ``actions`` = per-axis ``mean``/``std``/``min``/``max`` over every frame
     (label units, as the real statistics); ``key_histogram`` over presses (``start_action`` and
     ``stop_action`` frames, key from :func:`envs.keys.action_to_key`); ``frames_per_episode`` (min, max, mean,
-    histogram); ``image_sizes`` (``"WxH"`` -> episodes); ``with_language_instruction``; for V6 files
+    histogram); ``image_sizes`` (``"WxH"`` -> episodes); ``image_bytes`` (``decompressed``: the frames' uint8 bytes,
+    ``largest_episode``, ``on_disk``: the files' sizes); ``with_language_instruction``; for V6 files
     (:func:`sim.data.h5format.is_v6`) ``class_histogram`` over every frame (:func:`envs.actions.action_class`)
     beside the team's V6 shares (``v6_class_shares``, %).
     """
@@ -64,8 +65,12 @@ def dataset_statistics(paths: Iterable[str | Path]) -> dict[str, Any]:
     keys, lengths, classes = Counter(), Counter(), Counter()
     all_actions = []
     with_instr = 0
+    image_bytes, largest, disk_bytes = 0, 0, 0
     for p in paths:
         info = h5format.read_info(p)
+        decompressed = info.num_frames * info.image_hw[0] * info.image_hw[1] * 3  # uint8 RGB
+        image_bytes, largest = image_bytes + decompressed, max(largest, decompressed)
+        disk_bytes += Path(p).stat().st_size
         actions, events = h5format.read_actions(p)
         layout = info.layout or "unknown"
         per_layout[layout] += 1
@@ -107,6 +112,7 @@ def dataset_statistics(paths: Iterable[str | Path]) -> dict[str, Any]:
             "histogram": {str(k): v for k, v in sorted(lengths.items())},
         },
         "image_sizes": dict(sorted(sizes.items())),
+        "image_bytes": {"decompressed": int(image_bytes), "largest_episode": int(largest), "on_disk": int(disk_bytes)},
         **({"class_histogram": dict(classes), "v6_class_shares": V6_CLASS_SHARES} if classes else {}),
         "with_language_instruction": int(with_instr),
         "real_statistics": {axis: {"mean": m, "std": s} for axis, (m, s) in REAL_STATISTICS.items()},
@@ -147,6 +153,10 @@ def inspect_folder(folder: str | Path, strict: bool = False) -> dict[str, Any]:
             "statistics": stats, "comparison_with_real": compare_with_real(stats)}
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable text of :func:`inspect_folder`'s result."""
     s = report["statistics"]
@@ -157,6 +167,9 @@ def format_report(report: dict[str, Any]) -> str:
                  f"histogram {fpe['histogram']}")
     lines.append(f"image sizes (WxH): {s['image_sizes']}; with language_instruction: "
                  f"{s['with_language_instruction']}/{s['num_episodes']}")
+    size = s["image_bytes"]
+    lines.append(f"images decompressed: {_mib(size['decompressed'])} (largest episode {_mib(size['largest_episode'])}); "
+                 f"files on disk: {_mib(size['on_disk'])}; read by windows of {h5format.FRAME_WINDOW} frames")
     for title, key in (("layouts", "episodes_per_layout"), ("distances", "episodes_per_distance"),
                        ("core/variant", "episodes_per_kind")):
         lines.append(f"{title}: " + ", ".join(f"{k} {v}" for k, v in s[key].items()))

@@ -75,7 +75,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write, atomic_write_text, default_mode
+from scenarios.files import atomic_write, atomic_write_text, default_mode, json_text
 
 #: ``codebase_version`` of the format (``lerobot_dataset.CODEBASE_VERSION`` of lerobot 0.4.4).
 CODEBASE_VERSION = "v3.0"
@@ -629,8 +629,8 @@ class LeRobotV3Writer:
         columns = {key: [row[key] for row in self._episodes] for key in self._episodes[0]}
         _write_parquet(self._staging / EPISODES_PATH.format(chunk_index=0, file_index=0), pa.table(columns))
         stats = {k: {name: v.tolist() for name, v in s.items()} for k, s in self._stats.items()}
-        atomic_write_text(self._staging / STATS_PATH, json.dumps(stats, indent=4, ensure_ascii=False))
-        atomic_write_text(self._staging / INFO_PATH, json.dumps(info, indent=4, ensure_ascii=False))
+        atomic_write_text(self._staging / STATS_PATH, json_text(stats, indent=4, ensure_ascii=False))
+        atomic_write_text(self._staging / INFO_PATH, json_text(info, indent=4, ensure_ascii=False))
         self._staging.chmod(_dir_mode())
         self._staging.rename(self.root)
         self._closed = True

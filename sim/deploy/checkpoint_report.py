@@ -93,10 +93,9 @@ def inspect_checkpoint(file: str | Path, *, policy: str | None = None, key_map: 
         CheckpointNotFoundError: no such file (a bad argument, not a verdict).
     """
     from policies.backbones import stream_widths
-    from policies.backbones.robovlms import RoboVLMsSettings
     from policies.checkpoints import CheckpointError, CheckpointNotFoundError, compare_state_dicts, load_checkpoint
     from policies.heads import HEADS, config_from_dict, head_class, provenance
-    from policies.vla import head_config_values, resolve_backbone
+    from policies.vla import head_config_values, resolve_backbone, robovlms_settings
 
     report: dict[str, Any] = {"file": str(Path(file).expanduser()), "loads": False, "problems": []}
     goalnav = goalnav_report(file, backbone, backbone_path, build)
@@ -133,8 +132,7 @@ def inspect_checkpoint(file: str | Path, *, policy: str | None = None, key_map: 
         hparams = ckpt.meta.get("hyper_parameters") or {}
         source = config if config else hparams.get("configs", hparams) or None
         try:
-            settings = RoboVLMsSettings.from_config(source) if source and (
-                not isinstance(source, Mapping) or "act_head" in source) else RoboVLMsSettings()
+            settings = robovlms_settings(ckpt, config or None)
         except ValueError as exc:
             report["problems"].append(str(exc))
             return report

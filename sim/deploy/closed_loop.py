@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_json
 from sim.evaluation import Episode, EvalConfig, evaluate
 from sim.evaluation.config import EnvSettings, Latency, OutputSettings, Sweep, policy_spec
 from sim.evaluation.runner import episode_seed
@@ -113,7 +112,7 @@ def verify_closed_loop(policy: str, model_path: str | Path, out: str | Path, *, 
               "success_rate": {"pytorch": original["overall"]["success_rate"],
                                "onnx": exported["overall"]["success_rate"]},
               "action_difference": diff}
-    atomic_write_text(Path(out) / "verify.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_json(Path(out) / "verify.json", report)
     return report
 
 

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import io
 import itertools
-import json
 import logging
 import time
 import warnings
@@ -61,7 +60,7 @@ from policies.onnx_policy import (
     sidecar_path,
 )
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write, atomic_write_text
+from scenarios.files import atomic_write, atomic_write_json
 from sim.evaluation.episode import Episode
 
 logger = logging.getLogger(__name__)
@@ -639,6 +638,6 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
             latency["onnx"] = measure_latency(onnx_policy, timed, budget_ms=latency_budget_ms,
                                               runtime=f"onnxruntime-cpu-{precision}")
             side["latency"] = {k: v.as_dict() for k, v in latency.items()}
-    atomic_write_text(side_path, json.dumps(side, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(side_path, side, indent=2, sort_keys=True)
     return ExportResult(model_path, side_path, kind, precision, model_path.stat().st_size / 1e6, parity, latency,
                         side, export_s)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_text, json_text
 from sim.evaluation.failures import CATEGORIES, CAUSES, classify, thresholds_json
 
 #: Version of the four files' layout (bumped on an incompatible change).
@@ -145,12 +145,9 @@ def leaderboard_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, A
     return rows
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=1, default=float) + "\n"
-
-
 def write_benchmark_files(run_dir: Path, summary: dict[str, Any], results: Sequence[dict[str, Any]]) -> list[Path]:
-    """Write the four files (atomic) into ``run_dir``; returns their paths."""
+    """Write the four files (atomic; valid JSON: a non-finite number is ``null``, :func:`scenarios.files.json_text`)
+    into ``run_dir``; returns their paths."""
     run_dir = Path(run_dir)
     by_policy: dict[str, list[dict]] = defaultdict(list)
     for r in results:
@@ -168,11 +165,11 @@ def write_benchmark_files(run_dir: Path, summary: dict[str, Any], results: Seque
         }
         failures["policies"][name] = p["failures"]
     files = {
-        "metrics.json": _json(metrics),
-        "failure_summary.json": _json(failures),
-        "leaderboard_row.json": _json({"schema_version": SCHEMA_VERSION,
-                                       "rows": leaderboard_rows(run_dir, summary)}),
-        "episode_results.jsonl": "".join(json.dumps(r, default=float) + "\n" for r in results),
+        "metrics.json": json_text(metrics, indent=1, default=float) + "\n",
+        "failure_summary.json": json_text(failures, indent=1, default=float) + "\n",
+        "leaderboard_row.json": json_text({"schema_version": SCHEMA_VERSION, "rows": leaderboard_rows(run_dir, summary)},
+                                          indent=1, default=float) + "\n",
+        "episode_results.jsonl": "".join(json_text(r, default=float) + "\n" for r in results),
     }
     for file, text in files.items():
         atomic_write_text(run_dir / file, text)

@@ -9,7 +9,6 @@ written before this class existed, a flat dict, is converted on reading).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence
 from envs.rendering import Renderer, choose_renderer
 from envs.settings import Actuation, ImageSize, default_actuation
 from scenarios.errors import ConfigError
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_json, read_json
 
 RecordMode = Literal["failures", "all", "none"]
 #: Which episodes get a video: those that did not succeed, all, or none.
@@ -37,6 +36,8 @@ MAX_LATENCY_S = 10.0
 CONFIG_FILE = "config.json"
 #: The run folder's video folder (:attr:`OutputSettings.video_dir`).
 VIDEO_DIR = "videos"
+#: The key of ``config.json`` recording what each policy was built as (a record, not a setting).
+PROVENANCE_KEY = "built"
 CONFIG_VERSION = 2
 
 
@@ -230,7 +231,7 @@ class Sweep(_Frozen):
 
     layouts: tuple[str, ...] = Field(min_length=1)
     distances: tuple[str, ...] = Field(min_length=1)
-    episodes_per_combo: int = Field(10, ge=1)
+    episodes_per_combo: int = Field(10, ge=1, le=100_000)  # sim.cli.MAX_EPISODES
     seed: int = Field(0, ge=0, lt=2**32)
 
     @field_validator("layouts", "distances")
@@ -315,9 +316,18 @@ class EvalConfig(_Frozen):
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Write ``run_dir/config.json`` (atomic); returns its path."""
-        return atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(self.to_json(), indent=1) + "\n")
+    def save(self, run_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:
+        """Write ``run_dir/config.json`` (atomic); returns its path.
+
+        Args:
+            provenance: per policy, what it was built as (weights, backbone, post-processing:
+                :func:`sim.evaluation.runner.describe_policy`), recorded under :data:`PROVENANCE_KEY`; a record
+                only, :meth:`load` does not read it back.
+        """
+        data = self.to_json()
+        if provenance:
+            data[PROVENANCE_KEY] = provenance
+        return atomic_write_json(Path(run_dir) / CONFIG_FILE, data)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> EvalConfig:
@@ -330,8 +340,8 @@ class EvalConfig(_Frozen):
         if not path.is_file():
             raise ConfigError(f"cannot resume {run_dir}: no {CONFIG_FILE} there (not a run folder)")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = read_json(path)
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
@@ -340,6 +350,7 @@ class EvalConfig(_Frozen):
         if isinstance(data.get("output"), dict):  # ... and of before the cap recorded every selected episode
             data["output"].setdefault("videos_per_combo", None)
             data["output"].pop("video_dir", None)  # ... and named their video folder (now inside the run folder)
+        data.pop(PROVENANCE_KEY, None)
         try:
             cfg = cls(**data) if "sweep" in data else from_legacy(data)
         except (ConfigError, scenarios.ScenarioError) as exc:

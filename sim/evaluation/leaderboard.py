@@ -9,12 +9,12 @@ unless the caller allows it; each row then carries its sweep's letter.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scenarios.errors import ConfigError
+from scenarios.files import read_json
 from sim.evaluation.benchmark import SCHEMA_VERSION
 from sim.evaluation.report import num, pct
 
@@ -41,17 +41,17 @@ def load_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         if not path.is_file():
             raise ConfigError(f"{run_dir}: no {ROW_FILE} (not a finished sim.eval run; an older run gets one with "
                               f"python -m sim.eval --resume {run_dir})")
-        if path.stat().st_size > MAX_ROW_FILE_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_ROW_FILE_BYTES // 2**20} MiB, not a leaderboard row file")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = read_json(path, MAX_ROW_FILE_BYTES)
             if data.get("schema_version") != SCHEMA_VERSION:
                 raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
             file_rows = list(data["rows"])
             for row in file_rows:
                 for key in ("policy", "sweep_id", "success_rate", "success_ci95", "episodes"):
                     row[key]  # noqa: B018 - a missing field is reported below
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        except ConfigError as exc:
+            raise ConfigError(f"not a leaderboard row file: {exc}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{path}: not a leaderboard row file ({type(exc).__name__}: {exc})") from None
         resolved = Path(run_dir).resolve()
         if resolved in seen:

@@ -34,6 +34,7 @@ import numpy as np
 
 from envs.keys import action_to_key, key_to_action
 from scenarios.errors import MobileVLAError
+from scenarios.files import atomic_write_json, read_json
 from sim.data import h5format
 from sim.data.h5format import EpisodeInfo
 from sim.evaluation.episode import Episode
@@ -50,10 +51,11 @@ class OfflinePolicyError(MobileVLAError, ValueError):
 
 @dataclasses.dataclass
 class RealEpisode:
-    """One real episode: its metadata, frames (uint8 RGB ``(N, H, W, 3)``) and labels (float32 ``(N, 3)``)."""
+    """One real episode: its metadata, frames (uint8 RGB ``(H, W, 3)`` each, a lazy
+    :class:`~sim.data.h5format.EpisodeFrames` read by windows) and labels (float32 ``(N, 3)``)."""
 
     info: EpisodeInfo
-    frames: np.ndarray
+    frames: Sequence[np.ndarray]
     actions: np.ndarray
 
     @property
@@ -76,7 +78,7 @@ def load_real_episode(path: str | Path) -> RealEpisode:
     try:
         info = h5format.read_info(path)
         actions, _ = h5format.read_actions(path)
-        frames = h5format.read_episode_frames(path)
+        frames = h5format.EpisodeFrames(path)  # read by windows as they are used: never the whole array
     except (OSError, KeyError, ValueError) as exc:
         raise h5format.InvalidEpisodeError(path, [f"unreadable: {type(exc).__name__}: {exc}"]) from None
     return RealEpisode(info, frames, actions)
@@ -114,9 +116,8 @@ def frame_features(policy, frames: np.ndarray | Sequence[np.ndarray], instructio
     key = (id(backbone), tuple(streams))
     if cache is not None and key in cache:
         return cache[key]
-    images = np.stack(list(frames))
-    parts = [backbone.encode_frames(images[i:i + 16], streams, instruction).float().cpu().numpy()
-             for i in range(0, len(images), 16)]
+    parts = [backbone.encode_frames(np.stack(frames[i:i + 16]), streams, instruction).float().cpu().numpy()
+             for i in range(0, len(frames), 16)]  # 16 frames decoded at a time
     features = np.concatenate(parts)
     if cache is not None:
         cache[key] = features
@@ -326,13 +327,12 @@ def _closed_loop(cfg: OfflineConfig, layouts: list[str], distances: list[str], f
                  progress: bool) -> dict[str, Any]:
     """Closed-loop success of each policy on the data's layouts x distances in ``family`` (or from
     ``cfg.eval_run``)."""
-    import json
 
     from sim.evaluation.config import EnvSettings, EvalConfig, OutputSettings, Sweep
     from sim.evaluation.runner import evaluate
 
     if cfg.eval_run is not None:
-        summary = json.loads((Path(cfg.eval_run) / "summary.json").read_text())
+        summary = read_json(Path(cfg.eval_run) / "summary.json")
     elif cfg.closed_loop_episodes > 0 and layouts:
         run = cfg.out / "closed_loop"
         resume = (run / "episodes.jsonl").exists()
@@ -542,7 +542,6 @@ def write_offline_outputs(out: Path, rows: Sequence[dict[str, Any]], gaps: Seque
     ``summary.json``, ``summary.md`` and ``index.html`` (each written atomically)."""
     import csv
     import io
-    import json
 
     from scenarios.files import atomic_write_text
     from sim.evaluation.html_report import offline_page
@@ -559,6 +558,6 @@ def write_offline_outputs(out: Path, rows: Sequence[dict[str, Any]], gaps: Seque
     atomic_write_text(out / "twin_steps.csv", table(("policy", "episode", "step", "layout", "distance", "real_x",
                                                      "real_y", "sim_x", "sim_y", "real_key", "sim_key",
                                                      "image_cosine"), gaps))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_json(out / "summary.json", summary, default=float)
     atomic_write_text(out / "summary.md", offline_markdown(summary))
     atomic_write_text(out / "index.html", offline_page(out, summary))

@@ -26,6 +26,7 @@ import numpy as np
 
 from envs.actions import CLASS_ACTIONS, CLASS_NAMES, action_class
 from scenarios.errors import ConfigError
+from scenarios.files import atomic_write_json, json_text
 from scenarios.spec import SceneSpec
 from sim.data import h5format
 
@@ -75,7 +76,7 @@ def teacher_forced(policy, path: Path, info: h5format.EpisodeInfo) -> list[str]:
     policy.reset(info.instruction, reset_info)
     states = params.get("states")
     classes = []
-    for t, frame in enumerate(h5format.read_episode_frames(path)):
+    for t, frame in enumerate(h5format.EpisodeFrames(path)):
         state = np.zeros(6, np.float32) if states is None else np.asarray(states[t], np.float32)
         classes.append(action_class(policy.act({"image": frame, "instruction": info.instruction, "state": state})))
     return classes
@@ -181,8 +182,8 @@ def evaluate_replay(policies: Mapping[str, Any], files: Sequence[Path], out: Pat
     finally:
         env.close()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "replay.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / "replay.jsonl", "".join(json_text(r) + "\n" for r in rows))
     summary = {"cadence": settings.cadence.to_dict(), "episodes": len(files), "policies": summarize(rows)}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "summary.md", to_markdown(summary["policies"], str(settings.cadence)))
     return summary

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ import numpy as np
 
 import scenarios
 from scenarios.corridor import v5_path_type
-from scenarios.files import atomic_write, atomic_write_text
+from scenarios.files import atomic_write, atomic_write_json, atomic_write_text
 from sim.evaluation.benchmark import episode_results, policy_failures, team_metrics, top_failures
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.episode import STATUSES
@@ -295,5 +294,5 @@ def plot_trajectories(records: Sequence[dict[str, Any]], out_dir: Path, policies
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     """``summary.json`` and ``summary.md`` (atomic)."""
-    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_json(out_dir / "summary.json", summary, default=float)
     atomic_write_text(out_dir / "summary.md", to_markdown(summary))

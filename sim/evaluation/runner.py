@@ -40,7 +40,7 @@ from policies.batching import (
     ServerLink,
 )
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_text, is_temp_file
+from scenarios.files import atomic_write_text, is_temp_file, json_text
 from sim.evaluation.config import CONFIG_FILE, EvalConfig, safe_name
 from sim.evaluation.episode import STATUSES, Episode, EpisodeRecord
 from sim.evaluation.metrics import spl
@@ -434,12 +434,18 @@ def _check_new_run_folder(out: Path) -> None:
 
 
 def describe_policy(policy) -> dict[str, Any]:
-    """Provenance for reports: backbone, weights file and training data, when the policy has them."""
+    """Provenance for reports and ``config.json``: backbone, weights file, training data, post-processing (with
+    where its scale comes from: :func:`policies.vla.output_scale`) and the robot's latency of each component, when
+    the policy has them."""
+    from policies.vla import PostProcessing
+
     latencies = getattr(policy, "component_latencies", None)
     extra = {"component latencies (s)": dict(latencies)} if latencies else {}
     if isinstance(getattr(policy, "provenance", None), dict):  # a policy that describes itself (grounder + MLP)
         return {**policy.provenance, **extra}
     info: dict[str, Any] = {}
+    if hasattr(policy, "first") and isinstance(getattr(policy, "postprocess", None), PostProcessing):
+        info["post-processing"] = policy.postprocess.describe()
     members = [("", policy)] if not hasattr(policy, "first") else [("first ", policy.first), ("second ", policy.second)]
     for prefix, member in members:
         head = getattr(member, "head", None)
@@ -450,6 +456,8 @@ def describe_policy(policy) -> dict[str, Any]:
         backbone = getattr(member, "backbone", None)
         if backbone is not None:
             info[f"{prefix}backbone"] = getattr(backbone, "name", str(backbone))
+        if isinstance(getattr(member, "postprocess", None), PostProcessing):
+            info[f"{prefix}post-processing"] = member.postprocess.describe()
         if hasattr(member, "checkpoint"):
             ckpt = member.checkpoint
             info[f"{prefix}weights"] = str(ckpt.path) if ckpt is not None else "none: randomly initialised head"
@@ -620,12 +628,12 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
     with claim_run_folder(out, resume=resume):
         records = check_records(episodes_file, cfg) if resume else []
         if not resume:
-            cfg.save(out)
+            cfg.save(out, provenance)
         remove_temp_files(out, cfg)  # left by a run that was killed
         if retry_errors:
             records = [r for r in records if r["status"] != "error"]
         if resume:  # without a line cut short by a kill, or the errors to retry, so appends start clean
-            atomic_write_text(episodes_file, "".join(json.dumps(r) + "\n" for r in records))
+            atomic_write_text(episodes_file, "".join(json_text(r) + "\n" for r in records))
         done = {_record_key(r) for r in records}
         pending = [t for t in plan_tasks(cfg) if t.key not in done]
 
@@ -649,7 +657,7 @@ def evaluate(cfg: EvalConfig, *, workers: int = 1, resume: bool = False, retry_e
                 with open(episodes_file, "a") as fh, tqdm(total=len(pending), unit="ep", dynamic_ncols=True,
                                                           disable=not progress) as bar:
                     for record in results:
-                        fh.write(json.dumps(record) + "\n")
+                        fh.write(json_text(record) + "\n")
                         fh.flush()
                         finished += 1
                         successes += record["status"] == "success"

@@ -17,7 +17,8 @@ errors are JSON ``{"detail": "..."}``):
 - ``GET /`` (no key) -> ``{"name": "Mobile VLA Inference API", "version": "1.0.0", "status": "running"}``;
   ``GET /test`` (key) -> ``{"message": "Test endpoint", "instruction": str, "action": [0.0, 0.0]}``.
 
-Post-processing is the server's (:class:`policies.vla.PostProcessing`): x1.15, the first frame of an episode
+Post-processing is the server's (:class:`policies.vla.PostProcessing`): x1.15 (x1 for the team's single-frame
+heads from their ``.pth``, trained on raw labels: :func:`policies.vla.output_scale`), the first frame of an episode
 forced to zero, clip to +-1.5. The 0.15 dead-zone belongs to the robot node, so it is off here unless
 ``--dead-zone`` (the simulator's own ``sim.eval`` applies it, as the robot would).
 
@@ -25,7 +26,9 @@ Sessions: the optional ``X-Session-Id`` header (1-64 chars of ``A-Za-z0-9._:-``;
 one the robot's client uses) selects a session, each with its own policy instance (so its own frame history). A
 session's first ``/predict`` resets its policy with that request's instruction; later instruction changes do not
 reset it (call ``/reset``). At most ``max_sessions`` are kept; the least recently used one is closed when a new
-one is needed.
+one is needed. One client (host) holds at most ``max_sessions_per_client`` (4) of them: a new session beyond that
+closes that client's own least recently used one, so a client that keeps reconnecting with new session ids never
+closes the robot's session (only as many distinct clients as ``max_sessions / max_sessions_per_client`` can).
 
 Where this server differs from the team's, and why (README "Inference server"): binds loopback by default (theirs
 0.0.0.0: pass ``--host 0.0.0.0`` on the robot's network); loads the policy at start-up, so a broken one fails
@@ -81,6 +84,8 @@ READ_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 64
 #: Sessions kept at once (least recently used ones are closed).
 MAX_SESSIONS = 16
+#: Sessions one client (host) may hold; a new one beyond closes that client's own least recently used session.
+MAX_SESSIONS_PER_CLIENT = 4
 DEFAULT_SESSION = "default"
 #: Environment variable holding the API key (the team server's name).
 API_KEY_ENV = "VLA_API_KEY"
@@ -150,21 +155,30 @@ class _Session:
 
 
 class SessionStore:
-    """Session id -> its own policy (built by ``factory``), LRU-bounded to ``max_sessions``; thread-safe."""
+    """Session id -> its own policy (built by ``factory``), LRU-bounded to ``max_sessions`` in all and to
+    ``max_per_client`` created by one client; thread-safe.
 
-    def __init__(self, factory: Callable[[], Policy], max_sessions: int = MAX_SESSIONS) -> None:
-        if max_sessions < 1:
-            raise ConfigError(f"max_sessions must be >= 1, got {max_sessions}")
+    Raises (on construction):
+        ConfigError: a bound < 1.
+    """
+
+    def __init__(self, factory: Callable[[], Policy], max_sessions: int = MAX_SESSIONS,
+                 max_per_client: int = MAX_SESSIONS_PER_CLIENT) -> None:
+        if max_sessions < 1 or max_per_client < 1:
+            raise ConfigError(f"max_sessions and max_per_client must be >= 1, got {max_sessions}, {max_per_client}")
         self.factory = factory
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._owners: dict[str, str] = {}  # session id -> the client that created it
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def get(self, session_id: str) -> _Session:
-        """The session, created (and the least recently used one closed if full) when new."""
+    def get(self, session_id: str, client: str = "") -> _Session:
+        """The session, created when new by ``client`` (its host): first that client's least recently used session
+        is closed if it holds ``max_per_client``, then the least recently used of all if the store is full."""
         with self._lock:
             session = self._sessions.get(session_id)
             if session is not None:
@@ -173,13 +187,21 @@ class SessionStore:
             policy = self.factory()
             if not isinstance(policy, Policy):
                 raise TypeError(f"policy factory returned {type(policy).__name__}, not a Policy")
+            own = [sid for sid in self._sessions if self._owners.get(sid) == client]  # least recently used first
+            for sid in own[:max(0, len(own) - self.max_per_client + 1)]:
+                self._close(sid)
             session = self._sessions[session_id] = _Session(policy)
+            self._owners[session_id] = client
             while len(self._sessions) > self.max_sessions:
-                old_id, old = self._sessions.popitem(last=False)
-                log.info("closing least recently used session %r", old_id)
-                with contextlib.suppress(Exception):
-                    old.policy.close()
+                self._close(next(iter(self._sessions)))
             return session
+
+    def _close(self, session_id: str) -> None:
+        old = self._sessions.pop(session_id)
+        self._owners.pop(session_id, None)
+        log.info("closing least recently used session %r", session_id)
+        with contextlib.suppress(Exception):
+            old.policy.close()
 
     def close(self) -> None:
         """Close every session's policy."""
@@ -259,6 +281,7 @@ def create_app(
     api_key: str | None = None,
     *,
     max_sessions: int = MAX_SESSIONS,
+    max_sessions_per_client: int = MAX_SESSIONS_PER_CLIENT,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_image_size: tuple[int, int] = MAX_IMAGE_SIZE,
     preload: bool = True,
@@ -271,6 +294,7 @@ def create_app(
         api_key: required in ``X-API-Key`` for ``/predict``, ``/reset`` and ``/test`` when given (``/health`` and
             ``/`` stay open).
         max_sessions: sessions kept at once (LRU).
+        max_sessions_per_client: sessions one client (host) may hold (its own LRU one is closed for a new one).
         max_body_bytes: largest request body (bytes).
         max_image_size: largest image ``(width, height)`` px.
         preload: build the default session's policy now, so a broken policy fails at start-up.
@@ -278,7 +302,7 @@ def create_app(
     Raises:
         Whatever ``policy_factory`` raises, when ``preload`` is True.
     """
-    store = SessionStore(policy_factory, max_sessions)
+    store = SessionStore(policy_factory, max_sessions, max_sessions_per_client)
     first = store.get(DEFAULT_SESSION).policy if preload else None
     policy_name = first.name if first is not None else "policy"
     settings = getattr(first, "settings", None)
@@ -300,9 +324,9 @@ def create_app(
             raise HTTPException(400, "X-Session-Id must be 1-64 characters of A-Za-z0-9._:-")
         return sid
 
-    def get_session(sid: str) -> _Session:
+    def get_session(sid: str, request: Request) -> _Session:
         try:
-            return store.get(sid)
+            return store.get(sid, request.client.host if request.client else "")
         except Exception as exc:  # report a broken factory as a server error
             log.exception("could not build a policy for session %r", sid)
             raise HTTPException(500, f"could not build the policy: {type(exc).__name__}: {exc}") from None
@@ -344,7 +368,7 @@ def create_app(
         """Next action ``[linear_x, linear_y]`` for one frame and instruction."""
         body = _parse(PredictRequest, await _read_body(request, max_body_bytes))
         image = await run_in_threadpool(decode_image, body.image, max_image_size)  # CPU work off the event loop
-        session = get_session(sid)
+        session = get_session(sid, request)
         try:
             action, latency_ms, step = await run_in_threadpool(predict_sync, session, image, body.instruction)
         except Exception as exc:  # any policy failure is the server's fault
@@ -376,7 +400,7 @@ def create_app(
         """Start a new episode for the session (clears the policy's history)."""
         raw = await _read_body(request, max_body_bytes)
         body = _parse(ResetRequest, raw) if raw.strip() else ResetRequest()
-        session = get_session(sid)
+        session = get_session(sid, request)
         info = {} if body.episode_seed is None else {"episode_seed": body.episode_seed}
 
         def reset_sync() -> str:

@@ -77,7 +77,7 @@ from envs.cadence import Cadence
 from envs.settings import ImageSize
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES, TRAINABLE_GOALNAV
 from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_text
+from scenarios.files import atomic_write_json, atomic_write_text, read_json, read_text_capped
 from sim.training.augmentation import DISTANCE_FACTORS, check_factors
 from sim.training.recipes import STRATEGIES, apply_strategy
 from sim.training.supervised import LOSSES, SAMPLING_MODES
@@ -293,11 +293,10 @@ def load_spec(path: str | Path) -> AblationSpec:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
+        raw = tomllib.loads(read_text_capped(path))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such spec file") from None
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     try:
         spec = AblationSpec(**raw)
@@ -442,13 +441,13 @@ def _reset_dir(path: Path) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(path)
+    except (OSError, ValueError):
         return None
 
 
 def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    atomic_write_json(path, data, sort_keys=True, default=str)
 
 
 def eval_config(spec: AblationSpec, run: VariantRun, checkpoint: Path, out: Path):

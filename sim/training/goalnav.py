@@ -51,7 +51,7 @@ from policies.goalnav.heads import (
     window_indices,
 )
 from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write, atomic_write_text
+from scenarios.files import atomic_write, atomic_write_json
 from sim.data import h5format
 
 #: The kinds this module trains, with their window and learning rate.
@@ -116,9 +116,8 @@ def load_episodes(files: list[Path], backbone: Any, cache: Path, grounder_args: 
         if feature_file.is_file():
             vis = np.load(feature_file)
         else:
-            frames = h5format.read_episode_frames(path)
-            vis = np.concatenate([backbone.encode_frames(frames[i:i + 32], ("image_mean",)).numpy()
-                                  for i in range(0, len(frames), 32)]).astype(np.float32)
+            vis = np.concatenate([backbone.encode_frames(frames, ("image_mean",)).numpy()
+                                  for frames in h5format.iter_episode_frames(path)]).astype(np.float32)
             with atomic_write(feature_file) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, vis)
         actions, _ = h5format.read_actions(path)
@@ -254,5 +253,5 @@ def train_goalnav(kind: str, episodes: list[EpisodeData], out: Path, *, window: 
     tensors = {k: v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     with atomic_write(out) as tmp:
         save_file(tensors, str(tmp))
-    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    atomic_write_json(out.with_suffix(".json"), meta)
     return summary

@@ -42,7 +42,6 @@ Design:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import deque
@@ -54,7 +53,7 @@ import numpy as np
 
 from envs import ENV_ID
 from envs.keys import ACTION_LABEL, DEAD_ZONE
-from scenarios.files import atomic_write, atomic_write_text
+from scenarios.files import atomic_write, atomic_write_json
 from sim.evaluation.episode import Episode
 
 ALGOS = ("ppo",)
@@ -297,7 +296,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[train_rl] closed-loop check on {args.layout}/{args.distance}, {check['episodes']} episodes: "
               f"success {check['success_rate']:.0%} (on the instructed side {check['success_on_instructed_side']:.0%})"
               f", outcomes {check['statuses']}", flush=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=1) + "\n")
+    atomic_write_json(out.with_suffix(".json"), meta)
     print(f"[train_rl] evaluate with: python -m sim.eval --policy sb3:{out} --family {args.family} "
           f"--layouts {args.layout} --distances {args.distance}" + (f" --actuation {args.actuation}" if args.actuation else ""),
           flush=True)

@@ -38,7 +38,7 @@ import pickle
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,16 @@ class FeatureCache:
         return None
 
     @staticmethod
-    def _frames(episode: Path, copy: AugmentedCopy | None) -> np.ndarray:
-        frames = h5format.read_episode_frames(episode)
-        return frames if copy is None else copy.apply(frames)
+    def _windows(episode: Path, copy: AugmentedCopy | None, batch_size: int) -> Iterator[np.ndarray]:
+        """The episode's frames (or ``copy``'s), uint8 RGB windows of at most ``batch_size``. Unaugmented: read by
+        windows, never the whole decompressed episode; an augmented copy is made from all the episode's frames at
+        once (one set of random parameters over them)."""
+        if copy is None:
+            yield from h5format.iter_episode_frames(episode, batch_size)
+            return
+        frames = copy.apply(h5format.read_episode_frames(episode))
+        for i in range(0, len(frames), batch_size):
+            yield frames[i:i + batch_size]
 
     def vision(self, episode: Path, instruction: str = "", batch_size: int = 32,
                copy: AugmentedCopy | None = None) -> np.ndarray:
@@ -130,9 +137,8 @@ class FeatureCache:
             self.hits += 1
         else:
             todo = [*missing, *(s for s in self.prefetch if not self._path(episode, s, instruction, copy).exists())]
-            frames = self._frames(episode, copy)
-            parts = [self.backbone.encode_frames(frames[i:i + batch_size], todo, instruction).float().cpu().numpy()
-                     for i in range(0, len(frames), batch_size)]
+            parts = [self.backbone.encode_frames(w, todo, instruction).float().cpu().numpy()
+                     for w in self._windows(episode, copy, batch_size)]
             feats = np.concatenate(parts).astype(np.float32)
             dims = self.backbone.stream_dims()
             offset = 0
@@ -155,9 +161,8 @@ class FeatureCache:
         if found is not None:
             self.hits += 1
             return found
-        frames = self._frames(episode, copy)
-        out = np.concatenate([encode(frames[i:i + batch_size]).float().cpu().numpy()
-                              for i in range(0, len(frames), batch_size)]).astype(np.float32)
+        out = np.concatenate([encode(w).float().cpu().numpy()
+                              for w in self._windows(episode, copy, batch_size)]).astype(np.float32)
         with atomic_write(path) as tmp:
             np.save(tmp, out)
         self.misses += 1
@@ -364,12 +369,15 @@ def train(
             device; the cached features are device-independent float32).
 
     Returns:
-        ``best`` (``epoch``, ``val_loss``, ``val_mae``: MAE over linear_x/linear_y, :func:`evaluate`),
+        ``best`` (``epoch``, ``val_loss``, ``val_mae``: MAE over linear_x/linear_y, :func:`evaluate`; ``epoch`` and
+        ``val_loss`` None with a ``reason`` when no epoch gave a finite validation loss), ``checkpoint`` (the path of
+        ``best.safetensors``, or None when none was written for that reason),
         ``epochs_run``, file paths, window and cache counts, ``augmented_copies``, ``train_seconds`` (the
         epochs) and ``prepare_seconds`` (features, copies, trunk activations).
 
     Raises:
-        ConfigError: an unknown loss or sampling mode, a bad augmentation table, LoRA on a head reading other
+        ConfigError: ``epochs`` or ``batch_size`` < 1, ``lr`` not a finite number > 0, ``weight_decay`` /
+            ``warmup_fraction`` not finite and >= 0; an unknown loss or sampling mode, a bad augmentation table, LoRA on a head reading other
             streams than ``image``, fewer than two episodes, or a ``--resume`` state that does not match.
         InvalidTrainingStateError: ``last.pt`` is not a training state written here.
         sim.data.h5format.InvalidEpisodeError: a bad episode file (unless ``skip_invalid``).
@@ -377,6 +385,12 @@ def train(
     from policies.checkpoints import save_checkpoint
     from policies.vla import build_vla_policy
 
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("patience", patience, 0)):
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay), ("warmup_fraction", warmup_fraction)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or (name == "lr" and not lr):
+            raise ConfigError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
     if sampling not in SAMPLING_MODES:
         raise ConfigError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, got {sampling!r}")
     if loss not in LOSSES:
@@ -527,7 +541,7 @@ def train(
         history.append(row)
         _write_csv(out / "metrics.csv", history)
         adapter = _adapter(split, lora)
-        if val_loss < best["val_loss"]:
+        if math.isfinite(val_loss) and val_loss < best["val_loss"]:
             best, stale = {"val_loss": val_loss, "val_mae": val_mae, "epoch": epoch}, 0
             save_checkpoint(out / "best.safetensors", head, {**meta, "best": best}, backbone=bb.name,
                             backbone_lora=adapter)
@@ -542,8 +556,12 @@ def train(
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}", mae=f"{val_mae:.3f}")
         if stale >= patience:
             break
-    return {"policy": policy, "backbone": bb.name, "best": best, "epochs_run": len(history),
-            "checkpoint": str(out / "best.safetensors"), "metrics": str(out / "metrics.csv"),
+    written = best["epoch"] >= 0  # no epoch with a finite validation loss: no best.safetensors
+    return {"policy": policy, "backbone": bb.name,
+            "best": best if written else {"val_loss": None, "epoch": None,
+                                          "reason": "no epoch gave a finite validation loss"},
+            "epochs_run": len(history),
+            "checkpoint": str(out / "best.safetensors") if written else None, "metrics": str(out / "metrics.csv"),
             "train_windows": len(train_set), "val_windows": len(val_set), "augmented_copies": len(copies),
             "cache_hits": cache.hits, "cache_misses": cache.misses,
             "prepare_seconds": round(prepare_seconds, 1), "train_seconds": round(time.perf_counter() - t0, 1)}
