@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from sim.evaluation.benchmark import top_failures
-from sim.evaluation.failures import CATEGORIES, CAUSES, DEFINITIONS
+from sim.evaluation.failures import CATEGORIES, CAUSES, DEFINITIONS, thresholds_json
 from sim.evaluation.report import axes, combo_label, num, pct, side_text
 
 #: Bytes of video embedded in one page; further videos are linked (relative paths) instead.
@@ -178,7 +178,8 @@ def eval_page(out: Path, summary: dict[str, Any], results: Sequence[dict[str, An
         Section("Overall", tables=[overall]),
         Section("The team's closed-loop metrics", tables=[team]),
         Section(f"Per {first} x {second}: successes (top failure)", tables=[per_combo]),
-        Section("Failure taxonomy (primary / any label, per policy)", tables=[taxonomy]),
+        Section("Failure taxonomy (primary / any label, per policy)", tables=[taxonomy], text=[
+            "Thresholds (sim/evaluation/failures.py): " + ", ".join(f"{k} = {v:g}" for k, v in thresholds_json().items())]),
         Section("Settings", tables=[settings]),
     ]
     plots = sorted(out.glob("trajectories_*.png"))
