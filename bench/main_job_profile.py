@@ -25,7 +25,7 @@ PARTS = {
     "policy forward (act)": [("policies/base.py", "act")],
     "onboard rendering": [("envs/scene.py", "render_onboard")],
     "physics (env substeps)": [("envs/box_avoid.py", "_simulate")],
-    "shadow expert (labels, shortest path)": [("policies/expert.py", "label"), ("policies/expert.py", "shortest_path")],
+    "shadow expert (labels, shortest path)": [("policies/expert.py", "label"), ("policies/expert.py", "reference")],
     "video: top-down frames": [("sim/evaluation/video.py", "render_topdown_frames")],
     "video: composing": [("sim/evaluation/video.py", "compose_frames")],
     "video: encoding (mp4)": [("sim/evaluation/video.py", "write_video")],

@@ -141,27 +141,22 @@ class ExpertPolicy(Policy):
         return key_to_action(self.key)
 
     # ------------------------------------------------------------------ the evaluation's shadow expert
-    def shortest_path(self, start: tuple[float, float, float]) -> float | None:
-        """The shortest path (m) from ``start = (x, y, yaw)`` to the goal: the key-press plan's length (None if
-        no plan exists), or the corridor's straight line to the stop band. Call after :meth:`reset`."""
+    def reference(self, start: tuple[float, float, float]
+                  ) -> tuple[float | None, list[tuple[float, float]] | None]:
+        """From ``start = (x, y, yaw)``: the shortest path's length (m; SPL's) and the expert's own path (m; the
+        reference of the trajectory-deviation metrics, :mod:`sim.evaluation.failures`), from one plan. In a box
+        scene: the key-press plan's length and the points it passes through (start included), both None if no plan
+        exists; in the corridor: the straight line to the stop band and the expert's route. Call after
+        :meth:`reset`."""
         if self._in_corridor:
-            return self.corridor.shortest_path(start)
-        plan = self.plan(start[:2], start[2])
-        return None if plan is None else len(plan) * self.step_length
-
-    def reference_path(self, start: tuple[float, float, float]) -> list[tuple[float, float]] | None:
-        """The expert's path from ``start = (x, y, yaw)`` (m): the points its key-press plan passes through (start
-        included; None if no plan exists), or the corridor's route. The reference of the trajectory-deviation
-        metrics (:mod:`sim.evaluation.failures`). Call after :meth:`reset`."""
-        if self._in_corridor:
-            return [(float(x), float(y)) for x, y in self.corridor.route]
+            return self.corridor.shortest_path(start), [(float(x), float(y)) for x, y in self.corridor.route]
         plan = self.plan(start[:2], start[2])
         if plan is None:
-            return None
+            return None, None
         points = [(float(start[0]), float(start[1]))]
         for key in plan:
             points.append(self._move(points[-1], start[2], key))
-        return points
+        return len(plan) * self.step_length, points
 
     def label(self, state: np.ndarray) -> np.ndarray:
         """The expert's action (float32 ``(3,)``) at a visited ``state = (x, y, yaw, vx, vy, wz)``: the label the

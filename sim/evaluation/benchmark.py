@@ -46,11 +46,6 @@ def episode_results(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _mean(values: Sequence[Any]) -> float | None:
-    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return round(float(np.mean(vals)), 4) if vals else None
-
-
 def failure_counts(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The failures of a group of episodes: ``episodes``, ``failed``, ``primary`` (label -> count, most frequent
     first), ``primary_share`` (label -> share of the failed episodes), ``labels`` (every label that applied ->
@@ -74,7 +69,7 @@ def team_metrics(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in TEAM_METRICS:
         values = [r[name] for r in results if r.get(name) is not None]
-        out[name] = _mean(values)
+        out[name] = round(float(np.mean(values)), 4) if values else None
         out[f"{name}_n"] = len(values)
     worst = [r["deviation_max_m"] for r in results if r.get("deviation_max_m") is not None]
     out["deviation_worst_m"] = max(worst) if worst else None

@@ -47,8 +47,9 @@ def load_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
             file_rows = list(data["rows"])
             for row in file_rows:
-                for key in ("policy", "sweep_id", "success_rate", "success_ci95", "episodes"):
-                    row[key]  # noqa: B018 - a missing field is reported below
+                missing = [k for k in ("policy", "sweep_id", "success_rate", "success_ci95", "episodes") if k not in row]
+                if missing:
+                    raise ValueError(f"a row lacks {', '.join(missing)}")
         except ConfigError as exc:
             raise ConfigError(f"not a leaderboard row file: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

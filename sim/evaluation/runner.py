@@ -176,9 +176,8 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
     shortest, reference = math.nan, None
     if expert is not None:
         expert.reset(episode.instruction, episode.reset_info)
-        length = expert.shortest_path((x, y, yaw))
+        length, reference = expert.reference((x, y, yaw))
         shortest = math.nan if length is None else length
-        reference = expert.reference_path((x, y, yaw))
     step_latencies: list[float] = []
     detections: list[bool] = []
 
