@@ -29,8 +29,8 @@ def main() -> int:
     import gymnasium as gym
 
     import envs  # noqa: F401 - registers the environments
+    from foundations.errors import MobileVLAError
     from policies.registry import make_policy
-    from scenarios.errors import MobileVLAError
     from sim.evaluation.config import Latency
     from sim.evaluation.runner import run_policy_episode
 

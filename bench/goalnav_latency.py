@@ -42,8 +42,8 @@ import gymnasium as gym  # noqa: E402
 import envs  # noqa: E402
 from envs.cadence import Cadence  # noqa: E402
 from envs.settings import ImageSize  # noqa: E402
+from foundations.errors import ConfigError, MobileVLAError  # noqa: E402
 from policies.goalnav.policy import build_goalnav_policy, bundled_checkpoint  # noqa: E402
-from scenarios.errors import ConfigError, MobileVLAError  # noqa: E402
 from sim.cli import BACKBONE_CHOICES, command  # noqa: E402
 
 FRAMES = 8  # distinct corridor frames the timings cycle over

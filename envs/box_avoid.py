@@ -29,7 +29,7 @@ from envs.robot import RobotConfig, ramp, wheel_speeds
 from envs.scene import PHYSICS_HZ, Scene
 from envs.settings import FAMILY_CAMERA_PITCH_DEG, ImageSize, check_actuation, default_actuation
 from envs.stopping import StopMetrics, stop_metrics
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 from scenarios.spec import target_half_extents
 
 OBS_KEYS = ("image", "instruction", "state")

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from envs.settings import PHYSICS_HZ
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 CadenceMode = Literal["sync", "async"]
 #: The cadence of the ``class`` actuation unless told otherwise: the robot's own.

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 Renderer = Literal["tiny", "egl", "auto"]
 RENDERERS: tuple[str, ...] = get_args(Renderer)

@@ -22,8 +22,8 @@ from envs.rendering import load_egl, quiet_stdout
 from envs.robot import RobotConfig
 from envs.settings import PHYSICS_HZ
 from envs.textures import texture_files
+from foundations.errors import ConfigError
 from scenarios import TARGET_SHAPES, ObstacleSpec, SceneSpec
-from scenarios.errors import ConfigError
 
 ASSETS = Path(__file__).parent / "assets"
 ROBOT_URDF = ASSETS / "omni_robot.urdf"

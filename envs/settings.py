@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NamedTuple, get_args
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 #: How an action moves the robot (see :class:`envs.box_avoid.BoxAvoidEnv`): one 0.4 s key press at the fixed
 #: throttle (the 2025 robot), body velocities held for one control period, or one of the eight action classes of

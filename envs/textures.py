@@ -13,8 +13,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from scenarios.errors import ConfigError
-from scenarios.files import atomic_write
+from foundations.errors import ConfigError
+from foundations.files import atomic_write
 
 TEXTURE_SIZE = 256
 FLOOR_TEXTURES = ("wood", "tile", "concrete", "carpet")

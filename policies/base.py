@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.errors import MobileVLAError
+from foundations.errors import MobileVLAError
 
 
 class PolicyOutputError(MobileVLAError, ValueError):

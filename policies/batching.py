@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from foundations.errors import ConfigError, MobileVLAError
 from policies.base import BatchablePolicy, Policy
-from scenarios.errors import ConfigError, MobileVLAError
 
 #: Default longest wait (ms) for more requests once one arrived. A closed-loop step of the simulator costs
 #: ~20 ms of physics and rendering per worker, so workers drift apart by a few ms; waiting longer than that only

@@ -50,10 +50,10 @@ from typing import Any
 
 import torch
 
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write, json_text, read_json
 from policies.backbones import FROZEN_PREFIXES
 from policies.backbones.lora import TENSOR_PREFIX, LoraAdapter
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write, json_text, read_json
 
 #: ``format`` value of the project's JSON sidecar.
 FORMAT_NAME = "mobile-vla-sim.head"
@@ -188,7 +188,7 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, meta: Mapping[str, 
                     backbone_lora: Any = None) -> Path:
     """Write ``head`` in the project's format: ``path`` (safetensors) + :func:`sidecar_path` (JSON), atomically.
 
-    Each file is written with :func:`scenarios.files.atomic_write` (weights first, sidecar last), so a reader
+    Each file is written with :func:`foundations.files.atomic_write` (weights first, sidecar last), so a reader
     never sees a half-written file.
 
     Args:

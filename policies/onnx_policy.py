@@ -56,9 +56,9 @@ from typing import Any
 import numpy as np
 
 from envs.settings import ImageSize
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import read_json
 from policies.base import Policy
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import read_json
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from envs.keys import ACTION_LABEL, MOVE_KEYS, key_to_action
+from foundations.errors import ConfigError
 from policies.base import Policy
-from scenarios.errors import ConfigError
 
 
 class RandomPolicy(Policy):

@@ -13,9 +13,9 @@ import json
 import os
 from typing import Any
 
+from foundations.errors import ConfigError, MobileVLAError
 from policies.base import Policy
 from policies.catalog import GOALNAV_NAMES, HEAD_NAMES
-from scenarios.errors import ConfigError, MobileVLAError
 
 _VLA_FACTORY = "policies.vla:build_vla_policy"
 _GOALNAV_FACTORY = "policies.goalnav.policy:build_goalnav_policy"

@@ -32,8 +32,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from foundations.errors import ConfigError, MobileVLAError
 from policies.base import Policy
-from scenarios.errors import ConfigError, MobileVLAError
 
 
 class RemotePolicyError(MobileVLAError, RuntimeError):

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from envs.keys import KEY_ACTIONS, key_to_action
+from foundations.errors import ConfigError
+from foundations.files import read_json
 from policies.base import Policy
-from scenarios.errors import ConfigError
-from scenarios.files import read_json
 
 #: The key guides human operators drove for 1-box scenarios (copied from the team's reference data).
 HUMAN_PATTERNS = Path(__file__).resolve().parents[1] / "scenarios" / "human" / "core_patterns_1box.json"

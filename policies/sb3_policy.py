@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from foundations.errors import MobileVLAError
 from policies.base import Policy
-from scenarios.errors import MobileVLAError
 
 #: Algorithms recognised by name (``algo=``) -> stable_baselines3 class name.
 ALGOS = {

@@ -9,7 +9,7 @@ One :class:`VLAPolicy` = a frozen backbone (:mod:`policies.backbones`) + an acti
    (``robovlms``, ``pad_history = False``). Frames are encoded once (features are kept, not pixels) and only
    when a prediction needs them.
 2. **Text.** The instruction's streams (``head.instruction_streams``) are encoded once per distinct string, kept for
-   the most recent :data:`~policies.lru.MAX_INSTRUCTIONS` strings (an LRU: memory stays bounded whatever a client
+   the most recent :data:`~foundations.lru.MAX_INSTRUCTIONS` strings (an LRU: memory stays bounded whatever a client
    sends).
 3. **Action chunk execution** (``execution``):
 
@@ -53,6 +53,8 @@ import numpy as np
 import torch
 
 from envs.keys import ACTION_LABEL, DEAD_ZONE, OUTPUT_CLIP, apply_dead_zone
+from foundations.errors import ConfigError
+from foundations.lru import MAX_INSTRUCTIONS, LRUCache
 from policies.backbones import Backbone, MissingStreamError, make_backbone, stream_widths
 from policies.backbones.base import STREAM_REMEDIES, STREAMS, as_uint8_nhwc, autocast, device_key
 from policies.base import BatchablePolicy
@@ -66,8 +68,6 @@ from policies.checkpoints import (
     load_into_head,
 )
 from policies.heads import CONFIG_ALIASES, ActionHead, config_fields, config_from_dict, head_class
-from policies.lru import MAX_INSTRUCTIONS, LRUCache
-from scenarios.errors import ConfigError
 
 #: ACT's temporal-ensembling constant (weights ``exp(-k * i)``, ``i = 0`` the oldest prediction).
 DEFAULT_ENSEMBLE_K = 0.01

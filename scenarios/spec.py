@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scenarios.errors import MobileVLAError
+from foundations.errors import MobileVLAError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -259,11 +259,11 @@ def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a dict.
 
     Raises:
-        ScenarioError: (naming the file) missing, larger than :data:`scenarios.files.MAX_CONFIG_BYTES`, not UTF-8,
+        ScenarioError: (naming the file) missing, larger than :data:`foundations.files.MAX_CONFIG_BYTES`, not UTF-8,
             malformed, or holding a number that is not finite or beyond +-:data:`MAX_SCENARIO_NUMBER` (naming the
             key).
     """
-    from scenarios.files import read_text_capped
+    from foundations.files import read_text_capped
 
     try:
         data = tomllib.loads(read_text_capped(path))

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from scenarios.errors import EXIT_FAILED, EXIT_OK
+from foundations.errors import EXIT_FAILED, EXIT_OK
 from sim.cli import MAX_WORKERS, ArgumentParser, command, int_in
 from sim.training.ablation import load_spec, run_ablation
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import scenarios
 from envs.robot import RobotConfig
-from scenarios.errors import EXIT_FAILED, EXIT_OK
-from scenarios.files import atomic_write_text
+from foundations.errors import EXIT_FAILED, EXIT_OK
+from foundations.files import atomic_write_text
 from sim.calibration.guides import GUIDE_FILES, load_guides
 from sim.calibration.search import PRESS_RANGE, calibrate, guide_share, verify, write_layouts
 from sim.cli import MAX_SEED, MAX_WORKERS, ArgumentParser, command, float_in, int_in

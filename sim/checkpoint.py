@@ -15,8 +15,8 @@ import argparse
 import os
 from collections.abc import Sequence
 
+from foundations.files import json_text
 from policies.catalog import HEAD_NAMES
-from scenarios.files import json_text
 from sim.cli import ArgumentParser, add_model_source_arguments, command
 from sim.deploy.checkpoint_report import format_report, inspect_checkpoint
 

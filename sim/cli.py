@@ -1,6 +1,6 @@
 """What every command (``python -m sim.<tool>``) shares: how it ends, and the arguments that name a policy.
 
-- :func:`command`: wraps a command's ``main`` so that an error of the project (:class:`~scenarios.errors.
+- :func:`command`: wraps a command's ``main`` so that an error of the project (:class:`~foundations.errors.
   MobileVLAError`) or a file the user named that cannot be read or written prints one line, ``error: ...``, and
   exits 2, Ctrl-C exits 130 and SIGTERM, handled as Ctrl-C is (finished work kept, worker processes ended),
   exits 143; a traceback is left only for a bug.
@@ -34,8 +34,8 @@ from typing import Any
 import scenarios
 from envs.cadence import Cadence
 from envs.rendering import RENDERERS
+from foundations.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, MobileVLAError
 from policies.catalog import BACKBONE_NAMES
-from scenarios.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, ConfigError, MobileVLAError
 
 #: ``--backbone`` choices: ``auto`` and the registered backbones (:data:`policies.catalog.BACKBONE_NAMES`).
 BACKBONE_CHOICES = ("auto", *BACKBONE_NAMES)

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from envs.cadence import PRESETS
 from envs.settings import ACTUATIONS, ImageSize
+from foundations.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from foundations.files import read_text_capped
 from policies import describe
 from policies import names as policy_names
 from policies.batching import DEFAULT_MAX_WAIT_MS
-from scenarios.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
-from scenarios.files import read_text_capped
 from sim.cli import (
     MAX_EPISODES,
     MAX_SECONDS,

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import torch
 
 import scenarios
+from foundations.errors import EXIT_FAILED, EXIT_OK
 from policies.catalog import EXECUTION_MODES, HEAD_NAMES
-from scenarios.errors import EXIT_FAILED, EXIT_OK
 from sim.cli import (
     MAX_EPISODES,
     MAX_SEED,

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scenarios.files import json_text
+from foundations.files import json_text
 from sim.cli import ArgumentParser, command
 from sim.data.inspection import format_report, inspect_folder
 

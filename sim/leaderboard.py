@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from scenarios.files import atomic_write_text
+from foundations.files import atomic_write_text
 from sim.cli import command
 from sim.evaluation.leaderboard import load_rows, rank, to_html, to_markdown
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import scenarios
 from envs.settings import ImageSize
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 from sim.cli import (
     MAX_EPISODES,
     MAX_SEED,

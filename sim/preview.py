@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import scenarios  # noqa: E402
 from envs import ENV_ID  # noqa: E402
 from envs.scene import Scene  # noqa: E402
+from foundations.files import atomic_write  # noqa: E402
 from policies import make_policy  # noqa: E402
-from scenarios.files import atomic_write  # noqa: E402
 from sim.cli import MAX_SEED, ArgumentParser, add_family_argument, add_renderer_argument, command, int_in  # noqa: E402
 from sim.evaluation.episode import Episode, EpisodeRecord  # noqa: E402
 from sim.evaluation.report import OUTCOME_COLOURS  # noqa: E402

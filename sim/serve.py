@@ -21,8 +21,8 @@ import os
 import socket
 from collections.abc import Sequence
 
+from foundations.errors import ConfigError
 from policies import make_policy, names, vla_names
-from scenarios.errors import ConfigError
 from sim.cli import (
     MAX_SECONDS,
     ArgumentParser,

@@ -20,9 +20,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from foundations.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from foundations.files import json_text
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES
-from scenarios.errors import EXIT_FAILED, EXIT_OK, ConfigError
-from scenarios.files import json_text
 from sim.cli import (
     MAX_SEED,
     ArgumentParser,

@@ -11,7 +11,7 @@ import pytest
 
 import sim.evaluation
 import sim.training.supervised
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 from sim import ablate
 from sim.training.ablation import load_spec, resolve_variant, run_ablation
 

@@ -181,7 +181,7 @@ def test_a_call_cut_short_by_the_step_timeout_leaves_the_next_episode_clean():
 
 
 def test_bad_server_arguments_are_refused():
-    from scenarios.errors import ConfigError
+    from foundations.errors import ConfigError
 
     with pytest.raises(ConfigError, match="max_batch"):
         PolicyBatchServer(make_policy, ("x",), max_batch=0)

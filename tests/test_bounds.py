@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.lru import MAX_INSTRUCTIONS, LRUCache
+from foundations.lru import MAX_INSTRUCTIONS, LRUCache
 from policies.vla import VLAPolicy
 
 try:

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from foundations.errors import ConfigError
 from policies.backbones import compile as compile_module
 from policies.backbones import make_backbone
 from policies.backbones.compile import COMPILE_MODES, check_compile_mode, compile_vision, cpp_compiler
 from policies.backbones.lite import LiteBackbone
 from policies.vla import build_vla_policy
-from scenarios.errors import ConfigError
 from sim import eval as sim_eval
 
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"

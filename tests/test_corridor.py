@@ -19,10 +19,10 @@ from envs.actions import action_class, class_action, joystick_action, server_act
 from envs.cadence import PRESETS, Cadence, Command, CommandSchedule
 from envs.camera import box_corners, box_in_image, camera_frame, project
 from envs.robot import RobotConfig
+from foundations.errors import ConfigError
 from policies import make_policy
 from scenarios import ScenarioError
 from scenarios.corridor import v5_path_type
-from scenarios.errors import ConfigError
 from scenarios.spec import target_half_extents
 from sim import eval as eval_cli
 from sim import generate as gen_cli

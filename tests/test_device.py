@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from foundations.errors import ConfigError
 from policies.backbones import make_backbone
 from policies.backbones.base import autocast, device_key
-from scenarios.errors import ConfigError
 from sim.cli import check_device
 from sim.eval import build_parser, config_from_args
 from sim.evaluation import EvalConfig

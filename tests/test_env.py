@@ -18,8 +18,8 @@ from envs.camera import camera_frame, project
 from envs.keys import key_to_action
 from envs.rendering import choose_renderer, egl_error
 from envs.robot import RobotConfig, body_velocity_from_wheels, wheel_speeds
+from foundations.errors import ConfigError
 from policies import make_policy
-from scenarios.errors import ConfigError
 
 W = key_to_action("w")
 

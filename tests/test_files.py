@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write, atomic_write_text, is_temp_file
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write, atomic_write_text, is_temp_file
 
 
 def _umask() -> int:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from foundations.errors import MobileVLAError
 from policies.checkpoints import CheckpointNotFoundError
 from policies.goalnav import (
     ACTION_2D,
@@ -46,7 +47,6 @@ from policies.goalnav import (
     strip_net_prefix,
     window_indices,
 )
-from scenarios.errors import MobileVLAError
 
 LAYOUTS = json.loads((Path(__file__).parent / "goalnav_layouts.json").read_text())
 KINDS = ["exp46", "exp49", "stage1", "stage2_v2", "exp73_mlp", "exp73_hybrid"]

@@ -326,7 +326,7 @@ def test_sim_offline_on_corridor_files_puts_their_replay_beside_closed_loop(tmp_
     # a recording of the robot (no sim_params): their replay alone, for a policy that needs no simulator truth
     import h5py
 
-    from scenarios.errors import ConfigError
+    from foundations.errors import ConfigError
     from sim.evaluation.replay import evaluate_replay
 
     recording = tmp_path / "recording.h5"

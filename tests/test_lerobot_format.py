@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("pyarrow", reason="sim.data.lerobot_format needs pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from scenarios.errors import MobileVLAError  # noqa: E402
+from foundations.errors import MobileVLAError  # noqa: E402
 from sim.data.lerobot_format import (  # noqa: E402
     CODEBASE_VERSION,
     DATA_PATH,

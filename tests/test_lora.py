@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from foundations.errors import ConfigError
 from policies import make_policy
 from policies.backbones import make_backbone
 from policies.backbones.lora import LoraAdapter, LoraSettings, adapter_state, add_lora, merge_lora
 from policies.checkpoints import CheckpointFormatError, load_checkpoint, sidecar_path
-from scenarios.errors import ConfigError
 from sim import generate
 from sim.training.supervised import train
 

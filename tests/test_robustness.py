@@ -463,7 +463,7 @@ def test_every_bad_argument_is_one_line_and_exit_2(tmp_path, capsys, command, ar
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
     import errno
 
-    from scenarios import files
+    from foundations import files
     from sim import eval as sim_eval
 
     real_fsync = os.fsync

@@ -233,7 +233,7 @@ def test_a_name_given_twice_is_refused(tmp_path, capsys, flag):
 
 
 def test_the_library_refuses_a_repeated_name_too():
-    from scenarios.errors import ConfigError
+    from foundations.errors import ConfigError
     from sim.evaluation import Sweep
 
     with pytest.raises(ConfigError, match="'close' given more than once"):

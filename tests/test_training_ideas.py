@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from foundations.errors import ConfigError
 from policies.heads import make_head
-from scenarios.errors import ConfigError
 from sim import generate
 from sim import train as train_cli
 from sim.training.augmentation import DISTANCE_FACTORS, AugmentedCopy, check_factors, episode_copies

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
+from foundations.errors import MobileVLAError
 from policies.backbones.base import STREAMS, Backbone, BackboneInputError, MissingStreamError, device_key
 from policies.catalog import BACKBONE_NAMES  # the names make_backbone accepts
-from scenarios.errors import MobileVLAError
 
 #: Prefixes under which the team's checkpoints carry frozen models -> the role of those weights.
 FROZEN_PREFIXES = {

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from policies.lru import MAX_INSTRUCTIONS, LRUCache
-from scenarios.errors import MobileVLAError
+from foundations.errors import MobileVLAError
+from foundations.lru import MAX_INSTRUCTIONS, LRUCache
 
 #: Feature streams: name -> (kind, what the team's models read). ``frame`` streams are per camera frame,
 #: ``frame+instruction`` ones per frame given the instruction, ``instruction`` ones per instruction string.
@@ -130,7 +130,7 @@ class Backbone:
     Subclasses either set ``vision_dim`` / ``text_dim`` and implement :meth:`_encode_images` /
     :meth:`_encode_text` (the ``image`` and ``text`` streams), or override :meth:`stream_dims`,
     :meth:`_encode_frames` and :meth:`_encode_instruction` for more streams. Instruction features are cached per
-    (stream, string) in an LRU of ``4 x`` :data:`~policies.lru.MAX_INSTRUCTIONS` entries (an instruction per
+    (stream, string) in an LRU of ``4 x`` :data:`~foundations.lru.MAX_INSTRUCTIONS` entries (an instruction per
     stream each); frame features are never cached here.
     """
 
@@ -270,7 +270,7 @@ class Backbone:
 
     @property
     def text_cache_size(self) -> int:
-        """Number of (stream, instruction) features held (at most ``4 x`` :data:`~policies.lru.MAX_INSTRUCTIONS`)."""
+        """Number of (stream, instruction) features held (at most ``4 x`` :data:`~foundations.lru.MAX_INSTRUCTIONS`)."""
         return len(self._text_cache)
 
     def _encode_instruction(self, stream: str, texts: list[str]) -> torch.Tensor:
@@ -296,7 +296,7 @@ class Backbone:
         Raises:
             ConfigError: this backbone offers no such split, or ``layers`` is out of range.
         """
-        from scenarios.errors import ConfigError
+        from foundations.errors import ConfigError
 
         raise ConfigError(f"backbone {self.name!r} cannot be LoRA-adapted (lite, kosmos2 and tiny-kosmos2 can)")
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenarios.errors import MobileVLAError
+from foundations.errors import MobileVLAError
 
 #: open_clip's normalisation of ``openai`` weights (``OPENAI_DATASET_MEAN`` / ``_STD``).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -13,7 +13,7 @@ mode                 what runs
                      on any other device it is plain inductor, the same as ``default``
 ``cuda-graph``       ``torch.compile(backend="cudagraphs")``: the traced graph captured as CUDA graphs and replayed,
                      without inductor code generation (eager's kernels, so no Triton/C++ compile and eager's
-                     numerics); CUDA only: any other device is a :class:`~scenarios.errors.ConfigError`
+                     numerics); CUDA only: any other device is a :class:`~foundations.errors.ConfigError`
 ===================  ==============================================================================================
 
 What is compiled: the modules :meth:`Backbone.vision_modules() <policies.backbones.base.Backbone.vision_modules>`
@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundations.errors import ConfigError
 from policies.backbones.base import STREAMS, Backbone
-from scenarios.errors import ConfigError
 
 #: The accepted ``compile_vision`` modes (module doc).
 COMPILE_MODES = ("off", "default", "reduce-overhead", "cuda-graph")

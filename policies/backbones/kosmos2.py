@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundations.errors import MobileVLAError
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.minilm import quiet_transformers
-from scenarios.errors import MobileVLAError
 
 #: Hub id used when no ``path`` is given.
 DEFAULT_KOSMOS2_ID = "microsoft/kosmos-2-patch14-224"

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from foundations.errors import ConfigError
 from policies.backbones import efficientnet_lite as effnet
 from policies.backbones.base import Backbone, as_uint8_nhwc, freeze, to_float_nchw
 from policies.backbones.lora import ImageSplit, check_layers
 from policies.backbones.minilm import TEXT_DIM, MiniLMEncoder
-from scenarios.errors import ConfigError
 
 #: Width of the ``clip_image`` stand-in (the width of open_clip ViT-B-32's image embedding).
 CLIP_STANDIN_DIM = 512

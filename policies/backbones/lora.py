@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 #: Prefix of the adapter's tensors inside a head checkpoint (``policies.checkpoints``).
 TENSOR_PREFIX = "backbone_lora."

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import read_json
+from foundations.lru import MAX_INSTRUCTIONS, LRUCache
 from policies.backbones.base import Backbone, freeze
 from policies.backbones.kosmos2 import kosmos2_dtype
-from policies.lru import MAX_INSTRUCTIONS, LRUCache
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import read_json
 
 #: The team's prompt template (``_tokenize_instruction`` of their server).
 PROMPT_TEMPLATE = "<grounding>An image of a robot {instruction}"
@@ -277,7 +277,7 @@ class RoboVLMsBackbone(Backbone):
 
     def tokenize(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask)``, each ``(1, max_text_len)`` long, of the team's prompt (cached, the last
-        :data:`~policies.lru.MAX_INSTRUCTIONS` instructions)."""
+        :data:`~foundations.lru.MAX_INSTRUCTIONS` instructions)."""
         cached = self._prompts.get(instruction)
         if cached is None:
             enc = self.tokenizer(team_prompt(instruction), return_tensors="pt", padding="max_length",

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenarios.errors import MobileVLAError
+from foundations.errors import MobileVLAError
 
 # --- The server's box filters (S2V2 ``get_ground_filters`` defaults and the inline checks of both grounders). ------
 #: A box whose raw area is above this is a hallucinated full frame ("full-frame"; ``area > 0.9``).

@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from foundations.errors import ConfigError
+from foundations.files import read_json
 from policies.backbones import make_backbone, stream_widths
 from policies.base import Policy
 from policies.catalog import GOALNAV_VARIANTS
@@ -65,8 +67,6 @@ from policies.goalnav.heads import (
     project_vision,
     stage2_v2_features,
 )
-from scenarios.errors import ConfigError
-from scenarios.files import read_json
 
 #: Registry name -> the checkpoint kind it runs (:data:`policies.goalnav.checkpoints.KINDS`).
 VARIANTS = GOALNAV_VARIANTS

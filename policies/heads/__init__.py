@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from foundations.errors import ConfigError, MobileVLAError
 from policies import catalog
 from policies.heads.base import ActionHead, HeadConfig, HeadInputError
 from policies.heads.case1 import Case1Config, Simplified2DActionModel, Simplified2DActionModelV2
@@ -51,7 +52,6 @@ from policies.heads.fusion import AdaptiveFeatureFusion
 from policies.heads.hybrid import HybridConfig, Kosmos2CLIPHybridModel, PureKosmos2Config, PureKosmos2Model
 from policies.heads.lstm_recon import CLIPLSTMReconConfig, CLIPLSTMReconstruction, LSTMReconConfig, LSTMReconstruction
 from policies.heads.robovlms import RoboVLMsConfig, RoboVLMsHead
-from scenarios.errors import ConfigError, MobileVLAError
 
 #: Head name -> class, from :data:`policies.catalog.HEADS` (the team's architectures first, then our
 #: reconstructions).

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from scenarios.errors import ConfigError, MobileVLAError
+from foundations.errors import ConfigError, MobileVLAError
 
 
 class HeadInputError(MobileVLAError, ValueError):

@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from foundations.errors import ConfigError
 from policies.heads.base import ActionHead, HeadConfig
 from policies.heads.fusion import AdaptiveFeatureFusion, concat_or_fuse
-from scenarios.errors import ConfigError
 
 
 @dataclasses.dataclass

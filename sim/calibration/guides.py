@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 import scenarios
+from foundations.errors import ConfigError
 from policies.replay import HUMAN_PATTERNS, load_patterns
-from scenarios.errors import ConfigError
 
 _NAME = re.compile(r"^(?P<nbox>[12]box)_(?:(?P<orient>vert|hori)_)?(?P<side>left|right)"
                    r"(?:__(?P<kind>core|variant)__(?P<dist>close|medium|far))?$")

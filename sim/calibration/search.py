@@ -36,7 +36,7 @@ import numpy as np
 
 import scenarios
 from envs.robot import RobotConfig
-from scenarios.files import atomic_write_text
+from foundations.files import atomic_write_text
 from sim.calibration.guides import Guide, passes, replay_all
 from sim.calibration.kinematics import Paths, Placement, guide_paths, score_paths
 

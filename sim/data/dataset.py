@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 from sim.data import h5format
 from sim.data.h5format import InvalidEpisodeError, read_episode_frames  # noqa: F401  (re-exported)
 

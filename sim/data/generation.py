@@ -54,8 +54,8 @@ import scenarios
 from envs import ENV_ID
 from envs.rendering import choose_renderer
 from envs.settings import default_actuation
-from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write_json, atomic_write_text
+from foundations.errors import MobileVLAError
+from foundations.files import atomic_write_json, atomic_write_text
 from sim.data import h5format
 from sim.evaluation.episode import Episode
 from sim.evaluation.pool import run_tasks

@@ -57,9 +57,9 @@ import h5py
 import numpy as np
 
 from envs.keys import ACTION_LABEL, KEY_ACTIONS
-from scenarios import files
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write
+from foundations import files
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write
 
 # --------------------------------------------------------------------------------------------- the spec
 #: Frame size the robot's CSI camera records, ``(height, width)`` px (spec section 1 and 3).
@@ -297,7 +297,7 @@ def write_episode(
     extra_attrs: Mapping[str, Any] | None = None,
     gzip_level: int = GZIP_LEVEL,
 ) -> Path:
-    """Write one episode file atomically (:func:`scenarios.files.atomic_write`).
+    """Write one episode file atomically (:func:`foundations.files.atomic_write`).
 
     Args:
         path: final file path (``.h5``).
@@ -359,7 +359,7 @@ def write_episode(
 
 
 def is_temp_file(path: str | os.PathLike) -> bool:
-    """True for the temporary file of an episode a killed writer may leave behind (:mod:`scenarios.files`)."""
+    """True for the temporary file of an episode a killed writer may leave behind (:mod:`foundations.files`)."""
     return Path(path).name.startswith(".episode_") and files.is_temp_file(path)
 
 

@@ -46,7 +46,7 @@ computed as ``compute_episode_stats`` does (images: per channel over a sample of
 as ``aggregate_stats`` does, with one exception: lerobot 0.4.4 squares image pixels in uint8, which overflows and
 makes its image ``std`` wrong (mostly 0); here integers are squared in float64, so image ``std`` is the true
 one. Everything is written into a hidden folder beside ``root`` (each file through
-:func:`scenarios.files.atomic_write`) that becomes ``root`` by one rename in :meth:`LeRobotV3Writer.finalize`.
+:func:`foundations.files.atomic_write`) that becomes ``root`` by one rename in :meth:`LeRobotV3Writer.finalize`.
 
 The team's mobile-base episodes use :func:`mobile_base_features`::
 
@@ -74,8 +74,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write, atomic_write_text, default_mode, json_text
+from foundations.errors import MobileVLAError
+from foundations.files import atomic_write, atomic_write_text, default_mode, json_text
 
 #: ``codebase_version`` of the format (``lerobot_dataset.CODEBASE_VERSION`` of lerobot 0.4.4).
 CODEBASE_VERSION = "v3.0"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.files import atomic_write_json
+from foundations.files import atomic_write_json
 from sim.evaluation import Episode, EvalConfig, evaluate
 from sim.evaluation.config import EnvSettings, Latency, OutputSettings, Sweep, policy_spec
 from sim.evaluation.runner import episode_seed

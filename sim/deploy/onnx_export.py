@@ -2,7 +2,7 @@
 latency-budget verdict (the library of ``python -m sim.export``).
 
 Writes ``DIR/model.onnx`` and its sidecar ``DIR/model.json`` (see :mod:`policies.onnx_policy` for the graph's
-inputs/outputs), each atomically (:func:`scenarios.files.atomic_write`; model first, sidecar last), only
+inputs/outputs), each atomically (:func:`foundations.files.atomic_write`; model first, sidecar last), only
 after the numerical check passed. The sidecar records the inputs, outputs, image normalisation, window, chunk,
 action scale and post-processing settings, backbone name, source checkpoint (or seed of a random head), the
 parity figures and, with ``--latency-budget-ms``, the latency verdicts.
@@ -40,6 +40,8 @@ from torch import nn
 
 from envs import ENV_ID
 from envs.settings import ImageSize
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write, atomic_write_json
 from policies.onnx_policy import (
     ARTIFACT_FORMAT,
     ARTIFACT_FORMAT_VERSION,
@@ -59,8 +61,6 @@ from policies.onnx_policy import (
     resolve_model_path,
     sidecar_path,
 )
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write, atomic_write_json
 from sim.evaluation.episode import Episode
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.files import atomic_write_text, json_text
+from foundations.files import atomic_write_text, json_text
 from sim.evaluation.failures import CATEGORIES, CAUSES, classify, thresholds_json
 
 #: Version of the four files' layout (bumped on an incompatible change).
@@ -141,7 +141,7 @@ def leaderboard_rows(run_dir: Path, summary: dict[str, Any]) -> list[dict[str, A
 
 
 def write_benchmark_files(run_dir: Path, summary: dict[str, Any], results: Sequence[dict[str, Any]]) -> list[Path]:
-    """Write the four files (atomic; valid JSON: a non-finite number is ``null``, :func:`scenarios.files.json_text`)
+    """Write the four files (atomic; valid JSON: a non-finite number is ``null``, :func:`foundations.files.json_text`)
     into ``run_dir``; returns their paths."""
     run_dir = Path(run_dir)
     by_policy: dict[str, list[dict]] = defaultdict(list)

@@ -2,7 +2,7 @@
 ``configs/eval.py`` and ``envs/configs.py``).
 
 An :class:`EvalConfig` is frozen and checked when it is built: an unknown layout, a negative latency or a bad
-image size raises :class:`~scenarios.errors.ConfigError` naming the field, before anything is written or any
+image size raises :class:`~foundations.errors.ConfigError` naming the field, before anything is written or any
 worker starts. It is saved as the run folder's ``config.json`` and read back by ``--resume`` (a ``config.json``
 written before this class existed, a flat dict, is converted on reading).
 """
@@ -21,8 +21,8 @@ from envs import ENV_ID
 from envs.cadence import DEFAULT_CADENCE, DEFAULT_MAX_TIME, Cadence
 from envs.rendering import Renderer, choose_renderer
 from envs.settings import Actuation, ImageSize, default_actuation
-from scenarios.errors import ConfigError
-from scenarios.files import atomic_write_json, read_json
+from foundations.errors import ConfigError
+from foundations.files import atomic_write_json, read_json
 
 RecordMode = Literal["failures", "all", "none"]
 #: Which episodes get a video: those that did not succeed, all, or none.

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scenarios.errors import ConfigError
-from scenarios.files import read_json
+from foundations.errors import ConfigError
+from foundations.files import read_json
 from sim.evaluation.benchmark import SCHEMA_VERSION
 from sim.evaluation.report import num, pct
 

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from envs.keys import action_to_key, key_to_action
-from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write_json, read_json
+from foundations.errors import MobileVLAError
+from foundations.files import atomic_write_json, read_json
 from sim.data import h5format
 from sim.data.h5format import EpisodeInfo
 from sim.evaluation.episode import Episode
@@ -149,7 +149,7 @@ def play_twin(env, real: RealEpisode, seed: int) -> Twin:
     Raises:
         ConfigError: the file name names no scenario (layout and distance are needed).
     """
-    from scenarios.errors import ConfigError
+    from foundations.errors import ConfigError
 
     layout, distance = real.info.layout, real.info.distance
     if not (layout and distance and layout.count("_") == 2):
@@ -353,7 +353,7 @@ def closed_loop_family(cfg: OfflineConfig, episodes: Sequence[RealEpisode]) -> s
     Raises:
         ConfigError: a sweep runs, the data mixes families and ``cfg.family`` is None.
     """
-    from scenarios.errors import ConfigError
+    from foundations.errors import ConfigError
 
     if cfg.family is not None or cfg.eval_run is not None or cfg.closed_loop_episodes == 0:
         return cfg.family
@@ -379,7 +379,7 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
     from tqdm import tqdm
 
     from envs import ENV_ID
-    from scenarios.errors import ConfigError
+    from foundations.errors import ConfigError
     from sim.evaluation.runner import PolicyBuildError
 
     files = list(episode_files(cfg.data))
@@ -543,7 +543,7 @@ def write_offline_outputs(out: Path, rows: Sequence[dict[str, Any]], gaps: Seque
     import csv
     import io
 
-    from scenarios.files import atomic_write_text
+    from foundations.files import atomic_write_text
     from sim.evaluation.html_report import offline_page
 
     def table(columns: Sequence[str], items: Sequence[dict[str, Any]]) -> str:

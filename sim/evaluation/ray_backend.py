@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from foundations.errors import ConfigError
 from policies.batching import DEFAULT_MAX_WAIT_MS, BatchStats, PolicyBatchServer, ServerAddress
-from scenarios.errors import ConfigError
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.pool import MAX_WORKER_RETRIES
 from sim.evaluation.runner import Task, failed_record, init_worker, run_task

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from envs.actions import CLASS_ACTIONS, CLASS_NAMES, action_class
-from scenarios.errors import ConfigError
-from scenarios.files import atomic_write_json, json_text
+from foundations.errors import ConfigError
+from foundations.files import atomic_write_json, json_text
 from scenarios.spec import SceneSpec
 from sim.data import h5format
 
@@ -157,7 +157,7 @@ def evaluate_replay(policies: Mapping[str, Any], files: Sequence[Path], out: Pat
     from tqdm import tqdm
 
     from envs import CORRIDOR_ENV_ID
-    from scenarios.files import atomic_write_text
+    from foundations.files import atomic_write_text
     from sim.evaluation.config import EnvSettings
 
     settings = EnvSettings(family="corridor", cadence=cadence, image_size=image_size)

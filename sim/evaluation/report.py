@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 import scenarios
+from foundations.files import atomic_write, atomic_write_json, atomic_write_text
 from scenarios.corridor import v5_path_type
-from scenarios.files import atomic_write, atomic_write_json, atomic_write_text
 from sim.evaluation.benchmark import episode_results, policy_failures, team_metrics, top_failures
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.episode import STATUSES

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write_text, is_temp_file, json_text
 from policies.batching import (
     DEFAULT_MAX_WAIT_MS,
     BatchedPolicyClient,
@@ -39,8 +41,6 @@ from policies.batching import (
     ServerAddress,
     ServerLink,
 )
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_text, is_temp_file, json_text
 from sim.evaluation.config import CONFIG_FILE, EvalConfig, safe_name
 from sim.evaluation.episode import STATUSES, Episode, EpisodeRecord
 from sim.evaluation.metrics import spl
@@ -383,7 +383,7 @@ def _record_problem(record: Any, required: set[str], seeds: dict[tuple, int], se
 
 def remove_temp_files(run_dir: Path, cfg: EvalConfig) -> None:
     """Remove the temporary files a stopped writer left in the run folder and its video folder
-    (:func:`scenarios.files.is_temp_file`); call it only while holding the run folder (:func:`claim_run_folder`)
+    (:func:`foundations.files.is_temp_file`); call it only while holding the run folder (:func:`claim_run_folder`)
     with no worker running."""
     for folder in (run_dir, cfg.output.video_dir):
         if folder.is_dir():

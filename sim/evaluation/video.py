@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from envs.keys import action_to_key
 from envs.scene import Scene
-from scenarios.files import atomic_write
+from foundations.files import atomic_write
 
 TOP_SIZE = (576, 324)
 HEADER = 46

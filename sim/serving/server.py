@@ -69,8 +69,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.concurrency import run_in_threadpool
 
 from envs.settings import MAX_IMAGE_SIZE  # largest accepted image: the robot camera's 1280x720
+from foundations.errors import ConfigError
 from policies.base import Policy
-from scenarios.errors import ConfigError
 
 log = logging.getLogger("sim.serving")
 

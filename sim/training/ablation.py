@@ -75,9 +75,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import scenarios
 from envs.cadence import Cadence
 from envs.settings import ImageSize
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write_json, atomic_write_text, read_json, read_text_capped
 from policies.catalog import BACKBONE_NAMES, HEAD_NAMES, TRAINABLE_GOALNAV
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write_json, atomic_write_text, read_json, read_text_capped
 from sim.training.augmentation import DISTANCE_FACTORS, check_factors
 from sim.training.recipes import STRATEGIES, apply_strategy
 from sim.training.supervised import LOSSES, SAMPLING_MODES

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 #: Copies per episode by distance preset (seed 000 ``DistanceAwareAugmentation.augmentation_factors``).
 DISTANCE_FACTORS: dict[str, int] = {"close": 8, "medium": 5, "far": 8}

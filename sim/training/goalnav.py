@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from envs.actions import CLASS_NAMES, action_class
+from foundations.errors import MobileVLAError
+from foundations.files import atomic_write, atomic_write_json
 from policies.goalnav.heads import (
     BBOX_FIELDS,
     BBOX_SCALE_EXP73,
@@ -50,8 +52,6 @@ from policies.goalnav.heads import (
     Stage1ImageProj,
     window_indices,
 )
-from scenarios.errors import MobileVLAError
-from scenarios.files import atomic_write, atomic_write_json
 from sim.data import h5format
 
 #: The kinds this module trains, with their window and learning rate.

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 #: Preset name -> training values and head config values (seed 000, the three ``config`` dicts).
 STRATEGIES: dict[str, dict[str, Any]] = {

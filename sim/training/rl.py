@@ -33,7 +33,7 @@ Design:
   policy samples only when its mean is near zero. Expect low success rates from short runs.
 - Progress: SB3's progress bar when ``tqdm`` and ``rich`` import, and in any case a line every ``--log-every``
   steps (FPS, mean return, success rate of the recent episodes).
-- The zip is saved atomically (:func:`scenarios.files.atomic_write`), also on Ctrl-C;
+- The zip is saved atomically (:func:`foundations.files.atomic_write`), also on Ctrl-C;
   ``--resume`` continues training an existing zip. A small ``PATH.json`` next to it records the settings.
 - After training, ``--check-episodes`` closed-loop episodes of the deterministic policy on its layout print the
   success rate (a quick sanity check, not an evaluation: use ``sim.eval``).
@@ -53,7 +53,7 @@ import numpy as np
 
 from envs import ENV_ID
 from envs.keys import ACTION_LABEL, DEAD_ZONE
-from scenarios.files import atomic_write, atomic_write_json
+from foundations.files import atomic_write, atomic_write_json
 from sim.evaluation.episode import Episode
 
 ALGOS = ("ppo",)
@@ -195,7 +195,7 @@ def progress_bar_available() -> bool:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def atomic_save(model, path: Path) -> Path:
-    """``model.save`` through :func:`scenarios.files.atomic_write` (the temporary file ends in ``.zip``)."""
+    """``model.save`` through :func:`foundations.files.atomic_write` (the temporary file ends in ``.zip``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, suffix=".zip") as tmp:
         model.save(tmp)

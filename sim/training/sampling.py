@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from scenarios.errors import ConfigError
+from foundations.errors import ConfigError
 
 #: Share of draws taken from the hard pool (seed 001, Option 3: ``np.random.rand() < 0.3``).
 DEFAULT_FRACTION = 0.3

@@ -47,8 +47,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm import tqdm
 
-from scenarios.errors import ConfigError, MobileVLAError
-from scenarios.files import atomic_write
+from foundations.errors import ConfigError, MobileVLAError
+from foundations.files import atomic_write
 from sim.data import h5format
 from sim.data.dataset import Episode, list_episode_files, load_episodes, split_episodes
 from sim.data.h5format import InvalidEpisodeError

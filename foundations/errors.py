@@ -1,7 +1,7 @@
 """The project's one error base (the model: Gymnasium's ``gymnasium.error``).
 
-``scenarios`` is the bottom layer (``scenarios -> envs -> policies -> sim``), so every package can import this
-module and none imports upwards. Every error the project raises for a user's input, file or setting derives from
+``foundations`` is the bottom layer (``foundations -> scenarios -> envs -> policies -> sim``), so every package
+can import this module and none imports upwards. Every error the project raises for a user's input, file or setting derives from
 :class:`MobileVLAError`; each command (``python -m sim.<tool>``) prints such an error as one line,
 ``error: <message>``, and exits with :data:`EXIT_USAGE` (2). The message names the file, field or argument.
 Concrete classes also derive from the built-in they refine (``ValueError``, ``FileNotFoundError``, ...), so
