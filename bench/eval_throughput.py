@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import scenarios
-from sim.evaluation import EvalConfig, evaluate, plan_tasks, runner
+from sim.evaluation import EvalConfig, evaluate, plan_tasks, worker
 from sim.evaluation.config import policy_spec
 
 
@@ -35,11 +35,11 @@ def main() -> None:
         cfg = config(Path(tmp) / "alone")
         tasks = plan_tasks(cfg)
         start = time.perf_counter()
-        runner.init_worker(cfg)
+        worker.init_worker(cfg)
         for task in tasks:
-            runner.run_task(task)
+            worker.run_task(task)
         alone = time.perf_counter() - start
-        runner.close_worker()
+        worker.close_worker()
 
         walls = {}
         for workers in (1, 2):

@@ -32,7 +32,7 @@ def main() -> int:
     from foundations.errors import MobileVLAError
     from policies.registry import make_policy
     from sim.evaluation.config import Latency
-    from sim.evaluation.runner import run_policy_episode
+    from sim.evaluation.worker import run_policy_episode
 
     try:
         policy = make_policy(args.policy)

@@ -1,5 +1,7 @@
 """One source for each list and rule: the names every command offers derive from the registries, the env's info
-keys are all documented, and no command calls another command's ``main``."""
+keys are all documented, no command calls another command's ``main``, the packages form layers
+(``foundations -> scenarios -> envs -> policies -> sim``) and no module imports, even lazily, one that imports it
+back (grimp, import-linter's graph library, reads every import statement, those inside functions included)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,21 @@ import ast
 import re
 from pathlib import Path
 
+import grimp
+import pytest
+
 import envs
 from policies.catalog import BACKBONE_NAMES, EXECUTION_MODES, HEAD_NAMES
 from policies.registry import names, vla_names
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The project's packages, top layer first: each may import those after it only.
+LAYERS = ["sim", "policies", "envs", "scenarios", "foundations"]
+
+
+@pytest.fixture(scope="module")
+def import_graph() -> grimp.ImportGraph:
+    return grimp.build_graph(*LAYERS, exclude_type_checking_imports=True, cache_dir=None)
 
 
 def _choices(parser, flag: str) -> list[str]:
@@ -60,3 +72,24 @@ def test_no_command_calls_another_commands_main():
             if isinstance(node, ast.Attribute) and node.attr == "main" and isinstance(node.value, ast.Name):
                 offenders.append(f"{path.relative_to(ROOT)}: {node.value.id}.main")
     assert offenders == []
+
+
+def test_packages_import_only_the_layers_below_them(import_graph):
+    illegal = import_graph.find_illegal_dependencies_for_layers(layers=LAYERS)
+    assert sorted(f"{d.importer} -> {d.imported}" for d in illegal) == []
+
+
+def test_no_module_takes_part_in_an_import_circle(import_graph):
+    in_circle = sorted({
+        f"{module} <-> {imported}"
+        for module in import_graph.modules
+        for imported in import_graph.find_modules_directly_imported_by(module)
+        if import_graph.chain_exists(importer=imported, imported=module)
+    })
+    assert in_circle == []
+
+
+def test_the_circle_check_sees_lazy_imports(import_graph):
+    """The check above would miss the circles it exists for if imports inside functions were not read: the runner
+    imports the Ray backend only inside ``evaluate``."""
+    assert import_graph.direct_import_exists(importer="sim.evaluation.runner", imported="sim.evaluation.ray_backend")

@@ -163,7 +163,7 @@ def test_a_policy_that_cannot_batch_is_refused_with_its_type():
 
 
 def test_a_call_cut_short_by_the_step_timeout_leaves_the_next_episode_clean():
-    from sim.evaluation.runner import StepTimeout, step_deadline
+    from sim.evaluation.worker import StepTimeout, step_deadline
 
     with PolicyBatchServer(lambda name: make_policy(name), ("lstm-recon",), max_wait_ms=3000) as server:
         waiting, idle = ServerLink(server.address), ServerLink(server.address)

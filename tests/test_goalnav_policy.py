@@ -348,7 +348,7 @@ def test_a_policys_latency_never_leaks_into_the_next_episodes_reset():
     plans its stop with it (found by sim.offline running exp73, then the expert, in one environment)."""
     from policies.registry import make_policy
     from sim.evaluation.config import Latency
-    from sim.evaluation.runner import run_policy_episode
+    from sim.evaluation.worker import run_policy_episode
 
     env = corridor_env(max_time=10)
     options = {"scenario": "center", "distance": "straight"}

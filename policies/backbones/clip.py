@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from foundations.errors import MobileVLAError
+from policies.backbones.base import inference_dtype
+from policies.backbones.toy_bpe import bpe_tokenizer
 
 #: open_clip's normalisation of ``openai`` weights (``OPENAI_DATASET_MEAN`` / ``_STD``).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -146,12 +148,6 @@ def _image_processor(image_size: int) -> Any:
                image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), do_center_crop=True, resample=3)
 
 
-def _dtype(device: torch.device) -> torch.dtype:
-    from policies.backbones.kosmos2 import kosmos2_dtype
-
-    return kosmos2_dtype(device)
-
-
 # -------------------------------------------------------------------------------------------- image
 
 
@@ -167,7 +163,7 @@ class ClipImageEncoder:
         from policies.backbones.base import freeze
 
         self.device = torch.device(device)
-        self.dtype = _dtype(self.device)
+        self.dtype = inference_dtype(self.device)
         self.model = freeze(model.to(device=self.device, dtype=self.dtype))
         self.dim = int(model.config.projection_dim)
         self.processor = _image_processor(int(model.config.image_size))
@@ -252,7 +248,7 @@ class ClipTextEncoder:
         from policies.backbones.base import freeze
 
         self.device = torch.device(device)
-        self.dtype = _dtype(self.device)
+        self.dtype = inference_dtype(self.device)
         self.model = freeze(model.to(device=self.device, dtype=self.dtype))
         self.tokenizer = tokenizer
         self.dim = int(model.config.hidden_size)
@@ -268,8 +264,6 @@ class ClipTextEncoder:
 
 @functools.lru_cache(maxsize=1)
 def _tiny_clip_tokenizer() -> Any:
-    from policies.backbones.tiny_kosmos2 import bpe_tokenizer
-
     return bpe_tokenizer(["<|pad|>", "<|startoftext|>", "<|unk|>", "<|endoftext|>"], bos="<|startoftext|>",
                          eos="<|endoftext|>", pad="<|pad|>", unk="<|unk|>", vocab_size=384)
 

@@ -3,7 +3,7 @@ fully offline.
 
 A seeded random ``Kosmos2Config`` (vision: hidden 32, 2 layers, patch 14, image 56; text: embed 32, 2 layers,
 4 latent queries) and a processor assembled from parts: a byte-level BPE tokenizer trained with the
-``tokenizers`` library on a small fixed corpus (instructions of the robot's data set plus navigation words),
+``tokenizers`` library on a small fixed corpus (:mod:`policies.backbones.toy_bpe`),
 which adds ``<s> ... </s>`` around every text as the real XLM-R tokenizer does, wrapped in
 ``PreTrainedTokenizerFast``, and a CLIP image processor resizing to 56 x 56. ``Kosmos2Processor`` adds its own tag
 (``<grounding>``, ...) and patch-index tokens to that tokenizer, as it does for the real one. Same seed ->
@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from policies.backbones.toy_bpe import bpe_tokenizer
+
 #: Seed of the random weights.
 TINY_SEED = 20240822
 #: Vision input size (pixels) and patch size of the toy model.
@@ -26,35 +28,6 @@ TINY_PATCH_SIZE = 14
 #: Feature widths of the toy model.
 TINY_VISION_DIM = 32
 TINY_TEXT_DIM = 32
-
-_CORPUS = (
-    "Navigate around obstacles and reach the front of the beverage bottle on the left",
-    "Navigate around obstacles and reach the front of the beverage bottle on the right",
-    "Navigate around the obstacle on the left side and reach the cup",
-    "Navigate around the obstacle on the right side and reach the cup",
-    "Navigate to the gray basket while avoiding the brown pot",
-    "An image of a robot",
-    "go forward, turn left, turn right, move back, stop at the box, the chair, the table and the door",
-)
-
-
-def bpe_tokenizer(specials: list[str], *, bos: str, eos: str, pad: str, unk: str, vocab_size: int = 512) -> Any:
-    """A ``PreTrainedTokenizerFast`` with a byte-level BPE trained on a fixed corpus of the robot's instructions;
-    ``specials`` get the first ids and every encoded text is wrapped as ``bos ... eos``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=unk))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(list(_CORPUS) * 4, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} $B {eos}",
-        special_tokens=[(bos, tok.token_to_id(bos)), (eos, tok.token_to_id(eos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, pad_token=pad, eos_token=eos, unk_token=unk)
-
 
 def _build_image_processor() -> Any:
     import transformers
@@ -108,14 +81,3 @@ def build_tiny_kosmos2() -> tuple[Any, Any]:
     model.load_state_dict(_tiny_state())
     model.eval().requires_grad_(False)
     return model, tiny_kosmos2_processor()
-
-
-def load_tiny_kosmos2(device: str | torch.device = "cpu", **kwargs: Any) -> Any:
-    """A :class:`~policies.backbones.kosmos2.Kosmos2Backbone` named ``"tiny-kosmos2"`` (32-d ``image`` / ``text``
-    / ``multimodal``, and toy random CLIP parts for ``clip_image`` / ``clip_text`` unless ``kwargs`` give others)."""
-    from policies.backbones.kosmos2 import Kosmos2Backbone
-
-    model, processor = build_tiny_kosmos2()
-    kwargs.setdefault("clip_image", "tiny")
-    kwargs.setdefault("clip_text", "tiny")
-    return Kosmos2Backbone(model, processor, name="tiny-kosmos2", device=device, **kwargs)

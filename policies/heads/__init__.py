@@ -28,20 +28,26 @@ state dict from its keys.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from foundations.errors import ConfigError, MobileVLAError
 from policies import catalog
 from policies.heads.base import ActionHead, HeadConfig, HeadInputError
 from policies.heads.case1 import Case1Config, Simplified2DActionModel, Simplified2DActionModelV2
 from policies.heads.case2 import Case2Config, CLIPNormalized2DActionModelV2
 from policies.heads.case3 import Case3Config, SimpleCase3Model
 from policies.heads.case4_recon import Case4Config, Case4Reconstruction
+from policies.heads.factory import (
+    CONFIG_ALIASES,
+    UnknownHeadError,
+    config_fields,
+    config_from_dict,
+    head_class,
+    head_from_config,
+    make_head,
+    provenance,
+)
 from policies.heads.final_fixed import (
     FinalFixedConfig,
     FinalFixedReconstruction,
@@ -55,95 +61,7 @@ from policies.heads.robovlms import RoboVLMsConfig, RoboVLMsHead
 
 #: Head name -> class, from :data:`policies.catalog.HEADS` (the team's architectures first, then our
 #: reconstructions).
-HEADS: dict[str, type[ActionHead]] = {
-    name: getattr(importlib.import_module(target.partition(":")[0]), target.partition(":")[2])
-    for name, target in catalog.HEADS.items()
-}
-_misnamed = [name for name, cls in HEADS.items() if cls.head_name != name]
-if _misnamed:  # pragma: no cover - a catalog entry pointing at the wrong class
-    raise ImportError(f"policies.catalog.HEADS entries {_misnamed} name classes with another head_name")
-
-#: Alternative spellings found in the team's saved configs.
-CONFIG_ALIASES = {"language_dim": "text_dim", "fwd_pred_next_n": "chunk_size", "max_sequence_length": "chunk_size"}
-
-
-class UnknownHeadError(MobileVLAError, ValueError):
-    """A head name outside :data:`HEADS`."""
-
-
-def head_class(name: str) -> type[ActionHead]:
-    """The class registered as ``name``; raises :class:`UnknownHeadError`."""
-    try:
-        return HEADS[name]
-    except KeyError:
-        raise UnknownHeadError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}") from None
-
-
-def provenance(name: str) -> str:
-    """``"team architecture (CLASS)"`` or ``"our reconstruction"`` for head ``name``."""
-    cls = head_class(name)
-    return f"team architecture ({cls.team_class})" if cls.team_class else "our reconstruction"
-
-
-def config_fields(name: str) -> set[str]:
-    """Field names of head ``name``'s config dataclass."""
-    return {f.name for f in dataclasses.fields(head_class(name).config_class)}
-
-
-def config_from_dict(name: str, values: Mapping[str, Any], *, strict: bool = False) -> HeadConfig:
-    """Build head ``name``'s config from a dict, mapping :data:`CONFIG_ALIASES`.
-
-    Args:
-        strict: raise ``ValueError`` on keys the config does not have; otherwise they are ignored (the team's
-            configs carry extra fields such as ``clip_model_name``).
-
-    Raises:
-        ConfigError: an unknown key (``strict``) or a value of the wrong type for its field.
-    """
-    cls = head_class(name).config_class
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    unknown = []
-    for key, value in values.items():
-        key = CONFIG_ALIASES.get(key, key)
-        if key not in fields:
-            unknown.append(key)
-            continue
-        default = fields[key].default
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{cls.__name__}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-                raise ConfigError(f"{cls.__name__}.{key} must be an integer, got {value!r}")
-            value = int(value)
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{cls.__name__}.{key} must be a number, got {value!r}")
-            value = float(value)
-        kwargs[key] = value
-    if strict and unknown:
-        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-    return cls(**kwargs)
-
-
-def make_head(name: str, vision_dim: int, text_dim: int, action_dim: int = 2, **overrides: Any) -> ActionHead:
-    """Build head ``name`` for features of the given widths (randomly initialised by torch's global RNG).
-
-    ``overrides`` set any other config field (``window_size``, ``chunk_size``, ``hidden_dim``, ``clip_dim``...).
-
-    Raises:
-        UnknownHeadError: unknown name. ValueError: an unknown override or an invalid size.
-    """
-    values = {"vision_dim": vision_dim, "text_dim": text_dim, "action_dim": action_dim, **overrides}
-    return head_class(name)(config_from_dict(name, values, strict=True))
-
-
-def head_from_config(name: str, config: Mapping[str, Any] | HeadConfig) -> ActionHead:
-    """Rebuild head ``name`` from a config (dataclass or dict; unknown dict keys are ignored)."""
-    if isinstance(config, HeadConfig):
-        return head_class(name)(config)
-    return head_class(name)(config_from_dict(name, dict(config)))
+HEADS: dict[str, type[ActionHead]] = {name: head_class(name) for name in catalog.HEADS}
 
 
 def detect_head(state: Mapping[str, torch.Tensor], *, has_model_config: bool = False,

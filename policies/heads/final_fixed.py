@@ -32,6 +32,7 @@ from torch import nn
 
 from foundations.errors import ConfigError
 from policies.heads.base import ActionHead, HeadConfig
+from policies.heads.factory import make_head
 from policies.heads.fusion import AdaptiveFeatureFusion, concat_or_fuse
 
 
@@ -132,8 +133,6 @@ class HybridEnsembleReconstruction(ActionHead):
     applies_z_axis_weight = False
 
     def __init__(self, config: HybridEnsembleConfig) -> None:
-        from policies.heads import make_head  # the registry imports this module
-
         super().__init__(config)
         shared = {f: getattr(config, f) for f in SHARED_FIELDS}
         self.final_fixed = FinalFixedReconstruction(FinalFixedConfig(

@@ -1,13 +1,14 @@
 """The evaluation's episodes on a Ray cluster (``sim.eval --backend ray [--ray-address ADDR]``).
 
-Each env worker is a Ray actor (``num_cpus=1``) set up as a local worker process is (``runner.init_worker``) and
-running episodes with the same ``runner.run_task``, so the records are the local backend's (timing fields aside)
-and :func:`~sim.evaluation.runner.evaluate` writes, resumes and shows progress the same way. An actor holds one
+Each env worker is a Ray actor (``num_cpus=1``) set up as a local worker process is
+(:func:`~sim.evaluation.worker.init_worker`) and running episodes with the same
+:func:`~sim.evaluation.worker.run_task`, so the records are the local backend's (timing fields aside) and
+:func:`~sim.evaluation.runner.evaluate` writes, resumes and shows progress the same way. An actor holds one
 episode at a time, so an actor that dies (its process killed, out of memory, its node lost) names its episode:
 that episode is re-run on a new actor at most ``max_retries`` times, then recorded as ``error`` with the cause;
-nothing waits on a dead actor. With batched inference the VLA policies run in one more actor per device, :class:`PolicyServer`
-(``num_gpus=1`` when they run on CUDA), which every env actor reaches over TCP. Ray is imported only here, and only when this backend is used (``pip install -e
-".[ray]"``).
+nothing waits on a dead actor. With batched inference the VLA policies run in one more actor per device,
+:class:`PolicyServer` (``num_gpus=1`` when they run on CUDA), which every env actor reaches over TCP. Ray is
+imported only here, and only when this backend is used (``pip install -e ".[ray]"``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from foundations.errors import ConfigError
 from policies.batching import DEFAULT_MAX_WAIT_MS, BatchStats, PolicyBatchServer, ServerAddress
 from sim.evaluation.config import EvalConfig
 from sim.evaluation.pool import MAX_WORKER_RETRIES
-from sim.evaluation.runner import Task, failed_record, init_worker, run_task
+from sim.evaluation.worker import Task, failed_record, init_worker, run_task
 
 #: CPUs each env actor reserves (one environment and its policies, one torch thread).
 ACTOR_NUM_CPUS = 1
@@ -54,7 +55,7 @@ class EpisodeWorker:
         init_worker(cfg, step_timeout, servers=servers)
 
     def run(self, task: Task) -> dict[str, Any]:
-        """``runner.run_task(task)``: the episode's record."""
+        """:func:`~sim.evaluation.worker.run_task`: the episode's record."""
         return run_task(task)
 
     def pid(self) -> int:

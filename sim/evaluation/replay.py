@@ -85,7 +85,7 @@ def teacher_forced(policy, path: Path, info: h5format.EpisodeInfo) -> list[str]:
 def closed_loop_on(env, policy, path: Path, info: h5format.EpisodeInfo, latency, expert=None) -> dict[str, Any]:
     """The policy in the episode's own scene (``sim_params``), closed loop: the record's fields of interest;
     ``status`` None for a file that stores no scene (a recording of the robot: no closed-loop twin without one)."""
-    from sim.evaluation.runner import run_policy_episode
+    from sim.evaluation.worker import run_policy_episode
 
     params = json.loads(info.attrs.get("sim_params", "{}"))
     if "scene" not in params:
