@@ -380,7 +380,10 @@ class OnnxPolicy(Policy):
         execution: ``"first"``, ``"all"``, ``"ensemble"`` (default: the sidecar's).
         window_size: must equal the exported window (it is baked into the graph); ``None`` = the sidecar's.
         ensemble_k: temporal-ensembling constant (default: the sidecar's).
-        denormalize, clip, dead_zone, zero_first_step: post-processing switches (default: the sidecar's).
+        denormalize: post-processing switch, as :func:`policies.vla.build_vla_policy`'s (default: the sidecar's).
+        clip: post-processing switch (default: the sidecar's).
+        dead_zone: post-processing switch (default: the sidecar's).
+        zero_first_step: post-processing switch (default: the sidecar's).
         backbone_path: where the PyTorch backbone (text encoder; head-only: also the image encoder) loads from.
         num_threads: onnxruntime ``intra_op_num_threads`` (``None``: its default).
         providers: onnxruntime execution providers (default CPU).

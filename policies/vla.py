@@ -787,7 +787,10 @@ def build_vla_policy(head: str, *, backbone: str | Backbone = "auto", backbone_p
             checkpoint's, else 2.
         seed: torch seed of a randomly initialised head.
         ensemble_k: temporal-ensembling constant.
-        denormalize, clip, dead_zone, zero_first_step: the post-processing switches.
+        denormalize: post-processing switch: multiply by the output scale (model units -> label units).
+        clip: post-processing switch: clip every component to the output clip.
+        dead_zone: post-processing switch: zero components under the dead-zone.
+        zero_first_step: post-processing switch: zeros at the first step of an episode.
         head_overrides: extra head config fields (e.g. ``{"chunk_size": 4}``) for a fresh head.
         num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide!). On a busy 2-core
             machine (physics + other workers) ``1`` is often several times faster than torch's default.

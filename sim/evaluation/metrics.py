@@ -82,7 +82,8 @@ def overshoot_distance(path: np.ndarray, start: Sequence[float], goal: Sequence[
 
     Args:
         path: ``(N, 2)`` float positions (m).
-        start, goal: ``(x, y)`` (m).
+        start: ``(x, y)`` (m).
+        goal: ``(x, y)`` (m).
     """
     p, s, g = np.asarray(path, float).reshape(-1, 2), np.asarray(start, float)[:2], np.asarray(goal, float)[:2]
     length = float(np.linalg.norm(g - s))
