@@ -110,10 +110,8 @@ class OnnxForward(TorchForward):
 
 
 class OnnxPolicy(VLAPolicy):
-    """An exported VLA policy: a :class:`~policies.vla.VLAPolicy` (same step, batchable) whose forward pass is the
-    graph, run with onnxruntime (or another runner).
-
-    Observations and actions as :class:`~policies.vla.VLAPolicy` (full kind: frames of the exported size only).
+    """An exported VLA policy: a :class:`~policies.vla.VLAPolicy` (same step, batchable; same observations and
+    actions, full kind: frames of the exported size only) whose forward pass is the graph, run by onnxruntime.
 
     Args:
         path: ``DIR/model.onnx`` or ``DIR`` (the registry passes ``"onnx:DIR/model.onnx"`` as ``path=``).
@@ -126,8 +124,7 @@ class OnnxPolicy(VLAPolicy):
 
     Attributes:
         spec: the :class:`ArtifactSpec`. path: the model file. runner: the graph's runner.
-        runtime: ``"onnx"`` or the runner's ``runtime``.
-        window: frames the graph reads (``effective_window``).
+        runtime: ``"onnx"`` or the runner's ``runtime``. window: frames the graph reads (``effective_window``).
         runtime_latencies_ms: per step, milliseconds inside the graph (0 on steps without a prediction).
 
     Raises:
@@ -169,13 +166,8 @@ class OnnxPolicy(VLAPolicy):
 
 @dataclasses.dataclass
 class DeployedPolicy:
-    """What :func:`load_deployed_policy` chose.
-
-    Attributes:
-        policy: the ready policy.
-        runtime: ``"tensorrt"``, ``"onnx"`` or ``"pytorch"``.
-        reasons: one line per runtime tried, in order (why it was skipped, or what was taken).
-    """
+    """What :func:`load_deployed_policy` chose: the ready ``policy``, its ``runtime`` (``"tensorrt"``, ``"onnx"`` or
+    ``"pytorch"``) and the ``reasons``, one line per runtime tried, in order (why skipped, or what was taken)."""
 
     policy: Policy
     runtime: str
