@@ -35,6 +35,11 @@ used by the VLA heads (the robot's models never saw odometry). Actions: float32 
 (padded with ``angular_z = 0`` by the base class) or ``[linear_x, linear_y, angular_z]`` with
 ``action_dim=3``, in label units (+-1.15).
 
+**Execution backends.** The four steps above are :class:`VLAPolicy`'s, written once; only the forward pass (pending
+frames + windows + instruction features -> action chunks) is a backend's: :class:`TorchForward` (the PyTorch
+backbone and head, the default) or :class:`~policies.onnx_policy.OnnxForward` (a graph exported by ``sim.export``,
+run by onnxruntime or TensorRT: :class:`~policies.onnx_policy.OnnxPolicy`). Both batch (:meth:`VLAPolicy.act_batch`).
+
 :func:`build_vla_policy` assembles one from a head name and a checkpoint in any supported format; the factories
 below (one per head, :func:`ensemble`) are what :mod:`policies.registry` points to.
 """
@@ -1082,6 +1087,6 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 
 __all__ = [
     "EXECUTION_MODES", "RAW_LABEL_HEADS", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory",
-    "PostProcessing", "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "output_scale",
-    "resolve_backbone", "robovlms_settings",
+    "PostProcessing", "TemporalEnsembler", "TorchForward", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble",
+    "output_scale", "resolve_backbone", "robovlms_settings",
 ]
