@@ -296,7 +296,8 @@ class PolicyBatchServer:
                 elif kind == "act":
                     if name not in states:
                         raise PolicyServerError(f"{name}: act before reset")
-                    as_uint8_nhwc(payload["image"])  # a bad frame fails its own request, not the batch
+                    # a bad frame (dtype, shape, a size the exported graph cannot take) fails its own request only
+                    getattr(policy, "check_frame", as_uint8_nhwc)(payload["image"])
                     acts[name].append((conn, states[name], payload))
                 else:
                     raise PolicyServerError(f"unknown request {kind!r}")

@@ -1,51 +1,23 @@
-"""Exported VLA policies (``python -m sim.export``) run as a :class:`~policies.base.Policy`, and the deployment
-loader with the team's fallback order TensorRT -> ONNX -> PyTorch.
+"""Exported VLA policies (``python -m sim.export``; artifact, sidecar, runners: :mod:`policies.onnx_artifact`) as an
+execution backend of :class:`~policies.vla.VLAPolicy`, and the deployment loader (TensorRT -> ONNX -> PyTorch).
 
-Artifact = ``DIR/model.onnx`` + JSON sidecar ``DIR/model.json`` (same stem). Two kinds:
+:class:`OnnxPolicy` **is** a :class:`~policies.vla.VLAPolicy` whose forward pass is the graph (:class:`OnnxForward`):
+history, chunk execution, first-step rule, instruction fallback and post-processing are VLAPolicy's, and it runs
+batched (``act_batch``, :mod:`policies.batching`, ``sim.eval --batch on``) with one graph run per group of episodes
+with the same numbers of new and past frames (full kind: the graph encodes the frames the history holds as pixels,
+and its ``features`` join the history) or the same window length (head-only: the PyTorch backbone encodes frames,
+the graph replaces the head). Defaults (execution, window, post-processing, ensembling) come from the sidecar.
 
-``"full"`` (lite backbone, heads whose frame streams come from pixels alone (``image``, ``clip_image``):
-EfficientNet-Lite0 image encoder + head in one graph, one run per prediction)
-    inputs  ``frames``  uint8  ``(B, K, H, W, 3)`` RGB, the ``K >= 1`` frames not encoded yet (``H = W = 224``);
-            ``history`` float32 ``(B, P, vision_dim)``, features of earlier frames, oldest first, ``P >= 0``
-            (``P = 0`` at an episode's first step);
-            ``text``    float32 ``(B, text_dim)`` instruction features.
-    outputs ``actions`` float32 ``(B, chunk_size, action_dim)`` normalised actions (before post-processing);
-            ``features`` float32 ``(B, K, vision_dim)``, the new frames' features, fed back as ``history``.
-    The graph forms ``seq = [history ; features]`` and feeds the head ``[seq[0] * E ; seq][-E:]`` with
-    ``E = min(window_size, head window)``: exactly :class:`policies.vla.FrameHistory`'s window (the episode's
-    first frame repeated while the history is short), so image features are computed once per frame.
-
-``"head-only"`` (Kosmos-2 / tiny-kosmos2, whose HF processor cannot go into a graph, and lite heads reading the
-instruction-dependent ``multimodal`` stream: the backbone stays in PyTorch)
-    inputs ``vision`` float32 ``(B, E, vision_dim)`` (the padded window; for ``robovlms``, which sees only the
-    episode's own frames, ``(B, T, vision_dim)`` with ``1 <= T <= E``), ``text`` float32 ``(B, text_dim)``;
-    output ``actions`` float32 ``(B, chunk_size, action_dim)``.
-
-``vision_dim`` / ``text_dim`` are the widths of the head's concatenated frame / instruction streams
-(``frame_streams`` / ``instruction_streams`` in the sidecar). Every batch dimension ``B`` is dynamic, and so are
-``K`` and ``P``.
-
-**Text features stay in PyTorch (decision).** The instruction is encoded by the artifact's backbone
-(MiniLM for ``lite``) once per distinct instruction and cached, at :meth:`OnnxPolicy.reset`: it costs nothing
-per step, and keeping it out of the graph avoids exporting a tokenizer (not expressible in ONNX) and would
-add ~90 MB of MiniLM weights for no latency gain. The artifact therefore needs the backbone's text encoder
-where it runs (on the robot: the same ``policies`` package).
-
-:class:`OnnxPolicy` executes like :class:`policies.vla.VLAPolicy` and reuses its pieces: the execution modes
-(:data:`~policies.vla.EXECUTION_MODES`) through :class:`~policies.vla.ChunkExecutor`,
-:class:`~policies.vla.PostProcessing`, and (head-only) :class:`~policies.vla.FrameHistory` with the PyTorch
-backbone. Defaults (execution, window, post-processing switches, ensembling constant) come from the sidecar.
-
-:func:`load_deployed_policy` picks the runtime: a TensorRT engine (``model.engine`` / ``model.plan`` next to the
-ONNX file, or ``"tensorrt_engine"`` in the sidecar) if present and ``tensorrt`` is importable, else the ONNX file
-with onnxruntime, else the source PyTorch policy rebuilt from the sidecar; it logs which one it took and why.
+**Text features stay in PyTorch (decision).** The artifact's backbone (MiniLM for ``lite``) encodes each distinct
+instruction once, at reset (cached): nothing per step, no tokenizer to export (not expressible in ONNX) and no ~90 MB
+of MiniLM weights in the graph; the artifact needs the backbone's text encoder where it runs (the ``policies``
+package).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import importlib
 import logging
 import time
@@ -54,353 +26,121 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from envs.settings import ImageSize
-from foundations.errors import ConfigError, MobileVLAError
-from foundations.files import read_json
+from foundations.errors import ConfigError
+from policies import onnx_artifact as artifact
 from policies.base import Policy
+from policies.onnx_artifact import ArtifactError, ArtifactSpec, TensorRTRunner
+from policies.vla import PostProcessing, TorchForward, VLAEpisode, VLAPolicy
 
 logger = logging.getLogger(__name__)
 
-#: ``format`` of the artifact sidecar.
-ARTIFACT_FORMAT = "mobile-vla-sim.onnx-policy"
-ARTIFACT_FORMAT_VERSION = 1
-#: Artifact kinds.
-KIND_FULL = "full"
-KIND_HEAD_ONLY = "head-only"
-#: Graph input / output names per kind.
-FULL_INPUTS = ("frames", "history", "text")
-FULL_OUTPUTS = ("actions", "features")
-HEAD_INPUTS = ("vision", "text")
-HEAD_OUTPUTS = ("actions",)
-#: Default model file name inside an artifact folder.
-MODEL_NAME = "model.onnx"
-#: TensorRT engine names looked for next to the ONNX file (same stem).
-ENGINE_SUFFIXES = (".engine", ".plan")
 #: Runtimes of :func:`load_deployed_policy`, in the team's fallback order.
 RUNTIMES = ("tensorrt", "onnx", "pytorch")
 
 
-class ArtifactError(MobileVLAError, ValueError):
-    """Base class of exported-artifact problems (a ``ValueError``)."""
+def __getattr__(name: str) -> Any:
+    """The artifact's names (:mod:`policies.onnx_artifact`), importable from here as before."""
+    if name in artifact.__all__:
+        return getattr(artifact, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class ArtifactNotFoundError(ArtifactError, FileNotFoundError):
-    """The model file or its JSON sidecar does not exist."""
-
-
-class ArtifactMismatchError(ArtifactError):
-    """The sidecar and the model disagree (inputs, outputs, shapes, checksum), or a request contradicts them."""
-
-
-class ArtifactInputError(ArtifactError):
-    """An observation the exported graph cannot take (wrong dtype or frame size)."""
-
-
-# ----------------------------------------------------------------------------------------------- files
-
-
-def resolve_model_path(path: str | Path) -> Path:
-    """``DIR`` -> ``DIR/model.onnx``; a file path is returned as is (``~`` expanded)."""
-    p = Path(path).expanduser()
-    return p / MODEL_NAME if p.is_dir() else p
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    """The JSON sidecar of ``model_path``: same folder and stem, suffix ``.json``."""
-    return Path(model_path).with_suffix(".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class ArtifactSpec:
-    """What the sidecar says about an exported policy (the fields :class:`OnnxPolicy` needs).
-
-    Attributes:
-        kind: :data:`KIND_FULL` or :data:`KIND_HEAD_ONLY`.
-        head: head registry name (``"case2"`` ...).
-        backbone: backbone registry name (``"lite"``, ``"kosmos2"``, ``"tiny-kosmos2"``).
-        precision: ``"fp32"`` or ``"fp16"`` (weights and compute; inputs/outputs are float32/uint8 always).
-        window_size: the source policy's history length in frames.
-        effective_window: frames the head reads, ``min(window_size, head window)`` (``E``).
-        chunk_size, action_dim, vision_dim, text_dim: head / backbone sizes.
-        image_size: the :class:`~envs.settings.ImageSize` of ``frames`` (full kind), else ``None``; the sidecar
-            stores it as ``image.size`` = ``[height, width]``, the graph's own dimension order.
-        frame_streams, instruction_streams: the backbone streams behind ``vision_dim`` / ``text_dim``.
-        pad_history: the window is padded to ``E`` frames (False: the episode's frames only, ``robovlms``).
-        execution, ensemble_k, postprocess: the source policy's execution defaults
-            (``postprocess``: the :class:`~policies.vla.PostProcessing` fields).
-        sha256: checksum of the model file written at export (``None``: not recorded).
-        raw: the whole sidecar dict.
-    """
-
-    kind: str
-    head: str
-    backbone: str
-    precision: str
-    window_size: int
-    effective_window: int
-    chunk_size: int
-    action_dim: int
-    vision_dim: int
-    text_dim: int
-    image_size: ImageSize | None
-    frame_streams: tuple[str, ...]
-    instruction_streams: tuple[str, ...]
-    pad_history: bool
-    execution: str
-    ensemble_k: float
-    postprocess: dict[str, Any]
-    sha256: str | None
-    raw: dict[str, Any]
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        """Graph inputs; ``text`` is absent for heads that read no instruction feature (the exporter drops an
-        unused zero-width input)."""
-        names = FULL_INPUTS if self.kind == KIND_FULL else HEAD_INPUTS
-        return tuple(n for n in names if n != "text" or self.text_dim > 0)
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return FULL_OUTPUTS if self.kind == KIND_FULL else HEAD_OUTPUTS
-
-    @classmethod
-    def from_dict(cls, info: Mapping[str, Any], source: str = "sidecar") -> ArtifactSpec:
-        """Validate a sidecar dict.
-
-        Raises:
-            ArtifactError: not an artifact sidecar, a newer format version, or missing/ill-typed fields.
-        """
-        if not isinstance(info, Mapping) or info.get("format") != ARTIFACT_FORMAT:
-            got = info.get("format") if isinstance(info, Mapping) else type(info).__name__
-            raise ArtifactError(f"{source}: not a {ARTIFACT_FORMAT} sidecar (format={got!r})")
-        if int(info.get("format_version", 0)) > ARTIFACT_FORMAT_VERSION:
-            raise ArtifactError(f"{source}: format_version {info['format_version']} is newer than this code "
-                                f"({ARTIFACT_FORMAT_VERSION})")
-        try:
-            kind = str(info["kind"])
-            if kind not in (KIND_FULL, KIND_HEAD_ONLY):
-                raise ArtifactError(f"{source}: unknown kind {kind!r}")
-            image = info.get("image") or {}
-            size = image.get("size")
-            return cls(
-                kind=kind, head=str(info["head"]), backbone=str(info["backbone"]),
-                precision=str(info["precision"]), window_size=int(info["window_size"]),
-                effective_window=int(info["effective_window"]), chunk_size=int(info["chunk_size"]),
-                action_dim=int(info["action_dim"]), vision_dim=int(info["vision_dim"]),
-                text_dim=int(info["text_dim"]),
-                image_size=ImageSize(width=int(size[1]), height=int(size[0])) if size else None,
-                frame_streams=tuple(info.get("frame_streams") or ("image",)),
-                instruction_streams=tuple(info.get("instruction_streams", ("text",))),
-                pad_history=bool(info.get("pad_history", True)),
-                execution=str(info.get("execution", "first")), ensemble_k=float(info.get("ensemble_k", 0.01)),
-                postprocess=dict(info.get("postprocess") or {}), sha256=info.get("sha256"), raw=dict(info))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            if isinstance(exc, ArtifactError):
-                raise
-            raise ArtifactError(f"{source}: missing or ill-typed field ({type(exc).__name__}: {exc})") from exc
-
-
-def read_spec(model_path: str | Path) -> ArtifactSpec:
-    """Read and validate the sidecar of ``model_path`` (a ``.onnx`` file or its folder).
-
-    Raises:
-        ArtifactNotFoundError: the sidecar is missing. ArtifactError: unreadable or invalid sidecar.
-    """
-    side = sidecar_path(resolve_model_path(model_path))
-    if not side.is_file():
-        raise ArtifactNotFoundError(f"{side}: sidecar not found (export writes it next to the model; it holds the "
-                                    "window, chunk, normalisation and post-processing the graph needs)")
-    try:
-        info = read_json(side)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{side}: unreadable sidecar ({exc})") from exc
-    return ArtifactSpec.from_dict(info, str(side))
-
-
-# --------------------------------------------------------------------------------------------- runners
-
-
-def expected_io(spec: ArtifactSpec) -> dict[str, tuple[str, tuple[int | None, ...]]]:
-    """Graph tensors the sidecar implies: name -> (numpy dtype name, shape with ``None`` for dynamic dims)."""
-    e, dv, dt = spec.effective_window, spec.vision_dim, spec.text_dim
-    actions = ("float32", (None, spec.chunk_size, spec.action_dim))
-    if spec.kind == KIND_FULL:
-        w, h = spec.image_size or (None, None)
-        io = {"frames": ("uint8", (None, None, h, w, 3)), "history": ("float32", (None, None, dv)),
-              "text": ("float32", (None, dt)), "actions": actions, "features": ("float32", (None, None, dv))}
-    else:
-        io = {"vision": ("float32", (None, e if spec.pad_history else None, dv)), "text": ("float32", (None, dt)),
-              "actions": actions}
-    return {k: v for k, v in io.items() if k in spec.input_names or k in spec.output_names}
-
-
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
-              "tensor(int64)": "int64"}
-
-
-class OrtRunner:
-    """An onnxruntime session with a ``run(feeds) -> {name: array}`` interface.
+class OnnxForward(TorchForward):
+    """A :class:`~policies.vla.VLAPolicy` forward pass run by an exported graph.
 
     Args:
-        model_path: the ``.onnx`` file.
-        num_threads: ``intra_op_num_threads`` (``None``: onnxruntime's default, all cores).
-        providers: execution providers (default ``["CPUExecutionProvider"]``).
-
-    Raises:
-        ArtifactError: onnxruntime cannot load the file.
+        runner: ``run(feeds) -> {name: array}`` (:class:`OrtRunner`, :class:`TensorRTRunner`); feeds and outputs
+            as :mod:`policies.onnx_artifact` says for ``spec.kind``.
+        spec: the artifact's :class:`ArtifactSpec`.
+        backbone: PyTorch backbone of the instruction features (head-only: of the frame features too), at the
+            sidecar's widths (the caller checks).
+        path: the model file, for error messages.
     """
 
-    runtime = "onnx"
+    def __init__(self, runner: Any, spec: ArtifactSpec, backbone: Any, path: Path) -> None:
+        super().__init__(None, backbone)
+        self.runner, self.spec, self.path = runner, spec, path
+        self.runtime = getattr(runner, "runtime", "onnx")
+        self.frame_streams, self.instruction_streams = spec.frame_streams, spec.instruction_streams
 
-    def __init__(self, model_path: str | Path, num_threads: int | None = None,
-                 providers: Sequence[str] | None = None) -> None:
-        import onnxruntime as ort
+    chunk_size = property(lambda self: self.spec.chunk_size)
+    action_dim = property(lambda self: self.spec.action_dim)
+    pad_history = property(lambda self: self.spec.pad_history)
 
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = int(num_threads)
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(model_path), opts,
-                                                providers=list(providers or ["CPUExecutionProvider"]))
-        except Exception as exc:
-            raise ArtifactError(f"{model_path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
-        self.path = Path(model_path)
+    def check_frame(self, image: Any) -> np.ndarray:
+        """:meth:`ArtifactSpec.check_frame`: uint8 ``(H, W, 3)``; raises ArtifactInputError (dtype, shape, size)."""
+        return self.spec.check_frame(image, str(self.path))
 
-    def io(self) -> dict[str, tuple[str, tuple[int | None, ...]]]:
-        """Graph inputs and outputs: name -> (numpy dtype name, shape with ``None`` for symbolic dims)."""
-        out = {}
-        for arg in [*self.session.get_inputs(), *self.session.get_outputs()]:
-            shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
-            out[arg.name] = (_ORT_TYPES.get(arg.type, arg.type), shape)
-        return out
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.runner.run({k: v for k, v in feeds.items() if k in self.spec.input_names})
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the graph; returns every output by name."""
-        names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, dict(feeds))))
+    def run_head(self, frames: torch.Tensor, text: torch.Tensor) -> np.ndarray:
+        """Head-only: the graph on windows float32 ``(B, T, vision_dim)`` (their newest ``effective_window``
+        frames) and ``text`` ``(B, text_dim)`` -> float32 ``(B, chunk_size, action_dim)``."""
+        vision = frames[:, -self.spec.effective_window:].to(torch.float32).numpy()
+        return self._run({"vision": vision, "text": text.to(torch.float32).numpy()})["actions"]
 
-
-class TensorRTRunner:
-    """A serialized TensorRT engine (TensorRT >= 8.5 tensor-name API) with the :class:`OrtRunner` interface.
-
-    Buffers are CUDA torch tensors; inputs are copied to the GPU and outputs back to numpy each call. Written for
-    the Jetson Orin NX; not exercised here (no TensorRT in this environment: the fallback order is tested with a
-    stand-in). Build the engine from the FP32 ONNX with e.g. ``trtexec --onnx=model.onnx --fp16
-    --saveEngine=model.engine --minShapes=frames:1x1x224x224x3,history:1x0x1280,text:1x384
-    --optShapes=frames:1x1x224x224x3,history:1x8x1280,text:1x384 --maxShapes=...``.
-
-    Raises:
-        ArtifactError: the engine cannot be deserialised.
-    """
-
-    runtime = "tensorrt"
-
-    def __init__(self, engine_path: str | Path, trt: Any | None = None) -> None:
-        import torch
-
-        trt = trt or importlib.import_module("tensorrt")
-        self._torch = torch
-        self._trt = trt
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise ArtifactError(f"{engine_path}: TensorRT could not deserialise the engine")
-        self.context = self.engine.create_execution_context()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.path = Path(engine_path)
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the engine on numpy feeds; returns every output as numpy."""
-        torch, trt = self._torch, self._trt
-        keep, outputs = [], {}
-        for name in self.names:
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                t = torch.from_numpy(np.ascontiguousarray(feeds[name])).cuda()
-                self.context.set_input_shape(name, tuple(t.shape))
-                self.context.set_tensor_address(name, t.data_ptr())
-                keep.append(t)
-        for name in self.names:
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                dtype = torch.float16 if self.engine.get_tensor_dtype(name) == trt.DataType.HALF else torch.float32
-                t = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-                self.context.set_tensor_address(name, t.data_ptr())
-                outputs[name] = t
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"{self.path}: TensorRT execution failed")
-        stream.synchronize()
-        return {k: v.float().cpu().numpy() for k, v in outputs.items()}
+    def predict(self, episodes: list[VLAEpisode], instructions: list[str]) -> list[np.ndarray]:
+        """As :meth:`TorchForward.predict`; the full kind runs the graph once per group of episodes with the same
+        number of new frames and of past features (the graph time counts as head time)."""
+        if self.spec.kind != artifact.KIND_FULL:
+            return super().predict(episodes, instructions)
+        e, dv = self.spec.effective_window, self.spec.vision_dim
+        frames = [ep.history.take_pending() for ep in episodes]
+        past = [ep.history.recent(e) for ep in episodes]
+        groups: dict[tuple[Any, ...], list[int]] = collections.defaultdict(list)
+        for i, (new, old) in enumerate(zip(frames, past)):
+            groups[(new.shape, len(old))].append(i)
+        chunks: list[np.ndarray] = [np.empty(0, np.float32)] * len(episodes)
+        for members in groups.values():
+            history = np.stack([torch.stack(past[i]).numpy() if past[i] else np.zeros((0, dv), np.float32)
+                                for i in members])
+            text = torch.cat([self.text_features(instructions[i]) for i in members]).to(torch.float32).numpy()
+            start = time.perf_counter()
+            out = self._run({"frames": np.stack([frames[i] for i in members]), "history": history, "text": text})
+            elapsed = (time.perf_counter() - start) * 1e3
+            for j, i in enumerate(members):
+                episodes[i].history.extend(torch.from_numpy(out["features"][j].copy()))
+                episodes[i].head_latencies_ms[-1] += elapsed
+                chunks[i] = out["actions"][j]
+        return chunks
 
 
-def check_runner_matches(runner: Any, spec: ArtifactSpec, source: str) -> None:
-    """Compare the graph's inputs/outputs with what the sidecar implies (names, dtypes, fixed dims).
-
-    Raises:
-        ArtifactMismatchError: listing every difference.
-    """
-    if not hasattr(runner, "io"):
-        return
-    have, want = runner.io(), expected_io(spec)
-    problems = []
-    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-    if missing:
-        problems.append(f"graph lacks {missing}")
-    if extra:
-        problems.append(f"graph has unexpected tensors {extra}")
-    for name in sorted(set(want) & set(have)):
-        (wd, ws), (hd, hs) = want[name], have[name]
-        if wd != hd:
-            problems.append(f"{name}: dtype {hd}, sidecar implies {wd}")
-        elif len(ws) != len(hs) or any(w is not None and h is not None and w != h for w, h in zip(ws, hs)):
-            problems.append(f"{name}: shape {list(hs)}, sidecar implies {list(ws)}")
-    if problems:
-        raise ArtifactMismatchError(f"{source}: model and sidecar disagree: " + "; ".join(problems))
-
-
-# ---------------------------------------------------------------------------------------------- policy
-
-
-class OnnxPolicy(Policy):
-    """An exported VLA policy run with onnxruntime (or another runner), executed like :class:`VLAPolicy`.
+class OnnxPolicy(VLAPolicy):
+    """An exported VLA policy: a :class:`~policies.vla.VLAPolicy` (same step, batchable; same observations and
+    actions, full kind: frames of the exported size only) whose forward pass is the graph, run by onnxruntime.
 
     Args:
         path: ``DIR/model.onnx`` or ``DIR`` (the registry passes ``"onnx:DIR/model.onnx"`` as ``path=``).
         execution: ``"first"``, ``"all"``, ``"ensemble"`` (default: the sidecar's).
-        window_size: must equal the exported window (it is baked into the graph); ``None`` = the sidecar's.
         ensemble_k: temporal-ensembling constant (default: the sidecar's).
         denormalize: post-processing switch, as :func:`policies.vla.build_vla_policy`'s (default: the sidecar's).
         clip: post-processing switch (default: the sidecar's).
         dead_zone: post-processing switch (default: the sidecar's).
         zero_first_step: post-processing switch (default: the sidecar's).
+        window_size: must equal the exported window (baked into the graph); ``None``: the sidecar's.
         backbone_path: where the PyTorch backbone (text encoder; head-only: also the image encoder) loads from.
         num_threads: onnxruntime ``intra_op_num_threads`` (``None``: its default).
         providers: onnxruntime execution providers (default CPU).
-        runner: an object with ``run(feeds) -> {name: array}`` to use instead of onnxruntime (TensorRT).
+        runner: an object with ``run(feeds) -> {name: array}`` to use instead of onnxruntime (e.g. a
+            :class:`TensorRTRunner`).
         check_sha256: verify the model file against the sidecar's checksum.
         text_backbone: a built backbone for the text (and head-only frame) features; default: the source
-            policy's (:func:`build_source_policy`, which rebuilds e.g. the RoboVLMs backbone from its checkpoint).
+            policy's (:func:`~policies.onnx_artifact.build_source_policy`).
+        spec: an already read :class:`ArtifactSpec` (default: read from the sidecar), as
+            :func:`~policies.onnx_artifact.open_artifact`.
 
     Attributes:
-        spec: the :class:`ArtifactSpec`.
-        runtime: ``"onnx"`` or the runner's ``runtime``.
+        spec: the :class:`ArtifactSpec`. path: the model file. runner: the graph's runner.
+        runtime: ``"onnx"`` or the runner's ``runtime``. window: frames the graph reads (``effective_window``).
         runtime_latencies_ms: per step, milliseconds inside the graph (0 on steps without a prediction).
-        num_predictions, last_chunk: as :class:`VLAPolicy`.
 
     Raises:
-        ArtifactNotFoundError: missing model or sidecar. ArtifactMismatchError: model/sidecar disagreement, a
-        checksum mismatch, or a ``window_size`` other than the exported one. ValueError: bad ``execution``.
+        ArtifactError: as :func:`~policies.onnx_artifact.open_artifact` (missing files, model/sidecar disagreement,
+        checksum, another ``window_size``). ConfigError (a ``ValueError``): bad ``execution``.
     """
 
     def __init__(self, path: str | Path, *, execution: str | None = None, window_size: int | None = None,
@@ -409,142 +149,27 @@ class OnnxPolicy(Policy):
                  backbone_path: str | Path | None = None, num_threads: int | None = None,
                  providers: Sequence[str] | None = None, runner: Any | None = None, check_sha256: bool = True,
                  text_backbone: Any | None = None, spec: ArtifactSpec | None = None) -> None:
-        super().__init__()
-        from policies.vla import EXECUTION_MODES, ChunkExecutor, FrameHistory, PostProcessing
+        opened = artifact.open_artifact(path, window_size=window_size, runner=runner, check_sha256=check_sha256,
+                                        num_threads=num_threads, providers=providers, text_backbone=text_backbone,
+                                        backbone_path=backbone_path, spec=spec)
+        self.path, self.spec = opened.path, opened.spec
+        switches = {"denormalize": denormalize, "clip": clip, "dead_zone": dead_zone, "zero_first_step": zero_first_step}
+        super().__init__(execution=execution or self.spec.execution, window_size=self.spec.window_size,
+                         postprocess=PostProcessing(**self.spec.postprocess_fields(**switches)),
+                         ensemble_k=self.spec.ensemble_k if ensemble_k is None else ensemble_k,
+                         forward=OnnxForward(opened.runner, self.spec, opened.backbone, self.path))
+        self.runtime = self.forward.runtime
 
-        self.path = resolve_model_path(path)
-        if not self.path.is_file():
-            raise ArtifactNotFoundError(f"exported model not found: {self.path}")
-        self.spec = spec or read_spec(self.path)
-        spec = self.spec
-        if window_size is not None and int(window_size) != spec.window_size:
-            raise ArtifactMismatchError(f"{self.path}: exported with window_size={spec.window_size} (baked into the "
-                                        f"graph), window_size={window_size} was requested; re-export instead")
-        execution = execution or spec.execution
-        if execution not in EXECUTION_MODES:
-            raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
-        if check_sha256 and runner is None and spec.sha256 and file_sha256(self.path) != spec.sha256:
-            raise ArtifactMismatchError(f"{self.path}: file checksum differs from the sidecar's (the model was "
-                                        "modified or replaced after export); re-export, or pass check_sha256=False")
-        self.runner = runner if runner is not None else OrtRunner(self.path, num_threads, providers)
-        check_runner_matches(self.runner, spec, str(self.path))
-        self.runtime = getattr(self.runner, "runtime", "onnx")
-        if text_backbone is None:
-            text_backbone = build_source_policy(spec, backbone_path=backbone_path).backbone
-        got = (text_backbone.width(spec.frame_streams), text_backbone.width(spec.instruction_streams))
-        if got != (spec.vision_dim, spec.text_dim):
-            raise ArtifactMismatchError(
-                f"{self.path}: exported for features ({spec.vision_dim}, {spec.text_dim}) but backbone "
-                f"{text_backbone.name} gives {got}")
-        self.backbone = text_backbone
-        self.execution = execution
-        pp = dict(spec.postprocess)
-        for key, value in (("denormalize", denormalize), ("clip", clip), ("dead_zone", dead_zone),
-                           ("zero_first_step", zero_first_step)):
-            if value is not None:
-                pp[key] = bool(value)
-        fields = {f.name for f in dataclasses.fields(PostProcessing)}
-        self.postprocess = PostProcessing(**{k: v for k, v in pp.items() if k in fields})
-        self.chunks = ChunkExecutor(spec.chunk_size, spec.ensemble_k if ensemble_k is None else ensemble_k)
-        self.window = spec.effective_window
-        # head-only: VLAPolicy's own history with the PyTorch backbone; full: frames wait as pixels, features
-        # come back from the graph (the graph pads with the episode's first frame like FrameHistory does)
-        self.history = FrameHistory(spec.window_size, pad=spec.pad_history) if spec.kind == KIND_HEAD_ONLY else None
-        self._pending: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
-        self._features: collections.deque[np.ndarray] = collections.deque(maxlen=self.window)
-        self._text: np.ndarray | None = None
-        self._text_for: str | None = None
-        self._step = 0
-        self.runtime_latencies_ms: list[float] = []
-        self.num_predictions = 0
-        self.last_chunk: np.ndarray | None = None
+    runner = property(lambda self: self.forward.runner)
+    window = property(lambda self: self.spec.effective_window)
+    runtime_latencies_ms = property(lambda self: self.episode.head_latencies_ms)
 
     @property
-    def action_dim(self) -> int:
-        return self.spec.action_dim
-
-    @property
-    def chunk_size(self) -> int:
-        return self.spec.chunk_size
-
-    def _reset(self, instruction: str, info: dict[str, Any]) -> None:
-        del info
-        if self.history is not None:
-            self.history.reset()
-        self._pending.clear()
-        self._features.clear()
-        self.chunks.reset()
-        self._step = 0
-        self.runtime_latencies_ms = []
-        self.num_predictions = 0
-        self.last_chunk = None
-        self._text_features(instruction)
-
-    def _text_features(self, instruction: str) -> np.ndarray:
-        if self._text is None or self._text_for != instruction:
-            self._text = self.backbone.encode_instruction([instruction], self.spec.instruction_streams).numpy().astype(
-                np.float32)  # (1, text_dim)
-            self._text_for = instruction
-        return self._text
-
-    def _check_image(self, image: Any) -> np.ndarray:
-        from policies.backbones.base import as_uint8_nhwc
-
-        try:
-            frame = as_uint8_nhwc(image)[0]
-        except ValueError as exc:
-            raise ArtifactInputError(f"{self.path}: {exc}") from exc
-        size = self.spec.image_size
-        if size is not None and frame.shape[:2] != (size.height, size.width):
-            raise ArtifactInputError(f"{self.path}: the exported graph takes {size} frames (W x H), got "
-                                     f"{frame.shape[1]}x{frame.shape[0]}; render at --image-size {size}")
-        return frame
-
-    def _predict_chunk(self, instruction: str) -> np.ndarray:
-        text = self._text_features(instruction)
-        if self.spec.kind == KIND_FULL:
-            frames = np.stack(self._pending)[None]
-            history = (np.stack(self._features)[None] if self._features
-                       else np.zeros((1, 0, self.spec.vision_dim), np.float32))
-            feeds = {"frames": frames, "history": history, "text": text}
-        else:
-            import torch
-
-            window, _ = self.history.window(
-                lambda images: self.backbone.encode_frames(images, self.spec.frame_streams, instruction))
-            vision = window[-self.window:].unsqueeze(0).to(torch.float32).numpy()
-            feeds = {"vision": vision, "text": text}
-        feeds = {k: v for k, v in feeds.items() if k in self.spec.input_names}
-        start = time.perf_counter()
-        out = self.runner.run(feeds)
-        self.runtime_latencies_ms[-1] += (time.perf_counter() - start) * 1e3
-        if self.spec.kind == KIND_FULL:
-            self._pending.clear()
-            self._features.extend(np.asarray(out["features"], np.float32)[0])
-        chunk = np.asarray(out["actions"], dtype=np.float32)[0]
-        self.num_predictions += 1
-        self.last_chunk = chunk
-        return chunk
-
-    def predict_normalized(self, observation: Mapping[str, Any]) -> np.ndarray:
-        """Advance one step; the action to execute in normalised units, float32 ``(action_dim,)``.
-
-        Raises:
-            ArtifactInputError: a frame of the wrong dtype or size.
-        """
-        self.runtime_latencies_ms.append(0.0)
-        frame = self._check_image(observation["image"])
-        if self.history is not None:
-            self.history.push_image(frame)
-        else:
-            self._pending.append(frame.copy())
-        instruction = str(observation.get("instruction", self.instruction) or self.instruction)
-        return self.chunks.next_action(self.execution, lambda: self._predict_chunk(instruction))
-
-    def _act(self, observation: Mapping[str, Any]) -> np.ndarray:
-        action = self.postprocess(self.predict_normalized(observation), self._step)
-        self._step += 1
-        return action
+    def provenance(self) -> dict[str, str]:
+        """For reports (:func:`sim.evaluation.runner.describe_policy`): artifact, source, backbone, post-processing."""
+        return {"artifact": f"{self.path} ({self.spec.kind}, {self.spec.precision}, {self.runtime})",
+                "source": self.spec.source_text(), "backbone": self.backbone.name,
+                "post-processing": self.postprocess.describe()}
 
 
 # ------------------------------------------------------------------------------------ fallback loader
@@ -552,13 +177,8 @@ class OnnxPolicy(Policy):
 
 @dataclasses.dataclass
 class DeployedPolicy:
-    """What :func:`load_deployed_policy` chose.
-
-    Attributes:
-        policy: the ready policy.
-        runtime: ``"tensorrt"``, ``"onnx"`` or ``"pytorch"``.
-        reasons: one line per runtime tried, in order (why it was skipped, or what was taken).
-    """
+    """What :func:`load_deployed_policy` chose: the ready ``policy``, its ``runtime`` (``"tensorrt"``, ``"onnx"`` or
+    ``"pytorch"``) and the ``reasons``, one line per runtime tried, in order (why skipped, or what was taken)."""
 
     policy: Policy
     runtime: str
@@ -568,49 +188,6 @@ class DeployedPolicy:
 def _import_tensorrt() -> Any:
     """``import tensorrt`` (a hook so tests can stand one in)."""
     return importlib.import_module("tensorrt")
-
-
-def find_engine(model_path: Path, spec: ArtifactSpec | None) -> Path | None:
-    """The TensorRT engine of an artifact: the sidecar's ``tensorrt_engine`` (relative to the model's folder) or
-    ``model.engine`` / ``model.plan`` next to the model; ``None`` if none exists."""
-    candidates = []
-    if spec is not None and spec.raw.get("tensorrt_engine"):
-        candidates.append(model_path.parent / str(spec.raw["tensorrt_engine"]))
-    candidates += [model_path.with_suffix(s) for s in ENGINE_SUFFIXES]
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def build_source_policy(spec: ArtifactSpec, **kwargs: Any) -> Policy:
-    """Rebuild the PyTorch :class:`~policies.vla.VLAPolicy` an artifact was exported from (sidecar ``source``:
-    head, backbone, checkpoint or seed, head config, window, post-processing); ``kwargs`` override.
-
-    Raises:
-        CheckpointError: the source checkpoint is gone or no longer fits.
-    """
-    from policies.heads import config_from_dict, head_class
-    from policies.vla import build_vla_policy
-
-    src = spec.raw.get("source") or {}
-    pp = spec.postprocess
-    args: dict[str, Any] = {
-        "clip_path": src.get("clip_path"), "key_map": src.get("key_map"), "config": src.get("config"),
-        "backbone": spec.backbone, "execution": spec.execution, "window_size": spec.window_size,
-        "action_dim": spec.action_dim, "ensemble_k": spec.ensemble_k,
-        "denormalize": pp.get("denormalize", True), "clip": pp.get("clip", True),
-        "dead_zone": pp.get("dead_zone", True), "zero_first_step": pp.get("zero_first_step", True),
-    }
-    if src.get("checkpoint"):
-        args["checkpoint"] = src["checkpoint"]
-    else:
-        args["seed"] = int(src.get("seed", 0))
-        cfg = dict(spec.raw.get("head_config") or {})
-        widths = {field for _, field in (*head_class(spec.head).frame_inputs(config_from_dict(spec.head, cfg)),
-                                         *head_class(spec.head).instruction_inputs(config_from_dict(spec.head, cfg)))}
-        args["head_overrides"] = {k: v for k, v in cfg.items() if k not in widths | {"action_dim"}}
-    if spec.head != "robovlms":
-        args.pop("config")
-    args.update({k: v for k, v in kwargs.items() if v is not None})
-    return build_vla_policy(spec.head, **args)
 
 
 def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, engine: str | Path | None = None,
@@ -638,10 +215,10 @@ def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, e
     unknown = [r for r in order if r not in RUNTIMES]
     if unknown:
         raise ConfigError(f"unknown runtime(s) {unknown}; choose from {RUNTIMES}")
-    model = resolve_model_path(path)
+    model = artifact.resolve_model_path(path)
     reasons: list[str] = []
     try:
-        spec: ArtifactSpec | None = read_spec(model)
+        spec: ArtifactSpec | None = artifact.read_spec(model)
     except ArtifactError as exc:
         spec = None
         reasons.append(f"sidecar: {exc}")
@@ -650,12 +227,13 @@ def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, e
     for runtime in order:
         try:
             if spec is None:
-                raise ArtifactNotFoundError("no readable sidecar")
+                raise artifact.ArtifactNotFoundError("no readable sidecar")
             if runtime == "tensorrt":
-                eng = Path(engine).expanduser() if engine is not None else find_engine(model, spec)
+                eng = Path(engine).expanduser() if engine is not None else artifact.find_engine(model, spec)
                 if eng is None or not eng.is_file():
-                    raise ArtifactNotFoundError(f"no engine ({', '.join('model' + s for s in ENGINE_SUFFIXES)} "
-                                                f"next to {model.name}, none named in the sidecar)")
+                    names = ", ".join("model" + s for s in artifact.ENGINE_SUFFIXES)
+                    raise artifact.ArtifactNotFoundError(f"no engine ({names} next to {model.name}, none named in "
+                                                         "the sidecar)")
                 try:
                     trt = _import_tensorrt()
                 except ImportError as exc:
@@ -666,10 +244,8 @@ def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, e
                 policy = OnnxPolicy(model, spec=spec, **kwargs)
                 why = f"{model} with onnxruntime"
             else:
-                policy = build_source_policy(spec, **shared)
-                src = spec.raw.get("source") or {}
-                why = f"source {spec.head} on {spec.backbone} (" + (
-                    f"checkpoint {src['checkpoint']})" if src.get("checkpoint") else f"seed {src.get('seed', 0)})")
+                policy = artifact.build_source_policy(spec, **shared)
+                why = f"source {spec.source_text()}"
         except Exception as exc:  # noqa: BLE001 - every failure falls through to the next runtime
             reasons.append(f"{runtime}: skipped: {type(exc).__name__}: {exc}")
             logger.info("policy runtime %s skipped: %s", runtime, exc)
@@ -681,25 +257,4 @@ def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, e
     raise ArtifactError(f"{model}: no runtime could load it: " + " | ".join(reasons))
 
 
-__all__ = [
-    "ARTIFACT_FORMAT",
-    "RUNTIMES",
-    "ArtifactError",
-    "ArtifactInputError",
-    "ArtifactMismatchError",
-    "ArtifactNotFoundError",
-    "ArtifactSpec",
-    "DeployedPolicy",
-    "OnnxPolicy",
-    "OrtRunner",
-    "TensorRTRunner",
-    "build_source_policy",
-    "check_runner_matches",
-    "expected_io",
-    "file_sha256",
-    "find_engine",
-    "load_deployed_policy",
-    "read_spec",
-    "resolve_model_path",
-    "sidecar_path",
-]
+__all__ = ["RUNTIMES", "DeployedPolicy", "OnnxForward", "OnnxPolicy", "load_deployed_policy", *artifact.__all__]

@@ -35,6 +35,11 @@ used by the VLA heads (the robot's models never saw odometry). Actions: float32 
 (padded with ``angular_z = 0`` by the base class) or ``[linear_x, linear_y, angular_z]`` with
 ``action_dim=3``, in label units (+-1.15).
 
+**Execution backends.** The four steps above are :class:`VLAPolicy`'s, written once; only the forward pass (pending
+frames + windows + instruction features -> action chunks) is a backend's: :class:`TorchForward` (the PyTorch
+backbone and head, the default) or :class:`~policies.onnx_policy.OnnxForward` (a graph exported by ``sim.export``,
+run by onnxruntime or TensorRT: :class:`~policies.onnx_policy.OnnxPolicy`). Both batch (:meth:`VLAPolicy.act_batch`).
+
 :func:`build_vla_policy` assembles one from a head name and a checkpoint in any supported format; the factories
 below (one per head, :func:`ensemble`) are what :mod:`policies.registry` points to.
 """
@@ -189,6 +194,11 @@ class FrameHistory:
         for f in features:
             self._append(f)
 
+    def recent(self, n: int) -> list[torch.Tensor]:
+        """The newest ``n`` encoded frames, float ``(frame_dim,)`` each, oldest first, unpadded (fewer at the start of
+        an episode; pending frames are not included)."""
+        return list(self._features)[-n:] if n > 0 else []
+
     def features(self) -> torch.Tensor:
         """The window, float ``(T, frame_dim)``: ``T = window_size`` when padding, else the frames seen so far.
 
@@ -258,8 +268,8 @@ class TemporalEnsembler:
 
 
 class ChunkExecutor:
-    """Turns the predicted action chunks into one action per step, as the deployment does (shared by
-    :class:`VLAPolicy` and :class:`~policies.onnx_policy.OnnxPolicy`).
+    """Turns the predicted action chunks into one action per step, as the deployment does (every
+    :class:`VLAPolicy`, whatever its execution backend).
 
     ``"first"`` predicts every step and executes the chunk's first action; ``"all"`` executes a whole chunk
     open-loop before predicting again; ``"ensemble"`` predicts every step and ensembles the overlapping chunks
@@ -341,67 +351,50 @@ def _instruction(observation: Mapping[str, Any], episode_instruction: str) -> st
     return str(observation.get("instruction", episode_instruction) or episode_instruction)
 
 
-class VLAPolicy(BatchablePolicy):
-    """A frozen backbone + an action head, executed like the robot's deployment.
+class TorchForward:
+    """The forward pass of a :class:`VLAPolicy` in PyTorch, its default execution backend: the backbone encodes the
+    pending frames (one call per instruction when the frame streams read it, else one per frame size), the head
+    predicts from each episode's window (one forward per window length).
 
-    The model (backbone, head, text cache) is shared; each environment's episode is a :class:`VLAEpisode`, so
-    :meth:`act_batch` advances many environments with one backbone call per instruction and one head forward per
-    window length (:mod:`policies.batching`); :meth:`act` is the batch of one on :attr:`episode`.
+    A backend supplies only the forward pass; the history, chunk execution, first-step rule, instruction fallback and
+    post-processing are :class:`VLAPolicy`'s, whatever the backend. Other backends (the exported ONNX graphs,
+    :class:`policies.onnx_policy.OnnxForward`) subclass this one and replace :meth:`run_head` or :meth:`predict`.
 
     Args:
-        head: the action head (the backbone must offer its streams at its widths).
-        backbone: a frozen :class:`~policies.backbones.Backbone`.
-        execution: ``"first"``, ``"all"`` or ``"ensemble"`` (see the module docstring).
-        window_size: frames kept in the history (the head reads its own ``window_size`` newest of them).
-        postprocess: :class:`PostProcessing` (default: all four steps on).
-        ensemble_k: temporal-ensembling constant for ``execution="ensemble"``.
+        head: the action head (the backbone must offer its streams at its widths); ``None`` in a subclass that
+            brings its own forward pass.
+        backbone: a frozen :class:`~policies.backbones.Backbone` (instruction features; frames unless the subclass
+            encodes them itself).
         device: where the head runs (the backbone has its own device); float32 weights, run under bf16 autocast
             on CUDA (:func:`policies.backbones.base.autocast`), plain float32 elsewhere.
 
-    Attributes:
-        episode: the :class:`VLAEpisode` that :meth:`reset` / :meth:`act` drive; its fields are readable here too
-            (``history``, ``chunks``, ``backbone_latencies_ms``, ``head_latencies_ms``, ``num_predictions``,
-            ``last_chunk``).
-        checkpoint: the :class:`~policies.checkpoints.Checkpoint` the head was loaded from, or ``None``.
-        settings: ``robovlms``: the :class:`~policies.backbones.robovlms.RoboVLMsSettings` it runs with.
-
     Raises:
-        ConfigError: unknown ``execution``, ``window_size < 1``, or a backbone whose stream widths differ from the
-            head's. MissingStreamError: the backbone lacks a stream the head reads.
+        ConfigError: a backbone whose stream widths differ from the head's. MissingStreamError: the backbone lacks
+            a stream the head reads.
     """
 
-    def __init__(self, head: ActionHead, backbone: Backbone, *, execution: str = "first", window_size: int = 8,
-                 postprocess: PostProcessing | None = None, ensemble_k: float = DEFAULT_ENSEMBLE_K,
-                 device: str | torch.device = "cpu") -> None:
-        if execution not in EXECUTION_MODES:
-            raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
-        self.frame_streams, self.instruction_streams = head.frame_streams, head.instruction_streams
-        got = (backbone.width(self.frame_streams), backbone.width(self.instruction_streams))
-        if got != (head.frame_dim, head.instruction_dim):
-            raise ConfigError(
-                f"head {head.head_name} was built for features ({head.frame_dim}, {head.instruction_dim}) of streams "
-                f"{self.frame_streams} / {self.instruction_streams} but backbone {backbone.name} gives {got}")
-        self.device = torch.device(device)
-        self.head = head.to(self.device).float().eval().requires_grad_(False)
-        self.backbone = backbone
-        self.execution = execution
-        self.window_size = int(window_size)
-        self.ensemble_k = float(ensemble_k)
-        self.postprocess = postprocess or PostProcessing()
-        self.checkpoint: Checkpoint | None = None
-        self.settings: Any = None  # robovlms: the RoboVLMsSettings of its config JSON
-        self._text: LRUCache[str, torch.Tensor] = LRUCache(MAX_INSTRUCTIONS)
-        # frame streams read with the instruction: frames of different instructions cannot share a backbone call
-        self._conditioned = any(STREAMS[s][0] == "frame+instruction" for s in self.frame_streams)
-        super().__init__()
+    #: What runs the forward pass (reports, :func:`policies.onnx_policy.load_deployed_policy`).
+    runtime = "pytorch"
 
-    # the single-environment episode's fields, as attributes of the policy
-    history = property(lambda self: self.episode.history)
-    chunks = property(lambda self: self.episode.chunks)
-    backbone_latencies_ms = property(lambda self: self.episode.backbone_latencies_ms)
-    head_latencies_ms = property(lambda self: self.episode.head_latencies_ms)
-    num_predictions = property(lambda self: self.episode.num_predictions)
-    last_chunk = property(lambda self: self.episode.last_chunk)
+    def __init__(self, head: ActionHead | None, backbone: Backbone, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.backbone = backbone
+        self.head = head
+        if head is not None:
+            self.frame_streams, self.instruction_streams = head.frame_streams, head.instruction_streams
+            got = (backbone.width(self.frame_streams), backbone.width(self.instruction_streams))
+            if got != (head.frame_dim, head.instruction_dim):
+                raise ConfigError(
+                    f"head {head.head_name} was built for features ({head.frame_dim}, {head.instruction_dim}) of "
+                    f"streams {self.frame_streams} / {self.instruction_streams} but backbone {backbone.name} gives "
+                    f"{got}")
+            self.head = head.to(self.device).float().eval().requires_grad_(False)
+        self._text: LRUCache[str, torch.Tensor] = LRUCache(MAX_INSTRUCTIONS)
+
+    @property
+    def chunk_size(self) -> int:
+        """Actions per prediction."""
+        return self.head.chunk_size
 
     @property
     def action_dim(self) -> int:
@@ -409,22 +402,29 @@ class VLAPolicy(BatchablePolicy):
         return self.head.action_dim
 
     @property
-    def chunk_size(self) -> int:
-        """Actions per head call."""
-        return self.head.chunk_size
+    def pad_history(self) -> bool:
+        """Whether a short window is padded with the episode's first frame (:class:`FrameHistory`)."""
+        return getattr(self.head, "pad_history", True)
 
-    def new_episode(self) -> VLAEpisode:
-        """A fresh :class:`VLAEpisode` for one more environment."""
-        return VLAEpisode(FrameHistory(self.window_size, pad=getattr(self.head, "pad_history", True)),
-                          ChunkExecutor(self.head.chunk_size, self.ensemble_k))
+    def check_frame(self, image: Any) -> np.ndarray:
+        """One observation's frame as uint8 ``(H, W, 3)``.
 
-    def start_episode(self, episode: VLAEpisode, instruction: str) -> None:
-        """Reset ``episode`` for a new episode with ``instruction`` (its text features are encoded now)."""
-        episode.reset(instruction)
-        self._text_features(instruction)
+        Raises:
+            BackboneInputError: not a uint8 ``(H, W, 3)`` RGB frame.
+        """
+        return as_uint8_nhwc(image)[0]
+
+    def text_features(self, instruction: str) -> torch.Tensor:
+        """The instruction's features, float32 ``(1, text_dim)`` on :attr:`device`, encoded once per distinct string
+        (an LRU of :data:`~foundations.lru.MAX_INSTRUCTIONS`)."""
+        feat = self._text.get(instruction)
+        if feat is None:
+            feat = self.backbone.encode_instruction([instruction], self.instruction_streams).to(self.device)
+            self._text[instruction] = feat
+        return feat
 
     def encode_frames(self, images: Any, instruction: str) -> torch.Tensor:
-        """This policy's per-frame features of uint8 ``(N, H, W, 3)`` frames: float32 ``(N, frame_dim)``."""
+        """Per-frame features of uint8 ``(N, H, W, 3)`` frames: float32 ``(N, frame_dim)``."""
         return self.backbone.encode_frames(images, self.frame_streams, instruction)
 
     def encode_groups(self, frame_sets: list[np.ndarray], instructions: list[str]
@@ -440,9 +440,10 @@ class VLAPolicy(BatchablePolicy):
             ``(features, ms)``: per environment float32 ``(N_i, frame_dim)``, and the milliseconds of the backbone
             call it was part of.
         """
+        conditioned = any(STREAMS[s][0] == "frame+instruction" for s in self.frame_streams)
         groups: dict[tuple[str, tuple[int, ...]], list[int]] = collections.defaultdict(list)
         for i, (frames, instruction) in enumerate(zip(frame_sets, instructions)):
-            groups[(instruction if self._conditioned else "", frames.shape[1:])].append(i)
+            groups[(instruction if conditioned else "", frames.shape[1:])].append(i)
         features: list[torch.Tensor] = [torch.empty(0)] * len(frame_sets)
         ms = [0.0] * len(frame_sets)
         for members in groups.values():
@@ -453,17 +454,18 @@ class VLAPolicy(BatchablePolicy):
                 features[i], ms[i] = part, elapsed
         return features, ms
 
-    def _text_features(self, instruction: str) -> torch.Tensor:
-        feat = self._text.get(instruction)
-        if feat is None:
-            feat = self.backbone.encode_instruction([instruction], self.instruction_streams).to(self.device)
-            self._text[instruction] = feat
-        return feat
+    def run_head(self, frames: torch.Tensor, text: torch.Tensor) -> np.ndarray:
+        """The head on a batch of windows: ``frames`` float32 ``(B, T, frame_dim)``, ``text`` float32
+        ``(B, text_dim)`` -> float32 ``(B, chunk_size, action_dim)`` normalised actions."""
+        with torch.inference_mode(), autocast(self.device):
+            out = self.head(frames, text)
+        return out.float().cpu().numpy().astype(np.float32)
 
-    def _predict_chunks(self, episodes: list[VLAEpisode], instructions: list[str]) -> list[np.ndarray]:
-        """Encode the episodes' pending frames and run the head on their windows: per episode float32
-        ``(chunk_size, action_dim)`` normalised actions. One head forward per window length (an unpadded history
-        is shorter at the start of an episode)."""
+    def predict(self, episodes: list[VLAEpisode], instructions: list[str]) -> list[np.ndarray]:
+        """Encode the episodes' pending frames and predict from their windows: per episode float32
+        ``(chunk_size, action_dim)`` normalised actions; the milliseconds go to the episodes'
+        ``backbone_latencies_ms[-1]`` / ``head_latencies_ms[-1]``. One head forward per window length (an unpadded
+        history is shorter at the start of an episode)."""
         waiting = [i for i, ep in enumerate(episodes) if ep.history.pending]
         if waiting:
             feats, ms = self.encode_groups([episodes[i].history.take_pending() for i in waiting],
@@ -478,18 +480,122 @@ class VLAPolicy(BatchablePolicy):
         chunks: list[np.ndarray] = [np.empty(0, np.float32)] * len(episodes)
         for members in by_length.values():
             frames = torch.stack([windows[i] for i in members]).to(self.device)
-            text = torch.cat([self._text_features(instructions[i]) for i in members])
+            text = torch.cat([self.text_features(instructions[i]) for i in members])
             start = time.perf_counter()
-            with torch.inference_mode(), autocast(self.device):
-                out = self.head(frames, text)
-            out_np = out.float().cpu().numpy().astype(np.float32)
+            out = self.run_head(frames, text)
             elapsed = (time.perf_counter() - start) * 1e3
             for j, i in enumerate(members):
-                ep = episodes[i]
-                chunks[i] = ep.last_chunk = out_np[j]
-                ep.head_latencies_ms[-1] += elapsed
-                ep.num_predictions += 1
+                chunks[i] = out[j]
+                episodes[i].head_latencies_ms[-1] += elapsed
         return chunks
+
+
+class VLAPolicy(BatchablePolicy):
+    """A frozen backbone + an action head, executed like the robot's deployment.
+
+    The model (backbone, head, text cache: the execution backend :attr:`forward`) is shared; each environment's
+    episode is a :class:`VLAEpisode`, so :meth:`act_batch` advances many environments with one backbone call per
+    instruction and one head forward per window length (:mod:`policies.batching`); :meth:`act` is the batch of one
+    on :attr:`episode`. The step (history, chunk execution, first-step rule, instruction fallback, post-processing)
+    is this class's whatever runs the forward pass: PyTorch (:class:`TorchForward`, from ``head`` and ``backbone``)
+    or an exported graph (:class:`policies.onnx_policy.OnnxPolicy`).
+
+    Args:
+        head: the action head (the backbone must offer its streams at its widths).
+        backbone: a frozen :class:`~policies.backbones.Backbone`.
+        execution: ``"first"``, ``"all"`` or ``"ensemble"`` (see the module docstring).
+        window_size: frames kept in the history (the head reads its own ``window_size`` newest of them).
+        postprocess: :class:`PostProcessing` (default: all four steps on).
+        ensemble_k: temporal-ensembling constant for ``execution="ensemble"``.
+        device: where the head runs (the backbone has its own device); float32 weights, run under bf16 autocast
+            on CUDA (:func:`policies.backbones.base.autocast`), plain float32 elsewhere.
+        forward: another execution backend (a :class:`TorchForward` subclass) instead of ``head`` + ``backbone``
+            (then both are ``None`` and ``device`` is the backend's).
+
+    Attributes:
+        forward: the execution backend.
+        episode: the :class:`VLAEpisode` that :meth:`reset` / :meth:`act` drive; its fields are readable here too
+            (``history``, ``chunks``, ``backbone_latencies_ms``, ``head_latencies_ms``, ``num_predictions``,
+            ``last_chunk``).
+        checkpoint: the :class:`~policies.checkpoints.Checkpoint` the head was loaded from, or ``None``.
+        settings: ``robovlms``: the :class:`~policies.backbones.robovlms.RoboVLMsSettings` it runs with.
+
+    Raises:
+        ConfigError: unknown ``execution``, ``window_size < 1``, or a backbone whose stream widths differ from the
+            head's. MissingStreamError: the backbone lacks a stream the head reads. TypeError: neither ``head`` and
+            ``backbone`` nor ``forward``.
+    """
+
+    def __init__(self, head: ActionHead | None = None, backbone: Backbone | None = None, *, execution: str = "first",
+                 window_size: int = 8, postprocess: PostProcessing | None = None,
+                 ensemble_k: float = DEFAULT_ENSEMBLE_K, device: str | torch.device = "cpu",
+                 forward: TorchForward | None = None) -> None:
+        if execution not in EXECUTION_MODES:
+            raise ConfigError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
+        if forward is None:
+            if head is None or backbone is None:
+                raise TypeError("VLAPolicy needs a head and a backbone, or a forward= backend")
+            forward = TorchForward(head, backbone, device)
+        self.forward = forward
+        self.execution = execution
+        self.window_size = int(window_size)
+        self.ensemble_k = float(ensemble_k)
+        self.postprocess = postprocess or PostProcessing()
+        self.checkpoint: Checkpoint | None = None
+        self.settings: Any = None  # robovlms: the RoboVLMsSettings of its config JSON
+        super().__init__()
+
+    # the backend's model, as attributes of the policy
+    head = property(lambda self: self.forward.head)
+    backbone = property(lambda self: self.forward.backbone)
+    device = property(lambda self: self.forward.device)
+    frame_streams = property(lambda self: self.forward.frame_streams)
+    instruction_streams = property(lambda self: self.forward.instruction_streams)
+    # the single-environment episode's fields, as attributes of the policy
+    history = property(lambda self: self.episode.history)
+    chunks = property(lambda self: self.episode.chunks)
+    backbone_latencies_ms = property(lambda self: self.episode.backbone_latencies_ms)
+    head_latencies_ms = property(lambda self: self.episode.head_latencies_ms)
+    num_predictions = property(lambda self: self.episode.num_predictions)
+    last_chunk = property(lambda self: self.episode.last_chunk)
+
+    @property
+    def action_dim(self) -> int:
+        """2 (``linear_x, linear_y``) or 3 (+ ``angular_z``)."""
+        return self.forward.action_dim
+
+    @property
+    def chunk_size(self) -> int:
+        """Actions per head call."""
+        return self.forward.chunk_size
+
+    def new_episode(self) -> VLAEpisode:
+        """A fresh :class:`VLAEpisode` for one more environment."""
+        return VLAEpisode(FrameHistory(self.window_size, pad=self.forward.pad_history),
+                          ChunkExecutor(self.forward.chunk_size, self.ensemble_k))
+
+    def start_episode(self, episode: VLAEpisode, instruction: str) -> None:
+        """Reset ``episode`` for a new episode with ``instruction`` (its text features are encoded now)."""
+        episode.reset(instruction)
+        self.forward.text_features(instruction)
+
+    def check_frame(self, image: Any) -> np.ndarray:
+        """An observation's frame as the backend takes it, uint8 ``(H, W, 3)`` (the batch server checks each
+        request's frame with it, so a bad frame fails its own request only).
+
+        Raises:
+            MobileVLAError (a ``ValueError``): a frame the backend cannot take (dtype, shape, size).
+        """
+        return self.forward.check_frame(image)
+
+    def encode_frames(self, images: Any, instruction: str) -> torch.Tensor:
+        """This policy's per-frame features of uint8 ``(N, H, W, 3)`` frames: float32 ``(N, frame_dim)``."""
+        return self.forward.encode_frames(images, instruction)
+
+    def encode_groups(self, frame_sets: list[np.ndarray], instructions: list[str]
+                      ) -> tuple[list[torch.Tensor], list[float]]:
+        """:meth:`TorchForward.encode_groups`: per environment float32 ``(N_i, frame_dim)`` and milliseconds."""
+        return self.forward.encode_groups(frame_sets, instructions)
 
     def advance(self, episodes: list[VLAEpisode], observations: list[Mapping[str, Any]],
                 frame_features: list[torch.Tensor | None] | None = None) -> list[np.ndarray]:
@@ -498,12 +604,16 @@ class VLAPolicy(BatchablePolicy):
 
         Args:
             episodes: the environments' :class:`VLAEpisode` (each at most once).
-            observations: their observations, same order (``image`` is read unless a frame feature is given).
+            observations: their observations, same order (``image`` is read unless a frame feature is given; the
+                episode's instruction stands in for a missing or empty ``instruction``).
             frame_features: per episode, this step's frame already encoded into this policy's streams,
                 ``(frame_dim,)``, or None.
 
         Returns:
             per episode float32 ``(action_dim,)``.
+
+        Raises:
+            MobileVLAError (a ``ValueError``): a frame the backend cannot take (:meth:`check_frame`).
         """
         features = frame_features or [None] * len(episodes)
         instructions = []
@@ -513,11 +623,15 @@ class VLAPolicy(BatchablePolicy):
             if feat is not None and not ep.history.pending:
                 ep.history.push_feature(feat)
             else:
-                ep.history.push_image(obs["image"])
+                ep.history.push_image(self.forward.check_frame(obs["image"]))
             instructions.append(_instruction(obs, ep.instruction))
         needing = [i for i, ep in enumerate(episodes) if ep.chunks.needs_chunk(self.execution)]
-        new = dict(zip(needing, self._predict_chunks([episodes[i] for i in needing], [instructions[i] for i in needing])
-                       if needing else []))
+        new = {}
+        if needing:
+            chunks = self.forward.predict([episodes[i] for i in needing], [instructions[i] for i in needing])
+            for i, chunk in zip(needing, chunks):
+                new[i] = episodes[i].last_chunk = chunk
+                episodes[i].num_predictions += 1
         return [ep.chunks.take(self.execution, new.get(i)) for i, ep in enumerate(episodes)]
 
     def predict_normalized(self, observation: Mapping[str, Any], frame_feature: torch.Tensor | None = None
@@ -976,6 +1090,6 @@ def ensemble(first: str = "case2", second: str = "lstm-recon", weight: float = 0
 
 __all__ = [
     "EXECUTION_MODES", "RAW_LABEL_HEADS", "ChunkExecutor", "EnsembleEpisode", "EnsemblePolicy", "FrameHistory",
-    "PostProcessing", "TemporalEnsembler", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble", "output_scale",
-    "resolve_backbone", "robovlms_settings",
+    "PostProcessing", "TemporalEnsembler", "TorchForward", "VLAEpisode", "VLAPolicy", "build_vla_policy", "ensemble",
+    "output_scale", "resolve_backbone", "robovlms_settings",
 ]

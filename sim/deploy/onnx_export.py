@@ -1,7 +1,7 @@
 """Export a VLA policy to ONNX (FP32 or FP16) for the Jetson, check the artifact against PyTorch, and give a
 latency-budget verdict (the library of ``python -m sim.export``).
 
-Writes ``DIR/model.onnx`` and its sidecar ``DIR/model.json`` (see :mod:`policies.onnx_policy` for the graph's
+Writes ``DIR/model.onnx`` and its sidecar ``DIR/model.json`` (see :mod:`policies.onnx_artifact` for the graph's
 inputs/outputs), each atomically (:func:`foundations.files.atomic_write`; model first, sidecar last), only
 after the numerical check passed. The sidecar records the inputs, outputs, image normalisation, window, chunk,
 action scale and post-processing settings, backbone name, source checkpoint (or seed of a random head), the
@@ -42,7 +42,7 @@ from envs import ENV_ID
 from envs.settings import ImageSize
 from foundations.errors import ConfigError, MobileVLAError
 from foundations.files import atomic_write, atomic_write_json
-from policies.onnx_policy import (
+from policies.onnx_artifact import (
     ARTIFACT_FORMAT,
     ARTIFACT_FORMAT_VERSION,
     FULL_INPUTS,
@@ -53,7 +53,6 @@ from policies.onnx_policy import (
     KIND_HEAD_ONLY,
     MODEL_NAME,
     ArtifactSpec,
-    OnnxPolicy,
     OrtRunner,
     build_source_policy,
     file_sha256,
@@ -61,6 +60,7 @@ from policies.onnx_policy import (
     resolve_model_path,
     sidecar_path,
 )
+from policies.onnx_policy import OnnxPolicy
 from sim.evaluation.episode import Episode
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class ParityError(MobileVLAError, RuntimeError):
 
 
 class PerStepGraph(nn.Module):
-    """Lite frame encoder + head as one per-step graph (the :data:`~policies.onnx_policy.KIND_FULL` layout).
+    """Lite frame encoder + head as one per-step graph (the :data:`~policies.onnx_artifact.KIND_FULL` layout).
 
     ``forward(frames uint8 (B, K, H, W, 3), history float32 (B, P, Dv), text float32 (B, Dt))`` ->
     ``(actions float32 (B, chunk, action_dim), features float32 (B, K, Dv))``, ``Dv`` the head's frame streams
@@ -354,7 +354,7 @@ def check_parity(model_path: str | Path, reference: Any, observations: Sequence[
             diff_a = max(diff_a, _max_abs(ref_chunk, got_chunk))
             if spec.kind == KIND_FULL:
                 ref_feat = reference.encode_frames(obs["image"], instruction).numpy()[0]
-                diff_f = max(diff_f, _max_abs(ref_feat, exported._features[-1]))
+                diff_f = max(diff_f, _max_abs(ref_feat, exported.history.features()[-1].numpy()))
     finally:
         reference.execution, reference.postprocess = saved
     graph = build_graph(reference, head_only=spec.kind == KIND_HEAD_ONLY, fp16=False)
@@ -390,7 +390,7 @@ def verify_artifact(model_path: str | Path, observations: Sequence[dict[str, Any
         ParityError: outputs differ beyond the bound (e.g. the file was modified after export).
         ArtifactError: missing or invalid sidecar / model.
     """
-    from policies.onnx_policy import ArtifactNotFoundError
+    from policies.onnx_artifact import ArtifactNotFoundError
 
     model_path = resolve_model_path(model_path)
     if not model_path.is_file():
@@ -478,7 +478,7 @@ class ExportResult:
 
 def make_sidecar(policy: Any, *, kind: str, precision: str, opset: int, checkpoint: str | None, seed: int,
                  sha256: str, observations_source: str, source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The artifact sidecar for a :class:`~policies.vla.VLAPolicy` (see :mod:`policies.onnx_policy`)."""
+    """The artifact sidecar for a :class:`~policies.vla.VLAPolicy` (see :mod:`policies.onnx_artifact`)."""
     from policies.backbones import efficientnet_lite as effnet
 
     head, bb = policy.head, policy.backbone
