@@ -136,8 +136,10 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
+    except socket.gaierror as exc:  # a host name or address that does not resolve (its errno is negative)
+        raise ConfigError(f"--host {host}: not a valid address or known host name ({exc.strerror or exc})") from None
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason}); is another server "
                           "running? choose another --port") from None
 

@@ -100,3 +100,95 @@ def test_the_lerobot_export_reads_an_episode_by_windows(tmp_path, image_reads):
 
     table = pq.read_table(next((root / "data").rglob("*.parquet")))
     assert table.num_rows == BLANK_FRAMES
+
+
+# ------------------------------------------------------------------------------------ audit regressions
+def _one_line_exit_2(capsys, main, argv, named):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("error: ") and named in err.splitlines()[-1], err
+    return err
+
+
+def test_a_text_file_given_as_a_checkpoint_is_a_verdict_not_a_traceback(tmp_path, capsys):
+    """Bytes that are no pickle made torch's weights-only unpickler raise KeyError (a memo miss): a traceback."""
+    from policies.checkpoints import CheckpointFormatError, torch_load
+    from sim import checkpoint as checkpoint_cli
+
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(CheckpointFormatError, match="notes.txt"):
+        torch_load(text)
+    assert checkpoint_cli.main([str(text), "--json"]) == 1  # ran: the verdict is "does not load"
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and '"loads": false' in captured.out
+
+
+@pytest.mark.parametrize("content", [b'{"a": ', b"", b"PK\x03\x04 cut short"])
+def test_export_observations_that_are_no_npz_are_named(tmp_path, capsys, content):
+    """A truncated JSON given as --observations: numpy's 'contains pickled data' ValueError, a traceback."""
+    from sim import export as export_cli
+
+    bad = tmp_path / "obs.json"
+    bad.write_bytes(content)
+    out = tmp_path / "onnx"
+    _one_line_exit_2(capsys, export_cli.main, ["--policy", "lstm-recon", "--out", str(out), "--observations",
+                                               str(bad)], "obs.json")
+    assert not out.exists(), "no empty output folder left"
+
+
+def test_an_output_path_of_the_wrong_kind_is_named_plainly(tmp_path, capsys):
+    """``--out`` naming a file printed ``[Errno 17] File exists``; a PNG path naming a folder printed the temporary
+    file's rename."""
+    from sim import generate, preview
+
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    _one_line_exit_2(capsys, generate.main, ["--out", str(afile), "--episodes", "1", "--image-size", "64x48"],
+                     f"{afile} is a file, not a folder")
+    from sim.cli import _error_line
+
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert _error_line(IsADirectoryError(21, "Is a directory", str(tmp_path / ".x.tmp"), None, str(folder))) == (
+        f"{folder} is a folder, not a file: name a file")
+    assert preview  # the command the rename case was found in (a 10 s render: exercised in the audit table)
+
+
+def test_train_resume_without_a_state_is_refused_not_a_fresh_training(tmp_path, capsys):
+    """A mistyped --out with --resume silently trained from scratch."""
+    from sim import train as train_cli
+
+    out = tmp_path / "ckpt-typo"
+    _one_line_exit_2(capsys, train_cli.main, ["--policy", "lstm-recon", "--data", str(tmp_path), "--out", str(out),
+                                              "--resume"], "--resume")
+    assert not out.exists()
+
+
+def test_train_bad_data_leaves_no_empty_output_folder(tmp_path, capsys):
+    from sim import train as train_cli
+
+    (tmp_path / "data").mkdir()
+    out = tmp_path / "ckpt"
+    _one_line_exit_2(capsys, train_cli.main, ["--policy", "lstm-recon", "--data", str(tmp_path / "data"), "--out",
+                                              str(out), "--cache-dir", str(tmp_path / "cache")], "no .h5 episode files")
+    assert not out.exists()
+
+
+def test_model_source_flags_for_policies_that_load_no_model_are_refused(tmp_path, capsys):
+    """``sim.eval --policy expert --key-map FILE`` ignored the flag (and never read the file)."""
+    from sim import eval as sim_eval
+
+    out = tmp_path / "run"
+    _one_line_exit_2(capsys, sim_eval.main, ["--policy", "expert", "--key-map", str(tmp_path / "map.json"),
+                                             "--out", str(out)], "--key-map applies to the policies that load")
+    assert not out.exists()
+
+
+def test_serve_on_a_host_that_does_not_resolve_says_so(capsys):
+    """``--host 256.1.1.1`` printed 'cannot listen there (Unknown error -2); is another server running?'."""
+    import sim.serve as serve
+
+    err = _one_line_exit_2(capsys, serve.main, ["--policy", "random", "--host", "256.1.1.1", "--port", "0"],
+                           "--host 256.1.1.1: not a valid address")
+    assert "Unknown error" not in err

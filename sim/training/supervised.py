@@ -396,12 +396,12 @@ def train(
     factors = check_factors(distance_augmentation) if distance_augmentation is not None else None
     t_prepare = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     files = [f for source in data for f in list_episode_files(source)]
     episodes: list[Episode] = load_episodes(files, skip_invalid=skip_invalid)
     if len(episodes) < 2:
         raise ConfigError(f"need at least two episodes to split train/validation, found {len(episodes)}")
+    out.mkdir(parents=True, exist_ok=True)  # once the data is known good: a bad one leaves no empty folder
 
     vla = build_vla_policy(policy, backbone=backbone, backbone_path=backbone_path, seed=seed,
                            head_overrides=head_overrides or {}, use_bundled=False, device=device)
