@@ -192,3 +192,29 @@ def test_serve_on_a_host_that_does_not_resolve_says_so(capsys):
     err = _one_line_exit_2(capsys, serve.main, ["--policy", "random", "--host", "256.1.1.1", "--port", "0"],
                            "--host 256.1.1.1: not a valid address")
     assert "Unknown error" not in err
+
+
+@pytest.mark.parametrize("content, named", [("[1]", "must be a JSON object, got a JSON list"),
+                                            ('{"schema_version": 1, "rows": [5]}', "'rows' must be a list")])
+def test_a_leaderboard_row_file_of_the_wrong_shape_is_named(tmp_path, capsys, content, named):
+    """A row file holding a JSON list printed "AttributeError: 'list' object has no attribute 'get'"."""
+    from sim import leaderboard
+    from sim.evaluation.leaderboard import SCHEMA_VERSION
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "leaderboard_row.json").write_text(content.replace('"schema_version": 1', f'"schema_version": '
+                                                                                     f'{SCHEMA_VERSION}'))
+    err = _one_line_exit_2(capsys, leaderboard.main, [str(run)], named)
+    assert "AttributeError" not in err and "leaderboard_row.json" in err
+
+
+def test_a_truncated_run_config_is_named_once(tmp_path, capsys):
+    """``--resume`` of a run whose config.json is cut short named the file twice in one line."""
+    from sim import eval as sim_eval
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"policies": ')
+    err = _one_line_exit_2(capsys, sim_eval.main, ["--resume", str(run)], "not valid JSON")
+    assert err.count("config.json") == 1, err
