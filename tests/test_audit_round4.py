@@ -218,3 +218,17 @@ def test_a_truncated_run_config_is_named_once(tmp_path, capsys):
     (run / "config.json").write_text('{"policies": ')
     err = _one_line_exit_2(capsys, sim_eval.main, ["--resume", str(run)], "not valid JSON")
     assert err.count("config.json") == 1, err
+
+
+def test_offline_with_a_policy_that_cannot_act_on_real_frames_leaves_no_folder(tmp_path, capsys):
+    """``sim.offline --policy expert`` failed on the first frame but left its (empty) run folder behind."""
+    from sim import offline
+    from tests.test_robustness import NAMES, _episode
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _episode(data / NAMES[0])
+    out = tmp_path / "offline"
+    _one_line_exit_2(capsys, offline.main, ["--policy", "expert", "--data", str(data), "--out", str(out),
+                                            "--no-twins", "--no-progress"], "cannot act on real frames")
+    assert not out.exists()
