@@ -232,3 +232,12 @@ def test_offline_with_a_policy_that_cannot_act_on_real_frames_leaves_no_folder(t
     _one_line_exit_2(capsys, offline.main, ["--policy", "expert", "--data", str(data), "--out", str(out),
                                             "--no-twins", "--no-progress"], "cannot act on real frames")
     assert not out.exists()
+
+
+def test_a_guide_file_with_an_unparsable_pattern_name_is_named(tmp_path, capsys):
+    """``error: cannot parse pattern name 'p'`` did not say which of the files held it."""
+    from sim import replay_patterns
+
+    bad = tmp_path / "mine.json"
+    bad.write_text('{"p": ["w", "SPACE"]}')
+    _one_line_exit_2(capsys, replay_patterns.main, ["--patterns", str(bad)], "mine.json: cannot parse pattern name")
