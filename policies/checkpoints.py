@@ -297,7 +297,8 @@ def torch_load(path: Path) -> Any:
                 f"{path}: refused by torch.load(weights_only=True): it stores Python objects beyond tensors and "
                 f"plain containers, which are never unpickled here ({detail})") from exc
         raise CheckpointFormatError(f"{path}: corrupt or not a torch checkpoint ({detail})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError,
+            LookupError) as exc:  # LookupError: the unpickler's memo miss on bytes that are no pickle (a text file)
         raise CheckpointFormatError(f"{path}: corrupt or unreadable torch checkpoint "
                                     f"({type(exc).__name__}: {_unpickler_detail(exc)})") from exc
 

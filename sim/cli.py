@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import scenarios
@@ -291,6 +292,19 @@ class Terminated(KeyboardInterrupt):
     work cleanly: finished results kept, worker processes ended)."""
 
 
+def _error_line(exc: BaseException) -> str:
+    """The one line ``error: ...`` prints for ``exc``; an output path of the wrong kind is named plainly (not
+    ``[Errno 17] File exists``, or the temporary file an atomic write renames)."""
+    if isinstance(exc, FileExistsError) and exc.filename and Path(exc.filename).is_file():
+        return f"{exc.filename} is a file, not a folder: choose another output folder"
+    if isinstance(exc, IsADirectoryError):
+        target = exc.filename2 or exc.filename
+        if target and Path(target).is_dir():
+            return f"{target} is a folder, not a file: name a file"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def command(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a command's ``main(argv) -> exit code`` so that it always returns its exit code: an error of the
     project or an unusable file the user named prints ``error: <message>`` (one line) and returns 2, as argparse's
@@ -312,7 +326,7 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
         except SystemExit as exc:  # argparse: usage error (2) or --help (0)
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         except (MobileVLAError, OSError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = _error_line(exc)
             print(f"error: {message}", file=sys.stderr)
             code = EXIT_USAGE
         except KeyboardInterrupt:

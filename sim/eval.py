@@ -145,6 +145,12 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             raise ConfigError(f"{flag} must be {bound}, got {value}")
     names = list(dict.fromkeys(args.policy))
     source = model_source_kwargs(args)
+    if source:
+        from policies.registry import model_source_names
+
+        if not any(name.partition(":")[0] in model_source_names() for name in names):
+            raise ConfigError(f"--{next(iter(source)).replace('_', '-')} applies to the policies that load a model "
+                              f"({', '.join(sorted(model_source_names()))}); none of {', '.join(names)} does")
     policy_args = parse_policy_args(args.policy_arg)
     out = Path(args.out) if args.out else default_run_dir(names, time.strftime("%Y%m%d-%H%M%S"))
     components = parse_latency_components(args.latency_component)

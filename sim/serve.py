@@ -5,7 +5,8 @@ Usage::
 
     python -m sim.serve --policy NAME [--checkpoint FILE] [--config ROBOVLMS.json] [--backbone auto]
         [--backbone-path DIR] [--clip-path P] [--device cpu|cuda] [--host 127.0.0.1] [--port 8000]
-        [--api-key KEY] [--dead-zone] [--policy-arg KEY=VALUE ...]
+        [--api-key KEY] [--dead-zone] [--policy-arg KEY=VALUE ...] [--max-connections 64]
+        [--max-connections-per-client N]
 
 ``--policy-arg KEY=VALUE`` pairs are passed to :func:`policies.make_policy` (values are parsed as Python/JSON
 literals when possible, else kept as strings), e.g. ``--policy random --policy-arg seed=3``. The API key comes
@@ -38,6 +39,7 @@ from sim.evaluation.config import policy_spec
 from sim.evaluation.runner import PolicyBuildError
 from sim.serving.server import (
     API_KEY_ENV,
+    CONNECTIONS_PER_CLIENT_SHARE,
     MAX_BODY_BYTES,
     MAX_CONNECTIONS,
     MAX_SESSIONS,
@@ -85,12 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds a client has to send a whole request; slower connections are closed")
     parser.add_argument("--max-connections", type=int_in(1, 100_000), default=MAX_CONNECTIONS,
                         help="connections served at once; more are answered 503")
+    parser.add_argument("--max-connections-per-client", type=int_in(1, 100_000), default=None,
+                        help="connections one client (remote IP) may hold open; more from it are answered 503 while "
+                             f"other clients are still served (default: 1/{CONNECTIONS_PER_CLIENT_SHARE} of "
+                             "--max-connections, at least 1)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.max_sessions < 1 or args.max_body_mb <= 0 or args.max_connections < 1 or not args.read_timeout > 0:
         parser.error("--max-sessions, --max-body-mb, --max-connections and --read-timeout must be positive")
+    if args.max_connections_per_client is not None and args.max_connections_per_client > args.max_connections:
+        parser.error(f"--max-connections-per-client ({args.max_connections_per_client}) must be at most "
+                     f"--max-connections ({args.max_connections})")
     base = args.policy.partition(":")[0]
     vla = base in vla_names()
     source = model_source_kwargs(args)
@@ -113,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PolicyBuildError(f"cannot build policy {args.policy!r}: {type(exc).__name__}: {exc}") from None
     with bind(args.host, args.port) as sock:  # a busy port: one line, exit 2 (not uvicorn's log and exit 1)
         uvicorn.Server(uvicorn_config(app, read_timeout=args.read_timeout, max_connections=args.max_connections,
+                                      max_connections_per_client=args.max_connections_per_client,
                                       host=args.host, port=args.port, log_level=args.log_level)).run(sockets=[sock])
     return 0
 
@@ -126,8 +136,10 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family, backlog=2048)
+    except socket.gaierror as exc:  # a host name or address that does not resolve (its errno is negative)
+        raise ConfigError(f"--host {host}: not a valid address or known host name ({exc.strerror or exc})") from None
     except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({reason}); is another server "
                           "running? choose another --port") from None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from foundations.errors import EXIT_FAILED, EXIT_OK, ConfigError
 from foundations.files import json_text
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="loss weight of the final stop frame (one per episode; 1 = the team's recipe)")
     add_policy_arg_argument(parser, "--head-arg")
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad episode files with a warning")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (which must exist)")
     return parser
 
 
@@ -110,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     device = check_device(args.device or "cpu")
+    if args.resume and not (Path(args.out).expanduser() / "last.pt").is_file():  # a mistyped --out never retrains
+        parser.error(f"--resume: {Path(args.out) / 'last.pt'} not found: nothing to continue (drop --resume to start "
+                     "a new training)")
     policy_args = parse_policy_args(args.policy_arg)
     head_overrides = {**policy_args.pop("*", {}), **policy_args.pop(args.policy, {})}
     if policy_args:

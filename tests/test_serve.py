@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from foundations.errors import ConfigError
 from policies import Policy, make_policy
 from sim.cli import parse_policy_kwargs
 from sim.serve import main
@@ -355,3 +357,62 @@ def test_a_client_that_keeps_reconnecting_never_closes_the_robots_session():
         for i in range(20):
             predict(client, session=f"flood-{i}")
         assert client.get("/health").json()["sessions"] == 1 + 2  # the preloaded default + this client's two
+
+
+def _idle_connection(url: str, source: str):
+    """An open TCP connection to the server at ``url`` from the loopback address ``source`` that sends nothing."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.bind((source, 0))
+    sock.connect((parts.hostname, parts.port))
+    return sock
+
+
+def test_one_client_holding_idle_connections_cannot_starve_another():
+    """One client (127.0.0.2) opening more connections than the whole server serves: the ones beyond its share are
+    answered 503 at once, and another client (127.0.0.1) is still served."""
+    import socket
+    import time
+
+    import httpx
+
+    held = []
+    with serve_in_thread(create_app(Recorder), max_connections=4, max_connections_per_client=2,
+                         read_timeout=30) as url:
+        try:
+            for _ in range(8):  # twice the server's total
+                held.append(_idle_connection(url, "127.0.0.2"))
+            refused = []
+            for sock in held[2:]:
+                answer = b""
+                with contextlib.suppress(socket.timeout, ConnectionError):
+                    while chunk := sock.recv(4096):
+                        answer += chunk
+                refused.append(answer)
+            assert all(a.startswith(b"HTTP/1.1 503") and b"too many connections from 127.0.0.2" in a
+                       for a in refused), refused
+            time.sleep(0.2)
+            response = httpx.get(f"{url}/health", timeout=5)  # the other client (127.0.0.1)
+            assert response.status_code == 200, response.text
+            held[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the first client's own share still works
+            assert held[0].recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_the_per_client_connection_limit_is_a_bounded_flag(capsys):
+    from sim.serving.server import default_connections_per_client, uvicorn_config
+
+    assert default_connections_per_client(64) == 16 and default_connections_per_client(2) == 1
+    for bad in (["--max-connections-per-client", "0"], ["--max-connections-per-client", "x"],
+                ["--max-connections", "4", "--max-connections-per-client", "5"]):
+        assert main(["--policy", "random", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--max-connections-per-client" in err, err
+    with pytest.raises(ConfigError, match="max-connections-per-client"):
+        uvicorn_config(create_app(Recorder), max_connections=4, max_connections_per_client=8)

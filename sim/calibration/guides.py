@@ -95,9 +95,15 @@ def load_guides(paths: Iterable[str | Path] = GUIDE_FILES) -> list[Guide]:
     Raises:
         ConfigError: an unreadable file, a bad key list or an unparsable name (named).
     """
-    return [Guide(name, tuple(keys), layout, distance, 1.0 / len(pairs))
-            for path in paths for name, keys in load_patterns(path).items()
-            for pairs in [pattern_scenarios(name)] for layout, distance in pairs]
+    guides = []
+    for path in paths:
+        for name, keys in load_patterns(path).items():
+            try:
+                pairs = pattern_scenarios(name)
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc} (names look like 1box_hori_left__core__close)") from None
+            guides += [Guide(name, tuple(keys), layout, distance, 1.0 / len(pairs)) for layout, distance in pairs]
+    return guides
 
 
 def replay_all(guides: Sequence[Guide], seeds: int, *, family: str = scenarios.DEFAULT_FAMILY,

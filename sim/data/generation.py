@@ -533,7 +533,7 @@ def export_lerobot(folder: Path, fps: int, root: Path | None = None) -> Path:
         for path in paths:
             actions, events = h5format.read_actions(path)
             writer.add_episode(h5format.read_info(path).instruction, {
-                "observation.images.cam_front": h5format.read_episode_frames(path), "action": actions,
+                "observation.images.cam_front": h5format.EpisodeFrames(path), "action": actions,  # by windows
                 "action.event_type": events})
     return root
 

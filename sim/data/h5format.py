@@ -688,7 +688,10 @@ class EpisodeFrames(collections.abc.Sequence):
     def __init__(self, path: str | os.PathLike, window: int = FRAME_WINDOW) -> None:
         self.path, self.window = Path(path), int(window)
         with h5py.File(self.path, "r") as f:
-            self._len = int(f["images"].shape[0])
+            images = f["images"]
+            self._len = int(images.shape[0])
+            #: ``(N, H, W, 3)`` and the stored dtype, as an array's (a lazy camera column for the LeRobot writer)
+            self.shape, self.dtype = tuple(int(d) for d in images.shape), images.dtype
         self._start, self._frames = -1, np.empty((0,), np.uint8)
 
     def __len__(self) -> int:

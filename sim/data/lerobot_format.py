@@ -252,13 +252,21 @@ def _feature_stats(batch: np.ndarray, count: int) -> dict[str, np.ndarray]:
             **dict(zip(QUANTILE_KEYS, quantiles))}
 
 
-def _image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
+def _lazy_frames(value: Any) -> bool:
+    """Whether ``value`` is a lazy camera column: not an array, but it declares its ``shape`` and ``dtype`` and
+    gives frames by index (:class:`sim.data.h5format.EpisodeFrames`), so it is read a frame (a window) at a time."""
+    return (not isinstance(value, np.ndarray) and hasattr(value, "shape") and hasattr(value, "dtype")
+            and hasattr(value, "__getitem__") and hasattr(value, "__len__"))
+
+
+def _image_stats(frames: Any) -> dict[str, np.ndarray]:
     """``compute_episode_stats`` of a camera feature, ``frames`` uint8 ``(N, H, W, 3)``: a sample of frames
     (``sample_indices``: all of them up to 100, then ``N ** 0.75`` up to 10 000), downsampled when a side is
     300 px or more (``auto_downsample_height_width``), per-channel stats / 255 with shape ``(3, 1, 1)``."""
     n = len(frames)
     num = max(min(n, 100), min(int(n**0.75), 10_000))
-    sample = frames[np.round(np.linspace(0, n - 1, num)).astype(int)]
+    picked = np.round(np.linspace(0, n - 1, num)).astype(int)
+    sample = frames[picked] if isinstance(frames, np.ndarray) else np.stack([frames[i] for i in picked])
     height, width = sample.shape[1:3]
     if max(width, height) >= 300:
         step = int(width / 150) if width > height else int(height / 150)
@@ -492,7 +500,12 @@ class LeRobotV3Writer:
             try:
                 if isinstance(value, (str, bytes)):
                     raise TypeError(f"a single {type(value).__name__}")
-                values[key] = list(value) if spec["dtype"] == "string" else np.asarray(value)
+                if spec["dtype"] == "string":
+                    values[key] = list(value)
+                elif spec["dtype"] in _CAMERA_DTYPES and _lazy_frames(value):
+                    values[key] = value  # read frame by frame as it is written, never whole
+                else:
+                    values[key] = np.asarray(value)
                 len(values[key])
             except (TypeError, ValueError) as err:
                 raise LeRobotFormatError(f"data[{key!r}]: must hold one value per frame ({err})") from None
@@ -506,7 +519,7 @@ class LeRobotV3Writer:
         for key, spec in self.features.items():
             value, where, dtype, shape = values[key], f"data[{key!r}]", spec["dtype"], spec["shape"]
             if dtype in _CAMERA_DTYPES:
-                if value.dtype != np.uint8 or value.shape != (n, *shape):
+                if np.dtype(value.dtype) != np.uint8 or tuple(value.shape) != (n, *shape):
                     raise LeRobotFormatError(f"{where}: frames must be uint8 {(n, *shape)} RGB, "
                                              f"got {value.dtype} {value.shape}")
                 columns[key] = value
@@ -532,7 +545,8 @@ class LeRobotV3Writer:
         Args:
             task: the episode's instruction (a non-empty string); equal strings share a ``task_index``.
             data: one entry per declared feature, ``N`` values each: camera features uint8 ``(N, H, W, 3)`` RGB
-                (exactly uint8); numeric features an array ``(N, D)`` (or ``(N,)`` for shape ``(1,)``) that casts
+                (exactly uint8), or a lazy column declaring that ``shape`` and ``dtype`` and giving frames by index
+                (:class:`sim.data.h5format.EpisodeFrames`: read a window at a time, never whole); numeric features an array ``(N, D)`` (or ``(N,)`` for shape ``(1,)``) that casts
                 to the feature's dtype within its kind (float64 to float32, not float to int), finite; string
                 features a sequence of ``N`` strings.
 

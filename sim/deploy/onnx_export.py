@@ -30,6 +30,7 @@ import itertools
 import logging
 import time
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,11 +265,18 @@ def load_observations(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"observations file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        if "images" not in data:
-            raise ConfigError(f"{path}: needs an 'images' array (N, H, W, 3) uint8; has {list(data.keys())}")
-        images = data["images"]
-        instr = data.get("instructions")
+    if not zipfile.is_zipfile(path):  # np.load would take any other bytes for a pickle and say so
+        raise ConfigError(f"{path}: not an .npz file (np.savez of an 'images' array (N, H, W, 3) uint8)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "keys"):  # a bare .npy array
+                raise ConfigError(f"{path}: must be an .npz with an 'images' array (N, H, W, 3) uint8")
+            if "images" not in data:
+                raise ConfigError(f"{path}: needs an 'images' array (N, H, W, 3) uint8; has {list(data.keys())}")
+            images = data["images"]
+            instr = data.get("instructions")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # not an .npz, truncated, pickled objects
+        raise ConfigError(f"{path}: not a readable .npz of observations ({type(exc).__name__}: {exc})") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ConfigError(f"{path}: images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
     default = "Navigate around obstacles and reach the front of the beverage bottle on the left"
@@ -600,7 +608,6 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
     kind = KIND_HEAD_ONLY if head_only else KIND_FULL
     precision = "fp16" if fp16 else "fp32"
     out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     model_path = out / model_name
     side_path = sidecar_path(model_path)
 
@@ -612,6 +619,7 @@ def export_policy(policy: str = "case2", *, out: str | Path, checkpoint: str | P
     else:
         obs_source = f"{len(observations)} given observations"
     observations = list(observations)
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs are read: a bad one leaves no empty folder
 
     graph = build_graph(ref, head_only=head_only, fp16=fp16)
     example = _example_inputs(ref, head_only)

@@ -342,7 +342,9 @@ class EvalConfig(_Frozen):
         try:
             data = read_json(path)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot resume {run_dir}: {path}: {exc}") from None
+            detail = str(exc)
+            raise ConfigError(f"cannot resume {run_dir}: "
+                              f"{detail if detail.startswith(str(path)) else f'{path}: {detail}'}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object")
         if isinstance(data.get("env"), dict):  # runs of before the renderer setting rendered with tiny

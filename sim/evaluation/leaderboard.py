@@ -43,6 +43,11 @@ def load_rows(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                               f"python -m sim.eval --resume {run_dir})")
         try:
             data = read_json(path, MAX_ROW_FILE_BYTES)
+            if not isinstance(data, dict):
+                raise ValueError(f"must be a JSON object, got a JSON {type(data).__name__}")
+            if not isinstance(data.get("rows"), list) or not all(isinstance(r, dict) for r in data["rows"]):
+                if data.get("schema_version") == SCHEMA_VERSION:
+                    raise ValueError("'rows' must be a list of JSON objects")
             if data.get("schema_version") != SCHEMA_VERSION:
                 raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
             file_rows = list(data["rows"])

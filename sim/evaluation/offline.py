@@ -24,6 +24,7 @@ the data's, or ``family``).
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -404,6 +405,7 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
         except Exception as exc:  # noqa: BLE001
             raise PolicyBuildError(f"cannot build policy {spec.name!r}: {type(exc).__name__}: {exc}") from None
 
+    created = not cfg.out.exists()
     cfg.out.mkdir(parents=True, exist_ok=True)
     env = gym.make(ENV_ID, image_size=cfg.twin_image_size, render_mode="rgb_array",
                    renderer=cfg.renderer) if cfg.twins else None
@@ -439,6 +441,10 @@ def evaluate_offline(cfg: OfflineConfig, *, progress: bool = True) -> dict[str, 
                                          "status": twin.status, "frames": len(twin.frames),
                                          "real_frames": len(real.frames), "family": twin.family,
                                          "video": str(video.relative_to(cfg.out)) if video else None}
+    except OfflinePolicyError:  # found on the first episode, before anything is written: leave no empty folder
+        if created and not any(p.is_file() for p in cfg.out.rglob("*")):
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     finally:
         if env is not None:
             env.close()

@@ -37,7 +37,9 @@ here); a missing key gets 403 (theirs raises inside its key check: 500); a polic
 (theirs logs it and answers a zero action with 200); sessions; request body and image size limits; no driving
 log files written.
 
-Limits: request bodies over ``max_body_bytes`` (4 MiB) -> 413; images wider or taller than 1280x720 (the robot
+Limits: more than ``max_connections`` (64) open connections -> 503; more than ``max_connections_per_client`` (a
+quarter of those, 16) open connections from one client (remote IP) -> 503 for that client only (others are still
+served: :func:`deadline_protocol`); request bodies over ``max_body_bytes`` (4 MiB) -> 413; images wider or taller than 1280x720 (the robot
 camera) -> 413; body not JSON -> 400; missing fields or wrong types -> 422; bad base64, not a JPEG/PNG image or
 a corrupt one -> 400; missing/wrong ``X-API-Key`` when a key is configured -> 403; the policy raising -> 500.
 """
@@ -82,6 +84,13 @@ MAX_INSTRUCTION_CHARS = 1024
 READ_TIMEOUT_S = 10.0
 #: Connections served at once; more are answered 503.
 MAX_CONNECTIONS = 64
+#: Share of ``max_connections`` one client (remote IP) may hold open by default (a quarter: 16 of 64).
+CONNECTIONS_PER_CLIENT_SHARE = 4
+
+
+def default_connections_per_client(max_connections: int) -> int:
+    """Connections one client (remote IP) may hold open when not set: a quarter of ``max_connections``, at least 1."""
+    return max(1, max_connections // CONNECTIONS_PER_CLIENT_SHARE)
 #: Sessions kept at once (least recently used ones are closed).
 MAX_SESSIONS = 16
 #: Sessions one client (host) may hold; a new one beyond closes that client's own least recently used session.
@@ -452,7 +461,7 @@ def _gpu_memory() -> dict[str, Any] | None:
             "reserved_gb": torch.cuda.memory_reserved() / 1024**3, "device_name": torch.cuda.get_device_name(0)}
 
 
-def deadline_protocol(read_timeout: float) -> type:
+def deadline_protocol(read_timeout: float, max_per_client: int | None = None) -> type:
     """uvicorn's h11 protocol with a deadline on receiving each request (``read_timeout`` s from its first byte,
     or from the connection, to its last byte). uvicorn has none: a client trickling a byte every few seconds would
     hold a connection open for ever (slowloris). A request not received in time gets its connection closed; the
@@ -461,12 +470,23 @@ def deadline_protocol(read_timeout: float) -> type:
     uvicorn offers no public hook for this (its ``timeout_keep_alive`` bounds only the idle time between requests,
     and an ASGI middleware runs only once the headers are in), so this subclasses its ``H11Protocol`` and reads its
     ``cycle`` and ``conn``: the dependency is pinned to the uvicorn releases it was tested on (``pyproject.toml``),
-    and ``tests/test_run_integrity.py`` fails on a release outside that range or without those members."""
+    and ``tests/test_run_integrity.py`` fails on a release outside that range or without those members.
+
+    With ``max_per_client``, one client (remote IP, from the transport's public ``peername``) holds at most that many
+    open connections: uvicorn's ``limit_concurrency`` counts all clients together, so one client opening (or
+    re-opening) connections could hold every slot and starve the robot. A connection beyond the client's share is
+    answered ``503`` (``{"detail": "too many connections from <ip> ..."}``, ``Connection: close``) at once, never
+    reaches uvicorn (so it takes none of ``max_connections``) and is closed when the client closes it, or after 1 s."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
+    open_per_host: dict[str, int] = {}  # connections being served, per remote IP (this server's, one event loop)
+    warned: set[str] = set()  # hosts refused since they were last under their share (one log line each)
+
     class DeadlineH11Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _host: str | None = None  # counted in open_per_host
+        _refused: asyncio.TimerHandle | None = None  # a connection beyond its client's share
 
         def _arm(self) -> None:
             if self._deadline is None:
@@ -485,17 +505,56 @@ def deadline_protocol(read_timeout: float) -> type:
                 self.transport.close()
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
+            peer = transport.get_extra_info("peername")
+            host = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else ""
+            if max_per_client is not None and open_per_host.get(host, 0) >= max_per_client:
+                self._refuse(transport, host)
+                return
+            open_per_host[host] = open_per_host.get(host, 0) + 1
+            self._host = host
             super().connection_made(transport)
             self._arm()
 
+        def _refuse(self, transport, host: str) -> None:
+            if host not in warned:
+                warned.add(host)
+                log.warning("refusing connections from %s: it already holds %d (--max-connections-per-client)",
+                            host, max_per_client)
+            body = (b'{"detail":"too many connections from ' + host.encode("ascii", "replace") + b": at most "
+                    + str(max_per_client).encode() + b' per client; close one and retry"}')
+            transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n"
+                            b"retry-after: 1\r\n\r\n" + body)
+            if transport.can_write_eof():
+                transport.write_eof()  # the answer is sent; keep reading (and dropping) until the client closes,
+            self._refused = self.loop.call_later(1.0, transport.close)  # so no reset loses the answer
+
         def data_received(self, data: bytes) -> None:
+            if self._refused is not None:
+                return  # a refused connection's request: already answered
             if self.cycle is None or self.cycle.response_complete:
                 self._arm()  # a new request starts
             super().data_received(data)
             if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR):
                 self._disarm()  # received in full
 
+        def eof_received(self) -> bool | None:
+            if self._refused is not None:
+                return None  # the client has read the 503 and closed: close too
+            return super().eof_received()
+
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._refused is not None:
+                self._refused.cancel()
+                return
+            if self._host is not None:
+                left = open_per_host.get(self._host, 1) - 1
+                if left > 0:
+                    open_per_host[self._host] = left
+                else:
+                    open_per_host.pop(self._host, None)
+                warned.discard(self._host)
+                self._host = None
             self._disarm()
             super().connection_lost(exc)
 
@@ -503,12 +562,23 @@ def deadline_protocol(read_timeout: float) -> type:
 
 
 def uvicorn_config(app: FastAPI, *, read_timeout: float = READ_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS,
-                   **kwargs: Any):
+                   max_connections_per_client: int | None = None, **kwargs: Any):
     """The ``uvicorn.Config`` the server runs with: :func:`deadline_protocol`, at most ``max_connections`` open
-    connections (more are answered 503), idle keep-alive connections closed after 5 s."""
+    connections (more are answered 503), at most ``max_connections_per_client`` of them from one remote IP (default
+    :func:`default_connections_per_client`; more are answered 503 at once), idle keep-alive connections closed after
+    5 s.
+
+    Raises:
+        ConfigError: a limit < 1, or ``max_connections_per_client`` above ``max_connections``.
+    """
     import uvicorn
 
-    return uvicorn.Config(app, http=deadline_protocol(read_timeout), limit_concurrency=max_connections,
+    per_client = (default_connections_per_client(max_connections) if max_connections_per_client is None
+                  else max_connections_per_client)
+    if max_connections < 1 or not 1 <= per_client <= max_connections:
+        raise ConfigError(f"--max-connections-per-client must be in [1, --max-connections = {max_connections}], "
+                          f"got {per_client}")
+    return uvicorn.Config(app, http=deadline_protocol(read_timeout, per_client), limit_concurrency=max_connections,
                           timeout_keep_alive=5, **kwargs)
 
 
@@ -521,6 +591,8 @@ def serve_in_thread(
     log_level: str = "warning",
     timeout: float = 10.0,
     read_timeout: float = READ_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_client: int | None = None,
 ) -> Iterator[str]:
     """Run ``app`` with uvicorn in a background thread (:func:`uvicorn_config`); yields its base URL
     (``"http://127.0.0.1:PORT"``).
@@ -535,7 +607,9 @@ def serve_in_thread(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn_config(app, read_timeout=read_timeout, log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(app, read_timeout=read_timeout, max_connections=max_connections,
+                                           max_connections_per_client=max_connections_per_client,
+                                           log_level=log_level))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sim.serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -94,30 +94,54 @@ class AugmentedCopy:
 
     def apply(self, frames: np.ndarray) -> np.ndarray:
         """The copy's frames: uint8 ``(N, H, W, 3)`` RGB (the whole episode) -> uint8 ``(M, H, W, 3)``,
-        ``M = len(frame_indices(N))``; one set of random parameters per copy (the same for all its frames)."""
+        ``M = len(frame_indices(N))``; one set of random parameters per copy (the same for all its frames). The
+        same frames as :meth:`apply_windows` over any split of the episode."""
+        parts = list(self.apply_windows([frames], len(frames)))
+        return np.concatenate(parts) if parts else np.empty((0, *frames.shape[1:]), np.uint8)
+
+    def apply_windows(self, windows: Iterable[np.ndarray], num_frames: int) -> Iterator[np.ndarray]:
+        """:meth:`apply` window by window: ``windows`` are the episode's ``num_frames`` frames in order, uint8
+        ``(n, H, W, 3)`` RGB each (:func:`sim.data.h5format.iter_episode_frames`); yields the copy's frames of each
+        (none for a window the copy skips entirely), so memory is one window, never the whole episode. The
+        parameters are drawn once, the pixel noise window after window from the same stream: the frames are the
+        same as :meth:`apply`'s of the whole episode."""
         rng = self._rng()
         rng.integers(2)  # the speed phase draw (keeps the streams of the kinds aligned)
-        x = torch.from_numpy(np.ascontiguousarray(frames[self.frame_indices(len(frames))])).float()
+        kept = self.frame_indices(num_frames)
         spread = 0.1 if self.kind == "precision" else 0.2
         brightness, contrast = rng.uniform(1 - spread, 1 + spread, size=2)
-        gain = rng.uniform(0.95, 1.05, size=3) if self.kind == "balanced" else np.ones(3)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * float(contrast) + mean * float(brightness)
-        x = x * torch.from_numpy(gain).float()
-        if self.kind == "balanced":
-            x = self._crop_resize(x, rng)
+        gain = torch.from_numpy(rng.uniform(0.95, 1.05, size=3) if self.kind == "balanced" else np.ones(3)).float()
         sigma = {"precision": 2.0, "balanced": 4.0, "speed": 0.0}[self.kind]
-        if sigma:
-            noise = rng.normal(0.0, sigma, size=tuple(x.shape)).astype(np.float32)
-            x = x + torch.from_numpy(noise)
-        return x.round().clamp(0, 255).to(torch.uint8).numpy()
+        crop = None
+        offset = 0
+        for window in windows:
+            n = len(window)
+            rows = kept[(kept >= offset) & (kept < offset + n)] - offset
+            offset += n
+            if not len(rows):
+                continue
+            x = torch.from_numpy(np.ascontiguousarray(window[rows])).float()
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)  # per frame
+            x = ((x - mean) * float(contrast) + mean * float(brightness)) * gain
+            if self.kind == "balanced":
+                if crop is None:  # drawn after the photometric parameters, before any noise (as apply always did)
+                    crop = self._crop_box(x.shape[1], x.shape[2], rng)
+                x = self._crop_resize(x, crop)
+            if sigma:
+                x = x + torch.from_numpy(rng.normal(0.0, sigma, size=tuple(x.shape)).astype(np.float32))
+            yield x.round().clamp(0, 255).to(torch.uint8).numpy()
 
     @staticmethod
-    def _crop_resize(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        h, w = x.shape[1:3]
+    def _crop_box(h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of a random crop of 90-100 % of an ``h`` x ``w`` frame."""
         scale = rng.uniform(0.9, 1.0)
         ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
-        top, left = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+        return int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1)), ch, cw
+
+    @staticmethod
+    def _crop_resize(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        h, w = x.shape[1:3]
+        top, left, ch, cw = box
         crop = x[:, top:top + ch, left:left + cw].permute(0, 3, 1, 2)
         resized = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         return resized.permute(0, 2, 3, 1)

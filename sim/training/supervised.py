@@ -117,15 +117,13 @@ class FeatureCache:
 
     @staticmethod
     def _windows(episode: Path, copy: AugmentedCopy | None, batch_size: int) -> Iterator[np.ndarray]:
-        """The episode's frames (or ``copy``'s), uint8 RGB windows of at most ``batch_size``. Unaugmented: read by
-        windows, never the whole decompressed episode; an augmented copy is made from all the episode's frames at
-        once (one set of random parameters over them)."""
+        """The episode's frames (or ``copy``'s), uint8 RGB windows of at most ``batch_size``, read by windows: never
+        the whole decompressed episode, augmented copies included (:meth:`AugmentedCopy.apply_windows`)."""
+        windows = h5format.iter_episode_frames(episode, batch_size)
         if copy is None:
-            yield from h5format.iter_episode_frames(episode, batch_size)
+            yield from windows
             return
-        frames = copy.apply(h5format.read_episode_frames(episode))
-        for i in range(0, len(frames), batch_size):
-            yield frames[i:i + batch_size]
+        yield from copy.apply_windows(windows, len(h5format.EpisodeFrames(episode)))
 
     def vision(self, episode: Path, instruction: str = "", batch_size: int = 32,
                copy: AugmentedCopy | None = None) -> np.ndarray:
@@ -398,12 +396,12 @@ def train(
     factors = check_factors(distance_augmentation) if distance_augmentation is not None else None
     t_prepare = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     files = [f for source in data for f in list_episode_files(source)]
     episodes: list[Episode] = load_episodes(files, skip_invalid=skip_invalid)
     if len(episodes) < 2:
         raise ConfigError(f"need at least two episodes to split train/validation, found {len(episodes)}")
+    out.mkdir(parents=True, exist_ok=True)  # once the data is known good: a bad one leaves no empty folder
 
     vla = build_vla_policy(policy, backbone=backbone, backbone_path=backbone_path, seed=seed,
                            head_overrides=head_overrides or {}, use_bundled=False, device=device)
