@@ -331,6 +331,7 @@ class FrameEncoder:
         self._futures: dict[Any, Future] = {}
         self._last: tuple[Any, Future] | None = None
         self._hw: tuple[int, int] | None = None
+        self._bgr = np.empty((0,), np.uint8)  # the thread's BGR buffer, reused (zlib copies what it reads)
 
     def add(self, key: Any, frame_rgb: np.ndarray) -> None:
         """Start compressing ``frame_rgb`` (uint8 ``(H, W, 3)`` RGB; kept unmodified) as frame ``key``.
@@ -346,8 +347,15 @@ class FrameEncoder:
         if self._last is not None and self._last[0] is frame_rgb:
             future = self._last[1]
         else:
-            future = self._pool.submit(encode_frame, frame_rgb[..., ::-1], self.gzip_level)
+            future = self._pool.submit(self._encode_rgb, frame_rgb)
         self._futures[key], self._last = future, (frame_rgb, future)
+
+    def _encode_rgb(self, frame_rgb: np.ndarray) -> bytes:
+        if self._bgr.shape != frame_rgb.shape:
+            self._bgr = np.empty_like(frame_rgb)
+        for c in range(3):  # channel by channel: 4x faster than copying the reversed view at once
+            self._bgr[..., c] = frame_rgb[..., 2 - c]
+        return encode_frame(self._bgr, self.gzip_level)
 
     def frames(self, keys: Sequence[Any]) -> EncodedFrames:
         """The compressed frames ``keys`` (each added before) in this order; waits for them."""
