@@ -10,7 +10,8 @@ whose EGL cannot start is reported and left out), with the same worker processes
 worker) and resolution; the last line says which renderer ``auto`` picks at this size and whether it is the faster:
 
 1. **generate**: :func:`sim.data.generation.generate` into a fresh temp folder (expert planning on the camera-less env,
-   camera replay, BGR conversion, gzip, atomic write): frames written per second;
+   camera replay; each frame converted to BGR and gzip-compressed into its chunk by a thread of the worker while the
+   next is rendered; atomic write of the chunks): frames written per second;
 2. **render-only limit**: replaying exactly the same episodes (keys and scene seeds read back from the files'
    ``sim_params``) on the same camera env, with no planning, compression or writing: frames rendered per
    second. ``generate / render-only`` is the efficiency the issue asks for (aim >= 0.7);

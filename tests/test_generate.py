@@ -170,3 +170,37 @@ def test_cli_rejects_bad_arguments(tmp_path):
     for bad in (["--image-size", "2000x10"], ["--layouts", "nope"], ["--variant-ratio", "2"], ["--episodes", "0"]):
         assert gen_cli.main(["--out", str(tmp_path), "--episodes", "1", *bad]) == 2
     assert not list(tmp_path.iterdir())
+
+
+class _FilterPathEncoder(h5format.FrameEncoder):
+    """The writer of before the in-worker compression: the frames go to ``write_episode`` as an array and h5py's
+    gzip filter compresses them."""
+
+    def add(self, key, frame_rgb):
+        self.__dict__.setdefault("_raw", {})[key] = frame_rgb
+
+    def frames(self, keys):
+        return np.stack([self._raw[k] for k in keys])[..., ::-1]
+
+
+@pytest.mark.parametrize("family", ["cup", "corridor"])
+def test_chunks_compressed_while_rendering_give_the_files_of_the_gzip_filter(reference, tmp_path, monkeypatch, family):
+    """The worker compresses each frame into its chunk while the next is rendered (``FrameEncoder``) and the file
+    gets the chunks as they are: byte-identical to the files h5py's gzip filter writes from the frames (the
+    collector layout, whose frames 0 and 1 are one image, and the V6 one, whose last frame repeats)."""
+    args = ARGS if family == "cup" else ["--family", "corridor", "--episodes", "2", "--image-size", "64x48",
+                                         "--seed", "3", "--no-progress"]
+    direct = reference
+    if family != "cup":
+        direct = tmp_path / "direct"
+        assert gen_cli.main(["--out", str(direct), "--workers", "1", *args]) == 0
+    monkeypatch.setattr(h5format, "FrameEncoder", _FilterPathEncoder)
+    assert gen_cli.main(["--out", str(tmp_path / "filter"), "--workers", "1", *args]) == 0
+    names = sorted(p.name for p in direct.glob("episode_*.h5"))
+    assert names and names == sorted(p.name for p in (tmp_path / "filter").glob("episode_*.h5"))
+    for name in names:
+        assert (direct / name).read_bytes() == (tmp_path / "filter" / name).read_bytes()
+    if family == "corridor":  # the repeated last frame is stored 5 times
+        with h5py.File(direct / names[0]) as f:
+            images = f["images"][()]
+        assert all(np.array_equal(images[-1], images[-k]) for k in range(2, h5format.STOP_INJECT_N + 1))

@@ -198,3 +198,33 @@ def test_strict_checks_labels_and_events(tmp_path):
     assert check_episode(path) == []  # structure is fine
     problems = " ".join(check_episode(path, strict=True))
     assert "not key labels" in problems and "frame 0 must be episode_start" in problems
+
+
+def test_frames_compressed_beforehand_give_the_same_file(tmp_path):
+    """``FrameEncoder`` (RGB in, BGR chunks compressed in a thread) + ``write_episode``: the bytes h5py's gzip filter
+    writes from the frames, for noise (deflate expands it), flat and repeated frames, in any key order."""
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 255, (8, 10, 3), dtype=np.uint8)
+    flat = np.full((8, 10, 3), 7, np.uint8)
+    smooth = np.repeat(np.arange(80, dtype=np.uint8).reshape(8, 10, 1), 3, axis=2)
+    frames_rgb = [noise, noise, flat, smooth, smooth.copy()]
+    n = len(frames_rgb)
+    actions = np.zeros((n, 3), np.float32)
+    events = ["episode_start"] + ["start_action"] * (n - 2) + ["stop_action"]
+    attrs = h5format.collector_attributes("e", 1.0, n, "vert", "morning", datetime(2025, 12, 3, 9, 5, 7))
+    name = "episode_20251203_090507_2box_vert_right_core_far.h5"
+    a = h5format.write_episode(tmp_path / "a" / name, np.stack(frames_rgb)[..., ::-1], actions, events, attrs)
+    with h5format.FrameEncoder() as enc:
+        for i in (4, 0, 1, 2, 3):  # added in any order; frame 1 is frame 0's object: its chunk is reused
+            enc.add(i, frames_rgb[i])
+        encoded = enc.frames(range(n))
+    assert encoded.shape == (n, 8, 10, 3) and encoded.chunks[0] is encoded.chunks[1]
+    assert len(encoded.chunks[0]) > noise.nbytes  # incompressible: stored expanded, as the filter does
+    b = h5format.write_episode(tmp_path / "b" / name, encoded, actions, events, attrs)
+    assert a.read_bytes() == b.read_bytes()
+    assert check_episode(b) == []
+    np.testing.assert_array_equal(h5format.read_episode_frames(b), np.stack(frames_rgb))
+    with pytest.raises(ValueError, match="gzip level"):
+        h5format.write_episode(tmp_path / "c" / name, encoded, actions, events, attrs, gzip_level=5)
+    with pytest.raises(ValueError, match="uint8"), h5format.FrameEncoder() as enc:
+        enc.add(0, noise.astype(np.float32))

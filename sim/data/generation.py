@@ -43,6 +43,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -258,8 +259,10 @@ def expert_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, attempt: int, pe
                    duration_s=record.sim_time_s)
 
 
-def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout) -> Rollout:
-    """Replay ``planned.keys`` open-loop on the camera env and collect the frames.
+def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout,
+                   on_frame: Callable[[int, np.ndarray], None] | None = None) -> Rollout:
+    """Replay ``planned.keys`` open-loop on the camera env and collect the frames; ``on_frame(i, image)`` is called
+    with each frame as soon as it is rendered (``i`` its index in ``images``; the writer compresses it meanwhile).
 
     Raises:
         RuntimeError: the replay diverged from the plan (other scene or outcome): the simulation must be
@@ -269,9 +272,13 @@ def render_rollout(env, cfg: GenerateConfig, plan: EpisodePlan, planned: Rollout
     if planned.info and episode.scene != planned.info["scene"]:
         raise RuntimeError(f"episode {plan.index}: the camera env sampled another scene than the planning env")
     images = [episode.obs["image"]]
+    if on_frame is not None:
+        on_frame(0, images[0])
     presses = iter(planned.keys)
     for step in episode.run(lambda obs: key_action(next(presses))):
         images.append(step.obs["image"])
+        if on_frame is not None:
+            on_frame(len(images) - 1, images[-1])
         if step.index == len(planned.keys) - 1:
             break
     status = episode.status
@@ -314,15 +321,19 @@ def run_episode(env, cfg: GenerateConfig, index: int) -> tuple[EpisodePlan, Roll
 
 def episode_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(images_bgr (N,H,W,3) uint8, actions (N,3) float32, events)`` in the collector's frame semantics."""
+    return np.stack(ro.images)[..., ::-1], *episode_labels(ro)
+
+
+def episode_labels(ro: Rollout) -> tuple[np.ndarray, list[str]]:
+    """``(actions (N,3) float32, events)`` of :func:`episode_arrays` (the file stores all ``N`` images in order)."""
     from envs.keys import key_to_action
 
-    images_bgr = np.stack(ro.images)[..., ::-1]
     actions = np.zeros((len(ro.keys) + 1, 3), np.float32)
     events = [h5format.EVENT_START]
     for i, key in enumerate(ro.keys, start=1):
         actions[i] = key_to_action(key)
         events.append(h5format.EVENT_STOP if key == "SPACE" else h5format.EVENT_PRESS)
-    return images_bgr, actions, events
+    return actions, events
 
 
 def v6_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str], list[list[float]]]:
@@ -332,21 +343,29 @@ def v6_arrays(ro: Rollout) -> tuple[np.ndarray, np.ndarray, list[str], list[list
     de-duplicates them), then the last image :data:`~sim.data.h5format.STOP_INJECT_N` times with zeros and
     ``stop_inject``. ``states``: the robot's ``[x, y, yaw, vx, vy, wz]`` when each frame was taken (for ``sim_params``:
     the oracle grounder labels frames with them)."""
+    indices, actions, events, states = v6_labels(ro)
+    return np.stack([ro.images[i] for i in indices])[..., ::-1], actions, events, states
+
+
+def v6_labels(ro: Rollout) -> tuple[list[int], np.ndarray, list[str], list[list[float]]]:
+    """``(image indices, actions, events, states)`` of :func:`v6_arrays`: the file's frames are ``ro.images[i]`` for
+    ``i`` in the indices (:func:`v6_frame_indices`)."""
     from envs.actions import joystick_action
 
-    frames, actions, events, states = [], [], [], []
-    for image, key, state in zip(ro.images, ro.keys, ro.states):
-        if key == "STOP" and events and events[-1] == h5format.V6_EVENT_NEUTRAL:
-            continue
-        frames.append(image)
-        actions.append(joystick_action(key))
-        events.append(h5format.V6_EVENT_NEUTRAL if key == "STOP" else h5format.V6_EVENT_JOYSTICK)
-        states.append([round(float(v), 5) for v in state])
-    actions += [np.zeros(3, np.float32)] * h5format.STOP_INJECT_N
+    indices = v6_frame_indices(ro.keys)
+    decisions = indices[:-h5format.STOP_INJECT_N]
+    actions = [joystick_action(ro.keys[i]) for i in decisions] + [np.zeros(3, np.float32)] * h5format.STOP_INJECT_N
+    events = [h5format.V6_EVENT_NEUTRAL if ro.keys[i] == "STOP" else h5format.V6_EVENT_JOYSTICK for i in decisions]
     events += [h5format.V6_EVENT_INJECT] * h5format.STOP_INJECT_N
-    frames += [ro.images[-1]] * h5format.STOP_INJECT_N
-    states += [[round(float(v), 5) for v in ro.states[-1]]] * h5format.STOP_INJECT_N
-    return np.stack(frames)[..., ::-1], np.stack(actions).astype(np.float32), events, states
+    states = [[round(float(v), 5) for v in ro.states[i]] for i in indices]
+    return indices, np.stack(actions).astype(np.float32), events, states
+
+
+def v6_frame_indices(keys: list[str]) -> list[int]:
+    """Which of a rollout's ``1 + len(keys)`` images the V6 file stores, in order (:func:`v6_arrays`): the image of
+    each decision but a STOP right after a STOP, then the last image :data:`~sim.data.h5format.STOP_INJECT_N` times."""
+    kept = [i for i, key in enumerate(keys) if not (key == "STOP" and i and keys[i - 1] == "STOP")]
+    return kept + [len(keys)] * h5format.STOP_INJECT_N
 
 
 def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
@@ -358,18 +377,24 @@ def generate_one(envs_pair, cfg: GenerateConfig, index: int) -> dict[str, Any]:
     """
     plan_env, env = envs_pair
     plan, planned, attempt = run_episode(plan_env, cfg, index)
-    ro = render_rollout(env, cfg, plan, planned)
+    # The file's frames are known from the keys: each is compressed into its chunk while the next is rendered.
+    order = (v6_frame_indices(planned.keys) if cfg.actuation == "class" else list(range(len(planned.keys) + 1)))
+    needed = set(order)
+    with h5format.FrameEncoder() as encoder:
+        ro = render_rollout(env, cfg, plan, planned,
+                            on_frame=lambda i, image: encoder.add(i, image) if i in needed else None)
+        images_bgr = encoder.frames(order)
     scene = ro.info["scene"]
     when = episode_datetime(index, scene["time_period"], cfg.family)
     step_duration = float(env.unwrapped.step_duration)
     if cfg.actuation == "class":  # the corridor: the V6 layout
         name = h5format.v6_filename(when, plan.layout, plan.distance)
-        images_bgr, actions, events, states = v6_arrays(ro)
+        _, actions, events, states = v6_labels(ro)
         attrs = h5format.v6_attributes(Path(name).stem, ro.duration_s, len(events), plan.layout, plan.distance,
                                        scene["time_period"], when)
     else:
         name = h5format.episode_filename(when, plan.layout, plan.kind, plan.distance, cfg.family)
-        images_bgr, actions, events = episode_arrays(ro)
+        actions, events = episode_labels(ro)
         attrs = h5format.collector_attributes(
             episode_name=Path(name).stem, total_duration=len(ro.keys) * step_duration, num_frames=len(events),
             obstacle_layout_type=plan.layout.split("_")[1], time_period=scene["time_period"], when=when,

@@ -47,7 +47,9 @@ import collections.abc
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -287,9 +289,96 @@ def collector_attributes(
     }
 
 
+@dataclass(frozen=True)
+class EncodedFrames:
+    """An episode's ``images`` already compressed: one zlib stream per frame, each exactly the chunk h5py's gzip filter
+    stores for that frame (chunks of one frame, ``(1, H, W, 3)``, at ``gzip_level``: :func:`encode_frame`), so
+    :func:`write_episode` writes them as they are (``write_direct_chunk``) and the file is byte-identical to one it
+    writes from the frames themselves (``tests/test_h5format.py``). Build with :class:`FrameEncoder`.
+
+    Attributes:
+        height / width: frame size px. chunks: ``N`` compressed frames (BGR, in file order). gzip_level: their level.
+    """
+
+    height: int
+    width: int
+    chunks: tuple[bytes, ...]
+    gzip_level: int = GZIP_LEVEL
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.chunks), self.height, self.width, 3)
+
+
+def encode_frame(frame_bgr: np.ndarray, gzip_level: int = GZIP_LEVEL) -> bytes:
+    """One ``(H, W, 3)`` uint8 BGR frame as the chunk the HDF5 deflate filter stores (zlib's ``compress2`` at
+    ``gzip_level``: the same stream as :func:`zlib.compress`)."""
+    return zlib.compress(np.ascontiguousarray(frame_bgr, dtype=np.uint8), gzip_level)
+
+
+class FrameEncoder:
+    """Compresses an episode's frames into ``images`` chunks while the next ones are rendered: :meth:`add` hands an
+    **RGB** frame to one background thread (BGR conversion + :func:`encode_frame`; zlib and numpy's copy release the
+    GIL, so this runs beside the renderer), :meth:`frames` returns the :class:`EncodedFrames` in any order of the keys
+    added (a key may repeat: V6's injected stop frames). A frame given again as the same object as the previous one
+    (the collector's frames 0 and 1, the repeated last frame) reuses its chunk instead of compressing it twice.
+    Use as a context manager (the thread ends on exit).
+    """
+
+    def __init__(self, gzip_level: int = GZIP_LEVEL) -> None:
+        self.gzip_level = int(gzip_level)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="frame-encoder")
+        self._futures: dict[Any, Future] = {}
+        self._last: tuple[Any, Future] | None = None
+        self._hw: tuple[int, int] | None = None
+        self._bgr = np.empty((0,), np.uint8)  # the thread's BGR buffer, reused (zlib copies what it reads)
+
+    def add(self, key: Any, frame_rgb: np.ndarray) -> None:
+        """Start compressing ``frame_rgb`` (uint8 ``(H, W, 3)`` RGB; kept unmodified) as frame ``key``.
+
+        Raises:
+            ConfigError: a frame of another size or type than the first.
+        """
+        if frame_rgb.dtype != np.uint8 or frame_rgb.ndim != 3 or frame_rgb.shape[-1] != 3:
+            raise ConfigError(f"frames must be uint8 (H, W, 3), got {frame_rgb.dtype} {frame_rgb.shape}")
+        self._hw = self._hw or frame_rgb.shape[:2]
+        if frame_rgb.shape[:2] != self._hw:
+            raise ConfigError(f"frame {key!r} is {frame_rgb.shape[:2]}, the first {self._hw}")
+        if self._last is not None and self._last[0] is frame_rgb:
+            future = self._last[1]
+        else:
+            future = self._pool.submit(self._encode_rgb, frame_rgb)
+        self._futures[key], self._last = future, (frame_rgb, future)
+
+    def _encode_rgb(self, frame_rgb: np.ndarray) -> bytes:
+        if self._bgr.shape != frame_rgb.shape:
+            self._bgr = np.empty_like(frame_rgb)
+        for c in range(3):  # channel by channel: 4x faster than copying the reversed view at once
+            self._bgr[..., c] = frame_rgb[..., 2 - c]
+        return encode_frame(self._bgr, self.gzip_level)
+
+    def frames(self, keys: Sequence[Any]) -> EncodedFrames:
+        """The compressed frames ``keys`` (each added before) in this order; waits for them."""
+        if self._hw is None:
+            raise ConfigError("no frame was added")
+        return EncodedFrames(self._hw[0], self._hw[1], tuple(self._futures[k].result() for k in keys),
+                             self.gzip_level)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._futures.clear()
+        self._last = None
+
+    def __enter__(self) -> FrameEncoder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def write_episode(
     path: str | os.PathLike,
-    images_bgr: np.ndarray,
+    images_bgr: np.ndarray | EncodedFrames,
     actions: np.ndarray,
     events: Sequence[str],
     attrs: Mapping[str, Any],
@@ -301,7 +390,8 @@ def write_episode(
 
     Args:
         path: final file path (``.h5``).
-        images_bgr: uint8 ``(N, H, W, 3)`` frames in **BGR** order.
+        images_bgr: uint8 ``(N, H, W, 3)`` frames in **BGR** order, or the same already compressed
+            (:class:`EncodedFrames` at ``gzip_level``: written as they are, the same bytes).
         actions: ``(N, 3)`` labels (cast to float32).
         events: ``N`` event types from :data:`EVENT_TYPES` (V6: :data:`V6_EVENT_RE`).
         attrs: the required attributes (see :func:`collector_attributes`; V6: :func:`v6_attributes`, whose
@@ -318,11 +408,16 @@ def write_episode(
         ConfigError: inputs that do not follow the format (checked before anything is written).
     """
     path = Path(path)
-    images_bgr = np.asarray(images_bgr)
+    encoded = isinstance(images_bgr, EncodedFrames)
+    if not encoded:
+        images_bgr = np.asarray(images_bgr)
     actions = np.asarray(actions, dtype=np.float32)
-    n = images_bgr.shape[0] if images_bgr.ndim else 0
+    n = images_bgr.shape[0] if encoded or images_bgr.ndim else 0
     problems = []
-    if images_bgr.dtype != np.uint8 or images_bgr.ndim != 4 or images_bgr.shape[-1] != 3:
+    if encoded:
+        if images_bgr.gzip_level != gzip_level:
+            problems.append(f"frames compressed at gzip level {images_bgr.gzip_level}, the file's is {gzip_level}")
+    elif images_bgr.dtype != np.uint8 or images_bgr.ndim != 4 or images_bgr.shape[-1] != 3:
         problems.append(f"images must be uint8 (N, H, W, 3), got {images_bgr.dtype} {images_bgr.shape}")
     if actions.shape != (n, 3):
         problems.append(f"actions must be ({n}, 3), got {actions.shape}")
@@ -342,8 +437,14 @@ def write_episode(
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         h, w = images_bgr.shape[1:3]
-        f.create_dataset("images", data=images_bgr, chunks=(1, h, w, 3), compression="gzip",
-                         compression_opts=gzip_level, track_times=False)
+        if encoded:  # the chunks h5py's filter would store, written as they are (same bytes in the file)
+            dset = f.create_dataset("images", shape=images_bgr.shape, dtype=np.uint8, chunks=(1, h, w, 3),
+                                    compression="gzip", compression_opts=gzip_level, track_times=False)
+            for i, chunk in enumerate(images_bgr.chunks):
+                dset.id.write_direct_chunk((i, 0, 0, 0), chunk, 0)
+        else:
+            f.create_dataset("images", data=images_bgr, chunks=(1, h, w, 3), compression="gzip",
+                             compression_opts=gzip_level, track_times=False)
         f.create_dataset("actions", data=actions, compression="gzip", compression_opts=gzip_level,
                          track_times=False)
         f.create_dataset("action_event_types", data=np.array(list(events), dtype=object),
@@ -711,7 +812,7 @@ class EpisodeFrames(collections.abc.Sequence):
 
 __all__ = [
     "ACTION_CHUNK_SIZE", "DATASETS", "DATASET_SPECS", "EVENT_PRESS", "EVENT_START", "EVENT_STOP", "EVENT_TYPES",
-    "EpisodeInfo", "FILENAME_RE", "FALLBACK_INSTRUCTION", "InvalidEpisodeError", "REQUIRED_ATTRS",
+    "EncodedFrames", "EpisodeInfo", "FILENAME_RE", "FrameEncoder", "encode_frame", "FALLBACK_INSTRUCTION", "InvalidEpisodeError", "REQUIRED_ATTRS",
     "ROBOT_IMAGE_HW", "STOP_INJECT_N", "V6_FILENAME_RE", "check_episode", "is_v6", "v6_attributes", "v6_filename",
     "v6_task", "collector_attributes", "decode_instruction", "encode_instruction",
     "episode_filename", "instruction_from_filename", "is_temp_file", "parse_filename", "read_actions",
