@@ -408,9 +408,10 @@ def open_artifact(path: str | Path, *, window_size: int | None = None, runner: A
             ``backbone_path``).
 
     Raises:
-        ArtifactNotFoundError: missing model or sidecar. ArtifactMismatchError: model/sidecar disagreement, a
-        checksum mismatch, another ``window_size``, or a backbone of other widths. ArtifactError: an invalid
-        sidecar, or onnxruntime cannot load the model.
+        ArtifactNotFoundError: missing model or sidecar.
+        ArtifactMismatchError: model/sidecar disagreement, a checksum mismatch, another ``window_size``, or a
+            backbone of other widths.
+        ArtifactError: an invalid sidecar, or onnxruntime cannot load the model.
     """
     model = resolve_model_path(path)
     if not model.is_file():

@@ -32,12 +32,12 @@ def test_distinct_instructions_do_not_grow_the_policy_or_backbone_caches():
         text = f"go to the bottle number {i}"
         policy.reset(text)
         policy.act(flat_observation(10, instruction=text))
-    assert len(policy._text) == MAX_INSTRUCTIONS
+    assert len(policy.forward._text) == MAX_INSTRUCTIONS
     assert backbone.text_cache_size <= 4 * MAX_INSTRUCTIONS
     first = flat_observation(10, instruction="go to the bottle number 0")  # evicted: encoded again, same answer
     policy.reset(first["instruction"])
     policy.act(first)
-    assert list(policy._text)[-1] == first["instruction"]
+    assert list(policy.forward._text)[-1] == first["instruction"]
     for i in range(4 * MAX_INSTRUCTIONS + 10):
         backbone.encode_text([f"instruction {i}"])
     assert backbone.text_cache_size == 4 * MAX_INSTRUCTIONS
