@@ -173,8 +173,8 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 class _FilterPathEncoder(h5format.FrameEncoder):
-    """The writer of before the in-worker compression: the frames go to ``write_episode`` as an array and h5py's
-    gzip filter compresses them."""
+    """The writer of before the in-worker compression: the frames go to ``write_episode`` as an array, compressed
+    there after the episode."""
 
     def add(self, key, frame_rgb):
         self.__dict__.setdefault("_raw", {})[key] = frame_rgb
@@ -184,9 +184,9 @@ class _FilterPathEncoder(h5format.FrameEncoder):
 
 
 @pytest.mark.parametrize("family", ["cup", "corridor"])
-def test_chunks_compressed_while_rendering_give_the_files_of_the_gzip_filter(reference, tmp_path, monkeypatch, family):
+def test_chunks_compressed_while_rendering_give_the_files_written_from_the_frames(reference, tmp_path, monkeypatch, family):
     """The worker compresses each frame into its chunk while the next is rendered (``FrameEncoder``) and the file
-    gets the chunks as they are: byte-identical to the files h5py's gzip filter writes from the frames (the
+    gets the chunks as they are: byte-identical to the files written from the frames after the episode (the
     collector layout, whose frames 0 and 1 are one image, and the V6 one, whose last frame repeats)."""
     args = ARGS if family == "cup" else ["--family", "corridor", "--episodes", "2", "--image-size", "64x48",
                                          "--seed", "3", "--no-progress"]

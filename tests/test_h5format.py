@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 
 import h5py
@@ -201,8 +202,9 @@ def test_strict_checks_labels_and_events(tmp_path):
 
 
 def test_frames_compressed_beforehand_give_the_same_file(tmp_path):
-    """``FrameEncoder`` (RGB in, BGR chunks compressed in a thread) + ``write_episode``: the bytes h5py's gzip filter
-    writes from the frames, for noise (deflate expands it), flat and repeated frames, in any key order."""
+    """``FrameEncoder`` (RGB in, BGR chunks compressed in a thread) + ``write_episode``: the bytes ``write_episode``
+    writes from the frames, for noise (deflate expands it), flat and repeated frames, in any key order; HDF5's gzip
+    filter (h5py) and zlib decode the chunks to the frames."""
     rng = np.random.default_rng(1)
     noise = rng.integers(0, 255, (8, 10, 3), dtype=np.uint8)
     flat = np.full((8, 10, 3), 7, np.uint8)
@@ -224,6 +226,10 @@ def test_frames_compressed_beforehand_give_the_same_file(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     assert check_episode(b) == []
     np.testing.assert_array_equal(h5format.read_episode_frames(b), np.stack(frames_rgb))
+    with h5py.File(b) as f:  # h5py's own filter pipeline, and plain zlib on the raw chunk
+        np.testing.assert_array_equal(f["images"][()], np.stack(frames_rgb)[..., ::-1])
+        raw = f["images"].id.read_direct_chunk((3, 0, 0, 0))[1]
+    assert zlib.decompress(raw) == np.ascontiguousarray(smooth[..., ::-1]).tobytes()
     with pytest.raises(ValueError, match="gzip level"):
         h5format.write_episode(tmp_path / "c" / name, encoded, actions, events, attrs, gzip_level=5)
     with pytest.raises(ValueError, match="uint8"), h5format.FrameEncoder() as enc:

@@ -246,11 +246,11 @@ def team_like_server(load_seconds: float) -> tuple[FastAPI, dict]:
 
 
 def test_remote_client_waits_for_the_team_servers_lazy_load_and_sees_its_global_history():
-    app, state = team_like_server(load_seconds=1.0)
-    with serve_in_thread(app) as url:
-        remote = RemotePolicy(url, api_key="team-key", timeout=0.5, warmup_timeout=5.0, retries=0)
+    app, state = team_like_server(load_seconds=2.0)
+    with serve_in_thread(app) as url:  # a 1 s read timeout: /health answers within it even on busy cores
+        remote = RemotePolicy(url, api_key="team-key", timeout=1.0, warmup_timeout=8.0, retries=0)
         assert remote.shares_history is True
-        remote.reset(INSTRUCTION)  # carries the 1 s model load, past the 0.5 s read timeout
+        remote.reset(INSTRUCTION)  # carries the 2 s model load, past the 1 s read timeout
         assert state["loaded"]
         assert remote.act(observation(0))[:2].tolist() == [0.0, 0.0]
         assert remote.act(observation(1))[:2].tolist() == pytest.approx([1.15, 0.0])
