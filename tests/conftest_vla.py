@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -121,3 +122,51 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ driving a policy unbatched, batched, by clients
+def unbatched(policy, script: list[dict]) -> np.ndarray:
+    """``(steps, action_dim)`` actions of one environment's observations, one ``act`` each after ``reset``."""
+    policy.reset(script[0]["instruction"])
+    return np.stack([policy.act(obs) for obs in script])
+
+
+def batched(policy, obs_scripts: list[list[dict]]) -> np.ndarray:
+    """``(envs, steps, 3)`` actions: every live environment in one ``act_batch`` per step, environment ``k``
+    starting ``k`` steps late (windows of different lengths and instructions meet in one batch); each runs its
+    script's steps (all scripts equally long)."""
+    steps = len(obs_scripts[0])
+    episodes = [policy.new_episode() for _ in obs_scripts]
+    actions = np.zeros((len(obs_scripts), steps, 3), np.float32)
+    for t in range(steps + len(obs_scripts)):
+        live = [k for k in range(len(obs_scripts)) if 0 <= t - k < steps]
+        for k in live:
+            if t == k:
+                policy.start_episode(episodes[k], obs_scripts[k][0]["instruction"])
+        out = policy.act_batch([episodes[k] for k in live], [obs_scripts[k][t - k] for k in live])
+        for k, action in zip(live, out):
+            actions[k, t - k, :len(action)] = action
+    return actions
+
+
+def drive_clients(address, scripts_: list[list[dict]], name: str) -> list[np.ndarray]:
+    """Each environment's script run by its own thread through its own connection to the batched policy server at
+    ``address`` (policy ``name``): the server batches them. Returns each one's :func:`unbatched` actions."""
+    from policies.batching import BatchedPolicyClient, ServerLink
+
+    results: list[np.ndarray | None] = [None] * len(scripts_)
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            results[k] = unbatched(BatchedPolicyClient(ServerLink(address), name), scripts_[k])
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(scripts_))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    return results

@@ -12,7 +12,7 @@ import pytest
 from policies import make_policy
 from policies.batching import BatchedPolicyClient, PolicyBatchServer, PolicyServerError, ServerLink
 from policies.vla import VLAPolicy
-from tests.conftest_vla import INSTRUCTION, observation
+from tests.conftest_vla import INSTRUCTION, batched, drive_clients, observation, unbatched
 
 OTHER = "Navigate around obstacles and reach the front of the beverage bottle on the right"
 ENVS, STEPS = 4, 6
@@ -26,25 +26,8 @@ def scripts(seed: int = 0) -> list[list[dict]]:
              for step in range(STEPS)] for env in range(ENVS)]
 
 
-def unbatched(policy, script: list[dict]) -> np.ndarray:
-    policy.reset(script[0]["instruction"])
-    return np.stack([policy.act(obs) for obs in script])
 
 
-def batched(policy, obs_scripts: list[list[dict]]) -> np.ndarray:
-    """Every environment in one batch per step; environment ``k`` starts ``k`` steps late (so windows of
-    different lengths and instructions meet in one batch), and each runs ``STEPS`` steps."""
-    episodes = [policy.new_episode() for _ in obs_scripts]
-    actions = np.zeros((len(obs_scripts), STEPS, 3), np.float32)
-    for t in range(STEPS + len(obs_scripts)):
-        live = [k for k in range(len(obs_scripts)) if 0 <= t - k < STEPS]
-        for k in live:
-            if t == k:
-                policy.start_episode(episodes[k], obs_scripts[k][0]["instruction"])
-        out = policy.act_batch([episodes[k] for k in live], [obs_scripts[k][t - k] for k in live])
-        for k, action in zip(live, out):
-            actions[k, t - k, :len(action)] = action
-    return actions
 
 
 CASES = [
@@ -102,25 +85,6 @@ def test_robovlms_windows_of_different_lengths_run_as_separate_head_calls():
 # ------------------------------------------------------------------------------------------ the server
 
 
-def drive_clients(address, scripts_, name: str) -> list[np.ndarray]:
-    """Each environment's script run by its own thread through its own connection: the server batches them."""
-    results: list[np.ndarray | None] = [None] * len(scripts_)
-    errors: list[BaseException] = []
-
-    def run(k: int) -> None:
-        try:
-            client = BatchedPolicyClient(ServerLink(address), name)
-            results[k] = unbatched(client, scripts_[k])
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(scripts_))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    return results
 
 
 def test_the_server_batches_concurrent_workers_and_their_actions_equal_unbatched():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from policies.vla import VLAPolicy, build_vla_policy
 from sim.deploy import onnx_export as ex
 
 try:
-    from tests.conftest_vla import INSTRUCTION, observation, single_torch_thread
+    from tests.conftest_vla import INSTRUCTION, batched, drive_clients, observation, single_torch_thread, unbatched
 except ImportError:  # tests/ is not a package
-    from conftest_vla import INSTRUCTION, observation, single_torch_thread  # noqa: F401
+    from conftest_vla import INSTRUCTION, batched, drive_clients, observation, single_torch_thread, unbatched  # noqa: F401
 
 OTHER = "Navigate around obstacles and reach the front of the beverage bottle on the right"
 ENVS, STEPS = 3, 7
@@ -34,44 +33,10 @@ def scripts(seed: int = 0) -> list[list[dict]]:
              for step in range(STEPS)] for env in range(ENVS)]
 
 
-def unbatched(policy, script: list[dict]) -> np.ndarray:
-    policy.reset(script[0]["instruction"])
-    return np.stack([policy.act(obs) for obs in script])
 
 
-def batched(policy, obs_scripts: list[list[dict]]) -> np.ndarray:
-    """Every live environment in one ``act_batch`` per step, environment ``k`` starting ``k`` steps late (windows
-    with different numbers of past frames, and with ``"all"`` different numbers of new frames, meet in a batch)."""
-    episodes = [policy.new_episode() for _ in obs_scripts]
-    actions = np.zeros((len(obs_scripts), STEPS, 3), np.float32)
-    for t in range(STEPS + len(obs_scripts)):
-        live = [k for k in range(len(obs_scripts)) if 0 <= t - k < STEPS]
-        for k in live:
-            if t == k:
-                policy.start_episode(episodes[k], obs_scripts[k][0]["instruction"])
-        for k, action in zip(live, policy.act_batch([episodes[k] for k in live], [obs_scripts[k][t - k] for k in live])):
-            actions[k, t - k, :len(action)] = action
-    return actions
 
 
-def drive_clients(address, scripts_, name: str) -> list[np.ndarray]:
-    """Each environment's script run by its own thread through its own connection: the server batches them."""
-    results: list[np.ndarray | None] = [None] * len(scripts_)
-    errors: list[BaseException] = []
-
-    def run(k: int) -> None:
-        try:
-            results[k] = unbatched(BatchedPolicyClient(ServerLink(address), name), scripts_[k])
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(scripts_))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    return results
 
 
 @pytest.fixture(scope="module")
