@@ -6,8 +6,8 @@ Usage::
     python -m sim.inspect data/synth --json     # the same as JSON
     python -m sim.inspect data/robot --strict   # also the synthetic-file checks (labels, names, instruction)
 
-What is reported and checked: :mod:`sim.data.inspection`. Exit code: 0 all valid, 1 any invalid file (or none
-found), 2 bad usage.
+What is reported and checked: :mod:`sim.data.inspection`. Exit code: 0 all valid, 1 any invalid file, 2 bad
+usage (no such folder, or no ``.h5`` file in it: one line, no report).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json_text(report, indent=2, sort_keys=True) if args.json else format_report(report))
     if report["files"] == 0:
-        print(f"error: no .h5 files in {args.folder}", file=sys.stderr)
-        return 1
+        print(f"error: {args.folder}: no .h5 files in this folder", file=sys.stderr)
+        return 2
+    print(json_text(report, indent=2, sort_keys=True) if args.json else format_report(report))
     return 1 if report["invalid"] else 0
 
 

@@ -77,7 +77,10 @@ def test_invalid_files_are_listed_with_reasons_and_exit_1(folder, capsys):
 
 def test_strict_mode_and_exit_codes(tmp_path, capsys):
     assert insp.main([str(tmp_path / "nope")]) == 2
-    assert insp.main([str(tmp_path)]) == 1  # no files at all
+    capsys.readouterr()
+    assert insp.main([str(tmp_path)]) == 2  # no files at all: a bad argument, one line and no report
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == f"error: {tmp_path}: no .h5 files in this folder"
     name = "episode_20251201_220000_1box_hori_left_core_medium.h5"
     _episode(tmp_path, name, list("ww"))
     with h5py.File(tmp_path / name, "a") as f:
