@@ -10,14 +10,20 @@ the conventions of the team's grounders (``cx, cy`` in ``[0, 1]``, EdgeGroundVLA
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from envs.robot import RobotConfig
+from scenarios.spec import target_half_extents
 
 Vec3 = tuple[float, float, float]
+
+#: The robot's camera frame, width / height: the team's 1280x720 images (``../shared/reference/TEAM_STACK_2026.md``
+#: section 3), whatever size the simulator renders for a policy's vision feature.
+ROBOT_ASPECT = 1280 / 720
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,43 @@ def box_in_image(frame: CameraFrame, corners: np.ndarray, aspect: float) -> tupl
     if x2 <= x1 or y2 <= y1:
         return None
     return float(x1), float(y1), float(x2), float(y2)
+
+
+@dataclass(frozen=True)
+class TargetView:
+    """Where an episode's target (the cup or the basket) appears in the robot's camera: its image bounding box at
+    any robot pose. Inside the field of view only: an obstacle in front of the target is not considered (the
+    corridor has none).
+
+    Attributes:
+        robot: the camera mount (``camera_height``, ``camera_forward``, ``camera_pitch``, ``camera_hfov``).
+        camera_offset: the scene's mount jitter ``(d_height m, d_pitch rad, d_yaw rad)``.
+        corners: the target's bounding-box corners ``(8, 3)`` (m, world frame).
+    """
+
+    robot: RobotConfig
+    camera_offset: Vec3
+    corners: np.ndarray
+
+    @classmethod
+    def from_reset_info(cls, info: Mapping[str, Any]) -> TargetView:
+        """The target of the episode whose ``env.reset`` info this is (its ``"scene"`` and ``"control"``).
+
+        Raises:
+            KeyError: no ``"scene"`` or ``"control"`` in ``info``.
+        """
+        if "scene" not in info or "control" not in info:
+            raise KeyError("the target's view needs the environment's reset() info (with 'scene' and 'control')")
+        scene, control = info["scene"], info["control"]
+        robot = RobotConfig(camera_height=control["camera_height"], camera_forward=control["camera_forward"],
+                            camera_pitch=control["camera_pitch"], camera_hfov=control["camera_hfov"])
+        half = target_half_extents(scene["target_kind"])
+        return cls(robot, tuple(scene["camera_offset"]), box_corners((*scene["target_position"], half[2]), half))
+
+    def box(self, pose: Sequence[float], aspect: float = ROBOT_ASPECT) -> tuple[float, float, float, float] | None:
+        """The target's image box ``(x1, y1, x2, y2)`` (fractions of the frame, :func:`box_in_image`) with the robot
+        at ``pose = (x, y, yaw, ...)`` (m, rad), or None when no part of it is in view."""
+        return box_in_image(camera_frame(self.robot, pose[:3], self.camera_offset), self.corners, aspect)
 
 
 def lateral_for_image_x(robot: RobotConfig, image_x: float, target_x: float, half_extents: Sequence[float],

@@ -17,7 +17,7 @@ import scenarios
 from envs import CORRIDOR_ENV_ID
 from envs.actions import action_class, class_action, joystick_action, server_action_2d
 from envs.cadence import PRESETS, Cadence, Command, CommandSchedule
-from envs.camera import box_corners, box_in_image, camera_frame, project
+from envs.camera import TargetView, camera_frame, project
 from envs.robot import RobotConfig
 from foundations.errors import ConfigError
 from policies import make_policy
@@ -135,11 +135,12 @@ def test_the_start_frame_shows_the_basket_at_its_image_x(corridor):
         assert cols.size, position
         seen = (cols.min() + cols.max() + 1) / 2 / 320
         assert abs(seen - info["scene"]["target_image_x"]) < 0.005, position
-        # the pinhole model's box is the rendered one
+        # the pinhole model's box (what the oracle grounder and the record's target_in_view read) is the rendered one
         spec = env.unwrapped.spec_scene
-        frame = camera_frame(env.unwrapped.robot, spec.start, spec.camera_offset)
-        half = target_half_extents(spec.target_kind)
-        x1, y1, x2, y2 = box_in_image(frame, box_corners((*spec.target_position, half[2]), half), 320 / 180)
+        view = TargetView.from_reset_info(info)
+        x1, y1, x2, y2 = view.box(spec.start, aspect=320 / 180)
+        x, y, yaw = spec.start
+        assert view.box((x, y, yaw + math.pi), aspect=320 / 180) is None  # turned away: out of view
         rows = np.flatnonzero(red.any(axis=1))
         assert abs(x1 - cols.min() / 320) < 0.01 and abs(x2 - (cols.max() + 1) / 320) < 0.01
         assert abs(y1 - rows.min() / 180) < 0.02 and abs(y2 - (rows.max() + 1) / 180) < 0.02

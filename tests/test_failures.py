@@ -49,6 +49,25 @@ def test_perception_miss_counts_the_decisions_after_the_cold_start():
     assert classify(cold_start_only).categories["perception_miss"] is False
 
 
+def test_perception_miss_counts_only_the_decisions_with_the_target_in_view():
+    # the same misses: at decisions where the basket was in view (the grounder's fault) ...
+    blind = record("w w w w", status="timeout", detections=[False, False, False, True],
+                   target_in_view=[True, True, True, True])
+    assert classify(blind).primary == "perception_miss"
+    # ... or where the policy had driven it out of view (not perception: the policy lost it)
+    lost = record("w w w w", status="timeout", detections=[False, False, False, True],
+                  target_in_view=[True, False, False, True])
+    assert classify(lost).categories["perception_miss"] is False
+    never = record("w w w", status="timeout", detections=[False, False, False], target_in_view=[True, False, False])
+    assert classify(never).categories["perception_miss"] is False
+    # one miss in the two visible decisions after the first: half, at the threshold
+    half = record("w w w w", status="timeout", detections=[False, False, True, False],
+                  target_in_view=[True, True, True, False])
+    assert classify(half).categories["perception_miss"] is True
+    mismatched = record("w w w", status="timeout", detections=[False, False, False], target_in_view=[True])
+    assert classify(mismatched).categories["perception_miss"] == UNKNOWN
+
+
 def test_rotation_missing_when_the_policy_translates_where_the_expert_rotates():
     failure = classify(record(["FWD+L"] * 3, ["ROT_L"] * 3, status="timeout"))
     assert failure.primary == "rotation_missing"

@@ -223,6 +223,8 @@ def test_team_exp73_file_drives_the_corridor_with_the_robots_latencies(team_file
     # what the failure taxonomy reads: the grounder's detections, the expert's classes at the same states
     assert len(record["detections"]) == len(record["expert_keys"]) == record["steps"]
     assert record["detections"][0] is False  # the cold start: no grounding before the first frame
+    assert len(record["target_in_view"]) == len(record["detections"])
+    assert record["target_in_view"][0] is True  # the team placed the basket in the start image
     result = json.loads((out / "episode_results.jsonl").read_text().splitlines()[0])
     assert "unknown" not in result["categories"].values() and result["deviation_mean_m"] is not None
 

@@ -1,8 +1,8 @@
 """The ``oracle`` grounder: the simulator's ground truth as a detector would report it, with an error model.
 
 It projects the true basket (``info["scene"]``) through the robot's camera (``info["control"]``, the pinhole model
-of :mod:`envs.camera` that the renderer uses) at the robot's pose (``observation["state"]``) and reports the
-basket's image bounding box as ``[cx, cy, area, has_bbox]``, then degrades it as the team's grounder is degraded on
+of :mod:`envs.camera` that the renderer uses: :class:`~envs.camera.TargetView`) at the robot's pose
+(``observation["state"]``) and reports the basket's image bounding box as ``[cx, cy, area, has_bbox]``, then degrades it as the team's grounder is degraded on
 the robot. It reads privileged state, as the expert does: it is a stand-in for the perception module, for asking
 what the rest of the policy does with a grounder of given quality, not a model of what an image shows.
 
@@ -36,13 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.camera import box_corners, box_in_image, camera_frame
-from envs.robot import RobotConfig
+from envs.camera import TargetView
 from policies.goalnav.grounders import MISS, OWL_AREA_SCALE, OWLV2_LATENCY_S, Grounder, Grounding, server_filter
-from scenarios.spec import target_half_extents
-
-#: The robot's frame (width / height): the team's 1280x720 camera.
-ROBOT_ASPECT = 1280 / 720
 
 
 class OracleGrounder(Grounder):
@@ -82,21 +77,13 @@ class OracleGrounder(Grounder):
         Raises:
             KeyError: no ``"scene"`` or ``"control"`` (the oracle needs the environment's reset info).
         """
-        if "scene" not in info or "control" not in info:
-            raise KeyError("the oracle grounder needs the environment's reset() info (with 'scene' and 'control')")
-        scene, control = info["scene"], info["control"]
-        self.robot = RobotConfig(camera_height=control["camera_height"], camera_forward=control["camera_forward"],
-                                 camera_pitch=control["camera_pitch"], camera_hfov=control["camera_hfov"])
-        self.camera_offset = tuple(scene["camera_offset"])
-        half = target_half_extents(scene["target_kind"])
-        self.corners = box_corners((*scene["target_position"], half[2]), half)
+        self.view = TargetView.from_reset_info(info)
         self.rng = np.random.default_rng([self.seed, int(info.get("episode_seed", 0))])
 
     def true_box(self, state: np.ndarray) -> tuple[float, float, float, float] | None:
         """The basket's image box ``(x1, y1, x2, y2)`` (fractions of the 1280x720 frame) from the robot's state
         ``(x, y, yaw, ...)``, or None when it is out of view."""
-        frame = camera_frame(self.robot, state[:3], self.camera_offset)
-        return box_in_image(frame, self.corners, ROBOT_ASPECT)
+        return self.view.box(state)
 
     def ground(self, image: np.ndarray, state: np.ndarray | None, step: int) -> Grounding:
         """One grounding call at ``state`` (the image is not read). Raises ValueError without a state."""

@@ -69,8 +69,10 @@ class EpisodeRecord:
     and heading to its centre at the end. ``expert_keys``: the shadow expert's key (or class) at each visited state,
     in the env's vocabulary (:meth:`envs.box_avoid.BoxAvoidEnv.key_of`); ``expert_path``: the expert's own path from
     the start pose (m); ``detections``: whether the policy's perception found the target at each step (policies
-    with a grounder). The optional fields (``video``, ``latency_steps_s``, the corridor's two, the expert's two and
-    ``detections``) are left out of the JSON line when unset; a record without them (an older run) is still valid.
+    with a grounder), ``target_in_view``: whether the target was in the robot's camera view at the same steps
+    (:class:`envs.camera.TargetView`, the 1280x720 frame). The optional fields (``video``, ``latency_steps_s``, the
+    corridor's two, the expert's two, ``detections`` and ``target_in_view``) are left out of the JSON line when
+    unset; a record without them (an older run) is still valid.
     """
 
     layout: str
@@ -106,15 +108,16 @@ class EpisodeRecord:
     expert_keys: list[str] = field(default_factory=list)
     expert_path: list[list[float]] = field(default_factory=list)
     detections: list[bool] = field(default_factory=list)
+    target_in_view: list[bool] = field(default_factory=list)
 
     #: Order of the keys in a JSON line (the evaluation's historical order first).
     _ORDER = ("policy", "episode", "layout", "distance", "seed", "instruction", "status", "success", "steps",
               "sim_time_s", "path_length_m", "shortest_path_m", "spl", "final_distance_m", "passed_side", "side_ok",
               "latency_p50_ms", "latency_p95_ms", "latency_applied", "latency_steps_s", "error", "pred_xy", "expert_xy", "path", "scene",
               "collided_with", "keys", "video", "stop_distance_m", "heading_error_deg", "expert_keys", "expert_path",
-              "detections")
+              "detections", "target_in_view")
     _OPTIONAL = ("video", "latency_steps_s", "stop_distance_m", "heading_error_deg", "expert_keys", "expert_path",
-                 "detections")
+                 "detections", "target_in_view")
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (the optional fields only when set)."""

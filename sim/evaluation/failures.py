@@ -44,8 +44,10 @@ DEFINITIONS: dict[str, str] = {
         "steps it moves (at least 2), while the expert at the same states turned (a lateral or a rotation) at >= "
         "collapse_expert_other of them: the head emits one class whatever it sees"),
     "perception_miss": (
-        "the grounder found no target at >= miss_share of the decisions after the first (the first is the "
-        "robot's cold start: it misses in all 47 sessions the team checked)"),
+        "the grounder found no target at >= miss_share of the decisions after the first at which the target was "
+        "in the camera's view (of all decisions after the first in a record without target_in_view; the first is "
+        "the robot's cold start: it misses in all 47 sessions the team checked). A target out of view is not a "
+        "perception miss: the policy lost it"),
     "left_right_confusion": (
         "a box passed on the side the instruction forbids (side_ok false), or, on the steps where both turn (a "
         "lateral or a rotation: its sign is the way), opposite ways at >= confusion_share of at least "
@@ -278,16 +280,25 @@ def categories(record: dict[str, Any], metrics: dict[str, Any] | None = None,
     else:
         out["overshoot"] = metrics["overshoot_m"] > t.overshoot_m
 
-    detections = record.get("detections") or []
-    if len(detections) >= 2:
-        after_first = detections[1:]
-        out["perception_miss"] = sum(not d for d in after_first) / len(after_first) >= t.miss_share
-    else:
-        out["perception_miss"] = UNKNOWN
+    out["perception_miss"] = _perception_miss(record, t.miss_share)
 
     latency = _mean_latency_s(record)
     out["latency_exceeded"] = UNKNOWN if latency is None else latency > t.latency_budget_s
     return {name: out[name] for name in CATEGORIES}
+
+
+def _perception_miss(record: dict[str, Any], miss_share: float) -> bool | str:
+    """``perception_miss`` of a record: the share of misses among the decisions after the first that had the target
+    in view (``target_in_view``; all of them in an older record without it). UNKNOWN without detections; False when
+    the target was never in view after the first decision."""
+    detections = record.get("detections") or []
+    if len(detections) < 2:
+        return UNKNOWN
+    in_view = record.get("target_in_view") or [True] * len(detections)
+    if len(in_view) != len(detections):
+        return UNKNOWN
+    visible = [found for found, seen in zip(detections[1:], in_view[1:]) if seen]
+    return bool(visible) and sum(not found for found in visible) / len(visible) >= miss_share
 
 
 def classify(record: dict[str, Any], thresholds: Thresholds = THRESHOLDS) -> EpisodeFailure:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.camera import TargetView
 from foundations.errors import MobileVLAError
 from policies.batching import BatchedPolicyClient, ServerAddress, ServerLink
 from sim.evaluation.config import EvalConfig, safe_name
@@ -114,6 +115,8 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         shortest = math.nan if length is None else length
     step_latencies: list[float] = []
     detections: list[bool] = []
+    target_in_view: list[bool] = []
+    view = TargetView.from_reset_info(episode.reset_info)
 
     def act(obs: dict[str, Any]) -> np.ndarray:
         with step_deadline(step_timeout, f"step {episode.steps}: act"):
@@ -121,6 +124,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         detection = getattr(policy, "step_detection", None)
         if detection is not None:
             detections.append(bool(detection))
+            target_in_view.append(view.box(episode.poses[-1]) is not None)  # the pose the observation was taken at
         if per_step:
             seconds = latency.step_seconds(policy.latencies_ms[-1], getattr(policy, "step_components", None),
                                            getattr(policy, "component_latencies", None))
@@ -160,7 +164,7 @@ def run_policy_episode(env, policy, seed: int, *, expert=None, latency=None, kee
         latency_applied=latency.applied if latency is not None else base.action_latency,
         latency_steps_s=step_latencies, error=error, pred_xy=pred_xy, expert_xy=expert_xy, expert_keys=expert_keys,
         expert_path=[[round(px, 4), round(py, 4)] for px, py in reference or ()], detections=detections,
-        **(fields or {}),
+        target_in_view=target_in_view, **(fields or {}),
     )
     return record, episode
 
