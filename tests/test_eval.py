@@ -114,6 +114,52 @@ def test_failure_videos_and_real_results(tmp_path, monkeypatch):
     assert svr["real"] == [0.9, 0.05] and svr["mmrv"] == 0.0 and svr["pearson_r"] == pytest.approx(1.0)
 
 
+def _instruction_rows(make_env, *instructions: str) -> list[np.ndarray]:
+    """The header's instruction row (pixels 20-44) of a one-step video frame drawn for each instruction."""
+    from sim.evaluation.video import HEADER, TOP_SIZE, compose_frames
+
+    env = make_env(obs_keys=("state",), jitter=False)
+    env.reset(seed=0)
+    cam, top = np.zeros((64, 64, 3), np.uint8), np.zeros((TOP_SIZE[1], TOP_SIZE[0], 3), np.uint8)
+    rows = []
+    for text in instructions:
+        (frame,) = compose_frames([cam], [top], [(0.0, 0.0, 0.0)], [], spec=env.unwrapped.spec_scene, title="t",
+                                  instruction=text, status="success")
+        rows.append(frame[20:HEADER])
+    return rows
+
+
+def test_video_draws_hangul_with_a_covering_font(make_env):
+    from sim.evaluation import video
+
+    path = video._covering_font("바구니 직진해")
+    if path is None:
+        pytest.skip(f"no installed font covers Hangul (apt-get install {video.FONT_PACKAGE}; .ci/run does)")
+    assert getattr(video._font(14, "바구니"), "path", None) == path
+    # Missing glyphs are drawn as identical boxes (tofu): two different words of as many syllables draw differently
+    # only in a font that has them.
+    a, b = _instruction_rows(make_env, "바구니", "직진해")
+    assert a.any() and not np.array_equal(a, b)
+    assert video._font(14, "Navigate toward the gray basket") is video._font(14), "Latin-1 keeps the default font"
+
+
+def test_video_without_a_hangul_font_falls_back_and_warns_once(make_env, monkeypatch):
+    import warnings
+
+    from sim.evaluation import video
+
+    monkeypatch.setattr(video, "_covering_font", lambda text: None)
+    video._warn_no_font.cache_clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a, b = _instruction_rows(make_env, "바구니", "직진해")
+        assert video._font(14, "바구니") is video._font(14)
+    video._warn_no_font.cache_clear()
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and video.FONT_PACKAGE in messages[0]
+    assert np.array_equal(a, b), "the default font draws both words as the same boxes"
+
+
 def test_latency_delays_commands_in_velocity_mode(make_env):
     fast = make_env(obs_keys=("state",), jitter=False, actuation="velocity")
     slow = make_env(obs_keys=("state",), jitter=False, actuation="velocity", action_latency=0.15)

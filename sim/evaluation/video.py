@@ -2,18 +2,23 @@
 
 Frames are drawn with Pillow and written as H.264 mp4 through imageio (imageio-ffmpeg), one frame per step.
 The top-down views are rendered after the episode by placing the robot at each recorded pose (the rest of the
-scene is static), so recording costs nothing while the policy runs.
+scene is static), so recording costs nothing while the policy runs. Text is drawn in Pillow's default font, or, for
+text beyond Latin-1 (the corridor family's Korean instructions), in an installed TrueType font that covers it
+(:func:`_font`; Debian's ``fonts-nanum``, which ``.ci/run`` installs).
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pybullet as p
+from matplotlib import font_manager, ft2font
 from PIL import Image, ImageDraw, ImageFont
 
 from envs.keys import action_to_key
@@ -26,11 +31,95 @@ STATUS_COLOURS = {"success": (40, 170, 60), "collision": (220, 50, 40), "timeout
                   "out_of_bounds": (150, 60, 170), "overshoot": (150, 90, 40), "error": (120, 120, 120)}
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+# Families tried, in order, for text beyond Latin-1: Korean fonts of Debian's fonts-nanum, fonts-noto-cjk,
+# fonts-unfonts-core and fonts-baekmuk, then DejaVu Sans (shipped inside matplotlib, so always there: Greek,
+# Cyrillic, arrows). The first that has a glyph for every character of the text draws it.
+FONT_FAMILIES = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "UnDotum", "Baekmuk Gulim", "DejaVu Sans")
+FONT_PACKAGE = "fonts-nanum"  # the Debian package named when no installed font covers the text
+
+
+def _family_paths(manager: font_manager.FontManager) -> list[str]:
+    """The font file ``manager`` holds for each of :data:`FONT_FAMILIES` that it knows, in that order."""
+    paths = []
+    for family in FONT_FAMILIES:
+        try:
+            paths.append(manager.findfont(font_manager.FontProperties(family=[family]), fallback_to_default=False))
+        except ValueError:  # not installed
+            pass
+    return paths
+
+
+@functools.lru_cache(maxsize=1)
+def _rescanned_paths() -> tuple[str, ...]:
+    """:func:`_family_paths` of a fresh scan of the system's fonts (~0.2 s), once per process: matplotlib's font
+    cache (``~/.cache/matplotlib/fontlist-*.json``) is written once per matplotlib release, so it misses a font
+    package installed after it (e.g. ``fonts-nanum`` installed after the first ``import matplotlib``)."""
+    return tuple(_family_paths(font_manager.FontManager()))
+
+
+@functools.lru_cache(maxsize=None)
+def _charmap(path: str) -> frozenset[int]:
+    """The code points the font file at ``path`` has a glyph for (its cmap, read by FreeType)."""
+    return frozenset(ft2font.FT2Font(path).get_charmap())
+
+
+@functools.lru_cache(maxsize=None)
+def _covering_font(text: str) -> str | None:
+    """Path of the first font of :data:`FONT_FAMILIES` that has a glyph for every non-space character of
+    ``text``, looked up through matplotlib's font manager (its cache first, then one fresh scan); ``None`` when no
+    installed one does."""
+    needed = {ord(c) for c in text if not c.isspace()}
+    for paths in (lambda: _family_paths(font_manager.fontManager), _rescanned_paths):
+        for path in paths():
+            if needed <= _charmap(path):
+                return path
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_no_font() -> None:
+    """Warn, once per process, that text beyond Latin-1 is drawn in a font without its glyphs."""
+    warnings.warn(f"no installed font has the glyphs of the video text (e.g. the corridor family's Korean "
+                  f"instructions), so they are drawn as empty boxes: install one, e.g. `apt-get install {FONT_PACKAGE}`",
+                  RuntimeWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=None)
+def _default_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=None)
+def _truetype(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+def _font(size: int, text: str = "") -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """A font for drawing ``text`` at ``size`` (pixels, the em height).
+
+    Latin-1 text (all of it but the corridor family's Korean instructions) gets Pillow's default font, as the
+    videos always had; other text the first installed font of :data:`FONT_FAMILIES` that covers it, through
+    matplotlib's font manager. When none does (no Korean font installed), Pillow's default font, which draws
+    Hangul as empty boxes, and one ``RuntimeWarning`` per process naming the package to install
+    (:data:`FONT_PACKAGE`). Fonts and look-ups are cached per process.
+
+    Args:
+        size: Font size in pixels.
+        text: The text the font will draw (``""``: Latin-1 only).
+
+    Returns:
+        A Pillow font for :meth:`PIL.ImageDraw.ImageDraw.text`.
+    """
+    if all(ord(c) <= 0xFF for c in text):
+        return _default_font(size)
+    path = _covering_font(text)
+    if path is None:
+        _warn_no_font()
+        return _default_font(size)
+    return _truetype(path, size)
 
 
 def _arrow(draw: ImageDraw.ImageDraw, centre: tuple[float, float], action: np.ndarray, length: float) -> None:
@@ -79,6 +168,7 @@ def compose_frames(
     project = Scene.topdown_projection(spec, TOP_SIZE)
     h = TOP_SIZE[1]
     small, big = _font(14), _font(30)
+    title_font, instruction_font = _font(14, title), _font(14, instruction)
     out = []
     pixels = [project(x, y) for x, y, _ in poses]
     for k, (cam, top) in enumerate(zip(onboard, topdown)):
@@ -87,8 +177,8 @@ def compose_frames(
         canvas.paste(cam_img, (0, HEADER))
         canvas.paste(Image.fromarray(top), (h, HEADER))
         draw = ImageDraw.Draw(canvas)
-        draw.text((6, 4), title, fill=(230, 230, 230), font=small)
-        draw.text((6, 24), instruction, fill=(180, 200, 255), font=small)
+        draw.text((6, 4), title, fill=(230, 230, 230), font=title_font)
+        draw.text((6, 24), instruction, fill=(180, 200, 255), font=instruction_font)
         trail = [(u + h, v + HEADER) for u, v in pixels[: k + 1]]
         if len(trail) > 1:
             draw.line(trail, fill=(30, 120, 255), width=3)
