@@ -22,7 +22,7 @@ of ``microsoft/kosmos-2-patch14-224``) with **random weights**:
    (:func:`policies.backbones.clip.openclip_visual_to_hf`) against ``open_clip``'s own ViT-B-32 (random init):
    largest ``encode_image`` difference, and its preprocessing against ours.
 
-Exits 2 without CUDA. Prints one line per figure and writes them to ``--out`` as JSON.
+Exits 2 without CUDA. Prints one line per figure and writes them to ``--out`` as JSON after every check.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from foundations.files import atomic_write_text  # noqa: E402
 
 INSTRUCTION = "Navigate around obstacles and reach the front of the beverage bottle on the left"
 REPORT: dict = {}
@@ -332,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             check()
         except Exception as exc:  # noqa: BLE001 - report every check, keep going
             say(f"error_{len(REPORT)}", f"{type(exc).__name__}: {exc}", f"CHECK FAILED: {type(exc).__name__}: {exc}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(REPORT, indent=1))
+        if args.out:  # after every check: a run stopped by its time limit keeps what it measured
+            atomic_write_text(args.out, json.dumps(REPORT, indent=1))
     return 0
 
 
