@@ -14,11 +14,12 @@
 # Runs here too, without a GPU (DEVICE=cpu: step 2 on the CPU only, step 3 on the tiny Kosmos-2): the dry run.
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_session}
+OUT=${OUT:-/tmp/gpu_session}  # what comes back from the device: at most 8 files (7 here); run folders stay in RUNS
+RUNS=${RUNS:-/tmp/gpu_session_runs}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-16}
 PY=${PY:-python3}
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$RUNS"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/session.log"; }
 
 if [ -f .devkit/site.tar.xz ]; then  # the kit (dev/device_kit.py): pybullet, gymnasium, pydantic ... for 3.12
@@ -44,8 +45,8 @@ from envs.rendering import egl_plugin_path
 c = p.connect(p.DIRECT)
 print('plugin', p.loadPlugin(egl_plugin_path(), '_eglRendererPlugin', physicsClientId=c), flush=True)
 p.getCameraImage(8, 8, renderer=p.ER_BULLET_HARDWARE_OPENGL, physicsClientId=c)
-" >"$OUT/egl_banner.txt" 2>&1
-grep -a -E "GL_VENDOR|GL_RENDERER|GL_VERSION|EGL device|ven =|plugin|Error" "$OUT/egl_banner.txt" \
+" >"$RUNS/egl_banner.txt" 2>&1
+grep -a -E "GL_VENDOR|GL_RENDERER|GL_VERSION|EGL device|ven =|plugin|Error" "$RUNS/egl_banner.txt" \
     | tee -a "$OUT/session.log"
 for size in 224x224:300 1280x720:60; do
     log "1. bench/env_throughput.py --image-size ${size%%:*} --steps ${size##*:}"
@@ -56,7 +57,7 @@ done
 
 sweep() {  # $1: device, then extra arguments; prints episodes/min and steps/s of the main sweep
     local device=$1; shift
-    local run="$OUT/run_$device"
+    local run="$RUNS/run_$device"
     rm -rf "$run"
     local start end
     start=$(date +%s.%N)
