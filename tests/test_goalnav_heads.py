@@ -476,6 +476,17 @@ def test_window_incompatible_with_d_in():
     assert recognise_goalnav_checkpoint(team_file("exp73_mlp"), "exp73.pt", window=6).window == 6
 
 
+def test_sim_checkpoint_reports_an_unrecognised_team_file_without_a_traceback(tmp_path, capsys):
+    from sim import checkpoint as checkpoint_cli
+
+    path = tmp_path / "exp73_w5.pt"
+    torch.save(team_file("exp73_mlp", window=5), path)
+    assert checkpoint_cli.main([str(path)]) == 1  # the verdict: it does not load
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and f"problem       {path}: window: window 5" in out
+    assert out.strip().endswith("verdict       DOES NOT LOAD")
+
+
 def test_missing_keys_wrong_shapes_and_unknown_layouts():
     state = layout_state("exp73_mlp")
     del state["net.3.bias"]

@@ -201,7 +201,7 @@ def goalnav_report(file: str | Path, backbone: str = "auto", backbone_path: str 
     if not is_goalnav_layout(raw):
         return None
     report: dict[str, Any] = {"format": "team grounder + MLP (torch.save dict)", "keys": sorted(map(str, raw)),
-                              "problems": [], "loads": False}
+                              "problems": [], "loads": False, "goalnav": {}}  # filled once the file is recognised
     try:
         ckpt = recognise_goalnav_checkpoint(raw, path)
     except CheckpointError as exc:
@@ -268,7 +268,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"  format        {r['format']} (keys: {', '.join(r['keys'])})")
         if r.get("meta"):
             lines.append(f"  metadata      {json.dumps(r['meta'], default=str)[:300]}")
-        lines.append(f"  kind          {g['kind']}: " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "kind"))
+        if g:
+            lines.append(f"  kind          {g['kind']}: " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "kind"))
         for need in r.get("needs", []):
             lines.append(f"  needs         {need['what']}: {need['where']}")
     elif "format" in r:
