@@ -356,3 +356,8 @@ def test_generate_refuses_the_other_familys_axes(tmp_path, capsys):
     assert not (tmp_path / "d").exists()
     rc = gen_cli.main(["--out", str(tmp_path / "d"), "--episodes", "1", "--cadence", "v5", "--no-progress"])
     assert rc == 2 and "--cadence is for the corridor" in capsys.readouterr().err
+    # a cadence the episodes could not end under: refused before the folder is made
+    rc = gen_cli.main(["--family", "corridor", "--out", str(tmp_path / "d"), "--episodes", "1", "--cadence",
+                       "v6-data,stop_hold_s=600", "--no-progress"])
+    assert rc == 2 and "stop_hold_s = 600 s is longer than the episode" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -53,6 +53,7 @@ import numpy as np
 
 import scenarios
 from envs import ENV_ID
+from envs.cadence import DEFAULT_MAX_TIME, Cadence
 from envs.rendering import choose_renderer
 from envs.settings import default_actuation
 from foundations.errors import MobileVLAError
@@ -119,7 +120,14 @@ class GenerateConfig:
     renderer: str = "auto"
 
     def __post_init__(self) -> None:
+        """Resolve ``renderer``, and refuse a cadence the episodes could not end under before anything is written.
+
+        Raises:
+            ConfigError: a bad cadence, or a hold longer than the episode (:meth:`envs.cadence.Cadence.check_fits`).
+        """
         object.__setattr__(self, "renderer", choose_renderer(self.renderer, self.image_size))
+        if self.cadence is not None:
+            Cadence.parse(self.cadence).check_fits(DEFAULT_MAX_TIME)
 
     @property
     def actuation(self) -> str:
