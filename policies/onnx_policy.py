@@ -2,16 +2,13 @@
 execution backend of :class:`~policies.vla.VLAPolicy`, and the deployment loader (TensorRT -> ONNX -> PyTorch).
 
 :class:`OnnxPolicy` **is** a :class:`~policies.vla.VLAPolicy` whose forward pass is the graph (:class:`OnnxForward`):
-history, chunk execution, first-step rule, instruction fallback and post-processing are VLAPolicy's, and it runs
-batched (``act_batch``, :mod:`policies.batching`, ``sim.eval --batch on``) with one graph run per group of episodes
-with the same numbers of new and past frames (full kind: the graph encodes the frames the history holds as pixels,
-and its ``features`` join the history) or the same window length (head-only: the PyTorch backbone encodes frames,
-the graph replaces the head). Defaults (execution, window, post-processing, ensembling) come from the sidecar.
+history, chunk execution, first-step rule, instruction fallback and post-processing are VLAPolicy's. Batched
+(``act_batch``, ``sim.eval --batch on``), the graph runs once per group of episodes with the same numbers of new and
+past frames (full kind: the graph encodes the pixels, its ``features`` join the history) or the same window length
+(head-only: the PyTorch backbone encodes frames). Defaults (execution, window, post-processing) are the sidecar's.
 
-**Text features stay in PyTorch (decision).** The artifact's backbone (MiniLM for ``lite``) encodes each distinct
-instruction once, at reset (cached): nothing per step, no tokenizer to export (not expressible in ONNX) and no ~90 MB
-of MiniLM weights in the graph; the artifact needs the backbone's text encoder where it runs (the ``policies``
-package).
+**Text features stay in PyTorch (decision).** The backbone (MiniLM for ``lite``) encodes each instruction once, at
+reset: nothing per step, no tokenizer to export (ONNX cannot express it), no ~90 MB of MiniLM in the graph.
 """
 
 from __future__ import annotations
@@ -38,13 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Runtimes of :func:`load_deployed_policy`, in the team's fallback order.
 RUNTIMES = ("tensorrt", "onnx", "pytorch")
-
-
-def __getattr__(name: str) -> Any:
-    """The artifact's names (:mod:`policies.onnx_artifact`), importable from here as before."""
-    if name in artifact.__all__:
-        return getattr(artifact, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OnnxForward(TorchForward):
@@ -130,8 +120,7 @@ class OnnxPolicy(VLAPolicy):
         check_sha256: verify the model file against the sidecar's checksum.
         text_backbone: a built backbone for the text (and head-only frame) features; default: the source
             policy's (:func:`~policies.onnx_artifact.build_source_policy`).
-        spec: an already read :class:`ArtifactSpec` (default: read from the sidecar), as
-            :func:`~policies.onnx_artifact.open_artifact`.
+        spec: an already read :class:`ArtifactSpec` (default: read from the sidecar), as ``open_artifact``.
 
     Attributes:
         spec: the :class:`ArtifactSpec`. path: the model file. runner: the graph's runner.
@@ -257,4 +246,4 @@ def load_deployed_policy(path: str | Path, *, order: Sequence[str] = RUNTIMES, e
     raise ArtifactError(f"{model}: no runtime could load it: " + " | ".join(reasons))
 
 
-__all__ = ["RUNTIMES", "DeployedPolicy", "OnnxForward", "OnnxPolicy", "load_deployed_policy", *artifact.__all__]
+__all__ = ["RUNTIMES", "DeployedPolicy", "OnnxForward", "OnnxPolicy", "load_deployed_policy"]

@@ -13,7 +13,8 @@ import pytest
 from onnx import numpy_helper
 
 from policies.checkpoints import default_checkpoint
-from policies.onnx_policy import ARTIFACT_FORMAT, ArtifactMismatchError, ArtifactNotFoundError, OnnxPolicy, read_spec
+from policies.onnx_artifact import ARTIFACT_FORMAT, ArtifactMismatchError, ArtifactNotFoundError, read_spec
+from policies.onnx_policy import OnnxPolicy
 from sim import export as export_cli
 from sim.deploy import onnx_export as ex
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from policies import make_policy
+from policies import onnx_artifact as oa
 from policies import onnx_policy as op
 from policies.vla import build_vla_policy
 from sim.deploy import onnx_export as ex
@@ -72,11 +73,11 @@ def test_bad_input_is_rejected(chunked, observations):
     result, _ = chunked
     pol = op.OnnxPolicy(result.model_path)
     pol.reset("go")
-    with pytest.raises(op.ArtifactInputError, match="takes 224x224 frames"):
+    with pytest.raises(oa.ArtifactInputError, match="takes 224x224 frames"):
         pol.act({**observations[0], "image": np.zeros((120, 160, 3), np.uint8)})
-    with pytest.raises(op.ArtifactInputError, match="uint8"):
+    with pytest.raises(oa.ArtifactInputError, match="uint8"):
         pol.act({**observations[0], "image": np.zeros((224, 224, 3), np.float32)})
-    with pytest.raises(op.ArtifactMismatchError, match="window_size=8"):
+    with pytest.raises(oa.ArtifactMismatchError, match="window_size=8"):
         op.OnnxPolicy(result.model_path, window_size=4)
     with pytest.raises(ValueError, match="execution"):
         op.OnnxPolicy(result.model_path, execution="sometimes")
@@ -120,7 +121,7 @@ class FakeTensorRTRunner:
 
     def __init__(self, engine_path, trt):
         self.engine_path, self.trt = engine_path, trt
-        self._ort = op.OrtRunner(engine_path.with_suffix(".onnx"))
+        self._ort = oa.OrtRunner(engine_path.with_suffix(".onnx"))
 
     def run(self, feeds):
         return self._ort.run(feeds)
@@ -177,7 +178,7 @@ def test_pytorch_when_the_onnx_model_is_unusable(artifact, chunked, observations
 
 
 def test_nothing_loads(tmp_path):
-    with pytest.raises(op.ArtifactError, match="no runtime could load it"):
+    with pytest.raises(oa.ArtifactError, match="no runtime could load it"):
         op.load_deployed_policy(tmp_path / "model.onnx")
     with pytest.raises(ValueError, match="unknown runtime"):
         op.load_deployed_policy(tmp_path, order=("tflite",))
