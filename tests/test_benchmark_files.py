@@ -101,6 +101,18 @@ def test_leaderboard_ranks_runs_of_one_sweep_and_refuses_mixed_ones(runs, tmp_pa
     assert "mixed sweeps" in capsys.readouterr().out
 
 
+def test_leaderboard_sweep_cell_names_the_cadence():
+    from sim.evaluation.leaderboard import cells
+
+    row = {"rank": 1, "policy": "exp73", "success_ci95": [0.0, 0.2], "success_rate": 0.0, "episodes": 15,
+           "sweep": {"layouts": ["a"] * 5, "distances": ["straight"], "episodes_per_combo": 3, "seed": 0},
+           "run_dir": "r", "sweep_label": "B"}
+    deployed = {"name": "deployed", "mode": "async", "period_s": 0.1}
+    assert cells({**row, "cadence": deployed}, mixed=True)[5] == "B: 5x1x3 seed 0, deployed cadence"
+    assert cells({**row, "cadence": "v5"}, mixed=False)[5] == "5x1x3 seed 0, v5 cadence"  # an older row's name
+    assert cells(row, mixed=False)[5] == "5x1x3 seed 0"
+
+
 def test_leaderboard_names_a_folder_without_its_row_file(tmp_path, capsys):
     (tmp_path / "old").mkdir()
     assert leaderboard([str(tmp_path / "old")]) == 2

@@ -102,8 +102,9 @@ def cells(row: dict[str, Any], mixed: bool) -> list[str]:
     sweep = row.get("sweep") or {}
     sweep_text = (f"{len(sweep.get('layouts', []))}x{len(sweep.get('distances', []))}x"
                   f"{sweep.get('episodes_per_combo', '?')} seed {sweep.get('seed', '?')}")
-    if row.get("cadence"):
-        sweep_text += f", {row['cadence'] if isinstance(row['cadence'], str) else 'cadence'}"
+    cadence = row.get("cadence")
+    if cadence:  # the run's Cadence fields (name: a preset, "+" when a field was changed) or an older run's name
+        sweep_text += f", {cadence if isinstance(cadence, str) else cadence.get('name', '?')} cadence"
     if mixed:
         sweep_text = f"{row['sweep_label']}: {sweep_text}"
     top = row.get("top_failure")
