@@ -20,9 +20,9 @@ import time
 
 import gymnasium as gym
 import numpy as np
-import pybullet as p
 
 import envs
+from envs.bullet import p
 from envs.keys import key_to_action
 from envs.rendering import choose_renderer, egl_error
 from envs.settings import ImageSize

@@ -15,13 +15,10 @@ known point with :mod:`envs.camera` and finds it at the same pixel in both rende
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import importlib.util
-import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 from foundations.errors import ConfigError
@@ -53,34 +50,18 @@ def egl_plugin_path() -> str | None:
     return None if spec is None else spec.origin
 
 
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Send what C code prints to stdout (the EGL plugin's banner: vendor, version ...) to /dev/null."""
-    libc = ctypes.CDLL(None)
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-        yield
-    finally:
-        libc.fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def load_egl(client: int) -> int:
     """Load the EGL plugin into the PyBullet ``client``; returns its plugin id (for ``p.unloadPlugin``).
 
     Raises:
         RuntimeError: no plugin in this pybullet, or EGL cannot start (no libEGL, no device).
     """
-    import pybullet as p
+    from envs.bullet import p, quiet_c_output
 
     path = egl_plugin_path()
     if path is None:
         raise RuntimeError("this pybullet has no eglRenderer plugin")
-    with quiet_stdout():
+    with quiet_c_output():
         plugin = p.loadPlugin(path, "_eglRendererPlugin", physicsClientId=client)
     if plugin < 0:
         raise RuntimeError("pybullet could not load its eglRenderer plugin (no libEGL / libGL, or no EGL device: "
@@ -92,18 +73,18 @@ def load_egl(client: int) -> int:
 def egl_error() -> str | None:
     """Why EGL cannot render here (None when it can): loads the plugin into a throwaway client and renders one
     8x8 frame. Cached per process."""
-    import pybullet as p
+    from envs.bullet import p, quiet_c_output
 
     client = p.connect(p.DIRECT)
     try:
         plugin = load_egl(client)
-        with quiet_stdout():
+        with quiet_c_output():
             p.getCameraImage(8, 8, renderer=p.ER_BULLET_HARDWARE_OPENGL, physicsClientId=client)
             p.unloadPlugin(plugin, physicsClientId=client)
     except Exception as exc:  # noqa: BLE001 - any failure means: no EGL here
         return f"{type(exc).__name__}: {exc}"
     finally:
-        with quiet_stdout():
+        with quiet_c_output():
             p.disconnect(client)
     return None
 

@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pybullet as p
-import pybullet_data
 
+from envs.bullet import p, pybullet_data, quiet_c_output
 from envs.camera import camera_frame
-from envs.rendering import load_egl, quiet_stdout
+from envs.rendering import load_egl
 from envs.robot import RobotConfig
 from envs.settings import PHYSICS_HZ
 from envs.textures import texture_files
@@ -67,7 +66,6 @@ class Scene:
         cid = self.client
         self.renderer = p.ER_TINY_RENDERER
         self._egl_plugin = None
-        self._egl_drawn = False
         if renderer == "egl":
             self._load_egl()
         p.setGravity(0, 0, 0, physicsClientId=cid)  # the base is velocity-driven; every other body is static
@@ -236,9 +234,11 @@ class Scene:
         w, h = size
         proj = p.computeProjectionMatrixFOV(fov_v, w / h, NEAR, FAR, physicsClientId=self.client)
         colour, ambient, diffuse = LIGHTING[spec.time_period]
-        quiet = quiet_stdout() if self._egl_plugin is not None and not self._egl_drawn else contextlib.nullcontext()
-        self._egl_drawn = True
-        with quiet:  # the EGL plugin prints its vendor on its first frame
+        # the EGL plugin printf()s its vendor (stdout) when it first draws a shadow map, on whichever frame that is:
+        # stdout is silenced for every frame through it (microseconds against milliseconds of rendering); stderr,
+        # where the other threads' logs and progress bars go, never is
+        quiet = quiet_c_output((1,)) if self._egl_plugin is not None else contextlib.nullcontext()
+        with quiet:
             img = self._camera_image(w, h, view, proj, spec, colour, ambient, diffuse)
         return np.asarray(img, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
 
@@ -306,7 +306,7 @@ class Scene:
     def close(self) -> None:
         """Disconnect the PyBullet client (idempotent)."""
         if self.client is not None and p.isConnected(self.client):
-            with quiet_stdout():
+            with quiet_c_output():
                 if self._egl_plugin is not None:
                     p.unloadPlugin(self._egl_plugin, physicsClientId=self.client)
                 p.disconnect(self.client)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-import pybullet as p
 from matplotlib import font_manager, ft2font
 from PIL import Image, ImageDraw, ImageFont
 
+from envs.bullet import p
 from envs.keys import action_to_key
 from envs.scene import Scene
 from foundations.files import atomic_write
