@@ -27,9 +27,24 @@ from scenarios import TARGET_SHAPES, ObstacleSpec, SceneSpec
 ASSETS = Path(__file__).parent / "assets"
 ROBOT_URDF = ASSETS / "omni_robot.urdf"
 PARKED = (0.0, 0.0, -10.0)
+#: Clip planes of both cameras (m). Our reading: near under the 0.05 m from the onboard lens to the robot's
+#: footprint edge (``RobotConfig``: camera 0.10 m ahead of the centre, radius 0.15 m); far beyond any backdrop wall
+#: seen from inside the arena (11.5 m at most) and the top-down camera's height (13.3 m at most, square or wider
+#: renders).
 NEAR, FAR = 0.03, 15.0
-TOPDOWN_FOV = 30.0  # deg, vertical
-WALL_LENGTH, WALL_HEIGHT, WALL_MARGIN = 12.0, 1.2, 1.2  # m; walls stand this far outside the arena
+#: Vertical field of view of the top-down view (deg; :meth:`Scene.render_topdown`: videos, ``sim.preview``,
+#: ``render()``). Our reading: no robot quantity, as no policy sees this view; narrow, so the camera (its height
+#: fitted to frame the arena) stands high and box tops shift little against the floor-plane path overlay
+#: (:meth:`Scene.topdown_projection`).
+TOPDOWN_FOV = 30.0
+#: The four visual-only backdrop walls around the arena (m): length, height, and how far outside the arena they
+#: stand. Our reading: the team's arena was never measured (``ROBOT_AND_DATA.md`` section 4: "arena size ...
+#: unknown (indoor floor)"); 12 m closes the corners of the largest arena plus both margins (9.4 m); 1.2 m stands
+#: above everything in the scene (boxes at most 0.33 m high, the camera at 0.30 m), as the corridor's walls do;
+#: the margin keeps them out of the robot's reach, since leaving the arena ends the episode first.
+WALL_LENGTH, WALL_HEIGHT, WALL_MARGIN = 12.0, 1.2, 1.2
+#: The backdrop walls' RGBA: an off-white indoor wall. Our reading: no colour was recorded for the 2025 set-up (the
+#: V5/V6 corridor is "white wall", ``TEAM_STACK_2026.md`` section 1, and has its own ``wall_colour``); not randomised.
 WALL_COLOUR = (0.86, 0.84, 0.80, 1.0)
 
 #: Light colour, ambient and diffuse coefficients per collection ``time_period`` (H5 attribute).

@@ -44,6 +44,7 @@ class Rect:
     y1: float
 
     def contains(self, x: float, y: float) -> bool:
+        """Whether the point ``(x, y)`` (m) lies in the rectangle, edges included."""
         return self.x0 <= x <= self.x1 and self.y0 <= y <= self.y1
 
 

@@ -150,6 +150,7 @@ class ArtifactSpec:
 
     @property
     def output_names(self) -> tuple[str, ...]:
+        """Graph outputs: ``("actions", "features")`` for the full kind, ``("actions",)`` head-only."""
         return FULL_OUTPUTS if self.kind == KIND_FULL else HEAD_OUTPUTS
 
     def source_text(self) -> str:

@@ -728,6 +728,7 @@ class EnsemblePolicy(BatchablePolicy):
         return actions
 
     def close(self) -> None:
+        """Close both members."""
         self.first.close()
         self.second.close()
 

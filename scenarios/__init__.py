@@ -62,6 +62,10 @@ START_CLEARANCE = 0.15
 
 
 class DistancePreset(Strict):
+    """``[distances.<name>]`` of a box-family layout: where the first obstacle and the target stand from the robot's
+    start (m). The ranges are drawn on every reset with ``jitter``, their mid-points without. Values and sources:
+    ``scenarios/<family>/defaults.toml`` and the layout files."""
+
     obstacle: Range = Field(description="start -> near face of the first obstacle, along x (m)")
     target: Range = Field(description="start -> target object's centre, along x (m)")
     obstacle_y: float = Field(0.0, description="sideways position of the obstacles' reference point (m, +left)")
@@ -69,17 +73,30 @@ class DistancePreset(Strict):
 
 
 class Arena(Strict):
+    """``[arena]``: the rectangle (m, from the nominal start) the robot's centre must stay in, or the episode ends
+    ``out_of_bounds``: x from ``x_min`` (< 0) to ``x_beyond_target`` past the target's x distance, y within
+    +-``half_width``."""
+
     x_min: float = Field(lt=0)
     x_beyond_target: float = Field(gt=0)
     half_width: float = Field(gt=0)
 
 
 class TargetSpec(Strict):
+    """``[target]``: the target objects (the first is the nominal one; domain randomisation draws among them) and
+    ``standoff``, how far in front of the target's centre the goal point lies (m, 0-1)."""
+
     kinds: list[Literal["cup", "bottle", "basket"]] = Field(min_length=1)
     standoff: float = Field(ge=0, le=1.0)
 
 
 class Randomization(Appearance):
+    """``[randomization]`` of a box-family layout. Pose jitter (uniform +-, m / deg), drawn on every reset with
+    ``jitter``: ``obstacle_xy`` moves all the obstacles together, ``target_xy`` the target, ``start_xy`` /
+    ``start_yaw`` the robot's start. With ``domain_randomization`` also each box's ``box_scale`` (quantised to 5 %
+    steps; a range reaching 0 or below fails validation), a colour from ``box_colours`` (RGB) per box, and the
+    :class:`~scenarios.spec.Appearance` fields."""
+
     obstacle_xy: Vec2
     target_xy: Vec2
     start_xy: Vec2

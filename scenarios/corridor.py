@@ -60,6 +60,11 @@ class TargetPlacer(Protocol):
 
 
 class Corridor(Strict):
+    """``[corridor]``: the two walls (m). ``wall_colour`` (RGB in [0, 1]) is the nominal one; domain randomisation
+    draws from ``randomization.wall_colours``. The walls run from ``behind_start`` behind the start to
+    ``beyond_target`` past the basket's far face at the nominal start distance. Values and their sources:
+    ``scenarios/corridor/defaults.toml``."""
+
     width: float = Field(gt=0, description="between the walls' inner faces (m)")
     wall_height: float = Field(gt=0)
     wall_thickness: float = Field(gt=0)
@@ -74,16 +79,27 @@ class Corridor(Strict):
 
 
 class CorridorTarget(Strict):
+    """``[target]``: the basket (a :data:`scenarios.spec.TargetKind`) and the success rule: the robot's front within
+    ``stop_band`` (m) of the basket's footprint, its heading within ``facing_tolerance`` (deg in the file, rad in
+    :class:`SceneSpec`) of the basket's centre."""
+
     kind: TargetKind
     stop_band: Range = Field(description="the robot's front to the basket at a successful stop (m)")
     facing_tolerance: float = Field(gt=0, le=90, description="deg between heading and the basket's centre")
 
 
 class Path(Strict):
+    """``[paths.<name>]``: one route to the basket. ``bulge`` shapes only the expert's route
+    (``SceneSpec.route_bulge``); the scene is the same on every path."""
+
     bulge: float = Field(description="sideways swing off the straight route at its middle (m, + left)")
 
 
 class CorridorRandomization(Appearance):
+    """``[randomization]``: start-pose jitter (uniform +-: ``start_xy`` m, ``start_yaw`` deg, ``start_gap`` m),
+    drawn on every reset with ``jitter``; with ``domain_randomization`` also a wall colour from ``wall_colours``
+    (RGB) and the :class:`~scenarios.spec.Appearance` fields."""
+
     start_xy: Vec2
     start_yaw: float = Field(ge=0)
     start_gap: float = Field(ge=0, description="+- jitter of the start distance (m)")

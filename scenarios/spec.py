@@ -79,10 +79,12 @@ class Range(Strict):
         return self
 
     def sample(self, rng: np.random.Generator) -> float:
+        """A uniform draw in ``[low, high]``; ``low`` without drawing (``rng`` untouched) when ``low == high``."""
         return float(rng.uniform(self.low, self.high)) if self.high > self.low else self.low
 
     @property
     def mid(self) -> float:
+        """``(low + high) / 2``: the nominal value (no jitter)."""
         return 0.5 * (self.low + self.high)
 
 
@@ -94,6 +96,11 @@ def rgb(v: Vec3) -> Vec3:
 
 
 class Obstacle(Strict):
+    """One box or pot of a layout (m). ``offset`` ``(x, y)``: in a box family from the distance preset's obstacle
+    point (x from the near-face distance, y from ``obstacle_y``), in the corridor from the start. ``colour``: RGB in
+    [0, 1], the nominal one (a box family's domain randomisation draws from ``box_colours``). Fails validation for
+    a side outside (0, :data:`MAX_BOX_SIDE`], a pot whose depth and width differ, or a colour outside [0, 1]."""
+
     size: Vec3 = Field(description="[depth along x, width along y, height] (m); a pot's depth and width are its diameter")
     offset: Vec2 = (0.0, 0.0)
     colour: Vec3 = (0.62, 0.45, 0.28)

@@ -26,6 +26,7 @@ from sim.training.ablation import load_spec, run_ablation
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.ablate`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(prog="python -m sim.ablate", description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path, help="spec file (TOML), e.g. ablations/ideas.toml")
     parser.add_argument("--out", type=Path, help="output folder (default runs/ablation-<spec file name>)")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0, 1 when an evaluation episode ended in an error, 2 for bad arguments or spec."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers < 1:

@@ -92,6 +92,7 @@ def _bundle_goalnav(heads: list[str], args: argparse.Namespace, weights_dir: Pat
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0, 1 when an episode could not be generated, 2 for bad arguments."""
     parser = ArgumentParser(prog="python -m sim.bundle", description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int_in(2, MAX_EPISODES), default=400)
     parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)

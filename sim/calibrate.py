@@ -35,6 +35,7 @@ from sim.cli import MAX_SEED, MAX_WORKERS, ArgumentParser, command, float_in, in
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.calibrate`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(prog="python -m sim.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--guides", nargs="+", default=[str(f) for f in GUIDE_FILES],
                         help="JSON files of name -> key list (default: scenarios/human/ 1-box and 2-box guides)")
@@ -73,11 +74,14 @@ def table_markdown(guides, before, after, press: float, seeds: int) -> str:
 
 
 def passed(table) -> str:
+    """``"passed/replays"`` summed over a calibration table's guides (``{name: {"passed", "replays", ...}}``)."""
     return f"{sum(v['passed'] for v in table.values())}/{sum(v['replays'] for v in table.values())}"
 
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0 (layouts written, or ``--dry-run``), 1 when the simulator does not confirm the
+    new geometry (nothing written), 2 for bad arguments."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if any(not PRESS_RANGE[0] <= p <= PRESS_RANGE[1] for p in args.press):

@@ -22,6 +22,7 @@ from sim.deploy.checkpoint_report import format_report, inspect_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.checkpoint`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(prog="python -m sim.checkpoint", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="checkpoint (.pth, .ckpt, .pt, .safetensors + .json)")
     parser.add_argument("--policy", choices=HEAD_NAMES, help="check against this head (default: detected)")

@@ -189,6 +189,7 @@ def given_flags(argv: Sequence[str] | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.eval`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(prog="python -m sim.eval", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", help="policy name (repeat to compare); see --list")
     parser.add_argument("--list", action="store_true", help="list the registered policies and exit")
@@ -263,6 +264,8 @@ def print_result(result: EvalResult) -> None:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0, 1 when an episode ended in an error, 2 for bad arguments or config, 130 when
+    interrupted (finished episodes kept; ``--resume`` completes the run)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:

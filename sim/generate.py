@@ -41,6 +41,7 @@ from sim.data.generation import OUTPUT_FORMATS, GenerateConfig, generate
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.generate`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     p = ArgumentParser(prog="python -m sim.generate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output folder (created; resumable)")
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0, 1 when an episode could not be generated, 2 for bad arguments."""
     parser = build_parser()
     args = parser.parse_args(argv)
     layouts, distances = sweep_from_args(args.family, args.layouts, args.distances)

@@ -23,6 +23,7 @@ from sim.data.inspection import format_report, inspect_folder
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0 when every file is valid, 1 when one is not, 2 for a missing or empty folder."""
     p = ArgumentParser(prog="python -m sim.inspect", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path, help="folder of episode_*.h5 files")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -41,6 +41,7 @@ from sim.evaluation.offline import OfflineConfig, evaluate_offline
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.offline`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(prog="python -m sim.offline", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", required=True, help="policy to score (repeat to compare)")
     add_model_source_arguments(parser)
@@ -90,6 +91,8 @@ def corridor_data(sources: Sequence[Path]) -> list[Path]:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0 (2 for bad arguments or an error of the project, e.g. a policy that cannot be
+    built, printed as one line by :func:`sim.cli.command`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32 or args.closed_loop_episodes < 0 or args.workers < 1:

@@ -40,6 +40,7 @@ def expert_rollout(env: gym.Env, seed: int, options: dict | None = None
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0 (2 for bad arguments, through :func:`sim.cli.command`)."""
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="preview.png", help="PNG to write")
     parser.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)

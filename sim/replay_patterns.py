@@ -23,6 +23,7 @@ from sim.cli import ArgumentParser, add_family_argument, command, int_in
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0 (2 for bad arguments, e.g. ``--family corridor``, which has no guides)."""
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", nargs="+", default=[str(f) for f in GUIDE_FILES],
                         help="JSON files of name -> key list (default: the 1-box and 2-box guides)")

@@ -60,6 +60,7 @@ def parse_factors(text: str) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.train`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(prog="python -m sim.train", description=__doc__.splitlines()[0])
     parser.add_argument("--policy", required=True, choices=[h for h in HEAD_NAMES if h != "robovlms"],
                         help="head to train (robovlms reads the language model's action token: not cacheable here)")
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0, 1 when training wrote no checkpoint (the reason is printed), 2 for bad arguments."""
     from policies.backbones.lora import LoraSettings
 
     parser = build_parser()

@@ -31,6 +31,7 @@ from sim.training.rl import ALGOS, DEFAULT_DISTANCE, DEFAULT_LAYOUT, train
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sim.train_rl`` argument parser (:class:`sim.cli.ArgumentParser`)."""
     parser = ArgumentParser(
         prog="python -m sim.train_rl",
         description=(
@@ -119,6 +120,7 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
 @command
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns 0 after training (2 for bad arguments)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _validate(parser, args)

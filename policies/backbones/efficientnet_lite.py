@@ -93,6 +93,8 @@ class MBConvBlock(nn.Module):
         self.residual = stride == 1 and in_ch == out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_ch, H, W)`` -> ``(B, out_ch, H / stride, W / stride)`` (rounded up); the input is added back when
+        ``stride == 1`` and ``in_ch == out_ch``."""
         h = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))

@@ -101,6 +101,7 @@ class LiteBackbone(Backbone):
         self.clip_projection = projection.to(self.device)
 
     def stream_dims(self) -> dict[str, int]:
+        """:data:`STREAM_DIMS`: all six streams, the real ones and the stand-ins."""
         return dict(STREAM_DIMS)
 
     def vision_modules(self) -> dict[str, nn.Module]:

@@ -80,6 +80,7 @@ class LoraSettings:
             raise ConfigError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (what :meth:`from_dict` reads back)."""
         return dataclasses.asdict(self)
 
 

@@ -260,6 +260,7 @@ class RoboVLMsBackbone(Backbone):
         self._norm = (mean, std)
 
     def stream_dims(self) -> dict[str, int]:
+        """``{"action_token": hidden_size}``: its one stream, the language model's ``text_config.embed_dim``."""
         return {"action_token": self.hidden_size}
 
     def vision_modules(self) -> dict[str, torch.nn.Module]:

@@ -241,6 +241,7 @@ class GoalNavPolicy(Policy):
 
     @property
     def proj_dim(self) -> int:
+        """Width of the image projection: the checkpoint's ``image_proj`` output, else :data:`PROJ_DIM` (256)."""
         return int(self.image_proj.out_features) if self.image_proj is not None else PROJ_DIM
 
 

@@ -203,4 +203,5 @@ class ActionHead(nn.Module):
         return self.chunk_size * self.action_dim
 
     def extra_repr(self) -> str:
+        """``config=...`` in the module's ``repr``."""
         return f"config={self.config}"

@@ -108,6 +108,7 @@ class Simplified2DActionModelV2(ActionHead):
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+        """:func:`adapter_sizes`: the widths read off the adapters and ``final_norm``."""
         return adapter_sizes(state, values)
 
     def _forward(self, vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

@@ -168,6 +168,8 @@ class CLIPNormalized2DActionModelV2(ActionHead):
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+        """:func:`~policies.heads.case1.adapter_sizes`, plus ``clip_dim`` off ``clip_norm_vision.clip_proj`` (no such
+        weights: CLIP normalisation off) and the resampler's presence and ``resampler_latents``."""
         out = adapter_sizes(state, values)
         clip = linear_in_out(state, "clip_norm_vision.clip_proj.weight")
         out["clip_norm_layers"] = clip is not None

@@ -76,6 +76,8 @@ class Kosmos2CLIPHybridModel(ActionHead):
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with ``hidden_dim`` off ``fusion.0``; when neither width is given, its input split as the
+        team's: ``vision_dim`` 2048 (:class:`HybridConfig`), ``text_dim`` the rest (0 for pure Kosmos-2)."""
         out = dict(values)
         fusion = linear_in_out(state, "fusion.0.weight")
         if fusion:

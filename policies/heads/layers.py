@@ -65,6 +65,11 @@ class VisionResampler(nn.Module):
         self.norm_out = nn.LayerNorm(dim)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, T, dim)`` -> ``(B, num_latents, dim)``.
+
+        Raises:
+            ValueError: ``T`` greater than ``max_frames``.
+        """
         b, t, _ = frames.shape
         if t > self.time_embed.shape[0]:
             raise ValueError(f"resampler got {t} frames, built for at most {self.time_embed.shape[0]}")

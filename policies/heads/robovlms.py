@@ -101,6 +101,8 @@ class RoboVLMsHead(ActionHead):
 
     @classmethod
     def config_from_state_dict(cls, state: Mapping[str, torch.Tensor], values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with ``vision_dim``, ``hidden_size`` and ``num_layers`` read off ``act_head.rnn``, and
+        ``chunk_size`` (unless given) off the last ``velocities`` layer's width / ``action_dim`` (default 2)."""
         out = dict(values)
         rnn = state.get("act_head.rnn.weight_ih_l0")
         if rnn is not None:

@@ -310,6 +310,7 @@ class EncodedFrames:
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
+        """``(N, H, W, 3)``: the ``images`` dataset's shape."""
         return (len(self.chunks), self.height, self.width, 3)
 
 
@@ -373,6 +374,7 @@ class FrameEncoder:
                              self.gzip_level)
 
     def close(self) -> None:
+        """Stop the compression threads (frames not started are dropped) and forget the frames."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._futures.clear()
         self._last = None
@@ -723,6 +725,7 @@ class EpisodeInfo:
 
     @property
     def episode_id(self) -> str:
+        """The file's name without ``.h5``."""
         return self.path.stem
 
 

@@ -481,10 +481,12 @@ class LeRobotV3Writer:
 
     @property
     def num_episodes(self) -> int:
+        """Episodes added so far."""
         return len(self._episodes)
 
     @property
     def num_frames(self) -> int:
+        """Frames of the episodes added so far."""
         return self._frames
 
     def _columns(self, data: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:

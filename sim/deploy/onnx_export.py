@@ -311,6 +311,7 @@ class ParityReport:
     passed: bool
 
     def summary(self) -> str:
+        """One line: the differences against their bounds and ``PASS`` / ``FAIL``."""
         feat = ("" if self.max_abs_diff_features is None else
                 f", features {self.max_abs_diff_features:.3g} (bound {self.bound_features:g})")
         return (f"{self.precision}: max abs diff actions {self.max_abs_diff_actions:.3g} "
@@ -431,6 +432,7 @@ class LatencyStats:
         return "PASS" if self.p95_ms <= self.budget_ms else "FAIL"
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields and the :attr:`verdict`, JSON-serialisable."""
         return {**dataclasses.asdict(self), "verdict": self.verdict}
 
 

@@ -307,6 +307,7 @@ class EvalConfig(_Frozen):
 
     @property
     def policy_names(self) -> list[str]:
+        """The policies' names, in the configured order."""
         return [p.name for p in self.policies]
 
     def policy(self, name: str) -> PolicySpec:
@@ -314,6 +315,7 @@ class EvalConfig(_Frozen):
         return next(p for p in self.policies if p.name == name)
 
     def to_json(self) -> dict[str, Any]:
+        """The config as JSON-serialisable values (``model_dump(mode="json")``)."""
         return self.model_dump(mode="json")
 
     def save(self, run_dir: str | Path, provenance: dict[str, Any] | None = None) -> Path:

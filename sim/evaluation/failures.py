@@ -117,10 +117,12 @@ class Motion:
 
     @property
     def stop(self) -> bool:
+        """No motion at all (``SPACE``, ``STOP``)."""
         return self.forward == 0 and self.lateral == 0 and self.rotation == 0
 
     @property
     def straight(self) -> bool:
+        """Forward only: no lateral or rotation component (``w``, ``FORWARD``)."""
         return self.forward > 0 and self.lateral == 0 and self.rotation == 0
 
 

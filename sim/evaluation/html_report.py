@@ -52,6 +52,7 @@ p.note { background: #fff8e0; padding: 0.5em; }
 
 
 def num3(value: float | None) -> str:
+    """``value`` with three decimals; ``"-"`` for None or NaN (:func:`sim.evaluation.report.num`)."""
     return num(value, ".3f")
 
 
@@ -66,6 +67,9 @@ class Figure:
 
 @dataclass
 class Section:
+    """One ``<section>`` of the report: a heading, then its notes, tables (header row first, cells as text) and
+    figures, in that order."""
+
     heading: str
     text: list[str] = field(default_factory=list)
     tables: list[list[list[str]]] = field(default_factory=list)

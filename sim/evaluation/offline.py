@@ -61,6 +61,7 @@ class RealEpisode:
 
     @property
     def name(self) -> str:
+        """The file's name without ``.h5``."""
         return self.info.path.stem
 
     @property

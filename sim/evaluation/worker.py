@@ -41,6 +41,7 @@ class Task:
 
     @property
     def key(self) -> tuple[str, str, str, int]:
+        """``(policy, layout, distance, episode)``: identifies the task (the backends count worker deaths per key)."""
         return self.policy, self.layout, self.distance, self.episode
 
 
@@ -245,6 +246,9 @@ def run_task(task: Task) -> dict[str, Any]:
 
 
 def failed_record(task: Task, cause: str) -> dict[str, Any]:
+    """The ``episodes.jsonl`` record of a task that could not run (its policy could not be built, its worker raised
+    or died): :meth:`EpisodeRecord.failed`, status ``"error"``, ``cause`` as its ``error``. Raises nothing, so the
+    backends can call it from their error paths."""
     return EpisodeRecord.failed(task.layout, task.distance, task.seed, policy=task.policy, episode=task.episode,
                                 error=cause).to_json()
 

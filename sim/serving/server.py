@@ -126,6 +126,9 @@ class ResetRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    """Body of the ``POST /predict`` answer: the team's fields (``action`` to ``buffer_status``) and ours (``step``,
+    ``session``)."""
+
     action: list[float] = Field(description="[linear_x, linear_y] in label units (+-1.15)")
     latency_ms: float = Field(description="policy inference time (ms)")
     model_name: str
@@ -137,6 +140,9 @@ class PredictResponse(BaseModel):
 
 
 class ResetResponse(BaseModel):
+    """Body of the ``POST /reset`` answer: ``status`` ``"success"`` and ``message`` ``"History and buffer cleared"``
+    as the team's server; ``session`` and ``reset`` are ours."""
+
     status: str
     message: str
     session: str
@@ -144,6 +150,11 @@ class ResetResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Body of the ``GET /health`` answer: ``status`` ``"healthy"``; the team's ``model_loaded``, ``model_name``,
+    ``device`` (the policy's torch device, ``"cpu"`` if it has none) and ``gpu_memory`` (allocated / reserved GiB
+    and the CUDA device name, None without CUDA); ours: ``policy`` (the registry name), ``sessions`` (open now) and
+    ``auth`` (whether a key is required)."""
+
     status: str
     model_loaded: bool
     model_name: str
