@@ -22,6 +22,22 @@ of ``microsoft/kosmos-2-patch14-224``) with **random weights**:
    (:func:`policies.backbones.clip.openclip_visual_to_hf`) against ``open_clip``'s own ViT-B-32 (random init):
    largest ``encode_image`` difference, and its preprocessing against ours.
 
+Before those (a short device run gets it first; ``--only-goalnav`` runs it alone):
+
+0. ``goalnav`` (issue 25): the deployed grounder + MLP policy ``exp73`` (:mod:`policies.goalnav.policy`) with the
+   OWL-v2 grounder built from transformers' default ``Owlv2Config`` at the deployed checkpoint's 960 x 960 input
+   (``google/owlv2-base-patch16-ensemble`` differs from the default config only there; random weights, a toy CLIP
+   tokenizer; ``--size tiny``: the tests' tiny OWL-v2) saved to a temporary folder and loaded through the ``owlv2``
+   grounder as a real folder is, the vision feature from the same random Kosmos-2 as the other checks, and a random
+   exp73 head + Stage 1 projection read from team-layout files. On the robot's 1280x720 frame, in bf16 on CUDA
+   (fp32 on the CPU): p50 / p95 ms per decision and per component (``grounder``: the whole OWL-v2 call, of it the
+   processor on the CPU and the model's forward; ``vision``; ``mlp``: the head on its window), for a grounded
+   decision and a cached one, against the robot's budget: the components' figures on the robot
+   (``OWLV2_LATENCY_S`` 1.902 s fp32 on the Jetson, ``VISION_LATENCY_S``, ``MLP_LATENCY_S``), the deployed loop's
+   period (``Cadence.parse("deployed").period_s``, 100 ms: a cached decision within one tick) and the robot's
+   ~1.3 Hz decision rate (``envs/cadence.py``: a grounded decision within 1 / 1.3 s); on CUDA also the grounder
+   call in fp32 (the deployed dtype).
+
 Exits 2 without CUDA. Prints one line per figure and writes them to ``--out`` as JSON after every check.
 """
 
@@ -110,6 +126,194 @@ def processor_224(size: int = 224):
     cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     image = cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     return Kosmos2Processor(image, tiny_kosmos2_processor().tokenizer)
+
+
+#: The robot's decision rate with the deployed policy: ~1.3 Hz in bursts of 0.08 / 0.08 / 2.2 s behind the
+#: grounder (``envs/cadence.py``, preset ``deployed``; ``docs/scenarios.md``).
+ROBOT_DECISION_HZ = 1.3
+#: The robot's camera frame (W, H) that the grounder and the vision feature get (``policies/goalnav/oracle.py``).
+ROBOT_FRAME = (1280, 720)
+#: The deployed OWL-v2 (``google/owlv2-base-patch16-ensemble``): transformers' default ``Owlv2Config`` but for the
+#: vision tower's input, 960 x 960 (its config.json and preprocessor_config.json; the default config says 768).
+OWLV2_IMAGE_SIZE = 960
+
+
+def toy_clip_tokenizer():
+    """A real ``CLIPTokenizer`` (the class ``Owlv2Processor`` wants) on a toy vocabulary: letters, the query's
+    words merged whole, CLIP's specials last; its ids fit any CLIP text tower (the tests' ``_clip_tokenizer``)."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    merges = []
+    for word in ("gray", "basket"):
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)
+
+
+def save_owlv2(folder: Path, size: str) -> dict:
+    """A random OWL-v2 with its processor (PIL image path, toy tokenizer) saved to ``folder`` as a real snapshot is;
+    ``full``: :data:`OWLV2_IMAGE_SIZE` on transformers' default config, ``tiny``: the tests' (hidden 32, 2 layers,
+    patch 8, image 32). Returns the config's sizes."""
+    import transformers
+
+    tokenizer = toy_clip_tokenizer()
+    if size == "full":
+        config = transformers.Owlv2Config(vision_config={"image_size": OWLV2_IMAGE_SIZE})
+    else:
+        layers = {"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 32}
+        config = transformers.Owlv2Config(
+            text_config={**layers, "vocab_size": len(tokenizer), "max_position_embeddings": 16,
+                         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                         "pad_token_id": tokenizer.pad_token_id},
+            vision_config={**layers, "image_size": 32, "patch_size": 8}, projection_dim=32)
+    image = int(config.vision_config.image_size)
+    image_cls = getattr(transformers, "Owlv2ImageProcessorPil", None) or transformers.Owlv2ImageProcessor
+    torch.manual_seed(0)
+    model = transformers.Owlv2ForObjectDetection(config)
+    sizes = {"parameters": sum(x.numel() for x in model.parameters()), "image_size": image,
+             "patch_size": int(config.vision_config.patch_size)}
+    model.save_pretrained(folder)
+    del model
+    transformers.Owlv2Processor(image_cls(size={"height": image, "width": image}), tokenizer).save_pretrained(folder)
+    return sizes
+
+
+class Timed:
+    """``target`` (a callable: a bound method, a model, a processor) whose calls add their wall time in ms (CUDA
+    synchronised before and after) to ``record[key]``; every other attribute is the target's."""
+
+    def __init__(self, target, record: dict, key: str) -> None:
+        self._target, self._record, self._key = target, record, key
+
+    def __call__(self, *args, **kwargs):
+        sync()
+        start = time.perf_counter()
+        out = self._target(*args, **kwargs)
+        sync()
+        self._record[self._key] = self._record.get(self._key, 0.0) + (time.perf_counter() - start) * 1e3
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self._target, name)
+
+
+def check_goalnav(model, size: str, steps: int) -> None:
+    """The deployed exp73 grounder + MLP policy per decision, by component, against the robot's budget (module doc,
+    item 0). Reuses ``model`` (the random Kosmos-2) for the vision feature."""
+    import tempfile
+
+    import transformers
+
+    from envs.cadence import Cadence
+    from policies.backbones.kosmos2 import Kosmos2Backbone
+    from policies.goalnav.checkpoints import load_goalnav_checkpoint
+    from policies.goalnav.grounders import OWLV2_LATENCY_S, build_grounder
+    from policies.goalnav.heads import FORWARD, PROJ_DIM, Exp73MLPHead, Stage1ImageProj
+    from policies.goalnav.policy import MLP_LATENCY_S, VISION_LATENCY_S, GoalNavPolicy
+
+    transformers.utils.logging.disable_progress_bar()  # save / load bars of the temporary folder
+    with tempfile.TemporaryDirectory(prefix="gpu_checks_goalnav_") as tmp:
+        folder = Path(tmp) / "owlv2"
+        start = time.perf_counter()
+        owl = save_owlv2(folder, size)
+        grounder = build_grounder("owlv2", folder, device=DEVICE)  # fp32, as deployed; bf16 below on CUDA
+        load_s = time.perf_counter() - start
+        bb = Kosmos2Backbone(model, processor_224(int(model.config.vision_config.image_size)),
+                             name="kosmos2-random", device=DEVICE)
+        torch.manual_seed(0)
+        head, proj = Exp73MLPHead(4 + PROJ_DIM, 6), Stage1ImageProj(bb.vision_dim, PROJ_DIM)
+        with torch.no_grad():  # a head that always says FORWARD: the cache rule, not a random rotation, regrounds
+            head.net[-1].weight.zero_()
+            head.net[-1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(FORWARD), head.net[-1].out_features))
+        torch.save({"model": head.state_dict(), "head": "mlp", "window": 6, "bbox_scale": 3.0, "exp": "exp73"},
+                   Path(tmp) / "exp73_mlp.pt")
+        torch.save({"image_proj": proj.state_dict()}, Path(tmp) / "stage1.pt")
+        policy = GoalNavPolicy(load_goalnav_checkpoint(Path(tmp) / "exp73_mlp.pt", expect="head"),
+                               load_goalnav_checkpoint(Path(tmp) / "stage1.pt", expect="stage1",
+                                                       vis_dim=bb.vision_dim).head, bb, grounder)
+    say("goalnav_models", {"owlv2": owl, "owlv2_load_s": load_s, "vision": bb.name, "vision_dim": bb.vision_dim},
+        f"goalnav exp73: random OWL-v2 ({owl['parameters'] / 1e6:.1f} M parameters, image {owl['image_size']}, "
+        f"patch {owl['patch_size']}) saved and loaded through the owlv2 grounder in {load_s:.1f} s; vision: the "
+        f"random Kosmos-2's image_mean ({bb.vision_dim}-d) + Stage 1 projection; head exp73 MLP (window 6)")
+    width, height = ROBOT_FRAME
+    rng = np.random.default_rng(7)
+    imgs = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(steps + 2)]
+    record: dict[str, float] = {}
+    grounder.ground = Timed(grounder.ground, record, "grounder")
+    grounder.processor = Timed(grounder.processor, record, "grounder.processor")
+    grounder.model = Timed(grounder.model, record, "grounder.forward")
+    bb.encode_frames = Timed(bb.encode_frames, record, "vision")
+    policy._classes = Timed(policy._classes, record, "mlp")
+
+    def decisions(policy: GoalNavPolicy, skip: int, n: int, warmup: int) -> dict[str, list[float]]:
+        """``n`` decisions (after ``warmup``) with ``grounding_skip_n = skip`` (no regrounding after a miss):
+        per decision the wall ms of ``act`` and of each component; only the decisions of the wanted kind."""
+        policy.grounding_skip_n, policy.reground_on_miss = skip, False
+        policy.reset(INSTRUCTION, {})
+        out: dict[str, list[float]] = {}
+        for i in range(warmup + n):  # cached: the episode's first decision, in the warm-up, grounds
+            record.clear()
+            sync()
+            start = time.perf_counter()
+            policy.act({"image": imgs[i % len(imgs)], "instruction": INSTRUCTION})
+            sync()
+            grounded = "grounder" in policy.step_components
+            if i >= warmup and grounded == (skip == 1):
+                for key, ms in {"decision": (time.perf_counter() - start) * 1e3, **record}.items():
+                    out.setdefault(key, []).append(ms)
+        return out
+
+    with torch.inference_mode():
+        dtype = "fp32"
+        if DEVICE.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()  # the deployed fp32 first, a few calls: the grounder alone
+            fp32 = decisions(policy, 1, max(3, steps // 3), 2)["grounder"]
+            grounder.model._target.to(torch.bfloat16)  # OWL-v2 casts its pixels to the patch embedding's dtype
+            dtype = "bf16"
+        runs = {"grounded": decisions(policy, 1, steps, 2), "cached": decisions(policy, 10**9, steps, 2)}
+    period_ms = Cadence.parse("deployed").period_s * 1e3
+    rate_ms = 1e3 / ROBOT_DECISION_HZ
+    robot = {"grounder": OWLV2_LATENCY_S * 1e3, "vision": VISION_LATENCY_S * 1e3, "mlp": MLP_LATENCY_S * 1e3}
+    for kind, ms in runs.items():
+        order = ("decision", "grounder", "grounder.processor", "grounder.forward", "vision", "mlp")
+        parts = {k: [p(ms[k], 50), p(ms[k], 95)] for k in order if k in ms}
+        budget, limit = ("the ~1.3 Hz decision rate", rate_ms) if kind == "grounded" else \
+            ("the deployed loop's period", period_ms)
+        ok = parts["decision"][1] <= limit
+        say(f"goalnav_{kind}_{dtype}_ms", {**parts, "n": len(ms["decision"]), "budget_ms": limit, "pass": ok},
+            f"goalnav exp73 {kind} decision ({dtype}, {width}x{height}, {len(ms['decision'])} decisions): p50 "
+            f"{parts['decision'][0]:.1f} ms, p95 {parts['decision'][1]:.1f} ms ({'PASS' if ok else 'FAIL'} against "
+            f"{budget}, {limit:.0f} ms); " + ", ".join(
+                f"{k} {v[0]:.1f} / {v[1]:.1f}" for k, v in parts.items() if k != "decision") + " ms (p50 / p95)")
+    grounded, cached = ({k: p(v, 50) for k, v in runs[kind].items()} for kind in ("grounded", "cached"))
+    ratios = {k: grounded[k] / robot[k] for k in robot}
+    say("goalnav_vs_robot", {"robot_ms": robot, "here_over_robot": ratios, "loop_period_ms": period_ms,
+                             "decision_hz": ROBOT_DECISION_HZ},
+        "  against the robot (p50 here / the robot's figure): " + ", ".join(
+            f"{k} {grounded[k]:.1f} / {robot[k]:.1f} ms = {ratios[k]:.3g}" for k in robot)
+        + " (OWLV2_LATENCY_S fp32 on the Jetson Orin NX, VISION_LATENCY_S, MLP_LATENCY_S of "
+        "policies/goalnav)")
+    skip3 = (grounded["decision"] + 2 * cached["decision"]) / 3
+    say("goalnav_skip3_mean_ms", skip3,
+        f"  the robot's schedule (grounding_skip_n 3, no miss): mean {skip3:.1f} ms per decision = "
+        f"{1e3 / skip3:.1f} decisions/s against the robot's ~{ROBOT_DECISION_HZ} Hz (ROBOT_DECISION_HZ, "
+        f"envs/cadence.py) and its {period_ms:.0f} ms loop (Cadence deployed period_s)")
+    if DEVICE.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        say("goalnav_grounder_fp32_ms", {"p50_p95": [p(fp32, 50), p(fp32, 95)], "peak_gib": peak},
+            f"  the grounder call in fp32 (the deployed dtype), {len(fp32)} calls: p50 {p(fp32, 50):.1f} ms, p95 "
+            f"{p(fp32, 95):.1f} ms (= {p(fp32, 50) / robot['grounder']:.3g} of OWLV2_LATENCY_S); peak CUDA memory "
+            f"{peak:.2f} GiB (OWL-v2 + Kosmos-2 + activations)")
+    del policy, grounder
+    if DEVICE.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 def check_robovlms(model, steps: int) -> None:
@@ -310,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only-open-clip", action="store_true", help="run the open_clip conversion check alone")
     parser.add_argument("--only-compile-vision", action="store_true",
                         help="run the compile_vision check (eager vs compiled vision tower) alone")
+    parser.add_argument("--only-goalnav", action="store_true",
+                        help="run the goalnav check (exp73 with OWL-v2 + Kosmos-2 vision per decision) alone")
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = args.device
@@ -325,11 +531,13 @@ def main(argv: list[str] | None = None) -> int:
     say("kosmos2_parameters", sum(x.numel() for x in model.parameters()),
         f"random {args.size} Kosmos-2: {sum(x.numel() for x in model.parameters()) / 1e9:.3f} B parameters, built in "
         f"{time.perf_counter() - start:.1f} s")
-    checks = [lambda: check_robovlms(model, args.steps), lambda: check_case_heads(model, args.steps),
-              lambda: check_compile_vision(model), check_open_clip, lambda: check_batched(model, args.steps)]
-    if args.only_open_clip or args.only_compile_vision:
-        checks = ([checks[2]] if args.only_compile_vision else []) + ([checks[3]] if args.only_open_clip else [])
-    for check in checks:
+    checks = {"goalnav": lambda: check_goalnav(model, args.size, args.steps),  # first: short, issue 25's figure
+              "robovlms": lambda: check_robovlms(model, args.steps),
+              "case_heads": lambda: check_case_heads(model, args.steps),
+              "compile_vision": lambda: check_compile_vision(model), "open_clip": check_open_clip,
+              "batched": lambda: check_batched(model, args.steps)}
+    only = [name for name in checks if getattr(args, f"only_{name}", False)]
+    for check in [checks[name] for name in only] or list(checks.values()):
         try:
             check()
         except Exception as exc:  # noqa: BLE001 - report every check, keep going

@@ -9,8 +9,8 @@
 #      bench/env_throughput.py with tiny and egl at 224x224 and at the robot's 1280x720;
 #   2. the main sweep on the GPU: sim.eval --policy case2 --device cuda --batch on --workers 16, and the same sweep
 #      on the CPU (--device cpu, 16 workers) as the baseline measured in the same run; episodes/min and steps/s;
-#   3. bench/gpu_checks.py as prepared (full-size random Kosmos-2: robovlms, case1/hybrid, compile_vision, batched
-#      act_batch, open_clip when it imports).
+#   3. bench/gpu_checks.py as prepared (full-size random Kosmos-2: goalnav exp73 with OWL-v2, robovlms, case1/hybrid,
+#      compile_vision, batched act_batch, open_clip when it imports).
 # Runs here too, without a GPU (DEVICE=cpu: step 2 on the CPU only, step 3 on the tiny Kosmos-2): the dry run.
 set -u
 cd "$(dirname "$0")/.."
